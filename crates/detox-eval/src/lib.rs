@@ -1,0 +1,7 @@
+//! # detox-eval
+//!
+//! The SafeEdit benchmark harness: for a model, an editing method, a split and a judge it runs pre-edit
+//! generation, the edit, post-edit generation, restore, judging and metrics, writing one record per SafeEdit
+//! case as it goes, a run manifest and a summary report. Runs resume after interruption without losing or
+//! duplicating records.
+#![deny(missing_docs)]

@@ -1,0 +1,394 @@
+//! Provisioning of libtorch 2.11.0 from PyPI wheels, without a Python environment.
+//!
+//! The `torch` wheel carries the C++ libraries and headers; libtorch_cpu also needs the CUDA runtime and CUPTI
+//! libraries from two small NVIDIA wheels, even on a CPU-only machine. We download the three wheels with pip,
+//! extract only what linking and running need (about 0.5 GB), check every extracted file against the SHA-256
+//! the wheel's own RECORD lists, and place the result atomically.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use base64::Engine;
+use sha2::{Digest, Sha256};
+
+use crate::paths::{managed_libtorch, workspace_root};
+
+/// The libtorch version tch 0.24 is built for.
+pub const TORCH_VERSION: &str = "2.11.0";
+
+/// A wheel to fetch and the members of it to keep: (prefix inside the wheel, destination folder, files or
+/// `None` for the whole subtree).
+struct Wheel {
+    requirement: &'static str,
+    file_prefix: &'static str,
+    members: &'static [(&'static str, &'static str, Option<&'static [&'static str]>)],
+}
+
+const WHEELS: &[Wheel] = &[
+    Wheel {
+        requirement: "torch==2.11.0",
+        file_prefix: "torch-2.11.0-",
+        members: &[
+            (
+                "torch/lib/",
+                "lib",
+                Some(&["libtorch_cpu.so", "libc10.so", "libgomp.so.1", "libtorch.so"]),
+            ),
+            ("torch/include/", "include", None),
+            ("torch/share/", "share", None),
+        ],
+    },
+    Wheel {
+        requirement: "nvidia-cuda-runtime==13.0.96",
+        file_prefix: "nvidia_cuda_runtime-13.0.96-",
+        members: &[("nvidia/cu13/lib/", "lib", Some(&["libcudart.so.13"]))],
+    },
+    Wheel {
+        requirement: "nvidia-cuda-cupti==13.0.85",
+        file_prefix: "nvidia_cuda_cupti-13.0.85-",
+        members: &[("nvidia/cu13/lib/", "lib", Some(&["libcupti.so.13"]))],
+    },
+];
+
+/// The libraries a usable libtorch folder must hold.
+const REQUIRED_LIBS: &[&str] = &[
+    "libtorch_cpu.so",
+    "libc10.so",
+    "libtorch.so",
+    "libgomp.so.1",
+    "libcudart.so.13",
+    "libcupti.so.13",
+];
+
+/// Written last into a provisioned folder: one line per file, `<sha256 hex> <size> <relative path>`.
+const STAMP: &str = ".provisioned";
+
+/// Makes sure a libtorch 2.11.0 is available and returns its folder.
+///
+/// With `LIBTORCH` naming a folder other than the managed one, that folder is checked and used as it is.
+pub fn ensure(verify: bool) -> Result<PathBuf> {
+    let managed = managed_libtorch();
+    if let Some(user) = user_libtorch(&managed) {
+        check_user_libtorch(&user)?;
+        println!("libtorch {TORCH_VERSION} at {} (from LIBTORCH)", user.display());
+        return Ok(user);
+    }
+    if managed.join(STAMP).exists() {
+        check_stamp(&managed, verify)?;
+        println!("libtorch {TORCH_VERSION} already provisioned at {}", managed.display());
+        return Ok(managed);
+    }
+    provision(&managed)?;
+    Ok(managed)
+}
+
+/// `LIBTORCH` as the user set it, unless it is the managed folder `.cargo/config.toml` points at.
+fn user_libtorch(managed: &Path) -> Option<PathBuf> {
+    let value = std::env::var_os("LIBTORCH")?;
+    let path = PathBuf::from(value);
+    let same = match (path.canonicalize(), managed.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => path == managed,
+    };
+    (!same).then_some(path)
+}
+
+fn check_user_libtorch(dir: &Path) -> Result<()> {
+    let version = read_version(dir).with_context(|| {
+        format!(
+            "LIBTORCH={} does not look like a libtorch folder; unset LIBTORCH to let `cargo xtask setup` \
+             provision libtorch {TORCH_VERSION} into {}",
+            dir.display(),
+            managed_libtorch().display()
+        )
+    })?;
+    if version != TORCH_VERSION {
+        bail!(
+            "LIBTORCH={} holds libtorch {version}, but detox needs libtorch {TORCH_VERSION} (tch 0.24); point \
+             LIBTORCH at a {TORCH_VERSION} build or unset it to let `cargo xtask setup` provision one",
+            dir.display()
+        );
+    }
+    for lib in ["libtorch_cpu.so", "libc10.so", "libtorch.so"] {
+        if !dir.join("lib").join(lib).exists() {
+            bail!("LIBTORCH={} lacks lib/{lib}", dir.display());
+        }
+    }
+    Ok(())
+}
+
+/// The libtorch version a folder holds, from its headers (`2.11.0`, without a local build tag).
+pub fn read_version(dir: &Path) -> Result<String> {
+    let candidates = [
+        dir.join("include/torch/headeronly/version.h"),
+        dir.join("include/torch/csrc/api/include/torch/version.h"),
+    ];
+    for header in &candidates {
+        let Ok(text) = fs::read_to_string(header) else { continue };
+        let field = |name: &str| {
+            text.lines().find_map(|line| {
+                let rest = line.trim().strip_prefix("#define ")?.strip_prefix(name)?;
+                rest.trim().parse::<u32>().ok()
+            })
+        };
+        if let (Some(major), Some(minor), Some(patch)) = (
+            field("TORCH_VERSION_MAJOR"),
+            field("TORCH_VERSION_MINOR"),
+            field("TORCH_VERSION_PATCH"),
+        ) {
+            return Ok(format!("{major}.{minor}.{patch}"));
+        }
+    }
+    bail!("no libtorch version header under {}/include", dir.display())
+}
+
+fn check_stamp(dir: &Path, rehash: bool) -> Result<()> {
+    let stamp = fs::read_to_string(dir.join(STAMP))?;
+    let mut problems = Vec::new();
+    for line in stamp.lines() {
+        let mut parts = line.splitn(3, ' ');
+        let (Some(hash), Some(size), Some(rel)) = (parts.next(), parts.next(), parts.next()) else {
+            problems.push(format!("malformed stamp line {line:?}"));
+            continue;
+        };
+        let path = dir.join(rel);
+        match fs::metadata(&path) {
+            Err(_) => problems.push(format!("{rel} is missing")),
+            Ok(meta) if meta.len().to_string() != size => {
+                problems.push(format!("{rel} has {} bytes, expected {size}", meta.len()))
+            }
+            Ok(_) if rehash => {
+                if hex(&sha256_file(&path)?) != hash {
+                    problems.push(format!("{rel} does not match its SHA-256"));
+                }
+            }
+            Ok(_) => {}
+        }
+    }
+    if !problems.is_empty() {
+        bail!(
+            "the libtorch at {} is damaged ({}); delete that folder and run `cargo xtask setup` again",
+            dir.display(),
+            problems.join("; ")
+        );
+    }
+    Ok(())
+}
+
+fn provision(target: &Path) -> Result<()> {
+    let root = workspace_root();
+    let wheels_dir = root.join(".libtorch.wheels");
+    let partial = root.join(".libtorch.partial");
+    println!(
+        "Provisioning libtorch {TORCH_VERSION} into {} (about 545 MB from PyPI)",
+        target.display()
+    );
+    download_wheels(&wheels_dir)?;
+    if partial.exists() {
+        fs::remove_dir_all(&partial).with_context(|| format!("removing {}", partial.display()))?;
+    }
+    fs::create_dir_all(&partial)?;
+    let mut stamp = String::new();
+    for wheel in WHEELS {
+        let path = find_wheel(&wheels_dir, wheel)?;
+        println!("  extracting {}", path.file_name().unwrap_or_default().to_string_lossy());
+        extract_wheel(&path, wheel, &partial, &mut stamp)?;
+    }
+    for lib in REQUIRED_LIBS {
+        if !partial.join("lib").join(lib).exists() {
+            bail!(
+                "the wheels did not provide lib/{lib}; delete {} and retry",
+                wheels_dir.display()
+            );
+        }
+    }
+    let version = read_version(&partial)?;
+    if version != TORCH_VERSION {
+        bail!("the torch wheel holds libtorch {version}, expected {TORCH_VERSION}");
+    }
+    // torch-sys checks this file against the version it was built for.
+    fs::write(partial.join("build-version"), format!("{TORCH_VERSION}\n"))?;
+    let mut file = fs::File::create(partial.join(STAMP))?;
+    file.write_all(stamp.as_bytes())?;
+    file.sync_all()?;
+    if target.exists() {
+        fs::remove_dir_all(target).with_context(|| format!("removing {}", target.display()))?;
+    }
+    fs::rename(&partial, target)
+        .with_context(|| format!("moving {} to {}", partial.display(), target.display()))?;
+    fs::remove_dir_all(&wheels_dir).ok();
+    println!("libtorch {TORCH_VERSION} ready at {}", target.display());
+    Ok(())
+}
+
+fn download_wheels(dir: &Path) -> Result<()> {
+    let python = ["python3", "python"]
+        .into_iter()
+        .find(|python| {
+            Command::new(python)
+                .args(["-m", "pip", "--version"])
+                .output()
+                .is_ok_and(|out| out.status.success())
+        })
+        .context(
+            "neither `python3 -m pip` nor `python -m pip` works on this machine: install Python 3 with pip \
+             (e.g. `apt-get install python3-pip`), or point LIBTORCH at an existing libtorch 2.11.0 folder",
+        )?;
+    fs::create_dir_all(dir)?;
+    let mut command = Command::new(python);
+    command.args([
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--python-version",
+        "3.11",
+    ]);
+    for platform in [
+        "manylinux_2_28_x86_64",
+        "manylinux_2_27_x86_64",
+        "manylinux_2_25_x86_64",
+        "manylinux_2_17_x86_64",
+        "manylinux2014_x86_64",
+    ] {
+        command.args(["--platform", platform]);
+    }
+    command.arg("--dest").arg(dir);
+    command.args(WHEELS.iter().map(|wheel| wheel.requirement));
+    let status = command.status().context("running pip")?;
+    if !status.success() {
+        bail!(
+            "pip could not download the libtorch wheels ({}); check that this machine reaches PyPI (proxy, \
+             network), then run `cargo xtask setup` again, or point LIBTORCH at an existing libtorch {TORCH_VERSION}",
+            WHEELS.iter().map(|wheel| wheel.requirement).collect::<Vec<_>>().join(", ")
+        );
+    }
+    Ok(())
+}
+
+fn find_wheel(dir: &Path, wheel: &Wheel) -> Result<PathBuf> {
+    fs::read_dir(dir)?
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .find(|path| {
+            path.file_name()
+                .and_then(|name| name.to_str())
+                .is_some_and(|name| name.starts_with(wheel.file_prefix) && name.ends_with(".whl"))
+        })
+        .with_context(|| {
+            format!(
+                "pip reported success but no {}*.whl is in {}",
+                wheel.file_prefix,
+                dir.display()
+            )
+        })
+}
+
+fn extract_wheel(path: &Path, wheel: &Wheel, out: &Path, stamp: &mut String) -> Result<()> {
+    let file = fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut archive = zip::ZipArchive::new(io::BufReader::new(file))
+        .with_context(|| format!("{} is not a valid wheel; delete it and retry", path.display()))?;
+    let record = read_record(&mut archive)
+        .with_context(|| format!("reading RECORD of {}", path.display()))?;
+    for index in 0..archive.len() {
+        let mut entry = archive.by_index(index)?;
+        if entry.is_dir() {
+            continue;
+        }
+        let name = entry.name().to_owned();
+        let Some(relative) = destination(wheel, &name) else { continue };
+        let expected = record
+            .get(&name)
+            .with_context(|| format!("{name} is not listed in the RECORD of {}", path.display()))?;
+        let dest = out.join(&relative);
+        if let Some(parent) = dest.parent() {
+            fs::create_dir_all(parent)?;
+        }
+        let mut writer = HashingWriter {
+            inner: io::BufWriter::new(fs::File::create(&dest)?),
+            hasher: Sha256::new(),
+            bytes: 0,
+        };
+        io::copy(&mut entry, &mut writer).with_context(|| format!("extracting {name}"))?;
+        writer.inner.flush()?;
+        let digest = writer.hasher.finalize();
+        if digest.as_slice() != expected.as_slice() {
+            bail!("{name} in {} does not match the SHA-256 its RECORD lists; delete the wheel and retry", path.display());
+        }
+        if let Some(mode) = entry.unix_mode() {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(&dest, fs::Permissions::from_mode(mode & 0o777))?;
+        }
+        stamp.push_str(&format!("{} {} {}\n", hex(&digest), writer.bytes, relative.display()));
+    }
+    Ok(())
+}
+
+/// Where a wheel member goes inside the libtorch folder, or `None` if it is not kept.
+fn destination(wheel: &Wheel, name: &str) -> Option<PathBuf> {
+    wheel.members.iter().find_map(|(prefix, folder, files)| {
+        let rest = name.strip_prefix(prefix)?;
+        match files {
+            Some(files) => files.contains(&rest).then(|| Path::new(folder).join(rest)),
+            None => Some(Path::new(folder).join(rest)),
+        }
+    })
+}
+
+/// The wheel's RECORD: member name -> SHA-256 digest.
+fn read_record<R: Read + io::Seek>(
+    archive: &mut zip::ZipArchive<R>,
+) -> Result<HashMap<String, Vec<u8>>> {
+    let record_name = archive
+        .file_names()
+        .find(|name| name.ends_with(".dist-info/RECORD"))
+        .context("no .dist-info/RECORD")?
+        .to_owned();
+    let mut text = String::new();
+    archive.by_name(&record_name)?.read_to_string(&mut text)?;
+    let mut map = HashMap::new();
+    for line in text.lines() {
+        let mut fields = line.rsplitn(3, ',');
+        let (_size, hash, name) = (fields.next(), fields.next(), fields.next());
+        let (Some(hash), Some(name)) = (hash, name) else { continue };
+        let Some(encoded) = hash.strip_prefix("sha256=") else { continue };
+        let digest = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(encoded)
+            .with_context(|| format!("bad digest for {name}"))?;
+        map.insert(name.to_owned(), digest);
+    }
+    Ok(map)
+}
+
+struct HashingWriter<W> {
+    inner: W,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let written = self.inner.write(buf)?;
+        self.hasher.update(&buf[..written]);
+        self.bytes += written as u64;
+        Ok(written)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn sha256_file(path: &Path) -> Result<Vec<u8>> {
+    let mut file = fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    io::copy(&mut file, &mut hasher)?;
+    Ok(hasher.finalize().to_vec())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

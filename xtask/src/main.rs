@@ -1,0 +1,42 @@
+//! Project tasks for the detox workspace, reached through `cargo xtask <task>`.
+//!
+//! This crate builds without libtorch: `cargo xtask setup` is what installs it.
+
+mod checks;
+mod doctor;
+mod libtorch;
+mod paths;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+/// Project tasks: set-up, checks and diagnostics.
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Provision libtorch 2.11.0 into `.libtorch/` (or check the one `LIBTORCH` names). Idempotent.
+    Setup {
+        /// Re-hash every extracted file against the wheel's RECORD even when already provisioned.
+        #[arg(long)]
+        verify: bool,
+    },
+    /// The project's whole check: set-up if needed, fmt, clippy, tests and docs, all warnings denied.
+    Test,
+    /// Print what a user needs to know when something is off: libtorch, CUDA, cuDNN, threads.
+    Doctor,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.task {
+        Task::Setup { verify } => libtorch::ensure(verify).map(|_| ()),
+        Task::Test => checks::run_all(),
+        Task::Doctor => doctor::run(),
+    }
+}
