@@ -6,26 +6,43 @@ use anyhow::{bail, Context, Result};
 
 use crate::paths::workspace_root;
 
+/// One cargo invocation of the check, with the environment it needs.
+struct Step {
+    label: &'static str,
+    args: &'static [&'static str],
+    env: Option<(&'static str, &'static str)>,
+}
+
+const STEPS: &[Step] = &[
+    Step { label: "format", args: &["fmt", "--all", "--", "--check"], env: None },
+    Step {
+        label: "lint",
+        args: &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"],
+        env: None,
+    },
+    Step { label: "test", args: &["test", "--workspace"], env: None },
+    Step {
+        label: "docs",
+        args: &["doc", "--workspace", "--no-deps"],
+        env: Some(("RUSTDOCFLAGS", "-D warnings")),
+    },
+];
+
 /// Set-up if needed, then fmt, clippy, tests and docs, each with warnings denied. Stops at the first failure.
 pub fn run_all() -> Result<()> {
     crate::libtorch::ensure(false)?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let steps: [(&str, &[&str], &[(&str, &str)]); 4] = [
-        ("format", &["fmt", "--all", "--", "--check"], &[]),
-        ("lint", &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"], &[]),
-        ("test", &["test", "--workspace"], &[]),
-        ("docs", &["doc", "--workspace", "--no-deps"], &[("RUSTDOCFLAGS", "-D warnings")]),
-    ];
-    for (label, args, envs) in steps {
-        println!("==> {label}: cargo {}", args.join(" "));
-        let status = Command::new(&cargo)
-            .args(args)
-            .envs(envs.iter().copied())
-            .current_dir(workspace_root())
-            .status()
-            .with_context(|| format!("running cargo {}", args.join(" ")))?;
+    for step in STEPS {
+        let command_line = format!("cargo {}", step.args.join(" "));
+        println!("==> {}: {command_line}", step.label);
+        let mut command = Command::new(&cargo);
+        command.args(step.args).current_dir(workspace_root());
+        if let Some((key, value)) = step.env {
+            command.env(key, value);
+        }
+        let status = command.status().with_context(|| format!("running {command_line}"))?;
         if !status.success() {
-            bail!("{label} failed: `cargo {}` exited with {status}", args.join(" "));
+            bail!("{} failed: `{command_line}` exited with {status}", step.label);
         }
     }
     println!("==> all checks passed");

@@ -27,7 +27,7 @@ pub fn run() -> Result<()> {
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let status = Command::new(cargo)
-        .args(["run", "--quiet", "--release", "--package", "detox-examples", "--example", "doctor"])
+        .args(["run", "--quiet", "--package", "detox-examples", "--example", "doctor"])
         .current_dir(workspace_root())
         .status()
         .context("running the doctor example")?;

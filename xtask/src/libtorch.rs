@@ -392,3 +392,79 @@ fn sha256_file(path: &Path) -> Result<Vec<u8>> {
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fake_libtorch(version: (u32, u32, u32), libs: &[&str]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let header = dir.path().join("include/torch/headeronly");
+        fs::create_dir_all(&header).unwrap();
+        let (major, minor, patch) = version;
+        fs::write(
+            header.join("version.h"),
+            format!(
+                "#define TORCH_VERSION_MAJOR {major}\n#define TORCH_VERSION_MINOR {minor}\n\
+                 #define TORCH_VERSION_PATCH {patch}\n"
+            ),
+        )
+        .unwrap();
+        fs::create_dir_all(dir.path().join("lib")).unwrap();
+        for lib in libs {
+            fs::write(dir.path().join("lib").join(lib), b"").unwrap();
+        }
+        dir
+    }
+
+    #[test]
+    fn reads_the_version_from_the_headers() {
+        let dir = fake_libtorch((2, 11, 0), &[]);
+        assert_eq!(read_version(dir.path()).unwrap(), "2.11.0");
+    }
+
+    #[test]
+    fn a_different_version_is_refused_naming_both() {
+        let dir = fake_libtorch((2, 10, 1), &["libtorch_cpu.so", "libc10.so", "libtorch.so"]);
+        let message = format!("{:#}", check_user_libtorch(dir.path()).unwrap_err());
+        assert!(message.contains("2.10.1") && message.contains(TORCH_VERSION), "{message}");
+    }
+
+    #[test]
+    fn a_folder_without_headers_or_libraries_is_refused() {
+        let empty = tempfile::tempdir().unwrap();
+        let message = format!("{:#}", check_user_libtorch(empty.path()).unwrap_err());
+        assert!(message.contains("does not look like a libtorch folder"), "{message}");
+        let no_libs = fake_libtorch((2, 11, 0), &["libc10.so"]);
+        let message = format!("{:#}", check_user_libtorch(no_libs.path()).unwrap_err());
+        assert!(message.contains("lib/libtorch_cpu.so"), "{message}");
+    }
+
+    #[test]
+    fn a_damaged_provisioned_folder_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("lib")).unwrap();
+        fs::write(dir.path().join("lib/libc10.so"), b"abc").unwrap();
+        let good = format!("{} 3 lib/libc10.so\n", hex(&Sha256::digest(b"abc")));
+        fs::write(dir.path().join(STAMP), &good).unwrap();
+        check_stamp(dir.path(), true).unwrap();
+        fs::write(dir.path().join("lib/libc10.so"), b"abd").unwrap();
+        let message = format!("{:#}", check_stamp(dir.path(), true).unwrap_err());
+        assert!(message.contains("does not match its SHA-256"), "{message}");
+        fs::remove_file(dir.path().join("lib/libc10.so")).unwrap();
+        let message = format!("{:#}", check_stamp(dir.path(), false).unwrap_err());
+        assert!(message.contains("lib/libc10.so is missing"), "{message}");
+    }
+
+    #[test]
+    fn only_the_listed_members_are_kept() {
+        let torch = &WHEELS[0];
+        assert_eq!(destination(torch, "torch/lib/libc10.so"), Some(PathBuf::from("lib/libc10.so")));
+        assert_eq!(destination(torch, "torch/lib/libtorch_cuda.so"), None);
+        assert_eq!(
+            destination(torch, "torch/include/ATen/ATen.h"),
+            Some(PathBuf::from("include/ATen/ATen.h"))
+        );
+        assert_eq!(destination(torch, "torch/_C.so"), None);
+    }
+}
