@@ -1,0 +1,11 @@
+//! DINM, Detoxifying with Intraoperative Neural Monitoring (Wang et al., ACL 2024, section 3).
+//!
+//! Per record: locate the toxic layer (the layer whose hidden states separate a safe from an unsafe response the
+//! most), then tune only that layer's `mlp.down_proj.weight` for a few Adam steps on the safe response, while a KL
+//! term keeps the model's answer to a benign knowledge question close to its pre-edit distribution.
+
+pub mod hparams;
+pub mod options;
+
+pub use hparams::{DinmHyperParams, DinmPreset, SUFFIX_SYSTEM_PROMPT};
+pub use options::{KlGradient, LossWeighting, PromptFormat};
