@@ -1,0 +1,99 @@
+//! The runtime's error type.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong while loading, running or editing a model.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A libtorch call failed; `context` says which operation.
+    #[error("{context}: {source}")]
+    Torch {
+        /// The operation that failed.
+        context: String,
+        /// The libtorch error.
+        #[source]
+        source: tch::TchError,
+    },
+    /// A file could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A JSON file is malformed.
+    #[error("{} is not valid JSON: {source}", path.display())]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// The parse error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A `config.json` field is missing, malformed or names something the runtime does not support.
+    #[error("{}: field `{field}`: {reason}", path.display())]
+    Config {
+        /// The configuration file (or `<in-memory>`).
+        path: PathBuf,
+        /// The offending field.
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A safetensors file is malformed or holds a dtype the runtime cannot load.
+    #[error("{}: {reason}", path.display())]
+    Safetensors {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The checkpoint lacks tensors the architecture needs.
+    #[error("checkpoint is missing {} tensor(s): {}", names.len(), names.join(", "))]
+    MissingTensors {
+        /// The missing Hugging Face tensor names.
+        names: Vec<String>,
+    },
+    /// The checkpoint holds tensors the architecture does not use.
+    #[error("checkpoint has {} unexpected tensor(s): {}", names.len(), names.join(", "))]
+    UnexpectedTensors {
+        /// The unexpected Hugging Face tensor names.
+        names: Vec<String>,
+    },
+    /// A parameter name is not part of the model.
+    #[error("the model has no parameter named `{name}`")]
+    UnknownParameter {
+        /// The requested name.
+        name: String,
+    },
+    /// A tensor's shape does not fit where it is used.
+    #[error("`{name}`: expected shape {expected:?}, got {actual:?}")]
+    ShapeMismatch {
+        /// The tensor (or input) name.
+        name: String,
+        /// The expected shape.
+        expected: Vec<i64>,
+        /// The shape that was given.
+        actual: Vec<i64>,
+    },
+    /// A caller-supplied input is invalid (empty batch, token id out of range, ...).
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+}
+
+/// Results of the runtime.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Attaches an operation name to libtorch errors.
+pub(crate) trait TorchContext<T> {
+    /// Wraps a [`tch::TchError`] into [`Error::Torch`] with `context`.
+    fn ctx(self, context: &str) -> Result<T>;
+}
+
+impl<T> TorchContext<T> for std::result::Result<T, tch::TchError> {
+    fn ctx(self, context: &str) -> Result<T> {
+        self.map_err(|source| Error::Torch { context: context.to_string(), source })
+    }
+}

@@ -1,0 +1,249 @@
+//! Batched generation with a pre-allocated KV cache: greedy or temperature/top-p sampling, per-row stopping.
+//!
+//! Prompts are left-padded into one batch. Finished rows keep decoding padding until the whole batch is done, as
+//! transformers does, so every row's continuation equals what it would be alone. The host only learns which rows
+//! finished every [`GenerationConfig::sync_every`] steps; tokens produced after a row's stop are discarded.
+
+use tch::{Kind, Tensor};
+
+use crate::error::{Error, Result, TorchContext};
+use crate::model::{CausalLm, ForwardOptions, LogitsSelection, PositionIds};
+
+/// How the next token is chosen.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Sampling {
+    /// The most likely token (the default; what the SafeEdit evaluation uses).
+    Greedy,
+    /// Sample from the temperature-scaled distribution restricted to the smallest set of tokens whose
+    /// probability reaches `top_p` (transformers' `TopPLogitsWarper`).
+    TopP {
+        /// Divides the logits before the softmax.
+        temperature: f64,
+        /// Nucleus mass in `(0, 1]`.
+        top_p: f64,
+        /// Seed of libtorch's generator for this call.
+        seed: u64,
+    },
+}
+
+/// Generation settings.
+#[derive(Debug, Clone)]
+pub struct GenerationConfig {
+    /// The most tokens generated per row.
+    pub max_new_tokens: usize,
+    /// Token choice.
+    pub sampling: Sampling,
+    /// A row stops when it produces any of these (the EOS token is kept out of the returned continuation).
+    pub eos_token_ids: Vec<i64>,
+    /// The token used to left-pad prompts and to fill finished rows.
+    pub pad_token_id: i64,
+    /// How many decoding steps run between checks of which rows have finished.
+    pub sync_every: usize,
+}
+
+impl GenerationConfig {
+    /// Greedy decoding of up to `max_new_tokens`, stopping at `eos_token_ids`, padding with the first EOS id.
+    pub fn greedy(max_new_tokens: usize, eos_token_ids: Vec<i64>) -> Self {
+        let pad_token_id = eos_token_ids.first().copied().unwrap_or(0);
+        Self {
+            max_new_tokens,
+            sampling: Sampling::Greedy,
+            eos_token_ids,
+            pad_token_id,
+            sync_every: 8,
+        }
+    }
+}
+
+/// Why a row stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// It produced an end-of-sequence token.
+    Eos,
+    /// The caller's stop check matched (for example a stop string).
+    StopSequence,
+    /// It reached `max_new_tokens`.
+    Length,
+}
+
+/// The continuation of one prompt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Generated {
+    /// Generated token ids, without the prompt and without the EOS token.
+    pub tokens: Vec<i64>,
+    /// Why generation stopped.
+    pub finish: FinishReason,
+}
+
+/// A per-row stop check: given the row index and its generated ids so far, whether to stop (the ids are kept).
+pub type StopCheck<'a> = &'a dyn Fn(usize, &[i64]) -> bool;
+
+/// Generates continuations for a batch of prompts (token ids, BOS included if the model wants one).
+pub fn generate(
+    model: &CausalLm,
+    prompts: &[Vec<i64>],
+    config: &GenerationConfig,
+    stop: Option<StopCheck<'_>>,
+) -> Result<Vec<Generated>> {
+    let _guard = tch::no_grad_guard();
+    if prompts.is_empty() {
+        return Ok(Vec::new());
+    }
+    if let Some(i) = prompts.iter().position(Vec::is_empty) {
+        return Err(Error::InvalidInput(format!("prompt {i} has no tokens")));
+    }
+    if let Sampling::TopP { temperature, top_p, seed } = config.sampling {
+        if temperature <= 0.0 || !(top_p > 0.0 && top_p <= 1.0) {
+            return Err(Error::InvalidInput(format!(
+                "sampling needs temperature > 0 and top_p in (0, 1], got {temperature} and {top_p}"
+            )));
+        }
+        tch::manual_seed(seed as i64);
+    }
+    let device = model.device();
+    let batch = prompts.len() as i64;
+    let prompt_len = prompts.iter().map(Vec::len).max().unwrap_or(0) as i64;
+    let max_new = config.max_new_tokens as i64;
+    let (ids, mask) = left_pad(prompts, config.pad_token_id);
+    let ids = Tensor::from_slice(&ids)
+        .f_view([batch, prompt_len])
+        .ctx("prompt ids")?
+        .f_to_device(device)
+        .ctx("prompt ids")?;
+    let mut full_mask = Tensor::from_slice(&mask)
+        .f_view([batch, prompt_len])
+        .ctx("prompt mask")?
+        .f_to_device(device)
+        .ctx("prompt mask")?;
+    let mut cache = model.new_cache(batch, prompt_len + max_new.max(1))?;
+    let eos = Tensor::from_slice(&config.eos_token_ids).f_to_device(device).ctx("eos ids")?;
+    let mut unfinished = Tensor::f_ones([batch], (Kind::Bool, device)).ctx("flags")?;
+    let mut produced: Vec<Tensor> = Vec::with_capacity(config.max_new_tokens);
+    let mut host_tokens: Vec<Vec<i64>> = vec![Vec::new(); prompts.len()];
+    let mut finish: Vec<Option<(usize, FinishReason)>> = vec![None; prompts.len()];
+    let mut next_input = ids;
+    for step in 0..config.max_new_tokens {
+        let options = ForwardOptions {
+            attention_mask: Some(&full_mask),
+            position_ids: PositionIds::FromMask,
+            logits: LogitsSelection::Last,
+            output_hidden_states: false,
+        };
+        let logits = model.forward_with_cache(&next_input, &options, &mut cache)?.logits;
+        let logits =
+            logits.f_select(1, 0).ctx("last logits")?.f_to_kind(Kind::Float).ctx("logits")?;
+        let chosen = choose(&logits, config.sampling)?;
+        let pad = Tensor::f_full([batch], config.pad_token_id, (Kind::Int64, device)).ctx("pad")?;
+        let token = chosen.f_where_self(&unfinished, &pad).ctx("masking finished rows")?;
+        if !config.eos_token_ids.is_empty() {
+            let hit = Tensor::f_isin(&token, &eos, false, false).ctx("eos check")?;
+            unfinished = unfinished.f_logical_and(&hit.f_logical_not().ctx("eos")?).ctx("eos")?;
+        }
+        produced.push(token.shallow_clone());
+        let ones = Tensor::f_ones([batch, 1], (full_mask.kind(), device)).ctx("mask")?;
+        full_mask = Tensor::f_cat(&[&full_mask, &ones], 1).ctx("extending mask")?;
+        next_input = token.f_unsqueeze(1).ctx("next input")?;
+        let last_step = step + 1 == config.max_new_tokens;
+        if last_step || (step + 1) % config.sync_every.max(1) == 0 {
+            let done = sync(&produced, &mut host_tokens, &mut finish, config, stop)?;
+            if done {
+                break;
+            }
+            if stop.is_some() {
+                let flags: Vec<bool> = finish.iter().map(|f| f.is_none()).collect();
+                let still = Tensor::from_slice(&flags).f_to_device(device).ctx("flags")?;
+                unfinished = unfinished.f_logical_and(&still).ctx("flags")?;
+            }
+        }
+    }
+    Ok(host_tokens
+        .into_iter()
+        .zip(finish)
+        .map(|(mut tokens, f)| match f {
+            Some((len, reason)) => {
+                tokens.truncate(len);
+                Generated { tokens, finish: reason }
+            }
+            None => Generated { tokens, finish: FinishReason::Length },
+        })
+        .collect())
+}
+
+/// Copies the tokens produced since the last sync to the host, records which rows stopped and where, and tells
+/// whether every row has.
+fn sync(
+    produced: &[Tensor],
+    host: &mut [Vec<i64>],
+    finish: &mut [Option<(usize, FinishReason)>],
+    config: &GenerationConfig,
+    stop: Option<StopCheck<'_>>,
+) -> Result<bool> {
+    let already = host[0].len();
+    if produced.len() > already {
+        let fresh = Tensor::f_stack(&produced[already..], 1)
+            .ctx("collecting tokens")?
+            .f_to_device(tch::Device::Cpu)
+            .ctx("tokens to host")?;
+        let steps = fresh.size()[1] as usize;
+        let flat = Vec::<i64>::try_from(fresh.f_flatten(0, -1).ctx("tokens")?).ctx("tokens")?;
+        for (row, tokens) in host.iter_mut().enumerate() {
+            let start = tokens.len();
+            tokens.extend_from_slice(&flat[row * steps..(row + 1) * steps]);
+            if finish[row].is_some() {
+                continue;
+            }
+            for pos in start..tokens.len() {
+                if config.eos_token_ids.contains(&tokens[pos]) {
+                    finish[row] = Some((pos, FinishReason::Eos));
+                    break;
+                }
+                if let Some(check) = stop {
+                    if check(row, &tokens[..=pos]) {
+                        finish[row] = Some((pos + 1, FinishReason::StopSequence));
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    Ok(finish.iter().all(Option::is_some))
+}
+
+fn left_pad(prompts: &[Vec<i64>], pad: i64) -> (Vec<i64>, Vec<i64>) {
+    let width = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    let mut ids = Vec::with_capacity(width * prompts.len());
+    let mut mask = Vec::with_capacity(width * prompts.len());
+    for p in prompts {
+        let padding = width - p.len();
+        ids.extend(std::iter::repeat_n(pad, padding).chain(p.iter().copied()));
+        mask.extend(std::iter::repeat_n(0i64, padding).chain(std::iter::repeat_n(1i64, p.len())));
+    }
+    (ids, mask)
+}
+
+/// Picks one token per row.
+///
+/// # Shapes
+/// `logits`: `[batch, vocab]` fp32 -> `[batch]` int64
+fn choose(logits: &Tensor, sampling: Sampling) -> Result<Tensor> {
+    match sampling {
+        Sampling::Greedy => logits.f_argmax(-1, false).ctx("argmax"),
+        Sampling::TopP { temperature, top_p, .. } => {
+            let scaled = logits.f_div_scalar(temperature).ctx("temperature")?;
+            let (sorted, order) = scaled.f_sort(-1, false).ctx("sorting logits")?;
+            let cumulative = sorted
+                .f_softmax(-1, Kind::Float)
+                .ctx("softmax")?
+                .f_cumsum(-1, Kind::Float)
+                .ctx("cumsum")?;
+            let remove = cumulative.f_le(1.0 - top_p).ctx("top-p")?;
+            // The most likely token always stays.
+            let vocab = remove.size()[1];
+            let _ = remove.f_narrow(1, vocab - 1, 1).ctx("top-p")?.f_fill_(0).ctx("top-p")?;
+            let remove = remove.f_scatter(1, &order, &remove).ctx("top-p scatter")?;
+            let filtered = scaled.f_masked_fill(&remove, f64::NEG_INFINITY).ctx("top-p mask")?;
+            let probs = filtered.f_softmax(-1, Kind::Float).ctx("softmax")?;
+            Ok(probs.f_multinomial(1, false).ctx("sampling")?.f_squeeze_dim(1).ctx("sampling")?)
+        }
+    }
+}

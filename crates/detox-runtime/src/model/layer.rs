@@ -1,0 +1,250 @@
+//! One decoder layer: pre-norm grouped-query self-attention and a SwiGLU MLP, each with a residual.
+
+use tch::{Kind, Tensor};
+
+use super::linear::linear;
+use super::norm::rms_norm;
+use super::params::{ParamId, ParamStore};
+use super::rope::apply_rope;
+use crate::config::Config;
+use crate::error::{Result, TorchContext};
+use crate::kv_cache::KvCache;
+
+/// Parameter ids of one decoder layer.
+#[derive(Debug, Clone)]
+pub(crate) struct DecoderLayer {
+    pub index: usize,
+    pub input_norm: ParamId,
+    pub q: (ParamId, Option<ParamId>),
+    pub k: (ParamId, Option<ParamId>),
+    pub v: (ParamId, Option<ParamId>),
+    pub o: (ParamId, Option<ParamId>),
+    pub post_norm: ParamId,
+    pub gate: (ParamId, Option<ParamId>),
+    pub up: (ParamId, Option<ParamId>),
+    pub down: (ParamId, Option<ParamId>),
+}
+
+/// What a layer needs besides its weights.
+pub(crate) struct LayerInputs<'a> {
+    pub cos: &'a Tensor,
+    pub sin: &'a Tensor,
+    /// `[batch, 1, seq, kv_len]` boolean, true where a query may attend to a key.
+    pub mask: &'a Tensor,
+    /// `[batch, 1, seq, 1]` boolean, false for query rows that may attend to nothing (left padding); their
+    /// attention output is zero, as transformers' SDPA path produces.
+    pub row_valid: &'a Tensor,
+}
+
+impl DecoderLayer {
+    /// The Hugging Face names of this layer's tensors for `config`.
+    pub fn tensor_names(config: &Config, i: usize) -> Vec<String> {
+        let p = format!("model.layers.{i}");
+        let mut names = vec![
+            format!("{p}.input_layernorm.weight"),
+            format!("{p}.post_attention_layernorm.weight"),
+        ];
+        for proj in ["q_proj", "k_proj", "v_proj", "o_proj"] {
+            names.push(format!("{p}.self_attn.{proj}.weight"));
+            if has_attention_bias(config, proj) {
+                names.push(format!("{p}.self_attn.{proj}.bias"));
+            }
+        }
+        for proj in ["gate_proj", "up_proj", "down_proj"] {
+            names.push(format!("{p}.mlp.{proj}.weight"));
+            if config.mlp_bias {
+                names.push(format!("{p}.mlp.{proj}.bias"));
+            }
+        }
+        names
+    }
+
+    /// Registers this layer's tensors (taken from `source`) in `store`.
+    pub fn register(
+        config: &Config,
+        i: usize,
+        store: &mut ParamStore,
+        source: &mut std::collections::HashMap<String, Tensor>,
+    ) -> Result<Self> {
+        let p = format!("model.layers.{i}");
+        let mut proj =
+            |module: &str, name: &str, bias: bool| -> Result<(ParamId, Option<ParamId>)> {
+                let w = store.take(source, &format!("{p}.{module}.{name}.weight"))?;
+                let b = if bias {
+                    Some(store.take(source, &format!("{p}.{module}.{name}.bias"))?)
+                } else {
+                    None
+                };
+                Ok((w, b))
+            };
+        let q = proj("self_attn", "q_proj", has_attention_bias(config, "q_proj"))?;
+        let k = proj("self_attn", "k_proj", has_attention_bias(config, "k_proj"))?;
+        let v = proj("self_attn", "v_proj", has_attention_bias(config, "v_proj"))?;
+        let o = proj("self_attn", "o_proj", has_attention_bias(config, "o_proj"))?;
+        let gate = proj("mlp", "gate_proj", config.mlp_bias)?;
+        let up = proj("mlp", "up_proj", config.mlp_bias)?;
+        let down = proj("mlp", "down_proj", config.mlp_bias)?;
+        Ok(Self {
+            index: i,
+            input_norm: store.take(source, &format!("{p}.input_layernorm.weight"))?,
+            post_norm: store.take(source, &format!("{p}.post_attention_layernorm.weight"))?,
+            q,
+            k,
+            v,
+            o,
+            gate,
+            up,
+            down,
+        })
+    }
+
+    /// Runs the layer.
+    ///
+    /// # Shapes
+    /// - `xs`: `[batch, seq, hidden]`, returns the same.
+    pub fn forward(
+        &self,
+        config: &Config,
+        store: &ParamStore,
+        xs: &Tensor,
+        inputs: &LayerInputs<'_>,
+        cache: Option<&mut KvCache>,
+    ) -> Result<Tensor> {
+        let normed = rms_norm(xs, store.get(self.input_norm), config.rms_norm_eps)?;
+        let attn = self.attention(config, store, &normed, inputs, cache)?;
+        let xs = xs.f_add(&attn).ctx("attention residual")?;
+        let normed = rms_norm(&xs, store.get(self.post_norm), config.rms_norm_eps)?;
+        let mlp = self.mlp(store, &normed)?;
+        xs.f_add(&mlp).ctx("mlp residual")
+    }
+
+    fn mlp(&self, store: &ParamStore, xs: &Tensor) -> Result<Tensor> {
+        let gate = apply(store, self.gate, xs)?.f_silu().ctx("silu")?;
+        let up = apply(store, self.up, xs)?;
+        apply(store, self.down, &gate.f_mul(&up).ctx("gating")?)
+    }
+
+    fn attention(
+        &self,
+        config: &Config,
+        store: &ParamStore,
+        xs: &Tensor,
+        inputs: &LayerInputs<'_>,
+        cache: Option<&mut KvCache>,
+    ) -> Result<Tensor> {
+        let (b, s) = (xs.size()[0], xs.size()[1]);
+        let heads = |t: Tensor, n: i64| -> Result<Tensor> {
+            t.f_view([b, s, n, config.head_dim])
+                .ctx("splitting heads")?
+                .f_transpose(1, 2)
+                .ctx("heads")
+        };
+        let q = heads(apply(store, self.q, xs)?, config.num_attention_heads)?;
+        let k = heads(apply(store, self.k, xs)?, config.num_key_value_heads)?;
+        let v = heads(apply(store, self.v, xs)?, config.num_key_value_heads)?;
+        let q = apply_rope(&q, inputs.cos, inputs.sin)?;
+        let k = apply_rope(&k, inputs.cos, inputs.sin)?;
+        let (k, v) = match cache {
+            Some(cache) => cache.append(self.index, &k, &v)?,
+            None => (k, v),
+        };
+        let groups = config.kv_groups();
+        let (k, v) =
+            if groups > 1 { (repeat_kv(&k, groups)?, repeat_kv(&v, groups)?) } else { (k, v) };
+        let out = Tensor::f_scaled_dot_product_attention(
+            &q,
+            &k,
+            &v,
+            Some(inputs.mask),
+            0.0,
+            false,
+            None,
+            false,
+        )
+        .ctx("scaled dot-product attention")?;
+        let zeros = Tensor::f_zeros([1], (out.kind(), out.device())).ctx("zeros")?;
+        let out = out.f_where_self(inputs.row_valid, &zeros).ctx("zeroing padded queries")?;
+        let out = out
+            .f_transpose(1, 2)
+            .ctx("merging heads")?
+            .f_reshape([b, s, config.num_attention_heads * config.head_dim])
+            .ctx("merging heads")?;
+        apply(store, self.o, &out)
+    }
+}
+
+fn has_attention_bias(config: &Config, proj: &str) -> bool {
+    match config.architecture {
+        // Qwen2 puts biases on q/k/v only.
+        crate::config::Architecture::Qwen2 => proj != "o_proj",
+        _ => config.attention_bias,
+    }
+}
+
+fn apply(store: &ParamStore, (w, b): (ParamId, Option<ParamId>), xs: &Tensor) -> Result<Tensor> {
+    linear(xs, store.get(w), b.map(|b| store.get(b)))
+}
+
+/// Repeats each key/value head `groups` times so that grouped-query attention becomes plain attention.
+///
+/// # Shapes
+/// `[batch, kv_heads, seq, head_dim]` -> `[batch, kv_heads * groups, seq, head_dim]`
+fn repeat_kv(xs: &Tensor, groups: i64) -> Result<Tensor> {
+    let size = xs.size();
+    let (b, h, s, d) = (size[0], size[1], size[2], size[3]);
+    xs.f_unsqueeze(2)
+        .ctx("repeat_kv")?
+        .f_expand([b, h, groups, s, d], false)
+        .ctx("repeat_kv")?
+        .f_reshape([b, h * groups, s, d])
+        .ctx("repeat_kv")
+}
+
+/// Boolean attention mask: causal, optionally windowed, and restricted to valid keys.
+///
+/// # Shapes
+/// - `key_valid`: `[batch, kv_len]` bool
+/// - returns `(mask [batch, 1, seq, kv_len], row_valid [batch, 1, seq, 1])`, both bool; rows that would see no key
+///   are opened on their own position so attention stays finite (their output is discarded through `row_valid`).
+pub(crate) fn attention_mask(
+    key_valid: &Tensor,
+    past: i64,
+    seq: i64,
+    window: Option<i64>,
+) -> Result<(Tensor, Tensor)> {
+    let device = key_valid.device();
+    let kv_len = key_valid.size()[1];
+    let q_pos = Tensor::f_arange_start(past, past + seq, (Kind::Int64, device))
+        .ctx("mask")?
+        .f_view([seq, 1])
+        .ctx("mask")?;
+    let k_pos = Tensor::f_arange(kv_len, (Kind::Int64, device))
+        .ctx("mask")?
+        .f_view([1, kv_len])
+        .ctx("mask")?;
+    let mut allowed = k_pos.f_le_tensor(&q_pos).ctx("causal mask")?;
+    if let Some(w) = window {
+        let inside = k_pos.f_gt_tensor(&q_pos.f_sub_scalar(w).ctx("window")?).ctx("window mask")?;
+        allowed = allowed.f_logical_and(&inside).ctx("window mask")?;
+    }
+    let keys = key_valid.f_unsqueeze(1).ctx("mask")?.f_unsqueeze(1).ctx("mask")?;
+    let mask = allowed
+        .f_unsqueeze(0)
+        .ctx("mask")?
+        .f_unsqueeze(0)
+        .ctx("mask")?
+        .f_logical_and(&keys)
+        .ctx("mask")?;
+    let row_valid = mask.f_any_dim(-1, true).ctx("mask rows")?;
+    let own = k_pos
+        .f_eq_tensor(&q_pos)
+        .ctx("mask")?
+        .f_unsqueeze(0)
+        .ctx("mask")?
+        .f_unsqueeze(0)
+        .ctx("mask")?;
+    let mask = mask
+        .f_logical_or(&own.f_logical_and(&row_valid.f_logical_not().ctx("mask")?).ctx("mask")?)
+        .ctx("mask")?;
+    Ok((mask, row_valid))
+}

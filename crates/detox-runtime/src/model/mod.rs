@@ -1,0 +1,477 @@
+//! The decoder-only causal language model (Llama, Mistral and Qwen2 families).
+//!
+//! Parameters are kept under their Hugging Face names, so an editor can read, replace, snapshot and restore any of
+//! them (for example `model.layers.{i}.mlp.down_proj.weight`), and every linear weight may also be given per batch
+//! row (`[batch, out, in]`) so that a batch can carry independent edits of the same layer.
+
+mod layer;
+mod linear;
+mod norm;
+mod params;
+mod rope;
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+
+use tch::{Device, Kind, Tensor};
+
+pub use linear::linear;
+pub use norm::rms_norm;
+pub use params::Snapshot;
+pub use rope::{apply_rope, Rope};
+
+use crate::config::Config;
+use crate::error::{Error, Result, TorchContext};
+use crate::kv_cache::KvCache;
+use crate::weights::SafetensorsFiles;
+use layer::{attention_mask, DecoderLayer, LayerInputs};
+use params::{deep_copy, ParamId, ParamStore};
+
+/// How position ids are derived for a forward pass.
+#[derive(Debug, Clone, Copy, Default)]
+pub enum PositionIds<'a> {
+    /// `0, 1, 2, ...` for every row, padding included: what a plain transformers `model(input_ids,
+    /// attention_mask)` call uses.
+    #[default]
+    Sequential,
+    /// `cumsum(mask) - 1`, with padding positions set to 0: what transformers' `generate` uses, so that
+    /// left-padded rows start at position 0 on their first real token.
+    FromMask,
+    /// Given explicitly, `[batch, seq]` int64.
+    Explicit(&'a Tensor),
+}
+
+/// Which positions get logits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LogitsSelection {
+    /// Every position: `[batch, seq, vocab]`.
+    #[default]
+    All,
+    /// The last position only: `[batch, 1, vocab]` (decoding).
+    Last,
+}
+
+/// Options of [`CausalLm::forward`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ForwardOptions<'a> {
+    /// `[batch, seq]` (or `[batch, past + seq]` with a cache), 1 for tokens and 0 for padding (left padding).
+    /// `None` means every position is a token.
+    pub attention_mask: Option<&'a Tensor>,
+    /// Return the hidden states of every layer.
+    pub output_hidden_states: bool,
+    /// Position ids.
+    pub position_ids: PositionIds<'a>,
+    /// Which positions get logits.
+    pub logits: LogitsSelection,
+}
+
+/// The result of a forward pass.
+#[derive(Debug)]
+pub struct ForwardOutput {
+    /// `[batch, seq, vocab]` (or `[batch, 1, vocab]` with [`LogitsSelection::Last`]), in the model dtype.
+    pub logits: Tensor,
+    /// With `output_hidden_states`: `num_hidden_layers + 1` tensors of `[batch, seq, hidden]`, as transformers
+    /// returns them: the embedding output first, then the output of each layer, the last one after the final norm.
+    pub hidden_states: Option<Vec<Tensor>>,
+}
+
+/// A decoder-only causal language model on one device.
+#[derive(Debug)]
+pub struct CausalLm {
+    config: Config,
+    params: ParamStore,
+    embed: ParamId,
+    layers: Vec<DecoderLayer>,
+    norm: ParamId,
+    lm_head: ParamId,
+    rope: Rope,
+    device: Device,
+    kind: Kind,
+}
+
+/// Checkpoint entries that carry no parameters: rotary tables that older checkpoints stored and the runtime
+/// recomputes from the configuration.
+fn is_derived_buffer(name: &str) -> bool {
+    name.ends_with("rotary_emb.inv_freq")
+}
+
+impl CausalLm {
+    /// Loads a Hugging Face model directory (`config.json` and safetensors, single or sharded) onto `device` in
+    /// `kind`, tensor by tensor.
+    pub fn load(dir: impl AsRef<Path>, device: Device, kind: Kind) -> Result<Self> {
+        let dir = dir.as_ref();
+        let config = Config::from_file(dir.join("config.json"))?;
+        let files = SafetensorsFiles::open_dir(dir)?;
+        let names: Vec<String> = files.names().map(str::to_string).collect();
+        let expected = check_names(&config, names.iter().map(String::as_str))?;
+        let mut tensors = HashMap::with_capacity(expected.len());
+        for name in expected {
+            let t = files.load(&name, device, Some(kind))?;
+            tensors.insert(name, t);
+        }
+        Self::build(config, tensors, device, kind)
+    }
+
+    /// Builds a model from tensors with Hugging Face names (for importers and tests), moving them to `device`
+    /// and `kind`. The set of names is checked as strictly as [`CausalLm::load`] does.
+    pub fn from_tensors(
+        config: Config,
+        tensors: HashMap<String, Tensor>,
+        device: Device,
+        kind: Kind,
+    ) -> Result<Self> {
+        let expected = check_names(&config, tensors.keys().map(String::as_str))?;
+        let mut moved = HashMap::with_capacity(expected.len());
+        for (name, t) in tensors {
+            if expected.contains(&name) {
+                let t =
+                    t.f_to_device_(device, kind, false, false).ctx(&format!("moving `{name}`"))?;
+                moved.insert(name, t);
+            }
+        }
+        Self::build(config, moved, device, kind)
+    }
+
+    fn build(
+        config: Config,
+        mut tensors: HashMap<String, Tensor>,
+        device: Device,
+        kind: Kind,
+    ) -> Result<Self> {
+        let mut params = ParamStore::default();
+        let embed = params.take(&mut tensors, "model.embed_tokens.weight")?;
+        let layers = (0..config.num_hidden_layers)
+            .map(|i| DecoderLayer::register(&config, i, &mut params, &mut tensors))
+            .collect::<Result<Vec<_>>>()?;
+        let norm = params.take(&mut tensors, "model.norm.weight")?;
+        let lm_head = if config.tie_word_embeddings {
+            embed
+        } else {
+            params.take(&mut tensors, "lm_head.weight")?
+        };
+        let model = Self {
+            rope: Rope::new(&config, device)?,
+            config,
+            params,
+            embed,
+            layers,
+            norm,
+            lm_head,
+            device,
+            kind,
+        };
+        model.check_shapes()?;
+        Ok(model)
+    }
+
+    fn check_shapes(&self) -> Result<()> {
+        let c = &self.config;
+        let (h, q, kv, i) = (
+            c.hidden_size,
+            c.num_attention_heads * c.head_dim,
+            c.num_key_value_heads * c.head_dim,
+            c.intermediate_size,
+        );
+        for (name, t) in self.params.iter() {
+            let expected: Vec<i64> = match name.rsplit_once('.').map(|(m, _)| m).unwrap_or(name) {
+                "model.embed_tokens" | "lm_head" => vec![c.vocab_size, h],
+                "model.norm" => vec![h],
+                m if m.ends_with("layernorm") => vec![h],
+                m if m.ends_with("q_proj") => {
+                    if name.ends_with("bias") {
+                        vec![q]
+                    } else {
+                        vec![q, h]
+                    }
+                }
+                m if m.ends_with("k_proj") || m.ends_with("v_proj") => {
+                    if name.ends_with("bias") {
+                        vec![kv]
+                    } else {
+                        vec![kv, h]
+                    }
+                }
+                m if m.ends_with("o_proj") => {
+                    if name.ends_with("bias") {
+                        vec![h]
+                    } else {
+                        vec![h, q]
+                    }
+                }
+                m if m.ends_with("gate_proj") || m.ends_with("up_proj") => {
+                    if name.ends_with("bias") {
+                        vec![i]
+                    } else {
+                        vec![i, h]
+                    }
+                }
+                m if m.ends_with("down_proj") => {
+                    if name.ends_with("bias") {
+                        vec![h]
+                    } else {
+                        vec![h, i]
+                    }
+                }
+                _ => continue,
+            };
+            if t.size() != expected {
+                return Err(Error::ShapeMismatch {
+                    name: name.to_string(),
+                    expected,
+                    actual: t.size(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The device the parameters live on.
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    /// The dtype the model computes in.
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// Every parameter name, in checkpoint order (`lm_head.weight` is absent when tied to the embedding).
+    pub fn parameter_names(&self) -> &[String] {
+        self.params.names()
+    }
+
+    /// The parameter called `name`.
+    pub fn parameter(&self, name: &str) -> Result<&Tensor> {
+        Ok(self.params.get(self.params.id(name)?))
+    }
+
+    /// Puts `tensor` in place of the parameter `name` and returns the previous tensor.
+    ///
+    /// The new tensor is used as given (it may carry gradients, e.g. a cast of an fp32 master copy being trained).
+    /// It must have the parameter's shape, or for a 2-D linear weight also `[batch, out, in]` (one weight per batch
+    /// row; forward passes must then use that batch size).
+    pub fn replace_parameter(&mut self, name: &str, tensor: Tensor) -> Result<Tensor> {
+        let id = self.params.id(name)?;
+        let projection = name.ends_with("_proj.weight");
+        let mut canonical = self.params.get(id).size();
+        if projection && canonical.len() == 3 {
+            canonical.remove(0);
+        }
+        let given = tensor.size();
+        let fits =
+            given == canonical || (projection && given.len() == 3 && given[1..] == canonical[..]);
+        if !fits {
+            return Err(Error::ShapeMismatch {
+                name: name.into(),
+                expected: canonical,
+                actual: given,
+            });
+        }
+        Ok(self.params.set(id, tensor))
+    }
+
+    /// Deep copies of the named parameters.
+    pub fn snapshot(&self, names: &[&str]) -> Result<Snapshot> {
+        Snapshot::take(&self.params, names)
+    }
+
+    /// Puts the snapshot's copies back; the parameters become bit-identical to when the snapshot was taken.
+    pub fn restore(&mut self, snapshot: &Snapshot) -> Result<()> {
+        for (name, saved) in &snapshot.entries {
+            let id = self.params.id(name)?;
+            drop(self.params.set(id, deep_copy(saved)?));
+        }
+        Ok(())
+    }
+
+    /// Turns gradient tracking off for every parameter (they are loaded that way; this undoes an editor's
+    /// `requires_grad`).
+    pub fn freeze_all(&mut self) -> Result<()> {
+        let names: Vec<String> = self.params.names().to_vec();
+        for name in names {
+            let id = self.params.id(&name)?;
+            let t = self.params.get(id);
+            if t.requires_grad() {
+                let detached = t.f_detach().ctx("freezing")?;
+                drop(self.params.set(id, detached));
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the model on a batch.
+    ///
+    /// # Shapes
+    /// - `input_ids`: `[batch, seq]` int64
+    /// - see [`ForwardOptions`] and [`ForwardOutput`]
+    pub fn forward(
+        &self,
+        input_ids: &Tensor,
+        options: &ForwardOptions<'_>,
+    ) -> Result<ForwardOutput> {
+        self.run(input_ids, options, None)
+    }
+
+    /// Runs the model on new tokens after those already in `cache`, appending their keys and values.
+    ///
+    /// `options.attention_mask`, when given, covers the cached positions and the new ones: `[batch, past + seq]`.
+    /// With [`PositionIds::FromMask`] the positions of the new tokens are derived from that full mask.
+    ///
+    /// # Shapes
+    /// - `input_ids`: `[batch, seq]` int64
+    pub fn forward_with_cache(
+        &self,
+        input_ids: &Tensor,
+        options: &ForwardOptions<'_>,
+        cache: &mut KvCache,
+    ) -> Result<ForwardOutput> {
+        self.run(input_ids, options, Some(cache))
+    }
+
+    /// A cache sized for this model.
+    pub fn new_cache(&self, batch: i64, capacity: i64) -> Result<KvCache> {
+        let c = &self.config;
+        KvCache::new(
+            c.num_hidden_layers,
+            batch,
+            c.num_key_value_heads,
+            c.head_dim,
+            capacity,
+            self.kind,
+            self.device,
+        )
+    }
+
+    fn run(
+        &self,
+        input_ids: &Tensor,
+        options: &ForwardOptions<'_>,
+        mut cache: Option<&mut KvCache>,
+    ) -> Result<ForwardOutput> {
+        let size = input_ids.size();
+        if size.len() != 2 || size[0] == 0 || size[1] == 0 {
+            return Err(Error::InvalidInput(format!(
+                "input_ids must be a non-empty [batch, seq] tensor, got {size:?}"
+            )));
+        }
+        let (batch, seq) = (size[0], size[1]);
+        let past = cache.as_ref().map_or(0, |c| c.len());
+        let total = past + seq;
+        let key_valid = match options.attention_mask {
+            Some(m) => {
+                if m.size() != [batch, total] {
+                    return Err(Error::ShapeMismatch {
+                        name: "attention_mask".into(),
+                        expected: vec![batch, total],
+                        actual: m.size(),
+                    });
+                }
+                m.f_ne(0).ctx("attention mask")?.f_to_device(self.device).ctx("attention mask")?
+            }
+            None => {
+                Tensor::f_ones([batch, total], (Kind::Bool, self.device)).ctx("attention mask")?
+            }
+        };
+        let position_ids = match options.position_ids {
+            PositionIds::Sequential => {
+                Tensor::f_arange_start(past, total, (Kind::Int64, self.device))
+                    .ctx("positions")?
+                    .f_unsqueeze(0)
+                    .ctx("positions")?
+                    .f_expand([batch, seq], false)
+                    .ctx("positions")?
+            }
+            PositionIds::FromMask => {
+                let m = key_valid.f_to_kind(Kind::Int64).ctx("positions")?;
+                let pos = m
+                    .f_cumsum(-1, Kind::Int64)
+                    .ctx("positions")?
+                    .f_sub_scalar(1)
+                    .ctx("positions")?;
+                let pos = pos
+                    .f_masked_fill(&key_valid.f_logical_not().ctx("positions")?, 0)
+                    .ctx("positions")?;
+                pos.f_narrow(1, past, seq).ctx("positions")?
+            }
+            PositionIds::Explicit(p) => {
+                if p.size() != [batch, seq] {
+                    return Err(Error::ShapeMismatch {
+                        name: "position_ids".into(),
+                        expected: vec![batch, seq],
+                        actual: p.size(),
+                    });
+                }
+                p.f_to_device(self.device).ctx("positions")?
+            }
+        };
+        let input_ids = input_ids.f_to_device(self.device).ctx("input ids")?;
+        let mut xs = Tensor::f_embedding(self.params.get(self.embed), &input_ids, -1, false, false)
+            .ctx("embedding")?;
+        let (cos, sin) = self.rope.cos_sin(&position_ids, self.kind)?;
+        let mut masks: HashMap<Option<i64>, (Tensor, Tensor)> = HashMap::new();
+        let mut hidden = options.output_hidden_states.then(Vec::new);
+        for layer in &self.layers {
+            if let Some(h) = hidden.as_mut() {
+                h.push(xs.shallow_clone());
+            }
+            let window = self.config.sliding_windows[layer.index];
+            if let std::collections::hash_map::Entry::Vacant(slot) = masks.entry(window) {
+                slot.insert(attention_mask(&key_valid, past, seq, window)?);
+            }
+            let (mask, row_valid) = &masks[&window];
+            let inputs = LayerInputs { cos: &cos, sin: &sin, mask, row_valid };
+            xs = layer.forward(&self.config, &self.params, &xs, &inputs, cache.as_deref_mut())?;
+        }
+        if let Some(cache) = cache {
+            cache.advance(seq);
+        }
+        let xs = rms_norm(&xs, self.params.get(self.norm), self.config.rms_norm_eps)?;
+        if let Some(h) = hidden.as_mut() {
+            h.push(xs.shallow_clone());
+        }
+        let last = match options.logits {
+            LogitsSelection::All => xs,
+            LogitsSelection::Last => xs.f_narrow(1, seq - 1, 1).ctx("last position")?,
+        };
+        let logits =
+            last.f_linear::<&Tensor>(self.params.get(self.lm_head), None).ctx("lm_head")?;
+        Ok(ForwardOutput { logits, hidden_states: hidden })
+    }
+}
+
+/// Checks a checkpoint's tensor names against what `config` needs and returns the needed names.
+fn check_names<'a>(
+    config: &Config,
+    names: impl Iterator<Item = &'a str>,
+) -> Result<BTreeSet<String>> {
+    let mut expected: BTreeSet<String> =
+        ["model.embed_tokens.weight", "model.norm.weight"].map(String::from).into();
+    if !config.tie_word_embeddings {
+        expected.insert("lm_head.weight".into());
+    }
+    for i in 0..config.num_hidden_layers {
+        expected.extend(DecoderLayer::tensor_names(config, i));
+    }
+    let present: BTreeSet<&str> = names.collect();
+    let missing: Vec<String> =
+        expected.iter().filter(|n| !present.contains(n.as_str())).cloned().collect();
+    if !missing.is_empty() {
+        return Err(Error::MissingTensors { names: missing });
+    }
+    let unexpected: Vec<String> = present
+        .iter()
+        .filter(|n| !expected.contains(**n) && !is_derived_buffer(n))
+        // A tied checkpoint may still carry the (identical) head; transformers ties it to the embedding anyway.
+        .filter(|n| !(config.tie_word_embeddings && **n == "lm_head.weight"))
+        .map(|n| n.to_string())
+        .collect();
+    if !unexpected.is_empty() {
+        return Err(Error::UnexpectedTensors { names: unexpected });
+    }
+    Ok(expected)
+}

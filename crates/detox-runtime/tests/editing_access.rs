@@ -1,0 +1,143 @@
+//! Parameter access for editors: replace, per-row weights, snapshot and bit-exact restore, strict loading.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use detox_runtime::{CausalLm, Config, Error, ForwardOptions, SafetensorsFiles};
+use sha2::{Digest, Sha256};
+use tch::{Device, Kind, Tensor};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/decoders").join(name)
+}
+
+fn digest(model: &CausalLm) -> Vec<(String, Vec<u8>)> {
+    model
+        .parameter_names()
+        .iter()
+        .map(|name| {
+            let t = model.parameter(name).unwrap().contiguous();
+            let mut bytes = vec![0u8; t.numel() * t.kind().elt_size_in_bytes()];
+            t.copy_data_u8(&mut bytes, t.numel());
+            (name.clone(), Sha256::digest(&bytes).to_vec())
+        })
+        .collect()
+}
+
+const DOWN: &str = "model.layers.1.mlp.down_proj.weight";
+
+#[test]
+fn edit_then_restore_is_bit_identical() -> Result<()> {
+    let mut model = CausalLm::load(fixture("qwen2"), Device::Cpu, Kind::Float)?;
+    let before = digest(&model);
+    let ids = Tensor::from_slice(&[1i64, 5, 9, 33]).unsqueeze(0);
+    let logits_before = tch::no_grad(|| model.forward(&ids, &ForwardOptions::default()))?.logits;
+
+    let snapshot = model.snapshot(&[DOWN, "model.norm.weight"])?;
+    // Train-style edit: an fp32 master copy with gradients put in place, one optimiser-like step.
+    let master = model.parameter(DOWN)?.detach().copy().set_requires_grad(true);
+    let _previous = model.replace_parameter(DOWN, master.shallow_clone())?;
+    let loss = model.forward(&ids, &ForwardOptions::default())?.logits.square().mean(Kind::Float);
+    loss.backward();
+    let grad = master.grad();
+    assert!(
+        grad.abs().sum(Kind::Float).double_value(&[]) > 0.0,
+        "gradient reaches the edited tensor"
+    );
+    let edited = tch::no_grad(|| master.detach() - grad * 10.0);
+    let _previous = model.replace_parameter(DOWN, edited)?;
+    let mut norm = model.parameter("model.norm.weight")?.detach().copy();
+    let _ = norm.f_add_scalar_(0.5)?;
+    let _previous = model.replace_parameter("model.norm.weight", norm)?;
+    assert_ne!(digest(&model), before, "the edit changed the weights");
+
+    model.restore(&snapshot)?;
+    assert_eq!(digest(&model), before, "restore is bit-exact");
+    let logits_after = tch::no_grad(|| model.forward(&ids, &ForwardOptions::default()))?.logits;
+    assert!(logits_after.equal(&logits_before));
+    Ok(())
+}
+
+#[test]
+fn per_row_weights_equal_rows_run_separately() -> Result<()> {
+    let mut model = CausalLm::load(fixture("llama"), Device::Cpu, Kind::Float)?;
+    let base = model.parameter(DOWN)?.detach().copy();
+    let variants: Vec<Tensor> = (0..3)
+        .map(|i| &base + Tensor::randn(base.size(), (Kind::Float, Device::Cpu)) * (0.05 * i as f64))
+        .collect();
+    let ids = Tensor::from_slice(&[1i64, 17, 93, 44, 5, 2, 7, 1, 9, 11, 12, 13]).view([3, 4]);
+
+    let stacked = Tensor::stack(&variants, 0);
+    let _previous = model.replace_parameter(DOWN, stacked)?;
+    let batched = tch::no_grad(|| model.forward(&ids, &ForwardOptions::default()))?.logits;
+    for (row, w) in variants.iter().enumerate() {
+        let _previous = model.replace_parameter(DOWN, w.copy())?;
+        let alone = tch::no_grad(|| {
+            model.forward(&ids.get(row as i64).unsqueeze(0), &ForwardOptions::default())
+        })?
+        .logits;
+        let diff = (batched.get(row as i64) - alone.squeeze_dim(0)).abs().max().double_value(&[]);
+        assert!(diff < 1e-5, "row {row} differs by {diff}");
+    }
+    Ok(())
+}
+
+#[test]
+fn replace_parameter_checks_names_and_shapes() -> Result<()> {
+    let mut model = CausalLm::load(fixture("llama"), Device::Cpu, Kind::Float)?;
+    let err = model.replace_parameter(
+        "model.layers.9.mlp.down_proj.weight",
+        Tensor::zeros([1], (Kind::Float, Device::Cpu)),
+    );
+    assert!(matches!(err, Err(Error::UnknownParameter { ref name }) if name.contains("layers.9")));
+    let err = model
+        .replace_parameter(DOWN, Tensor::zeros([3, 3], (Kind::Float, Device::Cpu)))
+        .unwrap_err();
+    assert!(err.to_string().contains(DOWN), "{err}");
+    let norm = model
+        .replace_parameter("model.norm.weight", Tensor::zeros([2, 32], (Kind::Float, Device::Cpu)));
+    assert!(norm.is_err(), "per-row form is only for projection weights");
+    Ok(())
+}
+
+fn tensors(dir: &Path) -> Result<HashMap<String, Tensor>> {
+    Ok(SafetensorsFiles::open_dir(dir)?.load_all(Device::Cpu, None)?)
+}
+
+#[test]
+fn loading_reports_missing_and_unexpected_tensors_by_name() -> Result<()> {
+    let dir = fixture("llama");
+    let config = Config::from_file(dir.join("config.json"))?;
+    let mut t = tensors(&dir)?;
+    t.remove(DOWN);
+    let err = CausalLm::from_tensors(config.clone(), t, Device::Cpu, Kind::Float).unwrap_err();
+    assert!(
+        matches!(&err, Error::MissingTensors { names } if names == &vec![DOWN.to_string()]),
+        "{err}"
+    );
+
+    let mut t = tensors(&dir)?;
+    t.insert(
+        "model.layers.0.mlp.extra.weight".into(),
+        Tensor::zeros([2], (Kind::Float, Device::Cpu)),
+    );
+    let err = CausalLm::from_tensors(config, t, Device::Cpu, Kind::Float).unwrap_err();
+    assert!(err.to_string().contains("model.layers.0.mlp.extra.weight"), "{err}");
+    Ok(())
+}
+
+#[test]
+fn sharded_checkpoint_loads_in_half_precision() -> Result<()> {
+    let model = CausalLm::load(fixture("llama3_tied_sharded"), Device::Cpu, Kind::BFloat16)?;
+    assert_eq!(model.parameter("model.embed_tokens.weight")?.kind(), Kind::BFloat16);
+    assert!(
+        model.parameter_names().iter().all(|n| n != "lm_head.weight"),
+        "tied head is the embedding"
+    );
+    let ids = Tensor::from_slice(&[1i64, 5, 9]).unsqueeze(0);
+    let logits = tch::no_grad(|| model.forward(&ids, &ForwardOptions::default()))?.logits;
+    assert_eq!(logits.size(), vec![1, 3, 128]);
+    assert_eq!(logits.kind(), Kind::BFloat16);
+    Ok(())
+}
