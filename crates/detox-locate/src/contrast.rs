@@ -1,0 +1,105 @@
+//! The hidden-state contrast itself, on token ids.
+
+use detox_runtime::{CausalLm, ForwardOptions};
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor};
+
+use crate::error::{torch, LocateError, Result};
+use crate::options::PaddingPositions;
+
+/// Every layer's distance between the two responses and the winner.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LayerDistances {
+    /// Frobenius distance between the `[sequence, hidden]` states of the two responses after each transformer
+    /// layer (index 0 is the first layer; the embedding output is not included).
+    pub distances: Vec<f64>,
+    /// The 0-based layer with the largest distance (the first one on ties).
+    pub toxic_layer: usize,
+}
+
+impl LayerDistances {
+    /// Builds the report from per-layer distances.
+    pub fn from_distances(distances: Vec<f64>) -> Result<Self> {
+        let toxic_layer = distances
+            .iter()
+            .enumerate()
+            .fold(None::<(usize, f64)>, |best, (i, &d)| match best {
+                Some((_, b)) if b >= d => best,
+                _ => Some((i, d)),
+            })
+            .map(|(i, _)| i)
+            .ok_or_else(|| LocateError::InvalidInput("the model has no layers".into()))?;
+        Ok(Self { distances, toxic_layer })
+    }
+}
+
+/// Runs the two token sequences as one left-padded batch (padded with `pad_id`, as a tokenizer with left padding
+/// does) and measures, per layer, how far apart their hidden states are.
+///
+/// Positions are `0..seq` for both rows, padding included, as a plain transformers forward call numbers them.
+/// Distances are computed in fp32 whatever the model dtype.
+pub fn contrast_token_ids(
+    model: &CausalLm,
+    safe: &[i64],
+    unsafe_: &[i64],
+    pad_id: i64,
+    padding: PaddingPositions,
+) -> Result<LayerDistances> {
+    if safe.is_empty() || unsafe_.is_empty() {
+        return Err(LocateError::InvalidInput("a response encodes to no tokens".into()));
+    }
+    let width = safe.len().max(unsafe_.len());
+    let mut ids = Vec::with_capacity(2 * width);
+    let mut mask = Vec::with_capacity(2 * width);
+    for row in [safe, unsafe_] {
+        let pad = width - row.len();
+        ids.extend(std::iter::repeat_n(pad_id, pad).chain(row.iter().copied()));
+        mask.extend(std::iter::repeat_n(0i64, pad).chain(std::iter::repeat_n(1, row.len())));
+    }
+    let width = width as i64;
+    let ids = Tensor::from_slice(&ids).f_view([2, width]).map_err(torch("batching"))?;
+    let mask = Tensor::from_slice(&mask).f_view([2, width]).map_err(torch("batching"))?;
+    let _guard = tch::no_grad_guard();
+    let options = ForwardOptions {
+        attention_mask: Some(&mask),
+        output_hidden_states: true,
+        ..Default::default()
+    };
+    let hidden = model.forward(&ids, &options)?.hidden_states.unwrap_or_default();
+    let keep = match padding {
+        PaddingPositions::Included => None,
+        PaddingPositions::Masked => {
+            let both = mask.f_prod_dim_int(0, false, Kind::Float).map_err(torch("padding mask"))?;
+            Some(
+                both.f_to_device(model.device())
+                    .map_err(torch("padding mask"))?
+                    .f_unsqueeze(-1)
+                    .map_err(torch("mask"))?,
+            )
+        }
+    };
+    let distances = hidden
+        .iter()
+        .skip(1)
+        .map(|h| {
+            let h = h.f_to_kind(Kind::Float).map_err(torch("upcasting hidden states"))?;
+            let mut diff = h
+                .f_get(0)
+                .map_err(torch("row"))?
+                .f_sub(&h.f_get(1).map_err(torch("row"))?)
+                .map_err(torch("difference"))?;
+            if let Some(keep) = &keep {
+                diff = diff.f_mul(keep).map_err(torch("masking padding"))?;
+            }
+            let norm = diff
+                .f_square()
+                .map_err(torch("norm"))?
+                .f_sum(Kind::Double)
+                .map_err(torch("norm"))?
+                .f_sqrt()
+                .map_err(torch("norm"))?;
+            norm.f_double_value(&[]).map_err(torch("reading the distance"))
+        })
+        .collect::<Result<Vec<f64>>>()?;
+    LayerDistances::from_distances(distances)
+}
