@@ -21,6 +21,31 @@ pub enum EditError {
         /// What is wrong, naming the key.
         reason: String,
     },
+    /// The model failed to load, run or accept a tensor.
+    #[error(transparent)]
+    Runtime(#[from] detox_runtime::Error),
+    /// Locating the toxic layer failed.
+    #[error(transparent)]
+    Locate(#[from] detox_locate::LocateError),
+    /// A libtorch call of the optimisation failed.
+    #[error("{context}: {source}")]
+    Torch {
+        /// What was being computed.
+        context: &'static str,
+        /// The libtorch error.
+        #[source]
+        source: tch::TchError,
+    },
+    /// The request cannot be edited (empty text, inputs longer than the model allows, ...).
+    #[error("cannot edit: {0}")]
+    InvalidRequest(String),
+    /// `restore` was called with no edit to undo, or an edit was started while another is applied in single mode.
+    #[error("editor state: {0}")]
+    State(String),
+}
+
+pub(crate) fn torch(context: &'static str) -> impl FnOnce(tch::TchError) -> EditError {
+    move |source| EditError::Torch { context, source }
 }
 
 /// Result alias of this crate.

@@ -5,6 +5,7 @@
 //! Every edit can be restored bit-exactly and exported as a delta in safetensors.
 #![deny(missing_docs)]
 
+pub mod adam;
 pub mod dinm;
 pub mod error;
 

@@ -5,7 +5,9 @@
 //! term keeps the model's answer to a benign knowledge question close to its pre-edit distribution.
 
 pub mod hparams;
+pub mod optimize;
 pub mod options;
 
 pub use hparams::{DinmHyperParams, DinmPreset, SUFFIX_SYSTEM_PROMPT};
+pub use optimize::{optimize_tensor, DinmTokens, OptimizeSettings, StepLoss, TrainedTensor};
 pub use options::{KlGradient, LossWeighting, PromptFormat};

@@ -1,0 +1,72 @@
+//! Adam on a single tensor, step for step as `torch.optim.Adam` (no AMSGrad, coupled weight decay).
+
+use tch::{Kind, Tensor};
+
+use crate::error::{torch, Result};
+
+/// Adam state for one fp32 tensor.
+#[derive(Debug)]
+pub struct Adam {
+    lr: f64,
+    betas: (f64, f64),
+    eps: f64,
+    weight_decay: f64,
+    step: i32,
+    exp_avg: Tensor,
+    exp_avg_sq: Tensor,
+}
+
+impl Adam {
+    /// Fresh state shaped like `param` (PyTorch's defaults: betas (0.9, 0.999), eps 1e-8).
+    pub fn new(param: &Tensor, lr: f64, weight_decay: f64) -> Result<Self> {
+        let zeros = || Tensor::f_zeros_like(param).map_err(torch("allocating Adam state"));
+        Ok(Self {
+            lr,
+            betas: (0.9, 0.999),
+            eps: 1e-8,
+            weight_decay,
+            step: 0,
+            exp_avg: zeros()?,
+            exp_avg_sq: zeros()?,
+        })
+    }
+
+    /// Applies one update to `param` (in place) from `grad`.
+    ///
+    /// # Shapes
+    /// `param` and `grad` have the same shape, fp32.
+    pub fn step(&mut self, param: &mut Tensor, grad: &Tensor) -> Result<()> {
+        let _guard = tch::no_grad_guard();
+        self.step += 1;
+        let (b1, b2) = self.betas;
+        let grad = if self.weight_decay != 0.0 {
+            grad.f_add(&param.f_mul_scalar(self.weight_decay).map_err(torch("weight decay"))?)
+                .map_err(torch("weight decay"))?
+        } else {
+            grad.shallow_clone()
+        };
+        // exp_avg.lerp_(grad, 1 - beta1), as PyTorch writes the first moment.
+        let _ = self.exp_avg.f_lerp_(&grad, 1.0 - b1).map_err(torch("Adam first moment"))?;
+        let _ = self.exp_avg_sq.f_mul_scalar_(b2).map_err(torch("Adam second moment"))?;
+        let _ = self
+            .exp_avg_sq
+            .f_addcmul_(&grad.f_mul_scalar(1.0 - b2).map_err(torch("Adam second moment"))?, &grad)
+            .map_err(torch("Adam second moment"))?;
+        let bias_correction1 = 1.0 - b1.powi(self.step);
+        let bias_correction2 = 1.0 - b2.powi(self.step);
+        let step_size = self.lr / bias_correction1;
+        let denom = self
+            .exp_avg_sq
+            .f_sqrt()
+            .map_err(torch("Adam denominator"))?
+            .f_div_scalar(bias_correction2.sqrt())
+            .map_err(torch("Adam denominator"))?
+            .f_add_scalar(self.eps)
+            .map_err(torch("Adam denominator"))?;
+        let _ = param
+            .f_addcdiv_(&self.exp_avg.f_mul_scalar(-step_size).map_err(torch("Adam"))?, &denom)
+            .map_err(torch("Adam update"))?;
+        debug_assert_eq!(param.kind(), Kind::Float);
+        Ok(())
+    }
+}
