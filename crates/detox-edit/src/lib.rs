@@ -6,7 +6,13 @@
 #![deny(missing_docs)]
 
 pub mod adam;
+pub mod delta;
 pub mod dinm;
+pub mod editor;
 pub mod error;
+pub mod ledger;
 
+pub use delta::Delta;
+pub use editor::{EditInput, EditOutcome, EditTimings, Editor, PromptEncoder};
 pub use error::{EditError, Result};
+pub use ledger::{EditLedger, EditMode};

@@ -7,11 +7,11 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "snake_case")]
 pub enum LayerSelection {
     /// Every record is edited at its own toxic layer (the paper).
-    #[default]
     PerRecord,
     /// The layer located for the first record is reused for every later record, as the reference
     /// implementation does (it writes the first located layer into its hyper-parameters and never locates
-    /// again while that field is set).
+    /// again while that field is set). The default, so that results compare with published runs.
+    #[default]
     FirstRecordSticky,
 }
 

@@ -1,0 +1,188 @@
+//! DINM behind the [`Editor`] interface: locate, then tune the toxic layer's `down_proj`.
+
+use std::time::Instant;
+
+use detox_locate::{contrast_token_ids, LayerPolicy, LayerSelection, LocateInput, LocateOptions};
+use detox_runtime::CausalLm;
+use serde::{Deserialize, Serialize};
+
+use super::hparams::DinmHyperParams;
+use super::inputs::build_tokens;
+use super::optimize::{optimize_tensor, OptimizeSettings};
+use super::options::{KlGradient, LossWeighting, PromptFormat};
+use crate::delta::Delta;
+use crate::editor::{EditInput, EditOutcome, EditTimings, Editor, PromptEncoder};
+use crate::error::{torch, EditError, Result};
+use crate::ledger::{EditLedger, EditMode};
+
+/// The choices where the paper and the reference differ, all defaulting to the reference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DinmOptions {
+    /// Which loss term `kl_factor` scales.
+    pub weighting: LossWeighting,
+    /// Whether the KL term carries gradients.
+    pub kl_gradient: KlGradient,
+    /// How the inputs are laid out.
+    pub prompt_format: PromptFormat,
+    /// What the locator contrasts.
+    pub locate: LocateOptions,
+    /// How the layer is chosen across records (the reference keeps the first record's layer).
+    pub layer_selection: LayerSelection,
+    /// Whether edits accumulate.
+    pub mode: EditMode,
+}
+
+impl Default for DinmOptions {
+    fn default() -> Self {
+        Self::reference()
+    }
+}
+
+impl DinmOptions {
+    /// The reference implementation's behaviour (the default).
+    pub fn reference() -> Self {
+        Self {
+            weighting: LossWeighting::Reference,
+            kl_gradient: KlGradient::Detached,
+            prompt_format: PromptFormat::RawReference,
+            locate: LocateOptions::default(),
+            layer_selection: LayerSelection::FirstRecordSticky,
+            mode: EditMode::Single,
+        }
+    }
+
+    /// The paper's reading: `NLL + kl_factor * KL` with gradients through both, a layer per record.
+    pub fn paper() -> Self {
+        Self {
+            weighting: LossWeighting::Paper,
+            kl_gradient: KlGradient::Differentiable,
+            layer_selection: LayerSelection::PerRecord,
+            ..Self::reference()
+        }
+    }
+}
+
+/// The DINM editor.
+#[derive(Debug)]
+pub struct DinmEditor {
+    hparams: DinmHyperParams,
+    options: DinmOptions,
+    policy: LayerPolicy,
+    ledger: EditLedger,
+}
+
+impl DinmEditor {
+    /// An editor with validated hyper-parameters.
+    pub fn new(hparams: DinmHyperParams, options: DinmOptions) -> Result<Self> {
+        hparams
+            .validate()
+            .map_err(|reason| EditError::HyperParams { path: "<in memory>".into(), reason })?;
+        Ok(Self {
+            hparams,
+            policy: LayerPolicy::new(options.layer_selection),
+            options,
+            ledger: EditLedger::new(),
+        })
+    }
+
+    /// The hyper-parameters.
+    pub fn hparams(&self) -> &DinmHyperParams {
+        &self.hparams
+    }
+
+    /// The options.
+    pub fn options(&self) -> &DinmOptions {
+        &self.options
+    }
+
+    fn settings(&self) -> OptimizeSettings {
+        OptimizeSettings {
+            lr: self.hparams.lr,
+            weight_decay: self.hparams.weight_decay,
+            num_steps: self.hparams.num_steps,
+            kl_factor: self.hparams.kl_factor,
+            norm_constraint: self.hparams.norm_constraint,
+            weighting: self.options.weighting,
+            kl_gradient: self.options.kl_gradient,
+            early_stop_loss: 1e-4,
+        }
+    }
+
+    fn locate(
+        &mut self,
+        model: &CausalLm,
+        encoder: &dyn PromptEncoder,
+        input: &EditInput,
+    ) -> Result<(usize, Option<detox_locate::LayerDistances>)> {
+        if let Some(&layer) = self.hparams.layers.first() {
+            return Ok((layer, None));
+        }
+        if let Some(layer) = self.policy.fixed_layer() {
+            return Ok((layer, None));
+        }
+        let text = |response: &str| match self.options.locate.input {
+            LocateInput::ResponsesOnly => response.to_string(),
+            LocateInput::WithPrompt => format!("{} {}", input.prompt, response),
+        };
+        let safe = encoder.encode(&text(&input.safe_response), true)?;
+        let unsafe_ = encoder.encode(&text(&input.unsafe_response), true)?;
+        let report = contrast_token_ids(
+            model,
+            &safe,
+            &unsafe_,
+            encoder.pad_id(),
+            self.options.locate.padding,
+        )?;
+        Ok((self.policy.choose(report.toxic_layer), Some(report)))
+    }
+}
+
+impl Editor for DinmEditor {
+    fn method(&self) -> &'static str {
+        "DINM"
+    }
+
+    fn edit(
+        &mut self,
+        model: &mut CausalLm,
+        encoder: &dyn PromptEncoder,
+        input: &EditInput,
+    ) -> Result<EditOutcome> {
+        if self.options.mode == EditMode::Single {
+            // Locate on the original model, as the reference does for every record.
+            self.ledger.restore(model)?;
+        }
+        let started = Instant::now();
+        let (layer, located) = self.locate(model, encoder, input)?;
+        let locate_seconds = started.elapsed().as_secs_f64();
+        if layer >= model.config().num_hidden_layers {
+            return Err(EditError::InvalidRequest(format!(
+                "layer {layer} does not exist (the model has {})",
+                model.config().num_hidden_layers
+            )));
+        }
+        let name = self.hparams.rewrite_tensor_name(layer);
+        self.ledger.begin(model, self.options.mode, &[&name])?;
+        let tokens = build_tokens(
+            encoder,
+            input,
+            &self.hparams.suffix_system_prompt,
+            self.options.prompt_format,
+        )?;
+        let trained = optimize_tensor(model, &name, &tokens, &self.settings())?;
+        let mut delta = Delta::new();
+        delta.add(&name, &trained.edited.f_sub(&trained.original).map_err(torch("delta"))?)?;
+        Ok(EditOutcome {
+            method: "DINM",
+            layer: Some(layer),
+            located,
+            steps: trained.steps,
+            timings: EditTimings { locate: locate_seconds, edit: trained.seconds },
+            delta,
+        })
+    }
+
+    fn restore(&mut self, model: &mut CausalLm) -> Result<()> {
+        self.ledger.restore(model)
+    }
+}

@@ -1,0 +1,148 @@
+//! The DINM editor end to end on the reference fixture: text inputs as the reference builds them, locate, edit,
+//! delta export, restore.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use detox_edit::dinm::{build_tokens, DinmEditor, DinmOptions, DinmPreset, PromptFormat};
+use detox_edit::{Delta, EditInput, EditMode, Editor, PromptEncoder};
+use detox_runtime::CausalLm;
+use sha2::{Digest, Sha256};
+use tch::{Device, Kind};
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dinm")
+}
+
+/// The fixture's tokenizer, called the way the reference calls a Hugging Face tokenizer.
+struct FixtureEncoder(tokenizers::Tokenizer);
+
+impl PromptEncoder for FixtureEncoder {
+    fn encode(&self, text: &str, special: bool) -> detox_edit::Result<Vec<i64>> {
+        let enc = self.0.encode(text, special).expect("encode");
+        Ok(enc.get_ids().iter().map(|&i| i as i64).collect())
+    }
+    fn pad_id(&self) -> i64 {
+        2
+    }
+    fn chat_prompt(&self, user: &str) -> detox_edit::Result<String> {
+        Ok(format!("<s>[INST] {user} [/INST]"))
+    }
+}
+
+fn setup() -> Result<(CausalLm, FixtureEncoder, EditInput, serde_json::Value)> {
+    let dir = fixtures();
+    let model = CausalLm::load(dir.join("model"), Device::Cpu, Kind::Float)?;
+    let encoder =
+        FixtureEncoder(tokenizers::Tokenizer::from_file(dir.join("model/tokenizer.json")).unwrap());
+    let records: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("model/record.json"))?)?;
+    let r = &records[0];
+    let input = EditInput {
+        prompt: r["adversarial prompt"].as_str().unwrap().into(),
+        safe_response: r["safe generation"].as_str().unwrap().into(),
+        unsafe_response: r["unsafe generation"].as_str().unwrap().into(),
+        constraint_prompt: r["knowledge constrain"]["prompt"].as_str().unwrap().into(),
+        constraint_answer: r["knowledge constrain"]["answer"].as_str().unwrap().into(),
+    };
+    let expected = serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json"))?)?;
+    Ok((model, encoder, input, expected))
+}
+
+fn row(v: &serde_json::Value) -> Vec<i64> {
+    let rows: Vec<Vec<i64>> = serde_json::from_value(v.clone()).unwrap();
+    rows.into_iter().next().unwrap()
+}
+
+fn digest(model: &CausalLm) -> Vec<u8> {
+    let mut h = Sha256::new();
+    for name in model.parameter_names() {
+        let t = model.parameter(name).unwrap().contiguous();
+        let mut bytes = vec![0u8; t.numel() * t.kind().elt_size_in_bytes()];
+        t.copy_data_u8(&mut bytes, t.numel());
+        h.update(name.as_bytes());
+        h.update(&bytes);
+    }
+    h.finalize().to_vec()
+}
+
+#[test]
+fn inputs_are_built_as_the_reference_builds_them() -> Result<()> {
+    let (_, encoder, input, expected) = setup()?;
+    let suffix = expected["suffix_system_prompt"].as_str().unwrap();
+    let tokens = build_tokens(&encoder, &input, suffix, PromptFormat::RawReference)?;
+    let exp = &expected["reference"];
+    assert_eq!(tokens.edit_input, row(&exp["edit_input_ids"]));
+    assert_eq!(tokens.target, row(&exp["labels"]));
+    assert_eq!(tokens.constraint_input, row(&exp["constraint_input_ids"]));
+    assert_eq!(tokens.constraint_answer_len as u64, exp["constraint_answer_len"].as_u64().unwrap());
+
+    let chat = build_tokens(&encoder, &input, suffix, PromptFormat::ChatTemplate)?;
+    assert!(chat.edit_input.ends_with(&chat.target), "the response follows the chat prompt");
+    assert_ne!(chat.edit_input, tokens.edit_input);
+    Ok(())
+}
+
+#[test]
+fn editor_locates_edits_exports_and_restores_exactly() -> Result<()> {
+    let (mut model, encoder, input, expected) = setup()?;
+    let original = digest(&model);
+    let mut editor =
+        DinmEditor::new(DinmPreset::Llama2_7bChat.hparams(), DinmOptions::reference())?;
+    let outcome = editor.edit(&mut model, &encoder, &input)?;
+    let exp = &expected["reference"];
+    assert_eq!(outcome.layer, Some(exp["layer"].as_u64().unwrap() as usize));
+    let located = outcome.located.as_ref().expect("first record is located");
+    assert_eq!(located.distances.len(), 4);
+    let want_losses: Vec<f64> =
+        exp["steps"].as_array().unwrap().iter().map(|s| s["loss"].as_f64().unwrap()).collect();
+    assert_eq!(outcome.steps.len(), want_losses.len());
+    for (got, want) in outcome.steps.iter().zip(&want_losses) {
+        assert!((got.loss - want).abs() <= 1e-4 * want.abs().max(1.0), "{} vs {want}", got.loss);
+    }
+    let edited = digest(&model);
+    assert_ne!(edited, original);
+    let name = "model.layers.2.mlp.down_proj.weight";
+    let edited_weight = model.parameter(name)?.copy();
+
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("delta.safetensors");
+    outcome.delta.save(&path)?;
+    editor.restore(&mut model)?;
+    assert_eq!(digest(&model), original, "restore is bit-exact");
+
+    let loaded = Delta::load(&path)?;
+    assert_eq!(loaded.names().collect::<Vec<_>>(), vec!["model.layers.2.mlp.down_proj.weight"]);
+    let snapshot = loaded.apply(&mut model)?;
+    // W0 + (W1 - W0) equals W1 up to one rounding.
+    let diff = (model.parameter(name)? - &edited_weight).abs().max().double_value(&[]);
+    assert!(diff < 1e-6, "applying the exported delta reproduces the edit (off by {diff})");
+    model.restore(&snapshot)?;
+    assert_eq!(digest(&model), original);
+    Ok(())
+}
+
+#[test]
+fn sequential_edits_accumulate_and_restore_all() -> Result<()> {
+    let (mut model, encoder, input, _) = setup()?;
+    let original = digest(&model);
+    let options = DinmOptions { mode: EditMode::Sequential, ..DinmOptions::reference() };
+    let mut editor = DinmEditor::new(DinmPreset::Llama2_7bChat.hparams(), options)?;
+    editor.edit(&mut model, &encoder, &input)?;
+    let once = digest(&model);
+    let second = editor.edit(&mut model, &encoder, &input)?;
+    assert!(second.located.is_none(), "the reference keeps the first record's layer");
+    assert_ne!(digest(&model), once, "the second edit starts from the first");
+    editor.restore(&mut model)?;
+    assert_eq!(digest(&model), original);
+
+    let mut single = DinmEditor::new(DinmPreset::Llama2_7bChat.hparams(), DinmOptions::paper())?;
+    single.edit(&mut model, &encoder, &input)?;
+    let first = digest(&model);
+    let again = single.edit(&mut model, &encoder, &input)?;
+    assert!(again.located.is_some(), "the paper locates per record");
+    assert_eq!(digest(&model), first, "single mode edits the original model each time");
+    single.restore(&mut model)?;
+    assert_eq!(digest(&model), original);
+    Ok(())
+}
