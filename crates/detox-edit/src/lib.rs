@@ -10,9 +10,11 @@ pub mod delta;
 pub mod dinm;
 pub mod editor;
 pub mod error;
+pub mod ftl;
 pub mod ledger;
 
 pub use delta::Delta;
 pub use editor::{EditInput, EditOutcome, EditTimings, Editor, PromptEncoder};
 pub use error::{EditError, Result};
+pub use ftl::{FtlEditor, FtlHyperParams};
 pub use ledger::{EditLedger, EditMode};

@@ -146,3 +146,37 @@ fn sequential_edits_accumulate_and_restore_all() -> Result<()> {
     assert_eq!(digest(&model), original);
     Ok(())
 }
+
+#[test]
+fn ftl_lowers_the_target_loss_within_its_norm_constraint() -> Result<()> {
+    let (mut model, encoder, input, _) = setup()?;
+    let original = digest(&model);
+    let eps = 1e-3;
+    let hparams = detox_edit::FtlHyperParams {
+        norm_constraint: Some(eps),
+        num_steps: 8,
+        ..detox_edit::FtlHyperParams::llama2_7b()
+    }
+    .at_layer(1);
+    let mut editor = detox_edit::FtlEditor::new(hparams, EditMode::Single)?;
+    let outcome = editor.edit(&mut model, &encoder, &input)?;
+    assert_eq!(outcome.layer, Some(1));
+    let first = outcome.steps.first().unwrap().nll;
+    let last = outcome.steps.last().unwrap().nll;
+    assert!(last < first, "fine-tuning lowers the NLL ({first} -> {last})");
+    assert!(outcome.steps.iter().all(|s| s.kl == 0.0), "FT-L has no constraint term");
+    let delta = outcome.delta.get("model.layers.1.mlp.down_proj.weight").unwrap();
+    let max = delta.abs().max().double_value(&[]);
+    assert!(
+        max > 0.0 && max <= eps * (1.0 + 1e-5),
+        "clamped to the norm constraint (max |delta| {max})"
+    );
+    editor.restore(&mut model)?;
+    assert_eq!(digest(&model), original);
+    let too_deep = detox_edit::FtlHyperParams::llama2_7b();
+    let err = detox_edit::FtlEditor::new(too_deep, EditMode::Single)?
+        .edit(&mut model, &encoder, &input)
+        .unwrap_err();
+    assert!(err.to_string().contains("layer 21"), "{err}");
+    Ok(())
+}

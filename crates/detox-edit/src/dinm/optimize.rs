@@ -83,7 +83,9 @@ pub fn optimize_tensor(
     let start = Instant::now();
     let device = model.device();
     let kind = model.kind();
-    check_tokens(tokens)?;
+    // `NLL + 0 * KL` is plain fine-tuning (FT-L): the constraint is not evaluated at all.
+    let uses_kl = !(settings.weighting == LossWeighting::Paper && settings.kl_factor == 0.0);
+    check_tokens(tokens, uses_kl)?;
     let ids = |v: &[i64]| -> Result<Tensor> {
         Tensor::from_slice(v)
             .f_unsqueeze(0)
@@ -96,11 +98,12 @@ pub fn optimize_tensor(
     let labels = ids(&tokens.target)?;
     let answer_len = tokens.constraint_answer_len as i64;
 
-    let base_logp = {
+    let base_logp = if uses_kl {
         let _guard = tch::no_grad_guard();
-        answer_log_probs(model, &constraint_ids, answer_len)?
+        Some(answer_log_probs(model, &constraint_ids, answer_len)?)
+    } else {
+        None
     };
-    let base_p = base_logp.f_exp().map_err(torch("base probabilities"))?;
 
     let original = model
         .parameter(tensor_name)?
@@ -127,20 +130,21 @@ pub fn optimize_tensor(
         let working = master.f_to_kind(kind).map_err(torch("casting the master copy"))?;
         drop(model.replace_parameter(tensor_name, working)?);
         let nll = target_nll(model, &edit_ids, &labels, tokens.target_ignore_id)?;
-        let post_logp = match settings.kl_gradient {
-            KlGradient::Detached => {
-                let _guard = tch::no_grad_guard();
-                answer_log_probs(model, &constraint_ids, answer_len)?
+        let kl = match &base_logp {
+            Some(base_logp) => {
+                let post_logp = match settings.kl_gradient {
+                    KlGradient::Detached => {
+                        let _guard = tch::no_grad_guard();
+                        answer_log_probs(model, &constraint_ids, answer_len)?
+                    }
+                    KlGradient::Differentiable => {
+                        answer_log_probs(model, &constraint_ids, answer_len)?
+                    }
+                };
+                kl_divergence(base_logp, &post_logp)?
             }
-            KlGradient::Differentiable => answer_log_probs(model, &constraint_ids, answer_len)?,
+            None => Tensor::f_zeros([], (Kind::Float, device)).map_err(torch("zero KL"))?,
         };
-        let kl = base_p
-            .f_mul(&base_logp.f_sub(&post_logp).map_err(torch("KL"))?)
-            .map_err(torch("KL"))?
-            .f_sum_dim_intlist(-1, false, Kind::Float)
-            .map_err(torch("KL"))?
-            .f_mean(Kind::Float)
-            .map_err(torch("KL"))?;
         let loss = match settings.weighting {
             LossWeighting::Reference => {
                 nll.f_mul_scalar(settings.kl_factor).map_err(torch("loss"))?.f_add(&kl)
@@ -182,11 +186,29 @@ pub fn optimize_tensor(
     Ok(TrainedTensor { steps, edited, original, seconds: start.elapsed().as_secs_f64() })
 }
 
-fn check_tokens(tokens: &DinmTokens) -> Result<()> {
-    if tokens.target.is_empty() || tokens.constraint_answer_len == 0 {
-        return Err(EditError::InvalidRequest(
-            "the safe target or the constraint answer has no tokens".into(),
-        ));
+/// Mean over the answer positions of `KL(base || post)`, the reference's
+/// `(p_base * (log p_base - log p_post)).sum(-1).mean()`.
+///
+/// # Shapes
+/// Both `[1, answer_len, vocab]` fp32 log-probabilities; returns a scalar.
+fn kl_divergence(base_logp: &Tensor, post_logp: &Tensor) -> Result<Tensor> {
+    base_logp
+        .f_exp()
+        .map_err(torch("KL"))?
+        .f_mul(&base_logp.f_sub(post_logp).map_err(torch("KL"))?)
+        .map_err(torch("KL"))?
+        .f_sum_dim_intlist(-1, false, Kind::Float)
+        .map_err(torch("KL"))?
+        .f_mean(Kind::Float)
+        .map_err(torch("KL"))
+}
+
+fn check_tokens(tokens: &DinmTokens, uses_kl: bool) -> Result<()> {
+    if tokens.target.is_empty() {
+        return Err(EditError::InvalidRequest("the safe target has no tokens".into()));
+    }
+    if uses_kl && tokens.constraint_answer_len == 0 {
+        return Err(EditError::InvalidRequest("the constraint answer has no tokens".into()));
     }
     if tokens.target.len() >= tokens.edit_input.len() {
         return Err(EditError::InvalidRequest(format!(
