@@ -63,7 +63,11 @@ pub struct FtlEditor {
 impl FtlEditor {
     /// An editor for `hparams`.
     pub fn new(hparams: FtlHyperParams, mode: EditMode) -> Result<Self> {
-        if hparams.layers.is_empty() || hparams.num_steps == 0 || !(hparams.lr > 0.0) {
+        if hparams.layers.is_empty()
+            || hparams.num_steps == 0
+            || !hparams.lr.is_finite()
+            || hparams.lr <= 0.0
+        {
             return Err(EditError::HyperParams {
                 path: "<in memory>".into(),
                 reason: "FT-L needs a layer, at least one step and a positive lr".into(),
