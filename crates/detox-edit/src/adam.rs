@@ -31,6 +31,32 @@ impl Adam {
         })
     }
 
+    /// Like [`Adam::step`], but only the rows where `active` is true change (parameter and moments); the other
+    /// rows keep their values, as if their optimiser had stopped. All active rows share the step count, which
+    /// holds when rows only ever leave the active set.
+    ///
+    /// # Shapes
+    /// `param`, `grad`: `[rows, ...]` fp32; `active`: bool, broadcastable to `param` (e.g. `[rows, 1, 1]`).
+    pub fn step_rows(&mut self, param: &mut Tensor, grad: &Tensor, active: &Tensor) -> Result<()> {
+        let _guard = tch::no_grad_guard();
+        let keep = |t: &Tensor| {
+            t.f_detach()
+                .map_err(torch("Adam row state"))?
+                .f_to_device_(t.device(), t.kind(), false, true)
+                .map_err(torch("Adam row state"))
+        };
+        let (p0, m0, v0) = (keep(param)?, keep(&self.exp_avg)?, keep(&self.exp_avg_sq)?);
+        self.step(param, grad)?;
+        let select = |new: &Tensor, old: &Tensor| {
+            new.f_where_self(active, old).map_err(torch("Adam row select"))
+        };
+        let p = select(param, &p0)?;
+        param.f_copy_(&p).map_err(torch("Adam row select"))?;
+        self.exp_avg = select(&self.exp_avg, &m0)?;
+        self.exp_avg_sq = select(&self.exp_avg_sq, &v0)?;
+        Ok(())
+    }
+
     /// Applies one update to `param` (in place) from `grad`.
     ///
     /// # Shapes

@@ -4,12 +4,14 @@
 //! most), then tune only that layer's `mlp.down_proj.weight` for a few Adam steps on the safe response, while a KL
 //! term keeps the model's answer to a benign knowledge question close to its pre-edit distribution.
 
+pub mod batch;
 pub mod editor;
 pub mod hparams;
 pub mod inputs;
 pub mod optimize;
 pub mod options;
 
+pub use batch::optimize_batch;
 pub use editor::{DinmEditor, DinmOptions};
 pub use hparams::{DinmHyperParams, DinmPreset, SUFFIX_SYSTEM_PROMPT};
 pub use inputs::build_tokens;

@@ -1,0 +1,66 @@
+//! Shared set-up of the DINM tests: the reference fixture's model, tokenizer and record.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use detox_edit::{EditInput, PromptEncoder};
+use detox_runtime::CausalLm;
+use sha2::{Digest, Sha256};
+use tch::{Device, Kind};
+
+pub fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dinm")
+}
+
+/// The fixture's tokenizer, called the way the reference calls a Hugging Face tokenizer.
+pub struct FixtureEncoder(pub tokenizers::Tokenizer);
+
+impl PromptEncoder for FixtureEncoder {
+    fn encode(&self, text: &str, special: bool) -> detox_edit::Result<Vec<i64>> {
+        let enc = self.0.encode(text, special).expect("encode");
+        Ok(enc.get_ids().iter().map(|&i| i as i64).collect())
+    }
+    fn pad_id(&self) -> i64 {
+        2
+    }
+    fn chat_prompt(&self, user: &str) -> detox_edit::Result<String> {
+        Ok(format!("<s>[INST] {user} [/INST]"))
+    }
+}
+
+pub fn setup() -> Result<(CausalLm, FixtureEncoder, EditInput, serde_json::Value)> {
+    let dir = fixtures();
+    let model = CausalLm::load(dir.join("model"), Device::Cpu, Kind::Float)?;
+    let encoder =
+        FixtureEncoder(tokenizers::Tokenizer::from_file(dir.join("model/tokenizer.json")).unwrap());
+    let records: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("model/record.json"))?)?;
+    let r = &records[0];
+    let input = EditInput {
+        prompt: r["adversarial prompt"].as_str().unwrap().into(),
+        safe_response: r["safe generation"].as_str().unwrap().into(),
+        unsafe_response: r["unsafe generation"].as_str().unwrap().into(),
+        constraint_prompt: r["knowledge constrain"]["prompt"].as_str().unwrap().into(),
+        constraint_answer: r["knowledge constrain"]["answer"].as_str().unwrap().into(),
+    };
+    let expected = serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json"))?)?;
+    Ok((model, encoder, input, expected))
+}
+
+pub fn row(v: &serde_json::Value) -> Vec<i64> {
+    let rows: Vec<Vec<i64>> = serde_json::from_value(v.clone()).unwrap();
+    rows.into_iter().next().unwrap()
+}
+
+pub fn digest(model: &CausalLm) -> Vec<u8> {
+    let mut h = Sha256::new();
+    for name in model.parameter_names() {
+        let t = model.parameter(name).unwrap().contiguous();
+        let mut bytes = vec![0u8; t.numel() * t.kind().elt_size_in_bytes()];
+        t.copy_data_u8(&mut bytes, t.numel());
+        h.update(name.as_bytes());
+        h.update(&bytes);
+    }
+    h.finalize().to_vec()
+}
