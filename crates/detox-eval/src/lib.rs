@@ -5,3 +5,9 @@
 //! case as it goes, a run manifest and a summary report. Runs resume after interruption without losing or
 //! duplicating records.
 #![deny(missing_docs)]
+
+pub mod error;
+pub mod jsonl;
+
+pub use error::{EvalError, Result};
+pub use jsonl::{write_atomic, JsonlLog};

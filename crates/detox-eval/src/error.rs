@@ -1,0 +1,59 @@
+//! Errors of the benchmark harness.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong during a benchmark run.
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    /// A file could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A results file holds a malformed record that is not the trace of an interrupted write.
+    #[error("{}: line {line} is not a valid record ({reason}); the file is damaged, not merely interrupted", path.display())]
+    CorruptRecord {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// The parse error.
+        reason: String,
+    },
+    /// A value could not be serialised.
+    #[error("cannot serialise {what}: {reason}")]
+    Serialize {
+        /// What was being written.
+        what: String,
+        /// The serialiser's message.
+        reason: String,
+    },
+    /// An existing run directory belongs to a different configuration.
+    #[error("{}: the existing run was made with different settings ({field}: {existing} vs {requested}); use a new output directory", path.display())]
+    ManifestMismatch {
+        /// The manifest file.
+        path: PathBuf,
+        /// The differing setting.
+        field: String,
+        /// Its value in the existing run.
+        existing: String,
+        /// Its value now.
+        requested: String,
+    },
+    /// The model runtime failed.
+    #[error(transparent)]
+    Runtime(#[from] detox_runtime::Error),
+    /// The editor failed.
+    #[error(transparent)]
+    Edit(#[from] detox_edit::EditError),
+    /// Invalid settings or inputs.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Result alias of this crate.
+pub type Result<T> = std::result::Result<T, EvalError>;

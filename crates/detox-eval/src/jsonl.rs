@@ -1,0 +1,195 @@
+//! Append-only JSON-lines files that survive interruption.
+//!
+//! Every record is one line, written whole and flushed to disk before the next record starts. When a run is
+//! interrupted mid-write, the file ends with a partial line; [`JsonlLog::open`] detects it, truncates the file
+//! back to the last complete line, and reports what it removed, so that a resumed run neither loses nor
+//! duplicates records.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::{EvalError, Result};
+
+/// An append-only JSON-lines file of `T`.
+#[derive(Debug)]
+pub struct JsonlLog<T> {
+    path: PathBuf,
+    file: File,
+    records: Vec<T>,
+    repaired: Option<String>,
+}
+
+impl<T: Serialize + DeserializeOwned> JsonlLog<T> {
+    /// Opens (or creates) `path` and reads the complete records it already holds.
+    ///
+    /// A final line without its newline, or one that does not parse, is the trace of an interrupted write: it is
+    /// cut off and reported by [`JsonlLog::repaired`]. A malformed line before the last one is corruption this
+    /// function cannot repair and is an error naming the line.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let io = |source| EvalError::Io { path: path.clone(), source };
+        let mut file =
+            OpenOptions::new().read(true).append(true).create(true).open(&path).map_err(io)?;
+        let mut reader = BufReader::new(&mut file);
+        let mut records = Vec::new();
+        let mut good_len: u64 = 0;
+        let mut repaired = None;
+        let mut line = String::new();
+        let mut number = 0usize;
+        loop {
+            line.clear();
+            let read = reader.read_line(&mut line).map_err(io)?;
+            if read == 0 {
+                break;
+            }
+            number += 1;
+            let complete = line.ends_with('\n');
+            match serde_json::from_str::<T>(line.trim_end()) {
+                Ok(record) if complete => {
+                    records.push(record);
+                    good_len += read as u64;
+                }
+                outcome => {
+                    let mut rest = String::new();
+                    reader.read_line(&mut rest).map_err(io)?;
+                    if !rest.is_empty() {
+                        let reason = match outcome {
+                            Err(e) => e.to_string(),
+                            Ok(_) => "missing newline".into(),
+                        };
+                        return Err(EvalError::CorruptRecord {
+                            path: path.clone(),
+                            line: number,
+                            reason,
+                        });
+                    }
+                    repaired = Some(format!(
+                        "line {number} was an incomplete record from an interrupted write ({} bytes); removed",
+                        read
+                    ));
+                    break;
+                }
+            }
+        }
+        drop(reader);
+        if repaired.is_some() {
+            file.set_len(good_len).map_err(io)?;
+            file.sync_all().map_err(io)?;
+        }
+        file.seek(SeekFrom::End(0)).map_err(io)?;
+        Ok(Self { path, file, records, repaired })
+    }
+
+    /// The records read at open and appended since.
+    pub fn records(&self) -> &[T] {
+        &self.records
+    }
+
+    /// What [`JsonlLog::open`] repaired, if anything.
+    pub fn repaired(&self) -> Option<&str> {
+        self.repaired.as_deref()
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends one record and syncs it to disk.
+    pub fn append(&mut self, record: T) -> Result<()> {
+        let mut line = serde_json::to_string(&record).map_err(|e| EvalError::Serialize {
+            what: "a run record".into(),
+            reason: e.to_string(),
+        })?;
+        line.push('\n');
+        let io = |source| EvalError::Io { path: self.path.clone(), source };
+        self.file.write_all(line.as_bytes()).map_err(io)?;
+        self.file.sync_data().map_err(io)?;
+        self.records.push(record);
+        Ok(())
+    }
+}
+
+/// Writes `contents` to `path` atomically: a temporary file in the same directory, synced, then renamed.
+pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.partial"));
+    let io = |source| EvalError::Io { path: tmp.clone(), source };
+    let mut file = File::create(&tmp).map_err(io)?;
+    file.write_all(contents).map_err(io)?;
+    file.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(|source| EvalError::Io { path: path.to_path_buf(), source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct Row {
+        id: u32,
+        text: String,
+    }
+
+    fn row(id: u32) -> Row {
+        Row { id, text: format!("row {id} \u{00e9}\n") }
+    }
+
+    #[test]
+    fn appends_and_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("records.jsonl");
+        let mut log = JsonlLog::<Row>::open(&path).unwrap();
+        log.append(row(1)).unwrap();
+        log.append(row(2)).unwrap();
+        drop(log);
+        let log = JsonlLog::<Row>::open(&path).unwrap();
+        assert_eq!(log.records(), &[row(1), row(2)]);
+        assert!(log.repaired().is_none());
+    }
+
+    #[test]
+    fn a_torn_last_line_is_cut_and_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("records.jsonl");
+        let mut log = JsonlLog::<Row>::open(&path).unwrap();
+        log.append(row(1)).unwrap();
+        drop(log);
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"{\"id\": 2, \"te").unwrap();
+        drop(f);
+        let mut log = JsonlLog::<Row>::open(&path).unwrap();
+        assert_eq!(log.records(), &[row(1)]);
+        assert!(log.repaired().unwrap().contains("line 2"));
+        log.append(row(2)).unwrap();
+        drop(log);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 2);
+        assert_eq!(JsonlLog::<Row>::open(&path).unwrap().records(), &[row(1), row(2)]);
+    }
+
+    #[test]
+    fn corruption_before_the_last_line_is_an_error_naming_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("records.jsonl");
+        std::fs::write(&path, "{\"id\":1,\"text\":\"a\"}\nnot json\n{\"id\":3,\"text\":\"c\"}\n")
+            .unwrap();
+        let err = JsonlLog::<Row>::open(&path).unwrap_err().to_string();
+        assert!(err.contains("records.jsonl") && err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn atomic_write_replaces_whole_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("summary.json");
+        write_atomic(&path, b"first").unwrap();
+        write_atomic(&path, b"second").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "second");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary file left");
+    }
+}
