@@ -8,6 +8,7 @@
 
 pub mod error;
 pub mod jsonl;
+pub mod plot;
 
 pub use error::{EvalError, Result};
 pub use jsonl::{write_atomic, JsonlLog};
