@@ -11,16 +11,20 @@
 #![deny(missing_docs)]
 
 pub mod backend;
+pub mod chat;
 pub mod config;
 pub mod error;
 pub mod generate;
 pub mod kv_cache;
 pub mod model;
+pub mod tokenizer;
 pub mod weights;
 
+pub use chat::{ChatTemplate, Message, Role};
 pub use config::{Architecture, Config, RopeScaling};
 pub use error::{Error, Result};
 pub use generate::{generate, FinishReason, Generated, GenerationConfig, Sampling};
 pub use kv_cache::KvCache;
 pub use model::{CausalLm, ForwardOptions, ForwardOutput, LogitsSelection, PositionIds, Snapshot};
+pub use tokenizer::Tokenizer;
 pub use weights::SafetensorsFiles;

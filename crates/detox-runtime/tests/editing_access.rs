@@ -141,3 +141,25 @@ fn sharded_checkpoint_loads_in_half_precision() -> Result<()> {
     assert_eq!(logits.kind(), Kind::BFloat16);
     Ok(())
 }
+
+#[test]
+fn tokenizer_reads_a_model_directory() -> Result<()> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../detox-edit/tests/fixtures/dinm/model");
+    let tok = detox_runtime::Tokenizer::from_model_dir(&dir)?;
+    assert_eq!(tok.eos_ids(), &[2]);
+    assert_eq!(tok.bos_id(), Some(1));
+    assert_eq!(tok.pad_id(), Some(2), "EOS pads when no pad token is configured");
+    let with = tok.encode("What is the capital of France?", true)?;
+    let without = tok.encode("What is the capital of France?", false)?;
+    assert_eq!(with[0], 1, "the post-processor adds BOS");
+    assert_eq!(&with[1..], &without[..]);
+    assert_eq!(tok.decode(&with, true)?, "What is the capital of France?");
+    let batch = tok.encode_batch(&["a b", "What is"], false)?;
+    assert_eq!(batch[1], tok.encode("What is", false)?);
+    assert!(tok.decode(&[-1], true).is_err());
+    assert!(detox_runtime::Tokenizer::from_file(dir.join("missing.json"))
+        .unwrap_err()
+        .to_string()
+        .contains("missing.json"));
+    Ok(())
+}

@@ -1,0 +1,200 @@
+//! Tokenizers from Hugging Face `tokenizer.json`, with the special tokens and chat template of the model.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::chat::ChatTemplate;
+use crate::error::{Error, Result};
+
+/// A tokenizer plus what the model directory says about its special tokens and chat template.
+#[derive(Debug, Clone)]
+pub struct Tokenizer {
+    inner: tokenizers::Tokenizer,
+    bos_id: Option<i64>,
+    eos_ids: Vec<i64>,
+    pad_id: Option<i64>,
+    chat_template: Option<ChatTemplate>,
+}
+
+fn tokenizer_error(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::InvalidInput(format!("{}: {e}", path.display()))
+}
+
+/// A special token as `tokenizer_config.json` writes it: a string or `{"content": "..."}`.
+fn token_text(v: &Value) -> Option<&str> {
+    v.as_str().or_else(|| v.get("content").and_then(Value::as_str))
+}
+
+impl Tokenizer {
+    /// Wraps a `tokenizers` tokenizer; special tokens and template are set with the `with_*` methods.
+    pub fn new(mut inner: tokenizers::Tokenizer) -> Self {
+        // Batches are padded by the runtime itself (left padding with an explicit mask).
+        inner.with_padding(None);
+        Self { inner, bos_id: None, eos_ids: Vec::new(), pad_id: None, chat_template: None }
+    }
+
+    /// Reads a `tokenizer.json` file alone.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        if !path.is_file() {
+            return Err(Error::Io {
+                path: path.to_path_buf(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "tokenizer file not found",
+                ),
+            });
+        }
+        let inner = tokenizers::Tokenizer::from_file(path).map_err(|e| tokenizer_error(path, e))?;
+        Ok(Self::new(inner))
+    }
+
+    /// Reads a Hugging Face model directory: `tokenizer.json`, and when present `tokenizer_config.json` (BOS,
+    /// EOS and pad tokens, chat template) and `config.json` / `generation_config.json` (EOS ids).
+    pub fn from_model_dir(dir: impl AsRef<Path>) -> Result<Self> {
+        let dir = dir.as_ref();
+        let mut tok = Self::from_file(dir.join("tokenizer.json"))?;
+        let config = read_json(&dir.join("tokenizer_config.json"))?;
+        if let Some(cfg) = &config {
+            tok.bos_id = cfg.get("bos_token").and_then(token_text).and_then(|t| tok.token_id(t));
+            if let Some(eos) =
+                cfg.get("eos_token").and_then(token_text).and_then(|t| tok.token_id(t))
+            {
+                tok.eos_ids.push(eos);
+            }
+            tok.pad_id = cfg.get("pad_token").and_then(token_text).and_then(|t| tok.token_id(t));
+            if let Some(source) = cfg.get("chat_template").and_then(Value::as_str) {
+                tok.chat_template = Some(ChatTemplate::detect(source)?);
+            }
+        }
+        for file in ["generation_config.json", "config.json"] {
+            if let Some(cfg) = read_json(&dir.join(file))? {
+                match cfg.get("eos_token_id") {
+                    Some(Value::Array(ids)) => {
+                        ids.iter().filter_map(Value::as_i64).for_each(|id| tok.add_eos(id))
+                    }
+                    Some(v) => {
+                        if let Some(id) = v.as_i64() {
+                            tok.add_eos(id)
+                        }
+                    }
+                    None => {}
+                }
+                if tok.bos_id.is_none() {
+                    tok.bos_id = cfg.get("bos_token_id").and_then(Value::as_i64);
+                }
+            }
+        }
+        Ok(tok)
+    }
+
+    fn add_eos(&mut self, id: i64) {
+        if !self.eos_ids.contains(&id) {
+            self.eos_ids.push(id);
+        }
+    }
+
+    /// Sets the BOS id.
+    pub fn with_bos(mut self, id: Option<i64>) -> Self {
+        self.bos_id = id;
+        self
+    }
+
+    /// Sets the EOS ids.
+    pub fn with_eos(mut self, ids: Vec<i64>) -> Self {
+        self.eos_ids = ids;
+        self
+    }
+
+    /// Sets the padding id.
+    pub fn with_pad(mut self, id: Option<i64>) -> Self {
+        self.pad_id = id;
+        self
+    }
+
+    /// Sets the chat template.
+    pub fn with_chat_template(mut self, template: Option<ChatTemplate>) -> Self {
+        self.chat_template = template;
+        self
+    }
+
+    /// The token ids of `text`; with `add_special_tokens` the tokenizer's post-processor adds its special tokens
+    /// (e.g. BOS for Llama-2), as calling a Hugging Face tokenizer on the text does.
+    pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<i64>> {
+        let enc = self
+            .inner
+            .encode(text, add_special_tokens)
+            .map_err(|e| Error::InvalidInput(format!("cannot tokenise text: {e}")))?;
+        Ok(enc.get_ids().iter().map(|&id| id as i64).collect())
+    }
+
+    /// Encodes several texts (in parallel).
+    pub fn encode_batch(&self, texts: &[&str], add_special_tokens: bool) -> Result<Vec<Vec<i64>>> {
+        let encs = self
+            .inner
+            .encode_batch(texts.to_vec(), add_special_tokens)
+            .map_err(|e| Error::InvalidInput(format!("cannot tokenise texts: {e}")))?;
+        Ok(encs.iter().map(|e| e.get_ids().iter().map(|&id| id as i64).collect()).collect())
+    }
+
+    /// The text of `ids`; with `skip_special_tokens` special tokens are left out.
+    pub fn decode(&self, ids: &[i64], skip_special_tokens: bool) -> Result<String> {
+        let ids: Vec<u32> = ids
+            .iter()
+            .map(|&id| {
+                u32::try_from(id)
+                    .map_err(|_| Error::InvalidInput(format!("token id {id} is out of range")))
+            })
+            .collect::<Result<_>>()?;
+        self.inner
+            .decode(&ids, skip_special_tokens)
+            .map_err(|e| Error::InvalidInput(format!("cannot decode: {e}")))
+    }
+
+    /// The id of a token string.
+    pub fn token_id(&self, token: &str) -> Option<i64> {
+        self.inner.token_to_id(token).map(i64::from)
+    }
+
+    /// Vocabulary size including added tokens.
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    /// The BOS id, if known.
+    pub fn bos_id(&self) -> Option<i64> {
+        self.bos_id
+    }
+
+    /// The EOS ids (generation stops at any of them).
+    pub fn eos_ids(&self) -> &[i64] {
+        &self.eos_ids
+    }
+
+    /// The padding id: the configured pad token, else the first EOS id (what the SafeEdit reference uses).
+    pub fn pad_id(&self) -> Option<i64> {
+        self.pad_id.or_else(|| self.eos_ids.first().copied())
+    }
+
+    /// The chat template, if the model has one.
+    pub fn chat_template(&self) -> Option<&ChatTemplate> {
+        self.chat_template.as_ref()
+    }
+
+    /// The underlying `tokenizers` tokenizer.
+    pub fn inner(&self) -> &tokenizers::Tokenizer {
+        &self.inner
+    }
+}
+
+fn read_json(path: &PathBuf) -> Result<Option<Value>> {
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let text =
+        std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.clone(), source })?;
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|source| Error::Json { path: path.clone(), source })
+}
