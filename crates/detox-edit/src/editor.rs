@@ -23,7 +23,7 @@ pub struct EditInput {
     pub constraint_answer: String,
 }
 
-/// What editors need from a tokenizer; implemented for the runtime's tokenizer.
+/// What editors need from a tokenizer; implemented for [`detox_runtime::Tokenizer`].
 pub trait PromptEncoder {
     /// The token ids of `text`; with `special` the tokenizer adds its special prefix (e.g. BOS), as calling a
     /// Hugging Face tokenizer on the text does.
@@ -76,4 +76,23 @@ pub trait Editor {
 
     /// Undoes every applied edit; the weights become bit-identical to before the first edit.
     fn restore(&mut self, model: &mut CausalLm) -> Result<()>;
+}
+
+impl PromptEncoder for detox_runtime::Tokenizer {
+    fn encode(&self, text: &str, special: bool) -> Result<Vec<i64>> {
+        Ok(detox_runtime::Tokenizer::encode(self, text, special)?)
+    }
+
+    fn pad_id(&self) -> i64 {
+        detox_runtime::Tokenizer::pad_id(self).unwrap_or(0)
+    }
+
+    fn chat_prompt(&self, user: &str) -> Result<String> {
+        let template = self.chat_template().ok_or_else(|| {
+            crate::error::EditError::InvalidRequest(
+                "the chat-template prompt format needs a tokenizer with a chat template".into(),
+            )
+        })?;
+        Ok(template.user_prompt(user)?)
+    }
 }
