@@ -9,6 +9,7 @@
 pub mod error;
 pub mod jsonl;
 pub mod plot;
+pub mod respond;
 
 pub use error::{EvalError, Result};
 pub use jsonl::{write_atomic, JsonlLog};

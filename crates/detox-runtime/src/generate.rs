@@ -10,7 +10,8 @@ use crate::error::{Error, Result, TorchContext};
 use crate::model::{CausalLm, ForwardOptions, LogitsSelection, PositionIds};
 
 /// How the next token is chosen.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Sampling {
     /// The most likely token (the default; what the SafeEdit evaluation uses).
     Greedy,
@@ -56,7 +57,8 @@ impl GenerationConfig {
 }
 
 /// Why a row stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum FinishReason {
     /// It produced an end-of-sequence token.
     Eos,
