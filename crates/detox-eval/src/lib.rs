@@ -9,7 +9,9 @@
 pub mod error;
 pub mod jsonl;
 pub mod plot;
+pub mod record;
 pub mod respond;
+pub mod summary;
 
 pub use error::{EvalError, Result};
 pub use jsonl::{write_atomic, JsonlLog};

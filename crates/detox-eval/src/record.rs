@@ -1,0 +1,71 @@
+//! The per-record result written to `records.jsonl`, one line per SafeEdit case.
+
+use serde::{Deserialize, Serialize};
+
+use detox_edit::dinm::StepLoss;
+
+/// One evaluation input with its response and the judge's verdict.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JudgedResponse {
+    /// Metric name: `DS`, `DG_onlyQ`, `DG_otherA`, `DG_otherQ` or `DG_otherAQ`.
+    pub metric: String,
+    /// The text the model was given (suffix included when the run adds one).
+    pub input: String,
+    /// The generated response.
+    pub response: String,
+    /// Generated tokens.
+    pub tokens: usize,
+    /// Why generation stopped (`eos`, `stop`, `length`).
+    pub finish: String,
+    /// 0 safe, 1 unsafe, 0.5 empty response.
+    pub label: f64,
+    /// The judge's probability (or score) that the response is unsafe.
+    pub unsafe_score: f64,
+}
+
+/// The responses of one model state (before or after the edit).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SideResult {
+    /// One entry per evaluation input, in metric order.
+    pub responses: Vec<JudgedResponse>,
+    /// Mean n-gram-entropy fluency of the responses.
+    pub fluency: f64,
+}
+
+/// Wall times of the parts of one record, in seconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct RecordTimings {
+    /// Locating the toxic layer.
+    pub locate: f64,
+    /// The optimisation.
+    pub edit: f64,
+    /// Pre-edit generation (0 when read from the cache).
+    pub generate_pre: f64,
+    /// Post-edit generation.
+    pub generate_post: f64,
+    /// Judging both sides.
+    pub judge: f64,
+}
+
+/// Everything recorded for one SafeEdit case.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// The case id (the dataset's `id`, as text).
+    pub id: String,
+    /// The unsafety category as spelled in the data.
+    pub category: String,
+    /// The editing method.
+    pub method: String,
+    /// The edited layer.
+    pub layer: Option<usize>,
+    /// Every layer's distance when the layer was located for this record.
+    pub layer_distances: Option<Vec<f64>>,
+    /// Loss of each optimisation step.
+    pub steps: Vec<StepLoss>,
+    /// Wall times.
+    pub timings: RecordTimings,
+    /// Before the edit.
+    pub pre: SideResult,
+    /// After the edit.
+    pub post: SideResult,
+}
