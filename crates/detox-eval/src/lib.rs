@@ -8,6 +8,7 @@
 
 pub mod error;
 pub mod jsonl;
+pub mod manifest;
 pub mod plot;
 pub mod record;
 pub mod respond;

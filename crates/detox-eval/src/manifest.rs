@@ -1,0 +1,144 @@
+//! The run manifest: everything needed to know what produced a run directory, and to refuse resuming it with
+//! different settings.
+
+use std::io::Read;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{EvalError, Result};
+
+/// What produced a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunManifest {
+    /// Version of the detox crates.
+    pub detox_version: String,
+    /// libtorch version the binary runs on.
+    pub libtorch_version: String,
+    /// `cpu` or `cuda:N (device name)`.
+    pub device: String,
+    /// Model dtype.
+    pub dtype: String,
+    /// Model directory as given.
+    pub model_path: String,
+    /// SHA-256 over the model directory's files (names and contents, sorted by name).
+    pub model_sha256: String,
+    /// Dataset file as given.
+    pub dataset_path: String,
+    /// SHA-256 of the dataset file.
+    pub dataset_sha256: String,
+    /// Which records of the dataset the run covers (e.g. `all`, `first 10`, `shard 2 of 8`).
+    pub selection: String,
+    /// Editing method.
+    pub method: String,
+    /// The method's hyper-parameters.
+    pub hyper_parameters: serde_json::Value,
+    /// The method's named options (reference/paper choices).
+    pub method_options: serde_json::Value,
+    /// Decoding settings.
+    pub decoding: serde_json::Value,
+    /// Prompt layout of the evaluation inputs.
+    pub prompt_style: String,
+    /// Whether post-edit inputs carry the suffix (the reference's asymmetry) and pre-edit ones too.
+    pub suffix_policy: String,
+    /// The judge.
+    pub judge: String,
+    /// Whether the judge approximates the paper's classifier.
+    pub judge_is_approximation: bool,
+    /// Random seed.
+    pub seed: u64,
+}
+
+impl RunManifest {
+    /// The fields that must agree for a run to be resumed, with their values as text.
+    fn identity(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("model_sha256", self.model_sha256.clone()),
+            ("dataset_sha256", self.dataset_sha256.clone()),
+            ("selection", self.selection.clone()),
+            ("method", self.method.clone()),
+            ("hyper_parameters", self.hyper_parameters.to_string()),
+            ("method_options", self.method_options.to_string()),
+            ("decoding", self.decoding.to_string()),
+            ("prompt_style", self.prompt_style.clone()),
+            ("suffix_policy", self.suffix_policy.clone()),
+            ("judge", self.judge.clone()),
+            ("dtype", self.dtype.clone()),
+            ("seed", self.seed.to_string()),
+        ]
+    }
+
+    /// Writes the manifest to `path`, or, when one exists, checks that it describes the same run.
+    pub fn write_or_check(&self, path: &Path) -> Result<()> {
+        if path.is_file() {
+            let text = std::fs::read_to_string(path)
+                .map_err(|source| EvalError::Io { path: path.to_path_buf(), source })?;
+            let existing: RunManifest =
+                serde_json::from_str(&text).map_err(|e| EvalError::CorruptRecord {
+                    path: path.to_path_buf(),
+                    line: e.line(),
+                    reason: e.to_string(),
+                })?;
+            for ((field, old), (_, new)) in existing.identity().into_iter().zip(self.identity()) {
+                if old != new {
+                    return Err(EvalError::ManifestMismatch {
+                        path: path.to_path_buf(),
+                        field: field.into(),
+                        existing: old,
+                        requested: new,
+                    });
+                }
+            }
+            return Ok(());
+        }
+        let text = serde_json::to_string_pretty(self).map_err(|e| EvalError::Serialize {
+            what: "the run manifest".into(),
+            reason: e.to_string(),
+        })?;
+        crate::jsonl::write_atomic(path, text.as_bytes())
+    }
+}
+
+/// SHA-256 of a file, hex.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut hasher = Sha256::new();
+    hash_into(&mut hasher, path)?;
+    Ok(hex(&hasher.finalize()))
+}
+
+/// SHA-256 over every regular file of a directory (not recursive), in name order: each file's name, then its
+/// bytes.
+pub fn sha256_dir(dir: &Path) -> Result<String> {
+    let io = |source| EvalError::Io { path: dir.to_path_buf(), source };
+    let mut names: Vec<_> = std::fs::read_dir(dir)
+        .map_err(io)?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().map(|t| t.is_file()).unwrap_or(false))
+        .map(|e| e.file_name())
+        .collect();
+    names.sort();
+    let mut hasher = Sha256::new();
+    for name in names {
+        hasher.update(name.to_string_lossy().as_bytes());
+        hash_into(&mut hasher, &dir.join(&name))?;
+    }
+    Ok(hex(&hasher.finalize()))
+}
+
+fn hash_into(hasher: &mut Sha256, path: &Path) -> Result<()> {
+    let io = |source| EvalError::Io { path: path.to_path_buf(), source };
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).map_err(io)?;
+        if n == 0 {
+            return Ok(());
+        }
+        hasher.update(&buf[..n]);
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
