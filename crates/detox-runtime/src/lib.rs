@@ -17,6 +17,7 @@ pub mod error;
 pub mod generate;
 pub mod kv_cache;
 pub mod model;
+pub mod roberta;
 pub mod tokenizer;
 pub mod weights;
 
