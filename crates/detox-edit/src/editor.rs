@@ -76,6 +76,12 @@ pub trait Editor {
 
     /// Undoes every applied edit; the weights become bit-identical to before the first edit.
     fn restore(&mut self, model: &mut CausalLm) -> Result<()>;
+
+    /// Tells a fresh editor which layers earlier records of the same run were edited at, in order, so that a
+    /// resumed run makes the same choices as an uninterrupted one (e.g. the reference's first-record layer).
+    fn resume_after(&mut self, earlier_layers: &[usize]) {
+        let _ = earlier_layers;
+    }
 }
 
 impl PromptEncoder for detox_runtime::Tokenizer {

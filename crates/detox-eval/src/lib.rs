@@ -7,6 +7,7 @@
 #![deny(missing_docs)]
 
 pub mod error;
+pub mod harness;
 pub mod jsonl;
 pub mod manifest;
 pub mod plot;

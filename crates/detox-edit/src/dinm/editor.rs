@@ -185,4 +185,10 @@ impl Editor for DinmEditor {
     fn restore(&mut self, model: &mut CausalLm) -> Result<()> {
         self.ledger.restore(model)
     }
+
+    fn resume_after(&mut self, earlier_layers: &[usize]) {
+        for &layer in earlier_layers {
+            self.policy.choose(layer);
+        }
+    }
 }
