@@ -3,6 +3,7 @@
 //! This crate builds without libtorch: `cargo xtask setup` is what installs it.
 
 mod checks;
+mod convert_bin;
 mod doctor;
 mod libtorch;
 mod paths;
@@ -30,6 +31,18 @@ enum Task {
     Test,
     /// Print what a user needs to know when something is off: libtorch, CUDA, cuDNN, threads.
     Doctor,
+    /// Convert a model directory's pickled `pytorch_model.bin` into `model.safetensors` (needs python3 with
+    /// torch and safetensors).
+    ConvertBin {
+        /// The Hugging Face model directory holding `pytorch_model.bin`.
+        dir: std::path::PathBuf,
+        /// Replace an existing `model.safetensors`.
+        #[arg(long)]
+        force: bool,
+        /// The Python interpreter to run.
+        #[arg(long, default_value = "python3")]
+        python: String,
+    },
 }
 
 fn main() -> Result<()> {
@@ -38,5 +51,6 @@ fn main() -> Result<()> {
         Task::Setup { verify } => libtorch::ensure(verify).map(|_| ()),
         Task::Test => checks::run_all(),
         Task::Doctor => doctor::run(),
+        Task::ConvertBin { dir, force, python } => convert_bin::run(&dir, force, &python),
     }
 }
