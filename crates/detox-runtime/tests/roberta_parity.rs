@@ -269,3 +269,29 @@ fn half_precision_weights_stay_close_to_fp32() -> Result<()> {
     assert!(diff < 0.15, "bf16 logits differ by {diff}");
     Ok(())
 }
+
+#[test]
+fn a_directory_with_only_vocab_and_merges_tokenises_like_transformers() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    for file in ["config.json", "model.safetensors", "vocab.json", "merges.txt"] {
+        std::fs::copy(model_dir().join(file), dir.path().join(file))?;
+    }
+    let model = RobertaClassifier::load(dir.path(), Device::Cpu, Kind::Float)?;
+    let tokenizer = model.tokenizer().context("rebuilt from vocab.json and merges.txt")?;
+    assert!(tokenizer.path().ends_with("vocab.json"));
+    for batch in &expected()?.batches {
+        let encoded = tokenizer.encode_batch(&texts(batch), Device::Cpu)?;
+        assert_eq!(Vec::<i64>::try_from(encoded.input_ids.flatten(0, -1))?, {
+            batch.input_ids.iter().flatten().copied().collect::<Vec<_>>()
+        });
+        let labels: Vec<usize> = model.classify(&texts(batch))?.iter().map(|o| o.label).collect();
+        assert_eq!(labels, batch.labels);
+    }
+    // Without any tokenizer the model still loads for `forward`, and `classify` says what is missing.
+    std::fs::remove_file(dir.path().join("merges.txt"))?;
+    let model = RobertaClassifier::load(dir.path(), Device::Cpu, Kind::Float)?;
+    assert!(model.tokenizer().is_none());
+    let err = model.classify(&["text"]).unwrap_err();
+    assert!(matches!(err, RobertaError::Tokenizer { .. }), "{err}");
+    Ok(())
+}

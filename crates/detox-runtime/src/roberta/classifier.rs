@@ -68,13 +68,14 @@ impl std::fmt::Debug for RobertaClassifier {
 }
 
 impl RobertaClassifier {
-    /// Loads `config.json`, `model.safetensors` and (when present) `tokenizer.json` from `dir`, placing the
+    /// Loads `config.json`, `model.safetensors` and (when present) the tokenizer from `dir` (`tokenizer.json`,
+    /// else `vocab.json` with `merges.txt`), placing the
     /// weights on `device` as `kind` (a float kind; `Kind::Float` reproduces the reference).
     ///
     /// The checkpoint must hold exactly the tensors the config implies (see
     /// [`expected_tensors`](super::expected_tensors) and [`IGNORED_TENSORS`](super::IGNORED_TENSORS)); a
     /// directory with only `pytorch_model.bin` is refused with a pointer to `cargo xtask convert-bin`.
-    /// Without `tokenizer.json` the model still runs through [`RobertaClassifier::forward`], but
+    /// Without a tokenizer the model still runs through [`RobertaClassifier::forward`], but
     /// [`RobertaClassifier::classify`] refuses.
     pub fn load(dir: impl AsRef<Path>, device: Device, kind: Kind) -> Result<Self> {
         let dir = dir.as_ref().to_path_buf();
@@ -105,13 +106,8 @@ impl RobertaClassifier {
             ckpt.load("classifier.out_proj.weight", device, kind)?,
             ckpt.load("classifier.out_proj.bias", device, kind)?,
         );
-        let tokenizer_path = dir.join("tokenizer.json");
         let max_length = DEFAULT_MAX_LENGTH.min(config.max_input_tokens() as usize);
-        let tokenizer = if tokenizer_path.is_file() {
-            Some(ClassifierTokenizer::from_file(&tokenizer_path, max_length, config.pad_token_id)?)
-        } else {
-            None
-        };
+        let tokenizer = ClassifierTokenizer::from_dir(&dir, max_length, config.pad_token_id)?;
         Ok(Self {
             config,
             dir,
@@ -171,7 +167,7 @@ impl RobertaClassifier {
         self.batch_size
     }
 
-    /// The tokenizer loaded from `tokenizer.json`, if the directory had one.
+    /// The tokenizer of the model directory, if it had one.
     pub fn tokenizer(&self) -> Option<&ClassifierTokenizer> {
         self.tokenizer.as_ref()
     }
@@ -259,7 +255,8 @@ impl RobertaClassifier {
     pub fn classify(&self, texts: &[&str]) -> Result<Vec<ClassifierOutput>> {
         let tokenizer = self.tokenizer.as_ref().ok_or_else(|| RobertaError::Tokenizer {
             path: self.dir.join("tokenizer.json"),
-            reason: "absent from the model directory; classify needs it".into(),
+            reason: "absent from the model directory (nor vocab.json with merges.txt); classify needs one"
+                .into(),
         })?;
         let mut outputs = Vec::with_capacity(texts.len());
         for chunk in texts.chunks(self.batch_size) {

@@ -1,12 +1,16 @@
-//! Text to classifier input: the model's own `tokenizer.json` (byte-level BPE with `<s> ... </s>`), truncated
-//! and padded the way the SafeEdit evaluation calls the Hugging Face tokenizer (`padding=True,
+//! Text to classifier input: the model's own `tokenizer.json` (byte-level BPE with `<s> ... </s>`), or, for
+//! directories saved with only the original files, the same tokenizer rebuilt from `vocab.json` and
+//! `merges.txt` the way transformers converts a `RobertaTokenizer`; truncated and padded the way the SafeEdit evaluation calls the Hugging Face tokenizer (`padding=True,
 //! truncation=True, max_length=512`): each text is cut to `max_length` tokens counting the special tokens, and
 //! the batch is right-padded with `pad_token_id` to its longest member.
 
 use std::path::{Path, PathBuf};
 
 use tch::{Device, Kind, Tensor};
-use tokenizers::{Tokenizer, TruncationParams};
+use tokenizers::models::bpe::BPE;
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::processors::roberta::RobertaProcessing;
+use tokenizers::{AddedToken, Tokenizer, TruncationParams};
 
 use super::error::{Result, RobertaError, TorchContext};
 
@@ -49,6 +53,80 @@ impl ClassifierTokenizer {
         let mut this = Self { tokenizer, path, max_length: 0, pad_id };
         this.set_max_length(max_length)?;
         Ok(this)
+    }
+
+    /// Rebuilds a RoBERTa byte-level BPE tokenizer from `vocab.json` and `merges.txt` with RoBERTa's special
+    /// tokens (`<s>`, `<pad>`, `</s>`, `<unk>`, `<mask>`), no prefix space, and `<s> text </s>` framing: what
+    /// `RobertaTokenizer.from_pretrained` builds from those two files.
+    pub fn from_vocab_merges(
+        vocab: impl AsRef<Path>,
+        merges: impl AsRef<Path>,
+        max_length: usize,
+        pad_id: i64,
+    ) -> Result<Self> {
+        let vocab = vocab.as_ref().to_path_buf();
+        let merges = merges.as_ref();
+        let fail = |path: &Path, reason: String| RobertaError::Tokenizer {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let (vocab_str, merges_str) = match (vocab.to_str(), merges.to_str()) {
+            (Some(v), Some(m)) => (v, m),
+            _ => return Err(fail(&vocab, "path is not valid UTF-8".into())),
+        };
+        let bpe = BPE::from_file(vocab_str, merges_str)
+            .build()
+            .map_err(|e| fail(&vocab, format!("with {}: {e}", merges.display())))?;
+        let mut tokenizer = Tokenizer::new(bpe);
+        let id = |token: &str| {
+            tokenizer.token_to_id(token).ok_or_else(|| {
+                fail(&vocab, format!("special token `{token}` is not in the vocabulary"))
+            })
+        };
+        let (cls, sep) = (id("<s>")?, id("</s>")?);
+        for token in ["<pad>", "<unk>", "<mask>"] {
+            id(token)?;
+        }
+        tokenizer.with_pre_tokenizer(Some(ByteLevel::default().add_prefix_space(false)));
+        tokenizer.with_decoder(Some(ByteLevel::default()));
+        tokenizer.with_post_processor(Some(
+            RobertaProcessing::new(("</s>".into(), sep), ("<s>".into(), cls))
+                .trim_offsets(true)
+                .add_prefix_space(false),
+        ));
+        tokenizer
+            .add_special_tokens([
+                AddedToken::from("<s>", true),
+                AddedToken::from("<pad>", true),
+                AddedToken::from("</s>", true),
+                AddedToken::from("<unk>", true),
+                // RoBERTa's mask token absorbs the space before it.
+                AddedToken::from("<mask>", true).lstrip(true),
+            ])
+            .map_err(|e| fail(&vocab, format!("adding the special tokens: {e}")))?;
+        let mut this = Self { tokenizer, path: vocab, max_length: 0, pad_id };
+        this.set_max_length(max_length)?;
+        Ok(this)
+    }
+
+    /// The tokenizer of a model directory: `tokenizer.json` if present, else `vocab.json` with `merges.txt`;
+    /// `None` when the directory has neither.
+    pub fn from_dir(dir: impl AsRef<Path>, max_length: usize, pad_id: i64) -> Result<Option<Self>> {
+        let dir = dir.as_ref();
+        let json = dir.join("tokenizer.json");
+        if json.is_file() {
+            return Self::from_file(json, max_length, pad_id).map(Some);
+        }
+        let (vocab, merges) = (dir.join("vocab.json"), dir.join("merges.txt"));
+        if vocab.is_file() && merges.is_file() {
+            return Self::from_vocab_merges(vocab, merges, max_length, pad_id).map(Some);
+        }
+        Ok(None)
+    }
+
+    /// The file the tokenizer was read from (`tokenizer.json` or `vocab.json`).
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// The truncation length, special tokens included.
