@@ -31,6 +31,8 @@ const STEPS: &[Step] = &[
 /// Set-up if needed, then fmt, clippy, tests and docs, each with warnings denied. Stops at the first failure.
 pub fn run_all() -> Result<()> {
     crate::libtorch::ensure(false)?;
+    // The runtime's integration tests load the real embedded model.
+    crate::smollm2::ensure()?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     for step in STEPS {
         let command_line = format!("cargo {}", step.args.join(" "));

@@ -225,8 +225,9 @@ fn provision(target: &Path) -> Result<()> {
     Ok(())
 }
 
-fn download_wheels(dir: &Path) -> Result<()> {
-    let python = ["python3", "python"]
+/// The first of `python3` / `python` whose pip works.
+pub(crate) fn find_pip_python() -> Result<&'static str> {
+    ["python3", "python"]
         .into_iter()
         .find(|python| {
             Command::new(python)
@@ -236,8 +237,13 @@ fn download_wheels(dir: &Path) -> Result<()> {
         })
         .context(
             "neither `python3 -m pip` nor `python -m pip` works on this machine: install Python 3 with pip \
-             (e.g. `apt-get install python3-pip`), or point LIBTORCH at an existing libtorch 2.11.0 folder",
-        )?;
+             (e.g. `apt-get install python3-pip`)",
+        )
+}
+
+fn download_wheels(dir: &Path) -> Result<()> {
+    let python = find_pip_python()
+        .context("libtorch is downloaded with pip; alternatively point LIBTORCH at an existing libtorch 2.11.0")?;
     fs::create_dir_all(dir)?;
     let mut command = Command::new(python);
     command.args([
@@ -340,7 +346,7 @@ fn destination(wheel: &Wheel, name: &str) -> Option<PathBuf> {
 }
 
 /// The wheel's RECORD: member name -> SHA-256 digest.
-fn read_record<R: Read + io::Seek>(
+pub(crate) fn read_record<R: Read + io::Seek>(
     archive: &mut zip::ZipArchive<R>,
 ) -> Result<HashMap<String, Vec<u8>>> {
     let record_name = archive
@@ -364,10 +370,10 @@ fn read_record<R: Read + io::Seek>(
     Ok(map)
 }
 
-struct HashingWriter<W> {
-    inner: W,
-    hasher: Sha256,
-    bytes: u64,
+pub(crate) struct HashingWriter<W> {
+    pub(crate) inner: W,
+    pub(crate) hasher: Sha256,
+    pub(crate) bytes: u64,
 }
 
 impl<W: Write> Write for HashingWriter<W> {
@@ -389,7 +395,7 @@ fn sha256_file(path: &Path) -> Result<Vec<u8>> {
     Ok(hasher.finalize().to_vec())
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

