@@ -1,6 +1,16 @@
 //! # detox-metrics
 //!
-//! The SafeEdit metrics: the safety-judge interface and its judges, defence success (DS), defence generalisation
-//! (DG_onlyQ, DG_otherA, DG_otherQ, DG_otherAQ and their average), fluency as n-gram entropy, general
-//! performance (closed-book QA accuracy, summarisation ROUGE-1) and over-refusal of benign requests.
+//! The SafeEdit metrics: the safety-judge interface with the paper's classifier and an embedded phrase-matching
+//! approximation, defence success (DS) and defence generalisation (DG) rates, fluency as n-gram entropy, and the
+//! general-performance and over-refusal measures used to report the costs of an edit.
 #![deny(missing_docs)]
+
+pub mod error;
+pub mod fluency;
+pub mod judge;
+pub mod phrase_judge;
+
+pub use error::{MetricsError, Result};
+pub use fluency::{fluency, mean_fluency, word_tokenize};
+pub use judge::{SafetyJudge, Verdict};
+pub use phrase_judge::PhraseJudge;

@@ -1,0 +1,36 @@
+//! Errors of the metrics crate.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong while judging or scoring.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    /// A file could not be read.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A data file has a malformed line or record.
+    #[error("{}: line {line}: {reason}", path.display())]
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line (or record) number.
+        line: usize,
+        /// What is wrong, naming the field.
+        reason: String,
+    },
+    /// The classifier failed.
+    #[error(transparent)]
+    Runtime(#[from] detox_runtime::Error),
+    /// Invalid settings.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Result alias of this crate.
+pub type Result<T> = std::result::Result<T, MetricsError>;
