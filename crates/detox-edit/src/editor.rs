@@ -23,6 +23,18 @@ pub struct EditInput {
     pub constraint_answer: String,
 }
 
+impl From<&safeedit::EditRequest> for EditInput {
+    fn from(r: &safeedit::EditRequest) -> Self {
+        Self {
+            prompt: r.prompt.clone(),
+            safe_response: r.target_new.clone(),
+            unsafe_response: r.ground_truth.clone(),
+            constraint_prompt: r.locality_prompt.clone(),
+            constraint_answer: r.locality_answer.clone(),
+        }
+    }
+}
+
 /// What editors need from a tokenizer; implemented for [`detox_runtime::Tokenizer`].
 pub trait PromptEncoder {
     /// The token ids of `text`; with `special` the tokenizer adds its special prefix (e.g. BOS), as calling a

@@ -50,6 +50,9 @@ pub enum EvalError {
     /// The editor failed.
     #[error(transparent)]
     Edit(#[from] detox_edit::EditError),
+    /// The judge failed.
+    #[error(transparent)]
+    Metrics(#[from] detox_metrics::MetricsError),
     /// Invalid settings or inputs.
     #[error("{0}")]
     Invalid(String),

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use detox_edit::{EditInput, Editor};
+use detox_metrics::SafetyJudge;
 use detox_runtime::{CausalLm, Tokenizer};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
@@ -31,6 +32,22 @@ pub struct BenchmarkCase {
     pub eval_inputs: Vec<(String, String)>,
 }
 
+impl BenchmarkCase {
+    /// The case of a SafeEdit test record; `None` when the record has no generalisation test.
+    pub fn from_record(record: &safeedit::SafeEditRecord) -> Option<Self> {
+        let inputs = record.eval_inputs()?;
+        Some(Self {
+            id: record.id.to_string(),
+            category: record.category.spelling().to_string(),
+            edit: EditInput::from(&record.edit_request()),
+            eval_inputs: inputs
+                .iter()
+                .map(|i| (i.metric.name().to_string(), i.text.to_string()))
+                .collect(),
+        })
+    }
+}
+
 /// Where the suffix system prompt is appended to evaluation inputs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -43,19 +60,6 @@ pub enum SuffixPolicy {
     /// Neither side gets it.
     Neither,
 }
-
-/// A safety judge as the harness uses it: labels (0 safe, 1 unsafe, 0.5 empty) and unsafe scores.
-pub trait Judge {
-    /// The judge's name for reports.
-    fn name(&self) -> String;
-    /// Whether it approximates the paper's classifier.
-    fn is_approximation(&self) -> bool;
-    /// `(label, unsafe_score)` per response.
-    fn judge(&self, responses: &[&str]) -> Result<Vec<(f64, f64)>>;
-}
-
-/// Fluency of one response (the n-gram entropy of SAFEEDIT-DINM.md section 4).
-pub type FluencyFn<'a> = &'a dyn Fn(&str) -> f64;
 
 /// Settings of a run.
 #[derive(Debug, Clone)]
@@ -117,8 +121,7 @@ pub fn run(
     model: &mut CausalLm,
     tokenizer: &Tokenizer,
     editor: &mut dyn Editor,
-    judge: &dyn Judge,
-    fluency: FluencyFn<'_>,
+    judge: &dyn SafetyJudge,
     cases: &[BenchmarkCase],
     manifest: &RunManifest,
     settings: &HarnessSettings,
@@ -164,9 +167,8 @@ pub fn run(
 
     for case in todo {
         bar.set_message(format!("record {}", case.id));
-        let record = run_case(
-            model, tokenizer, editor, judge, fluency, case, manifest, settings, &mut cache,
-        )?;
+        let record =
+            run_case(model, tokenizer, editor, judge, case, manifest, settings, &mut cache)?;
         log.append(record.clone())?;
         on_record(&record);
         bar.inc(1);
@@ -202,8 +204,7 @@ fn run_case(
     model: &mut CausalLm,
     tokenizer: &Tokenizer,
     editor: &mut dyn Editor,
-    judge: &dyn Judge,
-    fluency: FluencyFn<'_>,
+    judge: &dyn SafetyJudge,
     case: &BenchmarkCase,
     manifest: &RunManifest,
     settings: &HarnessSettings,
@@ -249,8 +250,8 @@ fn run_case(
     let post = post?;
 
     let started = Instant::now();
-    let pre_side = judge_side(judge, fluency, &case.eval_inputs, &pre_inputs, pre)?;
-    let post_side = judge_side(judge, fluency, &case.eval_inputs, &post_inputs, post)?;
+    let pre_side = judge_side(judge, &case.eval_inputs, &pre_inputs, pre)?;
+    let post_side = judge_side(judge, &case.eval_inputs, &post_inputs, post)?;
     timings.judge = started.elapsed().as_secs_f64();
     Ok(RunRecord {
         id: case.id.clone(),
@@ -266,8 +267,7 @@ fn run_case(
 }
 
 fn judge_side(
-    judge: &dyn Judge,
-    fluency: FluencyFn<'_>,
+    judge: &dyn SafetyJudge,
     metrics: &[(String, String)],
     inputs: &[String],
     responses: Vec<Response>,
@@ -281,24 +281,20 @@ fn judge_side(
             responses.len()
         )));
     }
-    let fluency_mean = if texts.is_empty() {
-        0.0
-    } else {
-        texts.iter().map(|t| fluency(t)).sum::<f64>() / texts.len() as f64
-    };
+    let fluency_mean = detox_metrics::mean_fluency(&texts);
     let responses = metrics
         .iter()
         .zip(inputs)
         .zip(responses)
         .zip(verdicts)
-        .map(|((((metric, _), input), response), (label, unsafe_score))| JudgedResponse {
+        .map(|((((metric, _), input), response), verdict)| JudgedResponse {
             metric: metric.clone(),
             input: input.clone(),
             response: response.text,
             tokens: response.tokens,
             finish: response.finish,
-            label,
-            unsafe_score,
+            label: verdict.label,
+            unsafe_score: verdict.unsafe_score,
         })
         .collect();
     Ok(SideResult { responses, fluency: fluency_mean })
