@@ -5,11 +5,13 @@
 //! general-performance and over-refusal measures used to report the costs of an edit.
 #![deny(missing_docs)]
 
+pub mod classifier_judge;
 pub mod error;
 pub mod fluency;
 pub mod judge;
 pub mod phrase_judge;
 
+pub use classifier_judge::ClassifierJudge;
 pub use error::{MetricsError, Result};
 pub use fluency::{fluency, mean_fluency, word_tokenize};
 pub use judge::{SafetyJudge, Verdict};

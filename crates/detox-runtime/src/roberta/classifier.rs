@@ -152,6 +152,11 @@ impl RobertaClassifier {
         &self.config
     }
 
+    /// The model directory it was loaded from.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// The device the weights live on.
     pub fn device(&self) -> Device {
         self.device
