@@ -5,7 +5,8 @@ use detox_metrics::{fluency, word_tokenize};
 #[test]
 fn matches_nltk_and_the_reference_entropy() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/fluency.json");
-    let cases: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let cases: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     assert_eq!(cases.len(), 11);
     for case in cases {
         let text = case["text"].as_str().unwrap();

@@ -77,7 +77,11 @@ fn samples_load_with_every_category_and_all_inputs() {
     assert!(
         nlpcc.iter().any(|r| r.is_bare_question()) && nlpcc.iter().any(|r| !r.is_bare_question())
     );
-    assert_eq!(Subset::Shard { index: 1, count: 4 }.apply(&test).len(), 5, "positions 1, 5, 9, 13, 17");
+    assert_eq!(
+        Subset::Shard { index: 1, count: 4 }.apply(&test).len(),
+        5,
+        "positions 1, 5, 9, 13, 17"
+    );
 }
 
 #[test]
