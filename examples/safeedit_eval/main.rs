@@ -1,0 +1,298 @@
+//! The SafeEdit benchmark: for each record, pre-edit responses to the five evaluation inputs, the edit, post-edit
+//! responses, restore, judging; results per record as they are produced, then the summary and plots.
+//!
+//! ```text
+//! cargo run -p detox-examples --example safeedit_eval -- \
+//!     --model models/SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf \
+//!     --data datasets/safeedit_sample_test.json --out runs/demo
+//! ```
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, ValueEnum};
+use detox_edit::dinm::{DinmEditor, DinmHyperParams, DinmOptions, DinmPreset, PromptFormat};
+use detox_edit::{EditMode, Editor, FtlEditor, FtlHyperParams};
+use detox_eval::harness::{run, BenchmarkCase, HarnessSettings, SuffixPolicy};
+use detox_eval::manifest::{sha256_file, RunManifest};
+use detox_eval::respond::{Decoding, PromptStyle};
+use detox_examples::{kind_name, load_model, parse_device, parse_kind};
+use detox_metrics::{PhraseJudge, SafetyJudge};
+use detox_runtime::Sampling;
+use safeedit::{load_split, Mode, Split, Subset};
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Method {
+    Dinm,
+    FtL,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Options {
+    /// The reference implementation's behaviour (default).
+    Reference,
+    /// The paper's reading of the loss and a layer per record.
+    Paper,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Style {
+    Raw,
+    Chat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Suffix {
+    PostEditOnly,
+    Both,
+    Neither,
+}
+
+/// Run the SafeEdit protocol with DINM (or FT-L) and write records, a summary and plots.
+#[derive(Debug, Parser)]
+struct Args {
+    /// A Hugging Face model directory or a .gguf file.
+    #[arg(long, default_value = "models/SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf")]
+    model: PathBuf,
+    /// A SafeEdit test-split file.
+    #[arg(long, default_value = "datasets/safeedit_sample_test.json")]
+    data: PathBuf,
+    /// Run directory (resumed when it exists with the same settings).
+    #[arg(long, default_value = "runs/safeedit_eval")]
+    out: PathBuf,
+    /// Only the first N records.
+    #[arg(long, conflicts_with_all = ["sample", "shard"])]
+    first: Option<usize>,
+    /// A seeded sample of N records.
+    #[arg(long, conflicts_with = "shard")]
+    sample: Option<usize>,
+    /// Seed of --sample and of sampled decoding.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Shard `i/n` of the records (0-based i).
+    #[arg(long)]
+    shard: Option<String>,
+    /// Editing method.
+    #[arg(long, value_enum, default_value_t = Method::Dinm)]
+    method: Method,
+    /// DINM preset (`llama-7b`, `mistral-7b`).
+    #[arg(long, default_value = "llama-7b")]
+    preset: String,
+    /// DINM hyper-parameters file (YAML or JSON with the reference's keys); overrides --preset.
+    #[arg(long)]
+    hparams: Option<PathBuf>,
+    /// Reference or paper behaviour where they differ.
+    #[arg(long, value_enum, default_value_t = Options::Reference)]
+    options: Options,
+    /// How DINM lays out its edit inputs: raw text (reference) or the chat template.
+    #[arg(long, value_enum, default_value_t = Style::Raw)]
+    edit_format: Style,
+    /// How evaluation inputs are shown to the model: raw text (reference) or the chat template.
+    #[arg(long, value_enum, default_value_t = Style::Raw)]
+    prompt_style: Style,
+    /// Where the suffix system prompt is appended to evaluation inputs.
+    #[arg(long, value_enum, default_value_t = Suffix::PostEditOnly)]
+    suffix_policy: Suffix,
+    /// FT-L: the tuned layer.
+    #[arg(long, default_value_t = 21)]
+    ftl_layer: usize,
+    /// Safety judge: `phrase` (embedded approximation) or `classifier:<dir>` (the SafeEdit classifier).
+    #[arg(long, default_value = "phrase")]
+    judge: String,
+    /// Most new tokens per response.
+    #[arg(long, default_value_t = 600)]
+    max_new_tokens: usize,
+    /// Longest input in tokens.
+    #[arg(long, default_value_t = 1000)]
+    max_input_tokens: usize,
+    /// Inputs generated together.
+    #[arg(long, default_value_t = 5)]
+    batch_size: usize,
+    /// Sample with this temperature (top-p 0.9) instead of greedy decoding.
+    #[arg(long)]
+    temperature: Option<f64>,
+    /// `cpu`, `cuda`, `cuda:N` or `auto`.
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// `f32`, `bf16` or `f16`.
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+    /// Cache of pre-edit responses shared between runs.
+    #[arg(long)]
+    pre_edit_cache: Option<PathBuf>,
+    /// Print each record's adversarial-prompt response before and after the edit.
+    #[arg(long)]
+    print_responses: bool,
+}
+
+fn subset(args: &Args) -> Result<Subset> {
+    Ok(match (args.first, args.sample, &args.shard) {
+        (Some(n), _, _) => Subset::First { n },
+        (_, Some(n), _) => Subset::Sample { n, seed: args.seed },
+        (_, _, Some(spec)) => {
+            let (i, n) = spec.split_once('/').context("--shard takes i/n")?;
+            let (index, count): (usize, usize) = (i.parse()?, n.parse()?);
+            if index >= count {
+                bail!("--shard {spec}: i must be below n");
+            }
+            Subset::Shard { index, count }
+        }
+        _ => Subset::All,
+    })
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    detox_runtime::backend::init();
+    let device = parse_device(&args.device)?;
+    let kind = parse_kind(&args.dtype)?;
+    let subset = subset(&args)?;
+    let split = load_split(&args.data, Split::Test, Mode::Strict)?;
+    let cases: Vec<BenchmarkCase> =
+        subset.apply(&split.records).iter().filter_map(BenchmarkCase::from_record).collect();
+    println!("{} records from {} ({subset})", cases.len(), args.data.display());
+
+    let loaded = load_model(&args.model, device, kind)?;
+    let (mut model, tokenizer) = (loaded.model, loaded.tokenizer);
+    let judge: Box<dyn SafetyJudge> = match args.judge.as_str() {
+        "phrase" => Box::new(PhraseJudge::default()),
+        other => match other.strip_prefix("classifier:") {
+            Some(dir) => {
+                Box::new(detox_metrics::classifier_judge::ClassifierJudge::load(dir, device)?)
+            }
+            None => bail!("unknown judge {other:?} (phrase, classifier:<dir>)"),
+        },
+    };
+    let hparams = match &args.hparams {
+        Some(path) => DinmHyperParams::from_file(path)?,
+        None => DinmPreset::from_name(&args.preset)
+            .with_context(|| format!("unknown preset {:?} (llama-7b, mistral-7b)", args.preset))?
+            .hparams(),
+    };
+    let mut options = match args.options {
+        Options::Reference => DinmOptions::reference(),
+        Options::Paper => DinmOptions::paper(),
+    };
+    options.prompt_format = match args.edit_format {
+        Style::Raw => PromptFormat::RawReference,
+        Style::Chat => PromptFormat::ChatTemplate,
+    };
+    let (mut editor, method_hparams, method_options): (
+        Box<dyn Editor>,
+        serde_json::Value,
+        serde_json::Value,
+    ) = match args.method {
+        Method::Dinm => (
+            Box::new(DinmEditor::new(hparams.clone(), options)?),
+            serde_json::to_value(&hparams)?,
+            serde_json::to_value(options)?,
+        ),
+        Method::FtL => {
+            let h = FtlHyperParams::llama2_7b().at_layer(args.ftl_layer);
+            (
+                Box::new(FtlEditor::new(h.clone(), EditMode::Single)?),
+                serde_json::to_value(&h)?,
+                serde_json::json!({}),
+            )
+        }
+    };
+    let sampling = match args.temperature {
+        Some(temperature) => Sampling::TopP { temperature, top_p: 0.9, seed: args.seed },
+        None => Sampling::Greedy,
+    };
+    let decoding = Decoding {
+        max_new_tokens: args.max_new_tokens,
+        max_input_tokens: args.max_input_tokens,
+        sampling,
+        batch_size: args.batch_size,
+    };
+    let prompt_style = match args.prompt_style {
+        Style::Raw => PromptStyle::Raw,
+        Style::Chat => PromptStyle::ChatTemplate,
+    };
+    let suffix_policy = match args.suffix_policy {
+        Suffix::PostEditOnly => SuffixPolicy::PostEditOnly,
+        Suffix::Both => SuffixPolicy::Both,
+        Suffix::Neither => SuffixPolicy::Neither,
+    };
+    let report = detox_runtime::backend::BackendReport::probe();
+    let gpu = report
+        .gpus
+        .first()
+        .and_then(|g| g.name.clone())
+        .map(|n| format!(" ({n})"))
+        .unwrap_or_default();
+    let manifest = RunManifest {
+        detox_version: env!("CARGO_PKG_VERSION").into(),
+        libtorch_version: "2.11.0".into(),
+        device: format!("{device:?}{gpu}"),
+        dtype: kind_name(kind).into(),
+        model_path: args.model.display().to_string(),
+        model_sha256: loaded.sha256,
+        dataset_path: args.data.display().to_string(),
+        dataset_sha256: sha256_file(&args.data)?,
+        selection: subset.to_string(),
+        method: editor.method().into(),
+        hyper_parameters: method_hparams,
+        method_options,
+        decoding: serde_json::to_value(&decoding)?,
+        prompt_style: format!("{prompt_style:?}"),
+        suffix_policy: format!("{suffix_policy:?}"),
+        judge: judge.name(),
+        judge_is_approximation: judge.is_approximation(),
+        seed: args.seed,
+    };
+    let settings = HarnessSettings {
+        out_dir: args.out.clone(),
+        decoding,
+        prompt_style,
+        suffix_policy,
+        suffix: hparams.suffix_system_prompt.clone(),
+        pre_edit_cache: args.pre_edit_cache.clone(),
+        progress: !args.print_responses,
+    };
+    let print = args.print_responses;
+    let summary = run(
+        &mut model,
+        &tokenizer,
+        editor.as_mut(),
+        judge.as_ref(),
+        &cases,
+        &manifest,
+        &settings,
+        |r| {
+            if print {
+                let (pre, post) = (&r.pre.responses[0], &r.post.responses[0]);
+                println!(
+                    "\n== record {} ({}) layer {:?}, edit {:.1} s",
+                    r.id,
+                    r.category,
+                    r.layer,
+                    r.timings.locate + r.timings.edit
+                );
+                println!("   prompt : {}", one_line(&pre.input, 160));
+                println!("   before : [{}] {}", verdict(pre.label), one_line(&pre.response, 200));
+                println!("   after  : [{}] {}", verdict(post.label), one_line(&post.response, 200));
+            }
+        },
+    )?;
+    println!("\n{}", summary.to_markdown());
+    println!("Records, summary and plots: {}", args.out.display());
+    Ok(())
+}
+
+fn verdict(label: f64) -> &'static str {
+    match label {
+        l if l == 0.0 => "safe",
+        l if l == 1.0 => "unsafe",
+        _ => "empty",
+    }
+}
+
+fn one_line(text: &str, max: usize) -> String {
+    let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.chars().count() > max {
+        format!("{}…", flat.chars().take(max).collect::<String>())
+    } else {
+        flat
+    }
+}

@@ -1,0 +1,46 @@
+//! `cargo xtask demo`: the embedded default run. Provisions libtorch and SmolLM2-135M-Instruct if needed, then
+//! runs DINM with the embedded judge on one sample record per unsafety category, on the CPU, printing each
+//! record's adversarial-prompt response before and after the edit and the summary table.
+
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+use crate::paths::workspace_root;
+
+/// Runs the demo; `extra` arguments are passed on to the `safeedit_eval` example.
+pub fn run(extra: &[String]) -> Result<()> {
+    crate::libtorch::ensure(false)?;
+    let model = crate::smollm2::ensure()?;
+    let out = workspace_root().join("runs").join("demo");
+    if out.exists() {
+        std::fs::remove_dir_all(&out).with_context(|| format!("clearing {}", out.display()))?;
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let mut command = Command::new(cargo);
+    command
+        .args(["run", "-p", "detox-examples", "--example", "safeedit_eval", "--"])
+        .arg("--model")
+        .arg(&model)
+        .args(["--data", "datasets/safeedit_sample_test.json", "--shard", "0/2"])
+        .args([
+            "--device",
+            "cpu",
+            "--max-new-tokens",
+            "48",
+            "--prompt-style",
+            "chat",
+            "--edit-format",
+            "chat",
+        ])
+        .arg("--out")
+        .arg(&out)
+        .arg("--print-responses")
+        .args(extra)
+        .current_dir(workspace_root());
+    let status = command.status().context("running the safeedit_eval example")?;
+    if !status.success() {
+        bail!("the demo failed ({status})");
+    }
+    Ok(())
+}
