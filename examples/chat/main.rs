@@ -1,0 +1,100 @@
+//! Talks to a model, optionally with a saved edit (delta) applied: one prompt with --prompt, or an interactive
+//! loop reading lines from standard input.
+//!
+//! ```text
+//! cargo run -p detox-examples --example chat -- --prompt "What is the capital of France?"
+//! cargo run -p detox-examples --example chat -- --delta runs/dinm_delta.safetensors
+//! ```
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use clap::Parser;
+use detox_edit::Delta;
+use detox_eval::respond::{respond, Decoding, PromptStyle};
+use detox_examples::{load_model, parse_device, parse_kind};
+use detox_runtime::Sampling;
+
+/// Chat with a model.
+#[derive(Debug, Parser)]
+struct Args {
+    /// A Hugging Face model directory or a .gguf file.
+    #[arg(long, default_value = "models/SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf")]
+    model: PathBuf,
+    /// A delta written by an editor (e.g. the dinm_edit example) to apply first.
+    #[arg(long)]
+    delta: Option<PathBuf>,
+    /// One prompt; without it, read prompts line by line.
+    #[arg(long)]
+    prompt: Option<String>,
+    /// Send the raw text instead of the chat template.
+    #[arg(long)]
+    raw: bool,
+    /// Most new tokens.
+    #[arg(long, default_value_t = 128)]
+    max_new_tokens: usize,
+    /// Sample with this temperature (top-p 0.9) instead of greedy decoding.
+    #[arg(long)]
+    temperature: Option<f64>,
+    /// Seed for sampling.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// `cpu`, `cuda`, `cuda:N` or `auto`.
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// `f32`, `bf16` or `f16`.
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    detox_runtime::backend::init();
+    let mut loaded =
+        load_model(&args.model, parse_device(&args.device)?, parse_kind(&args.dtype)?)?;
+    if let Some(path) = &args.delta {
+        let delta = Delta::load(path)?;
+        let _original = delta.apply(&mut loaded.model)?;
+        println!(
+            "applied {} ({} tensor(s), norm {:.4})",
+            path.display(),
+            delta.names().count(),
+            delta.norm()?
+        );
+    }
+    let style = if args.raw { PromptStyle::Raw } else { PromptStyle::ChatTemplate };
+    if style == PromptStyle::ChatTemplate && loaded.tokenizer.chat_template().is_none() {
+        bail!("the model has no chat template; pass --raw");
+    }
+    let sampling = match args.temperature {
+        Some(temperature) => Sampling::TopP { temperature, top_p: 0.9, seed: args.seed },
+        None => Sampling::Greedy,
+    };
+    let decoding = Decoding {
+        max_new_tokens: args.max_new_tokens,
+        sampling,
+        batch_size: 1,
+        ..Decoding::default()
+    };
+    let answer = |prompt: &str| -> Result<String> {
+        Ok(respond(&loaded.model, &loaded.tokenizer, &[prompt.to_string()], style, &decoding)?
+            .remove(0)
+            .text)
+    };
+    if let Some(prompt) = &args.prompt {
+        println!("{}", answer(prompt)?.trim());
+        return Ok(());
+    }
+    let stdin = std::io::stdin();
+    print!("> ");
+    std::io::stdout().flush()?;
+    for line in stdin.lock().lines() {
+        let line = line?;
+        if !line.trim().is_empty() {
+            println!("{}", answer(&line)?.trim());
+        }
+        print!("> ");
+        std::io::stdout().flush()?;
+    }
+    Ok(())
+}

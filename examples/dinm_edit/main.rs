@@ -1,0 +1,107 @@
+//! Edits one SafeEdit record with DINM: prints the located layer, the loss of every step, the responses to the
+//! adversarial prompt before and after the edit, and writes the delta as safetensors.
+//!
+//! ```text
+//! cargo run -p detox-examples --example dinm_edit -- --id 3 --delta runs/delta_3.safetensors
+//! ```
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use detox_edit::dinm::{DinmEditor, DinmHyperParams, DinmOptions, DinmPreset, PromptFormat};
+use detox_edit::{EditInput, Editor};
+use detox_eval::respond::{respond, Decoding, PromptStyle};
+use detox_examples::{load_model, parse_device, parse_kind};
+use safeedit::{load_split, Mode, Split};
+
+/// Edit one record with DINM.
+#[derive(Debug, Parser)]
+struct Args {
+    /// A Hugging Face model directory or a .gguf file.
+    #[arg(long, default_value = "models/SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf")]
+    model: PathBuf,
+    /// A SafeEdit file (test, train or validation split).
+    #[arg(long, default_value = "datasets/safeedit_sample_test.json")]
+    data: PathBuf,
+    /// The record id.
+    #[arg(long, default_value_t = 0)]
+    id: u64,
+    /// Preset (`llama-7b`, `mistral-7b`) unless --hparams is given.
+    #[arg(long, default_value = "llama-7b")]
+    preset: String,
+    /// Hyper-parameters file with the reference's keys.
+    #[arg(long)]
+    hparams: Option<PathBuf>,
+    /// Use the paper's loss reading instead of the reference's.
+    #[arg(long)]
+    paper: bool,
+    /// Lay out edit inputs and prompts with the model's chat template (instead of raw text).
+    #[arg(long)]
+    chat: bool,
+    /// Where to write the delta.
+    #[arg(long, default_value = "runs/dinm_delta.safetensors")]
+    delta: PathBuf,
+    /// Most new tokens of the responses.
+    #[arg(long, default_value_t = 64)]
+    max_new_tokens: usize,
+    /// `cpu`, `cuda`, `cuda:N` or `auto`.
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// `f32`, `bf16` or `f16`.
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    detox_runtime::backend::init();
+    let device = parse_device(&args.device)?;
+    let records = load_split(&args.data, Split::Train, Mode::Strict)?.records;
+    let record = records
+        .iter()
+        .find(|r| r.id == args.id)
+        .with_context(|| format!("no record with id {} in {}", args.id, args.data.display()))?;
+    let mut loaded = load_model(&args.model, device, parse_kind(&args.dtype)?)?;
+    let hparams = match &args.hparams {
+        Some(p) => DinmHyperParams::from_file(p)?,
+        None => DinmPreset::from_name(&args.preset).context("unknown preset")?.hparams(),
+    };
+    let mut options = if args.paper { DinmOptions::paper() } else { DinmOptions::reference() };
+    if args.chat {
+        options.prompt_format = PromptFormat::ChatTemplate;
+    }
+    let style = if args.chat { PromptStyle::ChatTemplate } else { PromptStyle::Raw };
+    let decoding = Decoding { max_new_tokens: args.max_new_tokens, ..Decoding::default() };
+    let prompt = vec![record.adversarial_prompt.clone()];
+    let before = respond(&loaded.model, &loaded.tokenizer, &prompt, style, &decoding)?;
+
+    let mut editor = DinmEditor::new(hparams, options)?;
+    let outcome = editor.edit(
+        &mut loaded.model,
+        &loaded.tokenizer,
+        &EditInput::from(&record.edit_request()),
+    )?;
+    if let Some(located) = &outcome.located {
+        let distances: Vec<String> = located.distances.iter().map(|d| format!("{d:.1}")).collect();
+        println!("per-layer distances: [{}]", distances.join(", "));
+    }
+    println!("record {} ({}): toxic layer {:?}", record.id, record.category, outcome.layer);
+    for (i, s) in outcome.steps.iter().enumerate() {
+        println!("  step {i:2}: loss {:.5}  nll {:.5}  kl {:.6}", s.loss, s.nll, s.kl);
+    }
+    println!("locate {:.2} s, edit {:.2} s", outcome.timings.locate, outcome.timings.edit);
+    let after = respond(&loaded.model, &loaded.tokenizer, &prompt, style, &decoding)?;
+    println!(
+        "\nprompt: {}\nbefore: {}\nafter : {}",
+        record.adversarial_prompt,
+        before[0].text.trim(),
+        after[0].text.trim()
+    );
+    if let Some(dir) = args.delta.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    outcome.delta.save(&args.delta)?;
+    println!("\ndelta (norm {:.4}) written to {}", outcome.delta.norm()?, args.delta.display());
+    editor.restore(&mut loaded.model)?;
+    Ok(())
+}

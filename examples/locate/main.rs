@@ -1,0 +1,84 @@
+//! Prints the locator's per-layer distances for SafeEdit records (and writes them as an SVG plot).
+//!
+//! ```text
+//! cargo run -p detox-examples --example locate -- --first 3
+//! ```
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Parser;
+use detox_examples::{load_model, parse_device, parse_kind};
+use detox_locate::{contrast_token_ids, LocateInput, PaddingPositions};
+use safeedit::{load_split, Mode, Split, Subset};
+
+/// Per-layer distances between the hidden states of each record's safe and unsafe responses.
+#[derive(Debug, Parser)]
+struct Args {
+    /// A Hugging Face model directory or a .gguf file.
+    #[arg(long, default_value = "models/SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf")]
+    model: PathBuf,
+    /// A SafeEdit file.
+    #[arg(long, default_value = "datasets/safeedit_sample_test.json")]
+    data: PathBuf,
+    /// Only the first N records.
+    #[arg(long, default_value_t = 3)]
+    first: usize,
+    /// Put the adversarial prompt in front of each response (the reference feeds the responses alone).
+    #[arg(long)]
+    with_prompt: bool,
+    /// Leave padding positions out of the distance (the reference includes them).
+    #[arg(long)]
+    mask_padding: bool,
+    /// Where to write the plot.
+    #[arg(long, default_value = "runs/layer_distances.svg")]
+    plot: PathBuf,
+    /// `cpu`, `cuda`, `cuda:N` or `auto`.
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// `f32`, `bf16` or `f16`.
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    detox_runtime::backend::init();
+    let loaded = load_model(&args.model, parse_device(&args.device)?, parse_kind(&args.dtype)?)?;
+    let records = Subset::First { n: args.first }
+        .apply(&load_split(&args.data, Split::Train, Mode::Strict)?.records);
+    let input = if args.with_prompt { LocateInput::WithPrompt } else { LocateInput::ResponsesOnly };
+    let padding =
+        if args.mask_padding { PaddingPositions::Masked } else { PaddingPositions::Included };
+    let pad = loaded.tokenizer.pad_id().unwrap_or(0);
+    let mut series = Vec::new();
+    for r in &records {
+        let text = |response: &str| match input {
+            LocateInput::ResponsesOnly => response.to_string(),
+            LocateInput::WithPrompt => format!("{} {response}", r.adversarial_prompt),
+        };
+        let safe = loaded.tokenizer.encode(&text(&r.safe_generation), true)?;
+        let unsafe_ = loaded.tokenizer.encode(&text(&r.unsafe_generation), true)?;
+        let report = contrast_token_ids(&loaded.model, &safe, &unsafe_, pad, padding)?;
+        let shown: Vec<String> = report.distances.iter().map(|d| format!("{d:.1}")).collect();
+        println!(
+            "record {} ({}): toxic layer {}\n  [{}]",
+            r.id,
+            r.category,
+            report.toxic_layer,
+            shown.join(", ")
+        );
+        series.push((format!("record {}", r.id), report.distances));
+    }
+    if let Some(dir) = args.plot.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let svg = detox_eval::plot::lines(
+        "Distance between safe and unsafe hidden states",
+        "layer",
+        "distance",
+        &series,
+    );
+    detox_eval::write_atomic(&args.plot, svg.as_bytes())?;
+    println!("plot written to {}", args.plot.display());
+    Ok(())
+}

@@ -1,0 +1,211 @@
+//! `cargo xtask download`: the gated SafeEdit files, the SafeEdit safety classifier and chat models from the
+//! Hugging Face hub, resumable and verified, placed atomically, with a lock file recording what was verified.
+
+mod fetch;
+mod hub;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::Subcommand;
+use serde_json::Value;
+
+pub use fetch::{fetch, Expected};
+pub use hub::{Hub, RepoKind};
+
+#[cfg(test)]
+mod tests;
+
+use crate::paths::workspace_root;
+
+/// What to download.
+#[derive(Debug, Subcommand)]
+pub enum Target {
+    /// The SafeEdit dataset files (gated: accept the terms of `zjunlp/SafeEdit` on the hub and set HF_TOKEN).
+    Safeedit {
+        /// Destination folder.
+        #[arg(long, default_value = "data/safeedit")]
+        dest: PathBuf,
+    },
+    /// The SafeEdit safety classifier `zjunlp/SafeEdit-Safety-Classifier` (RoBERTa-large).
+    Classifier {
+        /// Destination folder.
+        #[arg(long, default_value = "models/zjunlp--SafeEdit-Safety-Classifier")]
+        dest: PathBuf,
+    },
+    /// A chat model by Hugging Face repository id (config, tokenizer and safetensors weights).
+    Model {
+        /// Repository id, e.g. `meta-llama/Llama-2-7b-chat-hf`.
+        repo: String,
+        /// Destination folder (default `models/<owner>--<name>`).
+        #[arg(long)]
+        dest: Option<PathBuf>,
+        /// Revision (branch, tag or commit).
+        #[arg(long, default_value = "main")]
+        revision: String,
+    },
+}
+
+/// Runs a download task.
+pub fn run(target: Target) -> Result<()> {
+    let hub = Hub::from_env();
+    let root = workspace_root();
+    match target {
+        Target::Safeedit { dest } => {
+            let manifest: Value =
+                serde_json::from_str(include_str!("../../manifests/safeedit.json"))?;
+            hub::require_token(&hub, "zjunlp/SafeEdit")?;
+            let files: Vec<(String, Expected)> = manifest["files"]
+                .as_array()
+                .context("manifest has no files")?
+                .iter()
+                .map(|f| {
+                    let expected = Expected {
+                        size: f["size"].as_u64(),
+                        sha256: f["sha256"].as_str().map(str::to_string),
+                    };
+                    (f["path"].as_str().unwrap_or_default().to_string(), expected)
+                })
+                .collect();
+            download_files(
+                &hub,
+                RepoKind::Dataset,
+                "zjunlp/SafeEdit",
+                "main",
+                &files,
+                &root.join(dest),
+            )
+        }
+        Target::Classifier { dest } => download_model(
+            &hub,
+            "zjunlp/SafeEdit-Safety-Classifier",
+            "main",
+            &root.join(dest),
+            true,
+        ),
+        Target::Model { repo, dest, revision } => {
+            let dest =
+                dest.unwrap_or_else(|| PathBuf::from("models").join(repo.replace('/', "--")));
+            download_model(&hub, &repo, &revision, &root.join(dest), false)
+        }
+    }
+}
+
+/// Downloads the listed files of a repository into `dest`, verifying each against the expected values or, when
+/// those are unknown, against the size and SHA-256 the hub reports; records the result in `dest/detox-lock.json`.
+pub fn download_files(
+    hub: &Hub,
+    kind: RepoKind,
+    repo: &str,
+    revision: &str,
+    files: &[(String, Expected)],
+    dest: &Path,
+) -> Result<()> {
+    let mut lock = read_lock(dest)?;
+    for (name, pinned) in files {
+        let url = hub.resolve_url(kind, repo, revision, name);
+        let what = format!("{repo}/{name}");
+        let remote = hub.head(&url, &what)?;
+        let expected = Expected {
+            size: pinned.size.or(remote.size),
+            sha256: pinned.sha256.clone().or(remote.sha256.clone()),
+        };
+        let fetched = fetch(hub, &url, &dest.join(name), &expected, &what)?;
+        let source = match (&pinned.sha256, &remote.sha256) {
+            (Some(_), _) => "committed manifest",
+            (None, Some(_)) => "hub (X-Linked-ETag)",
+            (None, None) => "size only (the hub reported no SHA-256 for this file)",
+        };
+        println!(
+            "{what}: {} bytes, sha256 {} (verified against {source})",
+            fetched.size, fetched.sha256
+        );
+        lock.insert(
+            name.clone(),
+            serde_json::json!({"repo": repo, "revision": revision, "size": fetched.size, "sha256": fetched.sha256, "verified_against": source}),
+        );
+        write_lock(dest, &lock)?;
+    }
+    Ok(())
+}
+
+fn download_model(
+    hub: &Hub,
+    repo: &str,
+    revision: &str,
+    dest: &Path,
+    classifier: bool,
+) -> Result<()> {
+    let mut files: Vec<String> =
+        ["config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"]
+            .map(String::from)
+            .to_vec();
+    if classifier {
+        files.extend(["vocab.json", "merges.txt"].map(String::from));
+    } else {
+        files.push("generation_config.json".into());
+    }
+    let mut present = Vec::new();
+    for name in files {
+        let url = hub.resolve_url(RepoKind::Model, repo, revision, &name);
+        match hub.head(&url, &format!("{repo}/{name}")) {
+            Ok(_) => present.push((name, Expected::default())),
+            Err(e) if e.to_string().contains("404") => {
+                println!("{repo}/{name}: not in the repository, skipped")
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let index_url =
+        hub.resolve_url(RepoKind::Model, repo, revision, "model.safetensors.index.json");
+    let single_url = hub.resolve_url(RepoKind::Model, repo, revision, "model.safetensors");
+    if hub.head(&single_url, repo).is_ok() {
+        present.push(("model.safetensors".into(), Expected::default()));
+    } else if hub.head(&index_url, repo).is_ok() {
+        download_files(
+            hub,
+            RepoKind::Model,
+            repo,
+            revision,
+            &[("model.safetensors.index.json".into(), Expected::default())],
+            dest,
+        )?;
+        let index: Value = serde_json::from_str(&std::fs::read_to_string(
+            dest.join("model.safetensors.index.json"),
+        )?)?;
+        let mut shards: Vec<String> = index["weight_map"]
+            .as_object()
+            .context("model.safetensors.index.json has no weight_map")?
+            .values()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect();
+        shards.sort();
+        shards.dedup();
+        present.extend(shards.into_iter().map(|s| (s, Expected::default())));
+    } else if classifier {
+        present.push(("pytorch_model.bin".into(), Expected::default()));
+        println!("{repo} has no safetensors weights; after the download run `cargo xtask convert-bin {}`", dest.display());
+    } else {
+        anyhow::bail!("{repo} has neither model.safetensors nor model.safetensors.index.json");
+    }
+    download_files(hub, RepoKind::Model, repo, revision, &present, dest)
+}
+
+fn read_lock(dest: &Path) -> Result<BTreeMap<String, Value>> {
+    let path = dest.join("detox-lock.json");
+    if !path.is_file() {
+        return Ok(BTreeMap::new());
+    }
+    serde_json::from_str(&std::fs::read_to_string(&path)?)
+        .with_context(|| format!("reading {}", path.display()))
+}
+
+fn write_lock(dest: &Path, lock: &BTreeMap<String, Value>) -> Result<()> {
+    std::fs::create_dir_all(dest)?;
+    let path = dest.join("detox-lock.json");
+    let tmp = dest.join(".detox-lock.json.partial");
+    std::fs::write(&tmp, serde_json::to_string_pretty(lock)?)?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(())
+}
