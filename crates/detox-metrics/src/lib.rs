@@ -8,11 +8,16 @@
 pub mod classifier_judge;
 pub mod error;
 pub mod fluency;
+pub mod general;
 pub mod judge;
 pub mod phrase_judge;
+pub mod readers;
+pub mod rouge;
 
 pub use classifier_judge::ClassifierJudge;
 pub use error::{MetricsError, Result};
 pub use fluency::{fluency, mean_fluency, word_tokenize};
+pub use general::{is_correct, normalize_answer, over_refusal_rate, qa_accuracy, QaMatch};
 pub use judge::{SafetyJudge, Verdict};
 pub use phrase_judge::PhraseJudge;
+pub use rouge::{rouge1, Rouge1};
