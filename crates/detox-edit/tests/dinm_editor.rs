@@ -122,3 +122,27 @@ fn ftl_lowers_the_target_loss_within_its_norm_constraint() -> Result<()> {
     assert!(err.to_string().contains("layer 21"), "{err}");
     Ok(())
 }
+
+#[test]
+fn single_mode_over_many_records_restores_bit_identically() -> Result<()> {
+    let (mut model, encoder, input, _) = setup()?;
+    let original = digest(&model);
+    let mut editor = DinmEditor::new(DinmPreset::Llama2_7bChat.hparams(), DinmOptions::paper())?;
+    let mut layers = Vec::new();
+    for i in 0..6 {
+        let mut record = input.clone();
+        record.prompt = format!("{} Variant {i}.", input.prompt);
+        if i % 2 == 1 {
+            record.safe_response = format!("I refuse, case {i}. {}", input.safe_response);
+        }
+        let outcome = editor.edit(&mut model, &encoder, &record)?;
+        layers.push(outcome.layer);
+        assert_ne!(digest(&model), original, "record {i} changed the weights");
+    }
+    editor.restore(&mut model)?;
+    assert_eq!(digest(&model), original, "bit-identical after six single-mode edits");
+    editor.restore(&mut model)?;
+    assert_eq!(digest(&model), original, "a second restore changes nothing");
+    assert!(layers.iter().all(Option::is_some));
+    Ok(())
+}

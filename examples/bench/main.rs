@@ -1,0 +1,174 @@
+//! Times the runtime: prefill, decode steps at a batch of 5 (forced length), and one DINM edit, printing one JSON
+//! line per figure. `--inputs-out` writes the exact token ids used, so that `hf_peer.py` (next to this file)
+//! times transformers on the same inputs in the same session; `--export-hf` writes a .gguf model as a Hugging Face
+//! directory for it.
+//!
+//! ```text
+//! cargo run --release -p detox-examples --example bench -- --export-hf runs/smollm2-hf --inputs-out runs/bench_inputs.json
+//! python3 examples/bench/hf_peer.py --model runs/smollm2-hf --inputs runs/bench_inputs.json
+//! ```
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Result;
+use clap::Parser;
+use detox_edit::dinm::{
+    build_tokens, optimize_tensor, DinmPreset, KlGradient, LossWeighting, OptimizeSettings,
+    PromptFormat,
+};
+use detox_edit::EditInput;
+use detox_examples::{load_model, parse_device, parse_kind};
+use detox_runtime::{generate, ForwardOptions, GenerationConfig, LogitsSelection, Sampling};
+use tch::Tensor;
+
+/// Runtime timings.
+#[derive(Debug, Parser)]
+struct Args {
+    /// A Hugging Face model directory or a .gguf file.
+    #[arg(long, default_value = "models/SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf")]
+    model: PathBuf,
+    /// Prompt length for prefill.
+    #[arg(long, default_value_t = 400)]
+    prompt: usize,
+    /// Decode batch.
+    #[arg(long, default_value_t = 5)]
+    batch: usize,
+    /// New tokens per decode run.
+    #[arg(long, default_value_t = 64)]
+    new: usize,
+    /// Repetitions (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    reps: usize,
+    /// Write the token ids used here (JSON) for the Python peer.
+    #[arg(long)]
+    inputs_out: Option<PathBuf>,
+    /// Export a .gguf model as a Hugging Face directory here (for the Python peer).
+    #[arg(long)]
+    export_hf: Option<PathBuf>,
+    /// `cpu`, `cuda`, `cuda:N` or `auto`.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// `f32`, `bf16` or `f16`.
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn sync(device: tch::Device) {
+    if let tch::Device::Cuda(i) = device {
+        tch::Cuda::synchronize(i as i64);
+    }
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    detox_runtime::backend::init();
+    let device = parse_device(&args.device)?;
+    let kind = parse_kind(&args.dtype)?;
+    if let Some(dir) = &args.export_hf {
+        detox_runtime::gguf::GgufModel::open(&args.model)?.export_hf_dir(dir, tch::Kind::Float)?;
+        println!("{{\"exported\": \"{}\"}}", dir.display());
+    }
+    let mut loaded = load_model(&args.model, device, kind)?;
+    let threads = tch::get_num_threads();
+    let emit = |what: &str, ms: f64| {
+        println!("{{\"impl\": \"detox\", \"what\": \"{what}\", \"ms\": {ms:.3}, \"threads\": {threads}, \"device\": \"{device:?}\"}}")
+    };
+    let vocab = loaded.model.config().vocab_size;
+    let ids: Vec<i64> = (0..args.prompt as i64).map(|i| 100 + (i * 7919) % (vocab - 200)).collect();
+    let _guard = tch::no_grad_guard();
+
+    // Prefill: one forward over the prompt, logits of the last position.
+    let input = Tensor::from_slice(&ids).unsqueeze(0).to_device(device);
+    let options = ForwardOptions { logits: LogitsSelection::Last, ..Default::default() };
+    let mut times = Vec::new();
+    for _ in 0..args.reps + 1 {
+        sync(device);
+        let t = Instant::now();
+        let _ = loaded.model.forward(&input, &options)?;
+        sync(device);
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    times.remove(0);
+    emit(&format!("prefill_{}_tokens", args.prompt), median(times));
+
+    // Decode: a batch of short prompts, forced to `new` tokens (no EOS).
+    let prompts: Vec<Vec<i64>> = (0..args.batch).map(|b| ids[b * 3..b * 3 + 32].to_vec()).collect();
+    let config = GenerationConfig {
+        max_new_tokens: args.new,
+        sampling: Sampling::Greedy,
+        eos_token_ids: Vec::new(),
+        pad_token_id: 0,
+        sync_every: 8,
+    };
+    let one = GenerationConfig { max_new_tokens: 1, ..config.clone() };
+    let mut times = Vec::new();
+    for _ in 0..args.reps + 1 {
+        sync(device);
+        let t = Instant::now();
+        let _ = generate(&loaded.model, &prompts, &one, None)?;
+        let prefill = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let out = generate(&loaded.model, &prompts, &config, None)?;
+        sync(device);
+        assert!(out.iter().all(|g| g.tokens.len() == args.new));
+        times.push((t.elapsed().as_secs_f64() - prefill) * 1e3 / (args.new - 1) as f64);
+    }
+    times.remove(0);
+    emit(&format!("decode_step_batch_{}", args.batch), median(times));
+    drop(_guard);
+
+    // One DINM edit (10 steps, reference settings) on the first sample record.
+    let record = &safeedit::load_split(
+        "datasets/safeedit_sample_test.json",
+        safeedit::Split::Test,
+        safeedit::Mode::Strict,
+    )?
+    .records[4];
+    let hp = DinmPreset::Llama2_7bChat.hparams();
+    let tokens = build_tokens(
+        &loaded.tokenizer,
+        &EditInput::from(&record.edit_request()),
+        &hp.suffix_system_prompt,
+        PromptFormat::RawReference,
+    )?;
+    let settings = OptimizeSettings {
+        lr: hp.lr,
+        weight_decay: 0.0,
+        num_steps: 10,
+        kl_factor: hp.kl_factor,
+        norm_constraint: None,
+        weighting: LossWeighting::Reference,
+        kl_gradient: KlGradient::Detached,
+        early_stop_loss: 0.0,
+    };
+    let name = hp.rewrite_tensor_name(loaded.model.config().num_hidden_layers / 2);
+    let snapshot = loaded.model.snapshot(&[&name])?;
+    let mut times = Vec::new();
+    for _ in 0..3 {
+        sync(device);
+        let t = Instant::now();
+        let trained = optimize_tensor(&mut loaded.model, &name, &tokens, &settings)?;
+        sync(device);
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+        assert_eq!(trained.steps.len(), 10);
+        loaded.model.restore(&snapshot)?;
+    }
+    emit(&format!("dinm_edit_10_steps_{}_tokens", tokens.edit_input.len()), median(times));
+
+    if let Some(path) = &args.inputs_out {
+        let layer = loaded.model.config().num_hidden_layers / 2;
+        let json = serde_json::json!({
+            "prompt_ids": ids, "decode_prompts": prompts, "new": args.new, "reps": args.reps,
+            "edit": {"layer": layer, "input": tokens.edit_input, "target": tokens.target,
+                     "constraint": tokens.constraint_input, "answer_len": tokens.constraint_answer_len,
+                     "lr": hp.lr, "kl_factor": hp.kl_factor, "steps": 10}
+        });
+        std::fs::write(path, serde_json::to_string(&json)?)?;
+    }
+    Ok(())
+}
