@@ -107,6 +107,7 @@ pub fn generate(
     let prompt_len = prompts.iter().map(Vec::len).max().unwrap_or(0) as i64;
     let max_new = config.max_new_tokens as i64;
     let (ids, mask) = left_pad(prompts, config.pad_token_id);
+    let padded = prompts.iter().any(|p| p.len() as i64 != prompt_len);
     let ids = Tensor::from_slice(&ids)
         .f_view([batch, prompt_len])
         .ctx("prompt ids")?
@@ -126,7 +127,8 @@ pub fn generate(
     let mut next_input = ids;
     for step in 0..config.max_new_tokens {
         let options = ForwardOptions {
-            attention_mask: Some(&full_mask),
+            // Equal-length prompts need no padding mask (and then take the fused causal kernel).
+            attention_mask: if padded { Some(&full_mask) } else { None },
             position_ids: PositionIds::FromMask,
             logits: LogitsSelection::Last,
             output_hidden_states: false,

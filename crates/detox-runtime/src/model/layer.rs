@@ -29,11 +29,23 @@ pub(crate) struct DecoderLayer {
 pub(crate) struct LayerInputs<'a> {
     pub cos: &'a Tensor,
     pub sin: &'a Tensor,
-    /// `[batch, 1, seq, kv_len]` boolean, true where a query may attend to a key.
-    pub mask: &'a Tensor,
-    /// `[batch, 1, seq, 1]` boolean, false for query rows that may attend to nothing (left padding); their
-    /// attention output is zero, as transformers' SDPA path produces.
-    pub row_valid: &'a Tensor,
+    /// Which keys each query may attend to.
+    pub mask: &'a AttentionMask,
+}
+
+/// How attention is restricted.
+pub(crate) enum AttentionMask {
+    /// Plain causal attention over keys that are all valid (no padding, no window in reach): the fused kernel's
+    /// own causal masking is used, or none at all for a single new query.
+    Causal,
+    /// An explicit mask.
+    Dense {
+        /// `[batch, 1, seq, kv_len]` boolean, true where a query may attend to a key.
+        mask: Tensor,
+        /// `[batch, 1, seq, 1]` boolean, false for query rows that may attend to nothing (left padding); their
+        /// attention output is zero, as transformers' SDPA path produces.
+        row_valid: Tensor,
+    },
 }
 
 impl DecoderLayer {
@@ -151,19 +163,30 @@ impl DecoderLayer {
         let groups = config.kv_groups();
         let (k, v) =
             if groups > 1 { (repeat_kv(&k, groups)?, repeat_kv(&v, groups)?) } else { (k, v) };
-        let out = Tensor::f_scaled_dot_product_attention(
-            &q,
-            &k,
-            &v,
-            Some(inputs.mask),
-            0.0,
-            false,
-            None,
-            false,
-        )
-        .ctx("scaled dot-product attention")?;
-        let zeros = Tensor::f_zeros([1], (out.kind(), out.device())).ctx("zeros")?;
-        let out = out.f_where_self(inputs.row_valid, &zeros).ctx("zeroing padded queries")?;
+        let out = match inputs.mask {
+            AttentionMask::Causal => {
+                let causal = q.size()[2] > 1;
+                Tensor::f_scaled_dot_product_attention::<&Tensor>(
+                    &q, &k, &v, None, 0.0, causal, None, false,
+                )
+                .ctx("scaled dot-product attention")?
+            }
+            AttentionMask::Dense { mask, row_valid } => {
+                let out = Tensor::f_scaled_dot_product_attention(
+                    &q,
+                    &k,
+                    &v,
+                    Some(mask),
+                    0.0,
+                    false,
+                    None,
+                    false,
+                )
+                .ctx("scaled dot-product attention")?;
+                let zeros = Tensor::f_zeros([1], (out.kind(), out.device())).ctx("zeros")?;
+                out.f_where_self(row_valid, &zeros).ctx("zeroing padded queries")?
+            }
+        };
         let out = out
             .f_transpose(1, 2)
             .ctx("merging heads")?
@@ -211,7 +234,7 @@ pub(crate) fn attention_mask(
     past: i64,
     seq: i64,
     window: Option<i64>,
-) -> Result<(Tensor, Tensor)> {
+) -> Result<AttentionMask> {
     let device = key_valid.device();
     let kv_len = key_valid.size()[1];
     let q_pos = Tensor::f_arange_start(past, past + seq, (Kind::Int64, device))
@@ -246,5 +269,5 @@ pub(crate) fn attention_mask(
     let mask = mask
         .f_logical_or(&own.f_logical_and(&row_valid.f_logical_not().ctx("mask")?).ctx("mask")?)
         .ctx("mask")?;
-    Ok((mask, row_valid))
+    Ok(AttentionMask::Dense { mask, row_valid })
 }

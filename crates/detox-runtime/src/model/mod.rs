@@ -24,7 +24,7 @@ use crate::config::Config;
 use crate::error::{Error, Result, TorchContext};
 use crate::kv_cache::KvCache;
 use crate::weights::SafetensorsFiles;
-use layer::{attention_mask, DecoderLayer, LayerInputs};
+use layer::{attention_mask, AttentionMask, DecoderLayer, LayerInputs};
 use params::{deep_copy, ParamId, ParamStore};
 
 /// How position ids are derived for a forward pass.
@@ -413,7 +413,9 @@ impl CausalLm {
         let mut xs = Tensor::f_embedding(self.params.get(self.embed), &input_ids, -1, false, false)
             .ctx("embedding")?;
         let (cos, sin) = self.rope.cos_sin(&position_ids, self.kind)?;
-        let mut masks: HashMap<Option<i64>, (Tensor, Tensor)> = HashMap::new();
+        let mut masks: HashMap<Option<i64>, AttentionMask> = HashMap::new();
+        // Without padding, and where no sliding window can cut in, the fused causal kernel needs no mask.
+        let plain = options.attention_mask.is_none() && (past == 0 || seq == 1);
         let mut hidden = options.output_hidden_states.then(Vec::new);
         for layer in &self.layers {
             if let Some(h) = hidden.as_mut() {
@@ -421,10 +423,14 @@ impl CausalLm {
             }
             let window = self.config.sliding_windows[layer.index];
             if let std::collections::hash_map::Entry::Vacant(slot) = masks.entry(window) {
-                slot.insert(attention_mask(&key_valid, past, seq, window)?);
+                let in_reach = window.is_some_and(|w| w < total);
+                slot.insert(if plain && !in_reach {
+                    AttentionMask::Causal
+                } else {
+                    attention_mask(&key_valid, past, seq, window)?
+                });
             }
-            let (mask, row_valid) = &masks[&window];
-            let inputs = LayerInputs { cos: &cos, sin: &sin, mask, row_valid };
+            let inputs = LayerInputs { cos: &cos, sin: &sin, mask: &masks[&window] };
             xs = layer.forward(&self.config, &self.params, &xs, &inputs, cache.as_deref_mut())?;
         }
         if let Some(cache) = cache {
