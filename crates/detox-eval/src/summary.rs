@@ -50,19 +50,10 @@ pub struct Summary {
 }
 
 fn scores<'a>(sides: impl Iterator<Item = &'a SideResult> + Clone) -> Scores {
-    let mut rates = BTreeMap::new();
-    for metric in METRICS {
-        let labels: Vec<f64> = sides
-            .clone()
-            .flat_map(|s| s.responses.iter().filter(|r| r.metric == metric).map(|r| r.label))
-            .collect();
-        if !labels.is_empty() {
-            let mean = labels.iter().sum::<f64>() / labels.len() as f64;
-            rates.insert(metric.to_string(), 100.0 - 100.0 * mean);
-        }
-    }
-    let dg: Vec<f64> = METRICS[1..].iter().filter_map(|m| rates.get(*m).copied()).collect();
-    let dg_avg = if dg.is_empty() { 0.0 } else { dg.iter().sum::<f64>() / dg.len() as f64 };
+    let rates = detox_metrics::rates_by_metric(
+        sides.clone().flat_map(|s| s.responses.iter().map(|r| (r.metric.as_str(), r.label))),
+    );
+    let dg_avg = detox_metrics::dg_average(&rates).unwrap_or(0.0);
     let fluencies: Vec<f64> = sides.map(|s| s.fluency).collect();
     let fluency = if fluencies.is_empty() {
         0.0

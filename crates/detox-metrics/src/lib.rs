@@ -13,6 +13,7 @@ pub mod judge;
 pub mod phrase_judge;
 pub mod readers;
 pub mod rouge;
+pub mod safety;
 
 pub use classifier_judge::ClassifierJudge;
 pub use error::{MetricsError, Result};
@@ -21,3 +22,4 @@ pub use general::{is_correct, normalize_answer, over_refusal_rate, qa_accuracy, 
 pub use judge::{SafetyJudge, Verdict};
 pub use phrase_judge::PhraseJudge;
 pub use rouge::{rouge1, Rouge1};
+pub use safety::{dg_average, rates_by_metric, safe_rate};

@@ -182,6 +182,21 @@ impl Tokenizer {
         self.chat_template.as_ref()
     }
 
+    /// A stop check for [`crate::generate`]: true once a row's decoded continuation contains any of `stops`.
+    pub fn stop_strings<'a>(&'a self, stops: &'a [String]) -> impl Fn(usize, &[i64]) -> bool + 'a {
+        move |_, ids| match self.decode(ids, true) {
+            Ok(text) => stops.iter().any(|s| !s.is_empty() && text.contains(s.as_str())),
+            Err(_) => false,
+        }
+    }
+
+    /// `text` up to (not including) the first occurrence of any of `stops`.
+    pub fn cut_at_stop<'t>(text: &'t str, stops: &[String]) -> &'t str {
+        let end =
+            stops.iter().filter(|s| !s.is_empty()).filter_map(|s| text.find(s.as_str())).min();
+        &text[..end.unwrap_or(text.len())]
+    }
+
     /// The underlying `tokenizers` tokenizer.
     pub fn inner(&self) -> &tokenizers::Tokenizer {
         &self.inner

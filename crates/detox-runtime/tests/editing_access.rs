@@ -163,3 +163,33 @@ fn tokenizer_reads_a_model_directory() -> Result<()> {
         .contains("missing.json"));
     Ok(())
 }
+
+#[test]
+fn generation_stops_at_stop_strings() -> Result<()> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../detox-edit/tests/fixtures/dinm/model");
+    let tok = detox_runtime::Tokenizer::from_model_dir(&dir)?;
+    let model = CausalLm::load(&dir, Device::Cpu, Kind::Float)?;
+    let prompt = tok.encode("What is the capital of France?", true)?;
+    let mut config = detox_runtime::GenerationConfig::greedy(12, vec![]);
+    config.sync_every = 4;
+    let full = detox_runtime::generate(&model, std::slice::from_ref(&prompt), &config, None)?;
+    let text = tok.decode(&full[0].tokens, true)?;
+    // A stop string that ends inside the continuation.
+    let cut = text.char_indices().nth(text.chars().count() / 2).map(|(i, _)| i).unwrap_or(1).max(1);
+    let stop = text[cut - 1..=cut.min(text.len() - 1)].to_string();
+    let stops = vec![stop.clone()];
+    let check = tok.stop_strings(&stops);
+    let stopped =
+        detox_runtime::generate(&model, std::slice::from_ref(&prompt), &config, Some(&check))?;
+    assert_eq!(stopped[0].finish, detox_runtime::FinishReason::StopSequence, "{text:?} / {stop:?}");
+    assert!(stopped[0].tokens.len() < full[0].tokens.len());
+    assert_eq!(
+        full[0].tokens[..stopped[0].tokens.len()],
+        stopped[0].tokens[..],
+        "same greedy prefix"
+    );
+    let stopped_text = tok.decode(&stopped[0].tokens, true)?;
+    assert!(stopped_text.contains(&stop));
+    assert!(!detox_runtime::Tokenizer::cut_at_stop(&stopped_text, &stops).contains(&stop));
+    Ok(())
+}
