@@ -263,10 +263,10 @@ fn main() -> Result<()> {
             if print {
                 let (pre, post) = (&r.pre.responses[0], &r.post.responses[0]);
                 println!(
-                    "\n== record {} ({}) layer {:?}, edit {:.1} s",
+                    "\n== record {} ({}) layer {}, edit {:.1} s",
                     r.id,
                     r.category,
-                    r.layer,
+                    r.layer.map_or_else(|| "-".to_string(), |l| l.to_string()),
                     r.timings.locate + r.timings.edit
                 );
                 println!("   prompt : {}", one_line(&pre.input, 160));
