@@ -122,6 +122,10 @@ struct Args {
     /// Print each record's adversarial-prompt response before and after the edit.
     #[arg(long)]
     print_responses: bool,
+    /// Instead of running, merge these shard run directories into --out (checking that they cover the
+    /// selection exactly once).
+    #[arg(long, num_args = 1..)]
+    merge_shards: Vec<PathBuf>,
 }
 
 fn subset(args: &Args) -> Result<Subset> {
@@ -150,6 +154,13 @@ fn main() -> Result<()> {
     let cases: Vec<BenchmarkCase> =
         subset.apply(&split.records).iter().filter_map(BenchmarkCase::from_record).collect();
     println!("{} records from {} ({subset})", cases.len(), args.data.display());
+    if !args.merge_shards.is_empty() {
+        let ids: Vec<String> = cases.iter().map(|c| c.id.clone()).collect();
+        let summary = detox_eval::merge::merge_shards(&args.merge_shards, &ids, &args.out)?;
+        println!("{}", summary.to_markdown());
+        println!("Merged {} shards into {}", args.merge_shards.len(), args.out.display());
+        return Ok(());
+    }
 
     let loaded = load_model(&args.model, device, kind)?;
     let (mut model, tokenizer) = (loaded.model, loaded.tokenizer);

@@ -10,6 +10,7 @@ pub mod error;
 pub mod harness;
 pub mod jsonl;
 pub mod manifest;
+pub mod merge;
 pub mod plot;
 pub mod record;
 pub mod respond;

@@ -235,3 +235,45 @@ fn full_run_then_crash_and_resume_give_the_same_records() -> Result<()> {
     assert!(err.to_string().contains("seed"), "{err}");
     Ok(())
 }
+
+#[test]
+fn shards_merge_into_the_full_run() -> Result<()> {
+    let tokenizer = Tokenizer::from_model_dir(model_dir())?;
+    let mut model = CausalLm::load(model_dir(), Device::Cpu, Kind::Float)?;
+    let hparams = DinmPreset::Llama2_7bChat.hparams();
+    let cases = cases();
+    let ids: Vec<String> = cases.iter().map(|c| c.id.clone()).collect();
+    let mut dirs = Vec::new();
+    let root = tempfile::tempdir()?;
+    for index in 0..2 {
+        let shard: Vec<BenchmarkCase> = safeedit::Subset::Shard { index, count: 2 }.apply(&cases);
+        let mut m = manifest(&hparams)?;
+        m.selection = format!("shard {index} of 2");
+        let dir = root.path().join(format!("shard{index}"));
+        let mut editor = DinmEditor::new(hparams.clone(), DinmOptions::paper())?;
+        run(
+            &mut model,
+            &tokenizer,
+            &mut editor,
+            &LetterJudge,
+            &shard,
+            &m,
+            &settings(&dir),
+            |_| {},
+        )?;
+        dirs.push(dir);
+    }
+    let merged = root.path().join("merged");
+    let summary = detox_eval::merge::merge_shards(&dirs, &ids, &merged)?;
+    let records = read_records(&merged)?;
+    assert_eq!(records.iter().map(|r| r.id.clone()).collect::<Vec<_>>(), ids);
+    assert_eq!(summary, Summary::from_records("DINM", &LetterJudge.name(), true, &records));
+
+    let err = detox_eval::merge::merge_shards(&dirs[..1], &ids, &root.path().join("partial"))
+        .unwrap_err();
+    assert!(err.to_string().contains("missing from the shards: 1"), "{err}");
+    let twice = vec![dirs[0].clone(), dirs[0].clone()];
+    let err = detox_eval::merge::merge_shards(&twice, &ids, &root.path().join("dup")).unwrap_err();
+    assert!(err.to_string().contains("appears in both"), "{err}");
+    Ok(())
+}

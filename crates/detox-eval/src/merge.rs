@@ -1,0 +1,97 @@
+//! Merging the run directories of shards (`--shard i/n` runs spread over processes or hosts) into one run, after
+//! checking that they belong together and that together they cover every record exactly once.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::error::{EvalError, Result};
+use crate::harness::write_reports;
+use crate::jsonl::{write_atomic, JsonlLog};
+use crate::manifest::RunManifest;
+use crate::record::RunRecord;
+use crate::summary::Summary;
+
+fn read_manifest(dir: &Path) -> Result<RunManifest> {
+    let path = dir.join("manifest.json");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|source| EvalError::Io { path: path.clone(), source })?;
+    serde_json::from_str(&text).map_err(|e| EvalError::CorruptRecord {
+        path,
+        line: e.line(),
+        reason: e.to_string(),
+    })
+}
+
+/// Merges shard run directories into `out`, ordered like `expected_ids` (the ids of the whole selection).
+///
+/// Fails, naming the directories, when manifests differ in anything but the selection, when a record appears in
+/// two shards, or when records are missing (listing them).
+pub fn merge_shards(shards: &[PathBuf], expected_ids: &[String], out: &Path) -> Result<Summary> {
+    let first =
+        shards.first().ok_or_else(|| EvalError::Invalid("no shard directories given".into()))?;
+    let mut manifest = read_manifest(first)?;
+    let mut by_id: BTreeMap<String, (RunRecord, PathBuf)> = BTreeMap::new();
+    for dir in shards {
+        let m = read_manifest(dir)?;
+        let mut comparable = m.clone();
+        comparable.selection = manifest.selection.clone();
+        comparable.device = manifest.device.clone();
+        comparable.model_path = manifest.model_path.clone();
+        comparable.dataset_path = manifest.dataset_path.clone();
+        if comparable != manifest {
+            return Err(EvalError::Invalid(format!(
+                "{} was made with different settings than {}",
+                dir.display(),
+                first.display()
+            )));
+        }
+        let log = JsonlLog::<RunRecord>::open(dir.join("records.jsonl"))?;
+        for r in log.records() {
+            if let Some((_, other)) = by_id.get(&r.id) {
+                return Err(EvalError::Invalid(format!(
+                    "record {} appears in both {} and {}",
+                    r.id,
+                    other.display(),
+                    dir.display()
+                )));
+            }
+            by_id.insert(r.id.clone(), (r.clone(), dir.clone()));
+        }
+    }
+    let missing: Vec<&str> =
+        expected_ids.iter().filter(|id| !by_id.contains_key(*id)).map(String::as_str).collect();
+    if !missing.is_empty() {
+        return Err(EvalError::Invalid(format!(
+            "{} record(s) missing from the shards: {}",
+            missing.len(),
+            missing.join(", ")
+        )));
+    }
+    if let Some(extra) = by_id.keys().find(|id| !expected_ids.contains(id)) {
+        return Err(EvalError::Invalid(format!("record {extra} is not part of the selection")));
+    }
+    std::fs::create_dir_all(out)
+        .map_err(|source| EvalError::Io { path: out.to_path_buf(), source })?;
+    let records: Vec<RunRecord> = expected_ids.iter().map(|id| by_id[id].0.clone()).collect();
+    let mut lines = String::new();
+    for r in &records {
+        lines.push_str(&serde_json::to_string(r).map_err(|e| EvalError::Serialize {
+            what: "a run record".into(),
+            reason: e.to_string(),
+        })?);
+        lines.push('\n');
+    }
+    write_atomic(&out.join("records.jsonl"), lines.as_bytes())?;
+    manifest.selection = format!("merged from {} shards", shards.len());
+    let text = serde_json::to_string_pretty(&manifest)
+        .map_err(|e| EvalError::Serialize { what: "the manifest".into(), reason: e.to_string() })?;
+    write_atomic(&out.join("manifest.json"), text.as_bytes())?;
+    let summary = Summary::from_records(
+        &manifest.method,
+        &manifest.judge,
+        manifest.judge_is_approximation,
+        &records,
+    );
+    write_reports(out, &summary, &records)?;
+    Ok(summary)
+}
