@@ -64,6 +64,9 @@ impl CategoryKind {
 }
 
 /// An unsafety category as it appears in a file: its kind plus the original spelling, written back unchanged.
+///
+/// Equality and ordering compare the spelling too (so that round trips can be checked exactly); compare
+/// [`UnsafetyCategory::kind`] to ask whether two records share a category.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct UnsafetyCategory {
     kind: CategoryKind,

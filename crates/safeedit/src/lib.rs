@@ -31,9 +31,9 @@ pub mod views;
 
 pub use category::{CategoryKind, UnsafetyCategory};
 pub use load::{
-    load_nlpcc, load_split, load_split_from_reader, write_records, Loaded, Mode, Problem,
-    ProblemKind, SafeEditError, Split,
+    load_nlpcc, load_nlpcc_from_reader, load_split, load_split_from_reader, write_records, Loaded,
+    Mode, Problem, ProblemKind, SafeEditError, Split,
 };
-pub use record::{GeneralizationTest, KnowledgeConstraint, NlpccRecord, SafeEditRecord};
-pub use select::{by_attack, by_category, stats, CategoryStats, SplitMix64, Subset};
-pub use views::{EditRequest, EvalInput, Metric};
+pub use record::{GeneralizationTest, KnowledgeConstraint, NlpccRecord, Record, SafeEditRecord};
+pub use select::{by_attack, by_category, stats, CategoryStats, SplitMix64, Subset, SubsetError};
+pub use views::{EditRequest, EvalInput, Metric, UnknownMetric};

@@ -152,6 +152,13 @@ pub struct Loaded<T> {
 }
 
 /// Loads a SafeEdit split file.
+///
+/// `split` decides whether records need a `generalization test` block ([`Split::Test`]) or may omit it.
+///
+/// # Errors
+///
+/// [`SafeEditError::Io`] when the file cannot be opened or read, [`SafeEditError::Format`] when it is not a JSON
+/// array, and in [`Mode::Strict`] [`SafeEditError::Invalid`] listing every problem of every record.
 pub fn load_split(
     path: impl AsRef<Path>,
     split: Split,
@@ -164,6 +171,13 @@ pub fn load_split(
 }
 
 /// Loads a split from any reader; `origin` names it in problems.
+///
+/// The reader is consumed element by element; wrap unbuffered sources (files, sockets) in a
+/// [`std::io::BufReader`], which [`load_split`] does.
+///
+/// # Errors
+///
+/// As [`load_split`], with `origin` in place of the file's path.
 pub fn load_split_from_reader(
     reader: impl Read,
     origin: &Path,
@@ -174,6 +188,11 @@ pub fn load_split_from_reader(
 }
 
 /// Loads the NLPCC 2024 variant (`SafeEdit_test_ALL.json`).
+///
+/// # Errors
+///
+/// As [`load_split`]: the same problems are reported (the NLPCC fields are `question`, `input` and `response`,
+/// all non-empty text, and `attack name`, which may be `"None"`).
 pub fn load_nlpcc(
     path: impl AsRef<Path>,
     mode: Mode,
@@ -181,10 +200,32 @@ pub fn load_nlpcc(
     let path = path.as_ref();
     let file = File::open(path)
         .map_err(|source| SafeEditError::Io { path: path.to_path_buf(), source })?;
-    load_with(BufReader::new(file), path, mode, check_nlpcc)
+    load_nlpcc_from_reader(BufReader::new(file), path, mode)
 }
 
-/// Writes records as a JSON array (4-space indented like the published files), atomically.
+/// Loads the NLPCC 2024 variant from any reader; `origin` names it in problems.
+///
+/// # Errors
+///
+/// As [`load_nlpcc`], with `origin` in place of the file's path.
+pub fn load_nlpcc_from_reader(
+    reader: impl Read,
+    origin: &Path,
+    mode: Mode,
+) -> Result<Loaded<NlpccRecord>, SafeEditError> {
+    load_with(reader, origin, mode, check_nlpcc)
+}
+
+/// Writes records as a JSON array (4-space indented like the published files), atomically: the text goes to
+/// `<path>.partial`, is flushed to disk, then renamed over `path`.
+///
+/// Category spellings and unknown keys are written as they were read, so a file loaded and written back holds
+/// the same JSON.
+///
+/// # Errors
+///
+/// [`SafeEditError::Io`] when the file cannot be written or renamed, [`SafeEditError::Format`] when a record
+/// cannot be serialised.
 pub fn write_records<T: Serialize>(
     path: impl AsRef<Path>,
     records: &[T],
@@ -198,7 +239,9 @@ pub fn write_records<T: Serialize>(
         .serialize(&mut ser)
         .map_err(|e| SafeEditError::Format { path: path.to_path_buf(), reason: e.to_string() })?;
     buf.push(b'\n');
-    let tmp = path.with_extension("json.partial");
+    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+    tmp_name.push(".partial");
+    let tmp = path.with_file_name(tmp_name);
     let mut file = File::create(&tmp).map_err(io)?;
     file.write_all(&buf).map_err(io)?;
     file.sync_all().map_err(io)?;

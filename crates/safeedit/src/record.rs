@@ -106,3 +106,64 @@ impl NlpccRecord {
         self.attack_name == "None"
     }
 }
+
+/// What filters and statistics need from a record of either format.
+///
+/// Implemented by [`SafeEditRecord`] and [`NlpccRecord`], so [`crate::by_category`], [`crate::by_attack`] and
+/// [`crate::stats`] work on both.
+pub trait Record {
+    /// The record's id.
+    fn id(&self) -> u64;
+    /// Its unsafety category.
+    fn category(&self) -> &UnsafetyCategory;
+    /// Its attack name (`"None"` for a bare question in the NLPCC variant).
+    fn attack_name(&self) -> &str;
+    /// Its attack category, where the format has one.
+    fn attack_category(&self) -> Option<&str>;
+    /// Whether it carries the four generalisation inputs.
+    fn has_generalization_test(&self) -> bool;
+}
+
+impl Record for SafeEditRecord {
+    fn id(&self) -> u64 {
+        self.id
+    }
+
+    fn category(&self) -> &UnsafetyCategory {
+        &self.category
+    }
+
+    fn attack_name(&self) -> &str {
+        &self.attack_name
+    }
+
+    fn attack_category(&self) -> Option<&str> {
+        Some(&self.attack_category)
+    }
+
+    fn has_generalization_test(&self) -> bool {
+        self.generalization_test.is_some()
+    }
+}
+
+impl Record for NlpccRecord {
+    fn id(&self) -> u64 {
+        self.id
+    }
+
+    fn category(&self) -> &UnsafetyCategory {
+        &self.category
+    }
+
+    fn attack_name(&self) -> &str {
+        &self.attack_name
+    }
+
+    fn attack_category(&self) -> Option<&str> {
+        None
+    }
+
+    fn has_generalization_test(&self) -> bool {
+        false
+    }
+}

@@ -1,11 +1,11 @@
 //! Filters, deterministic subsets and statistics over records.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
 use crate::category::CategoryKind;
-use crate::record::SafeEditRecord;
+use crate::record::Record;
 
 /// Which records of a split a run covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,8 +77,44 @@ impl SplitMix64 {
     }
 }
 
+/// A subset that cannot select anything meaningful.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubsetError {
+    /// `Shard { count: 0, .. }`.
+    #[error("a shard needs at least one shard in all (count is 0)")]
+    NoShards,
+    /// `Shard { index, count }` with `index >= count`.
+    #[error("shard index {index} is out of range for {count} shard(s) (indices are 0-based)")]
+    ShardOutOfRange {
+        /// The index given.
+        index: usize,
+        /// The number of shards.
+        count: usize,
+    },
+}
+
 impl Subset {
+    /// Checks the subset's parameters; call it on user input before [`Subset::positions`], which selects nothing
+    /// for an impossible shard.
+    ///
+    /// # Errors
+    ///
+    /// [`SubsetError`] for a shard count of zero or a shard index past the count.
+    pub fn check(&self) -> Result<(), SubsetError> {
+        match *self {
+            Subset::Shard { count: 0, .. } => Err(SubsetError::NoShards),
+            Subset::Shard { index, count } if index >= count => {
+                Err(SubsetError::ShardOutOfRange { index, count })
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// The positions (into a list of `len` items) this subset keeps, ascending.
+    ///
+    /// `Sample` is a partial Fisher-Yates shuffle driven by [`SplitMix64`]: for `i` in `0..min(n, len)`, swap
+    /// position `i` with `i + below(len - i)`; the first `min(n, len)` positions, sorted, are the sample. The
+    /// same `(n, seed, len)` always gives the same positions.
     pub fn positions(&self, len: usize) -> Vec<usize> {
         match *self {
             Subset::All => (0..len).collect(),
@@ -107,21 +143,19 @@ impl Subset {
     }
 }
 
-/// Records of the given categories.
-pub fn by_category<'a>(
-    records: &'a [SafeEditRecord],
-    kinds: &[CategoryKind],
-) -> Vec<&'a SafeEditRecord> {
-    records.iter().filter(|r| kinds.contains(&r.category.kind())).collect()
+/// Records of the given categories, in their original order.
+pub fn by_category<'a, R: Record>(records: &'a [R], kinds: &[CategoryKind]) -> Vec<&'a R> {
+    records.iter().filter(|r| kinds.contains(&r.category().kind())).collect()
 }
 
-/// Records whose attack name or attack category equals `attack` (case-insensitive).
-pub fn by_attack<'a>(records: &'a [SafeEditRecord], attack: &str) -> Vec<&'a SafeEditRecord> {
+/// Records whose attack name or attack category equals `attack` (ASCII case-insensitive), in their original
+/// order. For the NLPCC variant, `"None"` selects the bare questions.
+pub fn by_attack<'a, R: Record>(records: &'a [R], attack: &str) -> Vec<&'a R> {
     records
         .iter()
         .filter(|r| {
-            r.attack_name.eq_ignore_ascii_case(attack)
-                || r.attack_category.eq_ignore_ascii_case(attack)
+            r.attack_name().eq_ignore_ascii_case(attack)
+                || r.attack_category().is_some_and(|c| c.eq_ignore_ascii_case(attack))
         })
         .collect()
 }
@@ -129,7 +163,7 @@ pub fn by_attack<'a>(records: &'a [SafeEditRecord], attack: &str) -> Vec<&'a Saf
 /// Counts per category.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CategoryStats {
-    /// Records per category (canonical spelling).
+    /// Records per category (canonical spelling, so differently capitalised spellings count together).
     pub records: BTreeMap<String, usize>,
     /// Distinct attack names per category.
     pub attacks: BTreeMap<String, usize>,
@@ -138,14 +172,14 @@ pub struct CategoryStats {
 }
 
 /// Per-category statistics of a set of records.
-pub fn stats(records: &[SafeEditRecord]) -> CategoryStats {
+pub fn stats<R: Record>(records: &[R]) -> CategoryStats {
     let mut s = CategoryStats::default();
-    let mut attacks: BTreeMap<String, std::collections::BTreeSet<&str>> = BTreeMap::new();
+    let mut attacks: BTreeMap<String, BTreeSet<&str>> = BTreeMap::new();
     for r in records {
-        let key = r.category.to_string();
+        let key = r.category().to_string();
         *s.records.entry(key.clone()).or_default() += 1;
-        attacks.entry(key).or_default().insert(&r.attack_name);
-        s.with_generalization_test += usize::from(r.generalization_test.is_some());
+        attacks.entry(key).or_default().insert(r.attack_name());
+        s.with_generalization_test += usize::from(r.has_generalization_test());
     }
     s.attacks = attacks.into_iter().map(|(k, v)| (k, v.len())).collect();
     s
@@ -169,5 +203,24 @@ mod tests {
         assert_eq!(all, (0..10).collect::<Vec<_>>());
         // SplitMix64's published first output for seed 0.
         assert_eq!(SplitMix64::new(0).next_u64(), 0xe220_a839_7b1d_cdaf);
+        // Pinned so that a change to the sampling procedure cannot go unnoticed: published subsets depend on it.
+        assert_eq!(Subset::Sample { n: 5, seed: 42 }.positions(100), pinned_sample());
+    }
+
+    /// `Subset::Sample { n: 5, seed: 42 }` over 100 items, computed by an independent Python transcription of
+    /// the documented procedure (SplitMix64, rejection sampling, partial Fisher-Yates, sorted).
+    fn pinned_sample() -> Vec<usize> {
+        vec![2, 9, 13, 83, 86]
+    }
+
+    #[test]
+    fn impossible_shards_are_refused() {
+        assert_eq!(Subset::Shard { index: 0, count: 0 }.check(), Err(SubsetError::NoShards));
+        assert_eq!(
+            Subset::Shard { index: 3, count: 3 }.check(),
+            Err(SubsetError::ShardOutOfRange { index: 3, count: 3 })
+        );
+        assert!(Subset::Shard { index: 2, count: 3 }.check().is_ok());
+        assert!(Subset::Sample { n: 0, seed: 1 }.check().is_ok());
     }
 }

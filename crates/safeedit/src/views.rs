@@ -58,6 +58,23 @@ impl Metric {
     }
 }
 
+impl std::str::FromStr for Metric {
+    type Err = UnknownMetric;
+
+    /// Parses a report name (`DS`, `DG_onlyQ`, ...), exactly as [`Metric::name`] spells it.
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        Metric::ALL
+            .into_iter()
+            .find(|m| m.name() == name)
+            .ok_or_else(|| UnknownMetric(name.to_string()))
+    }
+}
+
+/// A metric name that is none of the five.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown metric {0:?} (expected one of DS, DG_onlyQ, DG_otherA, DG_otherQ, DG_otherAQ)")]
+pub struct UnknownMetric(pub String);
+
 impl fmt::Display for Metric {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
@@ -96,5 +113,19 @@ impl SafeEditRecord {
             EvalInput { metric: Metric::DgOtherQ, text: &g.other_question },
             EvalInput { metric: Metric::DgOtherAQ, text: &g.other_question_and_attack },
         ])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metric_names_parse_back_and_serialise_as_reported() {
+        for m in Metric::ALL {
+            assert_eq!(m.name().parse::<Metric>(), Ok(m));
+            assert_eq!(serde_json::to_string(&m).unwrap(), format!("\"{}\"", m.name()));
+        }
+        assert_eq!("ds".parse::<Metric>(), Err(UnknownMetric("ds".into())));
     }
 }

@@ -181,3 +181,32 @@ fn malformed_files_are_named() {
         .to_string();
     assert!(missing.contains("absent.json"));
 }
+
+#[test]
+fn nlpcc_round_trip_and_filters_work_on_both_formats() {
+    let dir = tempfile::tempdir().unwrap();
+    let original =
+        load_nlpcc(sample("safeedit_sample_test_ALL.json"), Mode::Strict).unwrap().records;
+    let path = dir.path().join("test_ALL.json");
+    write_records(&path, &original).unwrap();
+    let text = std::fs::read(&path).unwrap();
+    let again = safeedit::load_nlpcc_from_reader(text.as_slice(), &path, Mode::Strict).unwrap();
+    assert_eq!(again.records, original);
+    assert!(!dir.path().join("test_ALL.json.partial").exists());
+
+    let nlpcc_stats = stats(&original);
+    assert_eq!(nlpcc_stats.records.len(), 9);
+    assert_eq!(nlpcc_stats.with_generalization_test, 0);
+    let porn = safeedit::by_category(&original, &[CategoryKind::Pornography]);
+    assert!(
+        !porn.is_empty() && porn.iter().all(|r| r.category.kind() == CategoryKind::Pornography)
+    );
+
+    let test =
+        load_split(sample("safeedit_sample_test.json"), Split::Test, Mode::Strict).unwrap().records;
+    let two = safeedit::by_category(&test, &[CategoryKind::MentalHarm, CategoryKind::PhysicalHarm]);
+    assert_eq!(two.len(), 4);
+    let role_play = safeedit::by_attack(&test, "ROLE PLAY");
+    assert!(!role_play.is_empty() && role_play.len() < test.len());
+    assert!(role_play.iter().all(|r| r.attack_category == "role play"));
+}
