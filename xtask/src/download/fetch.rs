@@ -70,7 +70,17 @@ pub fn fetch(
     } else {
         check_status(status, what, hub.token.is_some())?;
     }
-    let resumed_from = if status == 206 || status == 416 { have } else { 0 };
+    // A 206 must continue exactly where the part file ends; anything else restarts from zero.
+    let continues_part = status == 206
+        && response
+            .headers()
+            .get("content-range")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with(&format!("bytes {have}-")));
+    if status == 206 && !continues_part {
+        bail!("{what}: the server answered a range request with a different range; remove {} and run the command again", part.display());
+    }
+    let resumed_from = if continues_part || status == 416 { have } else { 0 };
     let mut file = OpenOptions::new()
         .create(true)
         .write(true)
@@ -102,6 +112,7 @@ pub fn fetch(
         }
     }
     fs::rename(&part, dest).with_context(|| format!("moving {} into place", part.display()))?;
+    sync_parent(dest);
     Ok(Fetched { size, sha256: digest, resumed_from })
 }
 
@@ -138,6 +149,16 @@ fn copy_with_progress(
     }
     eprintln!("\r  {what}: {:.1} MB done{:30}", done as f64 / 1e6, "");
     Ok(())
+}
+
+/// Flushes the directory entry of a renamed file so the rename survives a crash. Best effort: some platforms
+/// and file systems cannot open or sync a directory, and the file's own data is already on disk.
+fn sync_parent(path: &Path) {
+    if let Some(dir) = path.parent() {
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
 }
 
 /// Size and SHA-256 (hex) of a file.

@@ -56,18 +56,7 @@ pub fn run(target: Target) -> Result<()> {
             let manifest: Value =
                 serde_json::from_str(include_str!("../../manifests/safeedit.json"))?;
             hub::require_token(&hub, "zjunlp/SafeEdit")?;
-            let files: Vec<(String, Expected)> = manifest["files"]
-                .as_array()
-                .context("manifest has no files")?
-                .iter()
-                .map(|f| {
-                    let expected = Expected {
-                        size: f["size"].as_u64(),
-                        sha256: f["sha256"].as_str().map(str::to_string),
-                    };
-                    (f["path"].as_str().unwrap_or_default().to_string(), expected)
-                })
-                .collect();
+            let files = manifest_files(&manifest)?;
             download_files(
                 &hub,
                 RepoKind::Dataset,
@@ -90,6 +79,29 @@ pub fn run(target: Target) -> Result<()> {
             download_model(&hub, &repo, &revision, &root.join(dest), false)
         }
     }
+}
+
+/// The files of a committed manifest with the size and SHA-256 pinned for each (`null` = not pinned).
+fn manifest_files(manifest: &Value) -> Result<Vec<(String, Expected)>> {
+    let entries =
+        manifest["files"].as_array().context("manifests/safeedit.json: no `files` array")?;
+    entries
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let path = f["path"].as_str().with_context(|| {
+                format!("manifests/safeedit.json: files[{i}].path is not a string")
+            })?;
+            let sha256 = f["sha256"].as_str().map(str::to_ascii_lowercase);
+            if sha256
+                .as_ref()
+                .is_some_and(|h| h.len() != 64 || !h.chars().all(|c| c.is_ascii_hexdigit()))
+            {
+                anyhow::bail!("manifests/safeedit.json: files[{i}].sha256 is not 64 hex digits");
+            }
+            Ok((path.to_string(), Expected { size: f["size"].as_u64(), sha256 }))
+        })
+        .collect()
 }
 
 /// Downloads the listed files of a repository into `dest`, verifying each against the expected values or, when
@@ -151,7 +163,7 @@ fn download_model(
         let url = hub.resolve_url(RepoKind::Model, repo, revision, &name);
         match hub.head(&url, &format!("{repo}/{name}")) {
             Ok(_) => present.push((name, Expected::default())),
-            Err(e) if e.to_string().contains("404") => {
+            Err(e) if hub::is_not_found(&e) => {
                 println!("{repo}/{name}: not in the repository, skipped")
             }
             Err(e) => return Err(e),
@@ -160,9 +172,15 @@ fn download_model(
     let index_url =
         hub.resolve_url(RepoKind::Model, repo, revision, "model.safetensors.index.json");
     let single_url = hub.resolve_url(RepoKind::Model, repo, revision, "model.safetensors");
-    if hub.head(&single_url, repo).is_ok() {
+    // Only a 404 means "not this layout": a refused token or a dropped connection must stop the task.
+    let exists = |url: &str, name: &str| match hub.head(url, &format!("{repo}/{name}")) {
+        Ok(_) => Ok(true),
+        Err(e) if hub::is_not_found(&e) => Ok(false),
+        Err(e) => Err(e),
+    };
+    if exists(&single_url, "model.safetensors")? {
         present.push(("model.safetensors".into(), Expected::default()));
-    } else if hub.head(&index_url, repo).is_ok() {
+    } else if exists(&index_url, "model.safetensors.index.json")? {
         download_files(
             hub,
             RepoKind::Model,
@@ -182,6 +200,9 @@ fn download_model(
             .collect();
         shards.sort();
         shards.dedup();
+        if let Some(bad) = shards.iter().find(|s| !is_plain_relative(s)) {
+            anyhow::bail!("{repo}: model.safetensors.index.json names a shard outside the model folder: {bad:?}");
+        }
         present.extend(shards.into_iter().map(|s| (s, Expected::default())));
     } else if classifier {
         present.push(("pytorch_model.bin".into(), Expected::default()));
@@ -190,6 +211,12 @@ fn download_model(
         anyhow::bail!("{repo} has neither model.safetensors nor model.safetensors.index.json");
     }
     download_files(hub, RepoKind::Model, repo, revision, &present, dest)
+}
+
+/// A relative path without `..`, so that a file named by the hub lands inside the destination folder.
+fn is_plain_relative(name: &str) -> bool {
+    let path = Path::new(name);
+    !name.is_empty() && path.components().all(|c| matches!(c, std::path::Component::Normal(_)))
 }
 
 fn read_lock(dest: &Path) -> Result<BTreeMap<String, Value>> {
