@@ -23,6 +23,11 @@
 //! SafeGen, the companion dataset of the journal version, is not supported: its format is not public.
 #![deny(missing_docs)]
 
+/// The guide `docs/safeedit.md`, compiled so that its Rust examples run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/safeedit.md")]
+pub struct SafeEditGuide;
+
 pub mod category;
 pub mod load;
 pub mod record;
