@@ -43,6 +43,8 @@ struct FakeHub {
     files: HashMap<String, Stored>,
     /// The first content GET sends half the body and closes the connection.
     drop_first_get: bool,
+    /// The CDN's base URL, absolute as the hub writes it (set when serving).
+    cdn: String,
 }
 
 struct Request {
@@ -94,9 +96,14 @@ fn reply(stream: &mut TcpStream, status: &str, headers: &str, body: &[u8], head:
 }
 
 impl FakeHub {
-    fn serve(self) -> (String, Arc<Seen>) {
+    fn new(files: HashMap<String, Stored>, drop_first_get: bool) -> Self {
+        Self { files, drop_first_get, cdn: String::new() }
+    }
+
+    fn serve(mut self) -> (String, Arc<Seen>) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        self.cdn = format!("{endpoint}/cdn");
         let seen = Arc::new(Seen::default());
         let log = seen.clone();
         std::thread::spawn(move || {
@@ -135,7 +142,8 @@ impl FakeHub {
         if stored.lfs {
             let sha = hex(&Sha256::digest(&stored.body));
             let headers = format!(
-                "Location: /cdn{}\r\nX-Linked-Size: {}\r\nX-Linked-Etag: \"{sha}\"\r\n",
+                "Location: {}{}\r\nX-Linked-Size: {}\r\nX-Linked-Etag: \"{sha}\"\r\n",
+                self.cdn,
                 r.path,
                 stored.body.len()
             );
@@ -179,7 +187,7 @@ impl FakeHub {
 fn dataset_hub(drop_first_get: bool) -> (String, Arc<Seen>) {
     let files =
         HashMap::from([(format!("{DATASET}{FILE}"), Stored { body: content(), lfs: true })]);
-    FakeHub { files, drop_first_get }.serve()
+    FakeHub::new(files, drop_first_get).serve()
 }
 
 fn files() -> Vec<(String, Expected)> {
@@ -370,7 +378,7 @@ fn a_sharded_chat_model_is_fetched_through_its_index() {
             ("model-00002-of-00002.safetensors", &shard2, true),
         ],
     );
-    let (endpoint, seen) = FakeHub { files, drop_first_get: false }.serve();
+    let (endpoint, seen) = FakeHub::new(files, false).serve();
     let hub = Hub { endpoint, token: Some("good".into()) };
     let dir = tempfile::tempdir().unwrap();
     download_model(&hub, "org/chat", "main", dir.path(), false).unwrap();
@@ -393,6 +401,10 @@ fn a_sharded_chat_model_is_fetched_through_its_index() {
         requests.iter().any(|r| r.starts_with("HEAD /api/resolve-cache/org/chat")),
         "{requests:?}"
     );
+    assert!(
+        !requests.iter().any(|r| r.starts_with("HEAD /cdn")),
+        "metadata requests stop at the redirect to the CDN: {requests:?}"
+    );
 }
 
 #[test]
@@ -407,7 +419,7 @@ fn the_classifier_falls_back_to_pickled_weights() {
             ("pytorch_model.bin", &weights, true),
         ],
     );
-    let (endpoint, _) = FakeHub { files, drop_first_get: false }.serve();
+    let (endpoint, _) = FakeHub::new(files, false).serve();
     let hub = Hub { endpoint, token: Some("good".into()) };
     let dir = tempfile::tempdir().unwrap();
     download_model(&hub, "zjunlp/SafeEdit-Safety-Classifier", "main", dir.path(), true).unwrap();
@@ -424,7 +436,7 @@ fn the_classifier_falls_back_to_pickled_weights() {
 #[test]
 fn a_refused_token_is_not_mistaken_for_a_missing_weights_file() {
     let files = model_files("org/gated", &[("model.safetensors", b"weights", true)]);
-    let (endpoint, _) = FakeHub { files, drop_first_get: false }.serve();
+    let (endpoint, _) = FakeHub::new(files, false).serve();
     let hub = Hub { endpoint, token: Some("bad".into()) };
     let dir = tempfile::tempdir().unwrap();
     let err = download_model(&hub, "org/gated", "main", dir.path(), false).unwrap_err();
