@@ -5,6 +5,7 @@
 //! general-performance and over-refusal measures used to report the costs of an edit.
 #![deny(missing_docs)]
 
+pub mod aggregate;
 pub mod classifier_judge;
 pub mod error;
 pub mod fluency;
@@ -15,6 +16,7 @@ pub mod readers;
 pub mod rouge;
 pub mod safety;
 
+pub use aggregate::{score_record, RecordScores, SafetyRates, SafetySummary};
 pub use classifier_judge::ClassifierJudge;
 pub use error::{MetricsError, Result};
 pub use fluency::{fluency, mean_fluency, word_tokenize};
