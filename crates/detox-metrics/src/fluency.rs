@@ -5,14 +5,18 @@
 //!
 //! Tokenisation ports NLTK's `NLTKWordTokenizer` (the word tokenizer `word_tokenize` applies to each sentence)
 //! rule for rule. `word_tokenize` first splits sentences with the Punkt model, which needs NLTK data files; this
-//! crate splits at `.`, `!` or `?` (with any closing quotes or brackets) followed by whitespace and an uppercase
-//! letter, digit or opening quote. The two agree except around abbreviations such as "Mr. Smith", where Punkt
-//! keeps one sentence and this splitter makes two (which only changes whether "Mr." keeps its period).
+//! crate's [`word_tokenize`] splits at `.`, `!` or `?` (with any closing quotes or brackets) followed by
+//! whitespace and an uppercase letter, digit or opening quote. The two differ around abbreviations ("Mr. Smith":
+//! Punkt keeps one sentence) and numbered or bulleted lines ("1. **Step**"), which only changes whether such a
+//! period stays on its word. [`word_tokenize_with`] and [`fluency_with`] take a [`PunktModel`] loaded from NLTK's
+//! `punkt_tab` files and then reproduce `word_tokenize` exactly.
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use fancy_regex::Regex;
+
+use crate::punkt::PunktModel;
 
 struct Rules {
     starting: Vec<(Regex, &'static str)>,
@@ -122,6 +126,12 @@ pub fn word_tokenize(text: &str) -> Vec<String> {
     split_sentences(text).into_iter().flat_map(tokenize_sentence).collect()
 }
 
+/// Word tokens of a text with sentences from a Punkt model: NLTK's `word_tokenize` exactly, given the model
+/// NLTK would load (`punkt_tab/english`).
+pub fn word_tokenize_with(text: &str, punkt: &PunktModel) -> Vec<String> {
+    punkt.split(text).into_iter().flat_map(tokenize_sentence).collect()
+}
+
 /// Base-2 entropy of the n-gram frequency distribution of `tokens` (0 when there are fewer than `n` tokens).
 pub fn ngram_entropy(tokens: &[String], n: usize) -> f64 {
     if n == 0 || tokens.len() < n {
@@ -143,8 +153,11 @@ pub fn ngram_entropy(tokens: &[String], n: usize) -> f64 {
 
 /// SafeEdit's fluency of one response: mean of `2/3 · H_2` and `4/3 · H_3`.
 pub fn fluency(text: &str) -> f64 {
-    let tokens = word_tokenize(text);
-    (2.0 / 3.0 * ngram_entropy(&tokens, 2) + 4.0 / 3.0 * ngram_entropy(&tokens, 3)) / 2.0
+    entropy_of_tokens(&word_tokenize(text))
+}
+
+fn entropy_of_tokens(tokens: &[String]) -> f64 {
+    (2.0 / 3.0 * ngram_entropy(tokens, 2) + 4.0 / 3.0 * ngram_entropy(tokens, 3)) / 2.0
 }
 
 /// Mean fluency over responses (0 for none).
@@ -153,6 +166,19 @@ pub fn mean_fluency(texts: &[&str]) -> f64 {
         return 0.0;
     }
     texts.iter().map(|t| fluency(t)).sum::<f64>() / texts.len() as f64
+}
+
+/// [`fluency`] over the tokens of [`word_tokenize_with`].
+pub fn fluency_with(text: &str, punkt: &PunktModel) -> f64 {
+    entropy_of_tokens(&word_tokenize_with(text, punkt))
+}
+
+/// [`mean_fluency`] over the tokens of [`word_tokenize_with`].
+pub fn mean_fluency_with(texts: &[&str], punkt: &PunktModel) -> f64 {
+    if texts.is_empty() {
+        return 0.0;
+    }
+    texts.iter().map(|t| fluency_with(t, punkt)).sum::<f64>() / texts.len() as f64
 }
 
 #[cfg(test)]
