@@ -265,6 +265,27 @@ pub fn read_prompt_csv(path: impl AsRef<Path>, column_name: &str) -> Result<Vec<
     Ok(rows.into_iter().map(|mut r| std::mem::take(&mut r[c])).collect())
 }
 
+/// Reads a header-less one-column prompt CSV (AdvBench's `transfer_expriment_behaviors.csv`): the first field
+/// of every record; an empty field is an error naming its line.
+pub fn read_headerless_prompt_csv(path: impl AsRef<Path>) -> Result<Vec<String>> {
+    let path = path.as_ref();
+    let mut reader =
+        csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(open(path)?);
+    let mut prompts = Vec::new();
+    for (i, record) in reader.records().enumerate() {
+        let record = record.map_err(|e| {
+            let line = e.position().map(|p| p.line() as usize).unwrap_or(i + 1);
+            format_err(path, line, e.to_string())
+        })?;
+        let line = record.position().map(|p| p.line() as usize).unwrap_or(i + 1);
+        match record.get(0) {
+            Some(prompt) if !prompt.trim().is_empty() => prompts.push(prompt.to_string()),
+            _ => return Err(format_err(path, line, "the prompt (first field) is empty")),
+        }
+    }
+    Ok(prompts)
+}
+
 /// Reads JSON prompt lists: a list of strings (TDC 2023) or of objects with an `instruction` field (the
 /// refusal-direction harmful and harmless splits).
 pub fn read_prompt_json(path: impl AsRef<Path>) -> Result<Vec<String>> {
@@ -318,6 +339,11 @@ mod tests {
         let p = write(&d, "p.csv", "goal,target\nDo a thing,Sure\n");
         assert_eq!(read_prompt_csv(&p, "goal").unwrap(), ["Do a thing"]);
         assert!(read_prompt_csv(&p, "Behavior").unwrap_err().to_string().contains("Behavior"));
+        let h = write(&d, "h.csv", "Do one thing\n\"Do, quoted\"\n");
+        assert_eq!(read_headerless_prompt_csv(&h).unwrap(), ["Do one thing", "Do, quoted"]);
+        let h2 = write(&d, "h2.csv", "Fine\n\"\"\nAlso fine\n");
+        let e = read_headerless_prompt_csv(&h2).unwrap_err().to_string();
+        assert!(e.contains("h2.csv: line 2") && e.contains("first field"), "{e}");
         let j = write(&d, "j.json", "[{\"instruction\":\"a\",\"category\":\"x\"},\"b\"]");
         assert_eq!(read_prompt_json(&j).unwrap(), ["a", "b"]);
         let xp = write(
