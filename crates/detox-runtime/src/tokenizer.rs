@@ -182,7 +182,7 @@ impl Tokenizer {
         self.chat_template.as_ref()
     }
 
-    /// A stop check for [`crate::generate`]: true once a row's decoded continuation contains any of `stops`.
+    /// A stop check for [`generate`](crate::generate::generate): true once a row's decoded continuation contains any of `stops`.
     pub fn stop_strings<'a>(&'a self, stops: &'a [String]) -> impl Fn(usize, &[i64]) -> bool + 'a {
         move |_, ids| match self.decode(ids, true) {
             Ok(text) => stops.iter().any(|s| !s.is_empty() && text.contains(s.as_str())),
