@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
 use detox_edit::dinm::{DinmEditor, DinmHyperParams, DinmOptions, DinmPreset, PromptFormat};
-use detox_edit::{EditMode, Editor, FtlEditor, FtlHyperParams};
+use detox_edit::{EditMode, Editor, FtlEditor, FtlHyperParams, SelfReminder, SelfReminderEditor};
 use detox_eval::harness::{run, BenchmarkCase, HarnessSettings, SuffixPolicy};
 use detox_eval::manifest::{sha256_file, RunManifest};
 use detox_eval::respond::{Decoding, PromptStyle};
@@ -24,6 +24,8 @@ use safeedit::{load_split, Mode, Split, Subset};
 enum Method {
     Dinm,
     FtL,
+    /// Prompt-only: wrap post-edit inputs in the Self-Reminder texts.
+    SelfReminder,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -89,9 +91,13 @@ struct Args {
     /// How evaluation inputs are shown to the model: raw text (reference) or the chat template.
     #[arg(long, value_enum, default_value_t = Style::Raw)]
     prompt_style: Style,
-    /// Where the suffix system prompt is appended to evaluation inputs.
-    #[arg(long, value_enum, default_value_t = Suffix::PostEditOnly)]
-    suffix_policy: Suffix,
+    /// Where the suffix system prompt is appended to evaluation inputs (default: post-edit only for editing
+    /// methods, neither for Self-Reminder).
+    #[arg(long, value_enum)]
+    suffix_policy: Option<Suffix>,
+    /// Self-Reminder: the assistant's name in the reminder (the published wording says ChatGPT).
+    #[arg(long, default_value = "ChatGPT")]
+    reminder_name: String,
     /// FT-L: the tuned layer.
     #[arg(long, default_value_t = 21)]
     ftl_layer: usize,
@@ -205,6 +211,14 @@ fn main() -> Result<()> {
                 serde_json::json!({}),
             )
         }
+        Method::SelfReminder => {
+            let reminder = SelfReminder::for_assistant(&args.reminder_name);
+            (
+                Box::new(SelfReminderEditor::new(reminder.clone())?),
+                serde_json::json!({}),
+                serde_json::to_value(&reminder)?,
+            )
+        }
     };
     let sampling = match args.temperature {
         Some(temperature) => Sampling::TopP { temperature, top_p: 0.9, seed: args.seed },
@@ -220,7 +234,11 @@ fn main() -> Result<()> {
         Style::Raw => PromptStyle::Raw,
         Style::Chat => PromptStyle::ChatTemplate,
     };
-    let suffix_policy = match args.suffix_policy {
+    let default_suffix = match args.method {
+        Method::SelfReminder => Suffix::Neither,
+        Method::Dinm | Method::FtL => Suffix::PostEditOnly,
+    };
+    let suffix_policy = match args.suffix_policy.unwrap_or(default_suffix) {
         Suffix::PostEditOnly => SuffixPolicy::PostEditOnly,
         Suffix::Both => SuffixPolicy::Both,
         Suffix::Neither => SuffixPolicy::Neither,

@@ -89,6 +89,12 @@ pub trait Editor {
     /// Undoes every applied edit; the weights become bit-identical to before the first edit.
     fn restore(&mut self, model: &mut CausalLm) -> Result<()>;
 
+    /// The evaluation input the edited model is asked, given the benchmark's input. Prompt-only methods (e.g.
+    /// [`crate::SelfReminderEditor`]) rewrite it here instead of changing weights; weight-editing methods keep it.
+    fn wrap_input(&self, input: &str) -> String {
+        input.to_string()
+    }
+
     /// Tells a fresh editor which layers earlier records of the same run were edited at, in order, so that a
     /// resumed run makes the same choices as an uninterrupted one (e.g. the reference's first-record layer).
     fn resume_after(&mut self, earlier_layers: &[usize]) {

@@ -12,9 +12,11 @@ pub mod editor;
 pub mod error;
 pub mod ftl;
 pub mod ledger;
+pub mod reminder;
 
 pub use delta::Delta;
 pub use editor::{EditInput, EditOutcome, EditTimings, Editor, PromptEncoder};
 pub use error::{EditError, Result};
 pub use ftl::{FtlEditor, FtlHyperParams};
 pub use ledger::{EditLedger, EditMode};
+pub use reminder::{SelfReminder, SelfReminderEditor};

@@ -220,7 +220,7 @@ fn run_case(
     let post_inputs: Vec<String> = case
         .eval_inputs
         .iter()
-        .map(|(_, t)| with_suffix(t, &settings.suffix, post_suffix))
+        .map(|(_, t)| editor.wrap_input(&with_suffix(t, &settings.suffix, post_suffix)))
         .collect();
     let mut timings = RecordTimings::default();
 

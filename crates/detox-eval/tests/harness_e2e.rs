@@ -277,3 +277,37 @@ fn shards_merge_into_the_full_run() -> Result<()> {
     assert!(err.to_string().contains("appears in both"), "{err}");
     Ok(())
 }
+
+#[test]
+fn self_reminder_wraps_only_post_edit_inputs_and_leaves_weights_alone() -> Result<()> {
+    let tokenizer = Tokenizer::from_model_dir(model_dir())?;
+    let mut model = CausalLm::load(model_dir(), Device::Cpu, Kind::Float)?;
+    let before: Vec<tch::Tensor> =
+        model.parameter_names().iter().map(|n| model.parameter(n).unwrap().copy()).collect();
+    let mut manifest = manifest(&DinmPreset::Llama2_7bChat.hparams())?;
+    manifest.method = "Self-Reminder".into();
+    let out = tempfile::tempdir()?;
+    let mut settings = settings(out.path());
+    settings.suffix_policy = SuffixPolicy::Neither;
+    let reminder = detox_edit::SelfReminder::for_assistant("AI assistant");
+    let mut editor = detox_edit::SelfReminderEditor::new(reminder.clone())?;
+    let cases = cases();
+    run(&mut model, &tokenizer, &mut editor, &LetterJudge, &cases, &manifest, &settings, |_| {})?;
+
+    let records = read_records(&settings.out_dir)?;
+    assert_eq!(records.len(), cases.len());
+    for (record, case) in records.iter().zip(&cases) {
+        assert_eq!(record.layer, None);
+        assert!(record.steps.is_empty());
+        for ((pre, post), (_, text)) in
+            record.pre.responses.iter().zip(&record.post.responses).zip(&case.eval_inputs)
+        {
+            assert_eq!(&pre.input, text);
+            assert_eq!(post.input, reminder.wrap(text));
+        }
+    }
+    for (name, original) in model.parameter_names().iter().zip(&before) {
+        assert!(model.parameter(name)?.equal(original), "{name} changed");
+    }
+    Ok(())
+}
