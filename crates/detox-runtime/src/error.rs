@@ -81,6 +81,21 @@ pub enum Error {
     /// A caller-supplied input is invalid (empty batch, token id out of range, ...).
     #[error("invalid input: {0}")]
     InvalidInput(String),
+    /// Something does not fit the memory available for it; raised before allocating instead of an out-of-memory
+    /// crash.
+    #[error(
+        "{what} needs {:.2} GiB but {:.2} GiB is available",
+        *needed as f64 / (1u64 << 30) as f64,
+        *available as f64 / (1u64 << 30) as f64
+    )]
+    OutOfMemory {
+        /// What was being placed or allocated.
+        what: String,
+        /// Bytes needed.
+        needed: u64,
+        /// Bytes available.
+        available: u64,
+    },
 }
 
 /// Results of the runtime.

@@ -27,10 +27,26 @@ impl KvCache {
         kind: Kind,
         device: Device,
     ) -> Result<Self> {
+        Self::on_devices(&vec![device; layers], batch, kv_heads, head_dim, capacity, kind)
+    }
+
+    /// Allocates zeroed storage with layer `i` on `devices[i]` (for a model placed over several devices).
+    ///
+    /// # Shapes
+    /// Each layer holds keys and values of shape `[batch, kv_heads, capacity, head_dim]` in `kind`.
+    pub fn on_devices(
+        devices: &[Device],
+        batch: i64,
+        kv_heads: i64,
+        head_dim: i64,
+        capacity: i64,
+        kind: Kind,
+    ) -> Result<Self> {
         let shape = [batch, kv_heads, capacity, head_dim];
-        let alloc = || Tensor::f_zeros(shape, (kind, device)).ctx("allocating the KV cache");
-        let keys = (0..layers).map(|_| alloc()).collect::<Result<Vec<_>>>()?;
-        let values = (0..layers).map(|_| alloc()).collect::<Result<Vec<_>>>()?;
+        let alloc =
+            |device: Device| Tensor::f_zeros(shape, (kind, device)).ctx("allocating the KV cache");
+        let keys = devices.iter().map(|d| alloc(*d)).collect::<Result<Vec<_>>>()?;
+        let values = devices.iter().map(|d| alloc(*d)).collect::<Result<Vec<_>>>()?;
         Ok(Self { keys, values, len: 0, capacity })
     }
 

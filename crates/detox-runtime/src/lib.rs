@@ -27,6 +27,9 @@ pub use config::{Architecture, Config, RopeScaling};
 pub use error::{Error, Result};
 pub use generate::{generate, FinishReason, Generated, GenerationConfig, Sampling};
 pub use kv_cache::KvCache;
-pub use model::{CausalLm, ForwardOptions, ForwardOutput, LogitsSelection, PositionIds, Snapshot};
+pub use model::{
+    CausalLm, DeviceMap, ForwardOptions, ForwardOutput, LogitsSelection, PartSizes, PositionIds,
+    Snapshot,
+};
 pub use tokenizer::Tokenizer;
 pub use weights::SafetensorsFiles;

@@ -144,11 +144,13 @@ pub fn optimize_batch(
         None
     };
 
+    // The master copies live with the parameter, which may be on another device than the inputs.
+    let weight_device = model.parameter_device(tensor_name)?;
     let original = model
         .parameter(tensor_name)?
         .f_detach()
         .map_err(torch("reading the edited tensor"))?
-        .f_to_device_(device, Kind::Float, false, true)
+        .f_to_device_(weight_device, Kind::Float, false, true)
         .map_err(torch("fp32 master copy"))?;
     if original.dim() != 2 {
         return Err(EditError::InvalidRequest(format!(
@@ -265,6 +267,8 @@ pub fn optimize_batch(
                 .f_gt(0.5)
                 .map_err(torch("row mask"))?
                 .f_view([rows, 1, 1])
+                .map_err(torch("row mask"))?
+                .f_to_device(weight_device)
                 .map_err(torch("row mask"))?;
             adam.step_rows(&mut master, &grad, &mask)?;
         }

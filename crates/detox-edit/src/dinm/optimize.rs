@@ -105,14 +105,16 @@ pub fn optimize_tensor(
         None
     };
 
+    // The master copy lives with the parameter, which may be on another device than the inputs.
+    let weight_device = model.parameter_device(tensor_name)?;
     let original = model
         .parameter(tensor_name)?
         .f_detach()
         .map_err(torch("reading the edited tensor"))?
-        .f_to_device_(device, Kind::Float, false, true)
+        .f_to_device_(weight_device, Kind::Float, false, true)
         .map_err(torch("fp32 master copy"))?;
     let mut master = original
-        .f_to_device_(device, Kind::Float, false, true)
+        .f_to_device_(weight_device, Kind::Float, false, true)
         .map_err(torch("fp32 master copy"))?
         .f_set_requires_grad(true)
         .map_err(torch("requires_grad"))?;
@@ -181,7 +183,7 @@ pub fn optimize_tensor(
     }
     let edited = master.f_detach().map_err(torch("detaching the master copy"))?;
     let final_value =
-        edited.f_to_device_(device, kind, false, true).map_err(torch("casting the edit"))?;
+        edited.f_to_device_(weight_device, kind, false, true).map_err(torch("casting the edit"))?;
     drop(model.replace_parameter(tensor_name, final_value)?);
     Ok(TrainedTensor { steps, edited, original, seconds: start.elapsed().as_secs_f64() })
 }

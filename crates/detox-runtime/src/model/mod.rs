@@ -4,6 +4,7 @@
 //! them (for example `model.layers.{i}.mlp.down_proj.weight`), and every linear weight may also be given per batch
 //! row (`[batch, out, in]`) so that a batch can carry independent edits of the same layer.
 
+mod device_map;
 mod layer;
 mod linear;
 mod norm;
@@ -15,6 +16,7 @@ use std::path::Path;
 
 use tch::{Device, Kind, Tensor};
 
+pub use device_map::{DeviceMap, PartSizes};
 pub use linear::linear;
 pub use norm::rms_norm;
 pub use params::Snapshot;
@@ -75,7 +77,7 @@ pub struct ForwardOutput {
     pub hidden_states: Option<Vec<Tensor>>,
 }
 
-/// A decoder-only causal language model on one device.
+/// A decoder-only causal language model, on one device or placed over several (see [`DeviceMap`]).
 #[derive(Debug)]
 pub struct CausalLm {
     config: Config,
@@ -86,6 +88,7 @@ pub struct CausalLm {
     lm_head: ParamId,
     rope: Rope,
     device: Device,
+    map: DeviceMap,
     kind: Kind,
 }
 
@@ -101,15 +104,32 @@ impl CausalLm {
     pub fn load(dir: impl AsRef<Path>, device: Device, kind: Kind) -> Result<Self> {
         let dir = dir.as_ref();
         let config = Config::from_file(dir.join("config.json"))?;
+        let map = DeviceMap::single(device, config.num_hidden_layers);
+        Self::load_config_mapped(dir, config, &map, kind)
+    }
+
+    /// Loads a Hugging Face model directory with its parts placed as `map` says (a model larger than one GPU);
+    /// each tensor goes straight to its device.
+    ///
+    /// Inputs are taken and outputs (logits, hidden states) returned on `map.embed`, which is what
+    /// [`CausalLm::device`] reports; parameters live on their own devices ([`CausalLm::parameter_device`]).
+    pub fn load_mapped(dir: impl AsRef<Path>, map: &DeviceMap, kind: Kind) -> Result<Self> {
+        let dir = dir.as_ref();
+        let config = Config::from_file(dir.join("config.json"))?;
+        Self::load_config_mapped(dir, config, map, kind)
+    }
+
+    fn load_config_mapped(dir: &Path, config: Config, map: &DeviceMap, kind: Kind) -> Result<Self> {
+        map.check(&config)?;
         let files = SafetensorsFiles::open_dir(dir)?;
         let names: Vec<String> = files.names().map(str::to_string).collect();
         let expected = check_names(&config, names.iter().map(String::as_str))?;
         let mut tensors = HashMap::with_capacity(expected.len());
         for name in expected {
-            let t = files.load(&name, device, Some(kind))?;
+            let t = files.load(&name, map.device_of(&name), Some(kind))?;
             tensors.insert(name, t);
         }
-        Self::build(config, tensors, device, kind)
+        Self::build(config, tensors, map.clone(), kind)
     }
 
     /// Builds a model from tensors with Hugging Face names (for importers and tests), moving them to `device`
@@ -120,24 +140,38 @@ impl CausalLm {
         device: Device,
         kind: Kind,
     ) -> Result<Self> {
+        let map = DeviceMap::single(device, config.num_hidden_layers);
+        Self::from_tensors_mapped(config, tensors, &map, kind)
+    }
+
+    /// [`CausalLm::from_tensors`] with the parts placed as `map` says.
+    pub fn from_tensors_mapped(
+        config: Config,
+        tensors: HashMap<String, Tensor>,
+        map: &DeviceMap,
+        kind: Kind,
+    ) -> Result<Self> {
+        map.check(&config)?;
         let expected = check_names(&config, tensors.keys().map(String::as_str))?;
         let mut moved = HashMap::with_capacity(expected.len());
         for (name, t) in tensors {
             if expected.contains(&name) {
-                let t =
-                    t.f_to_device_(device, kind, false, false).ctx(&format!("moving `{name}`"))?;
+                let t = t
+                    .f_to_device_(map.device_of(&name), kind, false, false)
+                    .ctx(&format!("moving `{name}`"))?;
                 moved.insert(name, t);
             }
         }
-        Self::build(config, moved, device, kind)
+        Self::build(config, moved, map.clone(), kind)
     }
 
     fn build(
         config: Config,
         mut tensors: HashMap<String, Tensor>,
-        device: Device,
+        map: DeviceMap,
         kind: Kind,
     ) -> Result<Self> {
+        let device = map.embed;
         let mut params = ParamStore::default();
         let embed = params.take(&mut tensors, "model.embed_tokens.weight")?;
         let layers = (0..config.num_hidden_layers)
@@ -158,6 +192,7 @@ impl CausalLm {
             norm,
             lm_head,
             device,
+            map,
             kind,
         };
         model.check_shapes()?;
@@ -230,9 +265,20 @@ impl CausalLm {
         &self.config
     }
 
-    /// The device the parameters live on.
+    /// The device inputs are taken and outputs returned on; with a single-device model, where every parameter
+    /// lives.
     pub fn device(&self) -> Device {
         self.device
+    }
+
+    /// Where each part of the model lives.
+    pub fn device_map(&self) -> &DeviceMap {
+        &self.map
+    }
+
+    /// The device of the parameter called `name`.
+    pub fn parameter_device(&self, name: &str) -> Result<Device> {
+        Ok(self.parameter(name)?.device())
     }
 
     /// The dtype the model computes in.
@@ -336,14 +382,13 @@ impl CausalLm {
     /// A cache sized for this model.
     pub fn new_cache(&self, batch: i64, capacity: i64) -> Result<KvCache> {
         let c = &self.config;
-        KvCache::new(
-            c.num_hidden_layers,
+        KvCache::on_devices(
+            &self.map.layers,
             batch,
             c.num_key_value_heads,
             c.head_dim,
             capacity,
             self.kind,
-            self.device,
         )
     }
 
@@ -413,16 +458,28 @@ impl CausalLm {
         let mut xs = Tensor::f_embedding(self.params.get(self.embed), &input_ids, -1, false, false)
             .ctx("embedding")?;
         let (cos, sin) = self.rope.cos_sin(&position_ids, self.kind)?;
-        let mut masks: HashMap<Option<i64>, AttentionMask> = HashMap::new();
+        // Rotary tables and masks are built once on the input device and copied to each other device in use.
+        let mut rotary: HashMap<Device, (Tensor, Tensor)> =
+            HashMap::from([(self.device, (cos, sin))]);
+        let mut masks: HashMap<(Option<i64>, Device), AttentionMask> = HashMap::new();
         // Without padding, and where no sliding window can cut in, the fused causal kernel needs no mask.
         let plain = options.attention_mask.is_none() && (past == 0 || seq == 1);
         let mut hidden = options.output_hidden_states.then(Vec::new);
         for layer in &self.layers {
             if let Some(h) = hidden.as_mut() {
-                h.push(xs.shallow_clone());
+                h.push(on_device(&xs, self.device)?);
+            }
+            let device = self.map.layers[layer.index];
+            xs = on_device(&xs, device)?;
+            if !rotary.contains_key(&device) {
+                let (cos, sin) = &rotary[&self.device];
+                let moved = (on_device(cos, device)?, on_device(sin, device)?);
+                rotary.insert(device, moved);
             }
             let window = self.config.sliding_windows[layer.index];
-            if let std::collections::hash_map::Entry::Vacant(slot) = masks.entry(window) {
+            if let std::collections::hash_map::Entry::Vacant(slot) =
+                masks.entry((window, self.device))
+            {
                 let in_reach = window.is_some_and(|w| w < total);
                 slot.insert(if plain && !in_reach {
                     AttentionMask::Causal
@@ -430,15 +487,21 @@ impl CausalLm {
                     attention_mask(&key_valid, past, seq, window)?
                 });
             }
-            let inputs = LayerInputs { cos: &cos, sin: &sin, mask: &masks[&window] };
+            if !masks.contains_key(&(window, device)) {
+                let moved = mask_on_device(&masks[&(window, self.device)], device)?;
+                masks.insert((window, device), moved);
+            }
+            let (cos, sin) = &rotary[&device];
+            let inputs = LayerInputs { cos, sin, mask: &masks[&(window, device)] };
             xs = layer.forward(&self.config, &self.params, &xs, &inputs, cache.as_deref_mut())?;
         }
         if let Some(cache) = cache {
             cache.advance(seq);
         }
+        let xs = on_device(&xs, self.map.head)?;
         let xs = rms_norm(&xs, self.params.get(self.norm), self.config.rms_norm_eps)?;
         if let Some(h) = hidden.as_mut() {
-            h.push(xs.shallow_clone());
+            h.push(on_device(&xs, self.device)?);
         }
         let last = match options.logits {
             LogitsSelection::All => xs,
@@ -446,8 +509,28 @@ impl CausalLm {
         };
         let logits =
             last.f_linear::<&Tensor>(self.params.get(self.lm_head), None).ctx("lm_head")?;
+        let logits = on_device(&logits, self.device)?;
         Ok(ForwardOutput { logits, hidden_states: hidden })
     }
+}
+
+/// `xs` on `device`: the same tensor when it is there already, else a copy (which autograd follows).
+fn on_device(xs: &Tensor, device: Device) -> Result<Tensor> {
+    if xs.device() == device {
+        Ok(xs.shallow_clone())
+    } else {
+        xs.f_to_device(device).ctx("moving activations between devices")
+    }
+}
+
+fn mask_on_device(mask: &AttentionMask, device: Device) -> Result<AttentionMask> {
+    Ok(match mask {
+        AttentionMask::Causal => AttentionMask::Causal,
+        AttentionMask::Dense { mask, row_valid } => AttentionMask::Dense {
+            mask: on_device(mask, device)?,
+            row_valid: on_device(row_valid, device)?,
+        },
+    })
 }
 
 /// Checks a checkpoint's tensor names against what `config` needs and returns the needed names.
