@@ -2,6 +2,7 @@
 //!
 //! This crate builds without libtorch: `cargo xtask setup` is what installs it.
 
+mod bench;
 mod checks;
 mod convert_bin;
 mod demo;
@@ -49,6 +50,9 @@ enum Task {
     Smollm2,
     /// Print what a user needs to know when something is off: libtorch, CUDA, cuDNN, threads.
     Doctor,
+    /// The protocol benchmark on a random-weight model of a given shape (Llama-2-7B by default, built on the GPU,
+    /// never carried) against the transformers peer in the same session: a table of ratios to the peer and floor.
+    Bench(bench::BenchArgs),
     /// Convert a model directory's pickled `pytorch_model.bin` into `model.safetensors` (needs python3 with
     /// torch and safetensors).
     ConvertBin {
@@ -72,6 +76,7 @@ fn main() -> Result<()> {
         Task::Smollm2 => smollm2::ensure().map(|_| ()),
         Task::Demo { extra } => demo::run(&extra),
         Task::Download { target } => download::run(target),
+        Task::Bench(args) => bench::run(&args),
         Task::ConvertBin { dir, force, python } => convert_bin::run(&dir, force, &python),
     }
 }

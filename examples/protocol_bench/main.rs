@@ -1,0 +1,282 @@
+//! Times the SafeEdit protocol's pieces on a model with random weights built in place (a Llama-2-7B shape by
+//! default, never read from disk), and estimates the whole test split from them. Prints one JSON line per figure;
+//! `cargo xtask bench` runs it next to the transformers peer (`examples/bench/hf_protocol_peer.py`) and prints the
+//! table of ratios.
+//!
+//! ```text
+//! cargo run --release -p detox-examples --example protocol_bench -- --shape llama2-7b --device cuda --dtype bf16
+//! cargo run --release -p detox-examples --example protocol_bench -- --shape tiny --device cpu --dtype f32 --new 32
+//! ```
+//!
+//! Inputs mirror the peer's: a 400-token prompt and a 150-token target (the edit trains on 550 tokens), a
+//! 60-token knowledge constraint whose last 20 tokens are compared by the KL term, 10 Adam steps, greedy decoding
+//! forced to full length. Estimates of the whole split assume every record costs what the measured ones did.
+use std::collections::HashMap;
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use clap::Parser;
+use detox_edit::dinm::{
+    optimize_batch, optimize_tensor, DinmTokens, KlGradient, LossWeighting, OptimizeSettings,
+};
+use detox_examples::{kind_name, parse_device, parse_kind};
+use detox_locate::{contrast_token_ids, PaddingPositions};
+use detox_runtime::{generate, CausalLm, Config, GenerationConfig, Sampling};
+use tch::{Device, Kind, Tensor};
+
+/// Protocol timings on a random-weight model.
+#[derive(Debug, Parser)]
+struct Args {
+    /// `llama2-7b` (32 layers, hidden 4096) or `tiny` (4 layers, hidden 128).
+    #[arg(long, default_value = "llama2-7b")]
+    shape: String,
+    /// `cpu`, `cuda`, `cuda:N` or `auto`.
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// `f32`, `bf16` or `f16`.
+    #[arg(long, default_value = "bf16")]
+    dtype: String,
+    /// Prompt tokens of the edit input.
+    #[arg(long, default_value_t = 400)]
+    prompt: usize,
+    /// Target tokens of the edit input.
+    #[arg(long, default_value_t = 150)]
+    target: usize,
+    /// Adam steps per edit.
+    #[arg(long, default_value_t = 10)]
+    steps: usize,
+    /// New tokens per generated response (forced).
+    #[arg(long, default_value_t = 600)]
+    new: usize,
+    /// Generation batch sizes to time, comma-separated.
+    #[arg(long, default_value = "5,64")]
+    gen_batches: String,
+    /// Records edited together in the batched edit.
+    #[arg(long, default_value_t = 8)]
+    edit_batch: usize,
+    /// Records of the split the estimate is for.
+    #[arg(long, default_value_t = 1350)]
+    records: usize,
+    /// Seed of the weights and inputs.
+    #[arg(long, default_value_t = 0)]
+    seed: i64,
+}
+
+fn config(shape: &str) -> Result<Config> {
+    let (vocab, hidden, inter, layers, heads) = match shape {
+        "llama2-7b" => (32000, 4096, 11008, 32, 32),
+        "tiny" => (1000, 128, 344, 4, 4),
+        other => bail!("unknown shape {other:?} (llama2-7b, tiny)"),
+    };
+    let json = serde_json::json!({
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": vocab,
+        "hidden_size": hidden, "intermediate_size": inter, "num_hidden_layers": layers,
+        "num_attention_heads": heads, "num_key_value_heads": heads, "max_position_embeddings": 4096,
+        "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "tie_word_embeddings": false,
+        "bos_token_id": 1, "eos_token_id": 2
+    });
+    Ok(Config::from_json_str(&json.to_string(), format!("<{shape}>"))?)
+}
+
+/// Random weights (normal, std 0.02; norms at one), created directly on `device` in `kind`.
+fn random_model(config: &Config, device: Device, kind: Kind) -> Result<CausalLm> {
+    let (h, i, v) = (config.hidden_size, config.intermediate_size, config.vocab_size);
+    let mut shapes: Vec<(String, Vec<i64>)> = vec![
+        ("model.embed_tokens.weight".into(), vec![v, h]),
+        ("lm_head.weight".into(), vec![v, h]),
+    ];
+    shapes.push(("model.norm.weight".into(), vec![h]));
+    for l in 0..config.num_hidden_layers {
+        let p = format!("model.layers.{l}");
+        shapes.push((format!("{p}.input_layernorm.weight"), vec![h]));
+        shapes.push((format!("{p}.post_attention_layernorm.weight"), vec![h]));
+        for proj in ["q_proj", "k_proj", "v_proj", "o_proj"] {
+            shapes.push((format!("{p}.self_attn.{proj}.weight"), vec![h, h]));
+        }
+        shapes.push((format!("{p}.mlp.gate_proj.weight"), vec![i, h]));
+        shapes.push((format!("{p}.mlp.up_proj.weight"), vec![i, h]));
+        shapes.push((format!("{p}.mlp.down_proj.weight"), vec![h, i]));
+    }
+    let mut tensors = HashMap::new();
+    for (name, shape) in shapes {
+        let t = if shape.len() == 1 {
+            Tensor::f_ones(shape.as_slice(), (kind, device))?
+        } else {
+            Tensor::f_randn(shape.as_slice(), (kind, device))?.f_mul_scalar(0.02)?
+        };
+        tensors.insert(name, t);
+    }
+    Ok(CausalLm::from_tensors(config.clone(), tensors, device, kind)?)
+}
+
+fn sync(device: Device) {
+    if let Device::Cuda(i) = device {
+        tch::Cuda::synchronize(i as i64);
+    }
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    detox_runtime::backend::init();
+    let device = parse_device(&args.device)?;
+    let kind = parse_kind(&args.dtype)?;
+    let config = config(&args.shape)?;
+    let emit = |what: &str, value: f64, extra: serde_json::Value| {
+        let mut line = serde_json::json!({
+            "impl": "detox", "what": what, "value": value, "shape": args.shape,
+            "dtype": kind_name(kind), "device": format!("{device:?}"),
+        });
+        if let (Some(line), Some(extra)) = (line.as_object_mut(), extra.as_object()) {
+            line.extend(extra.clone());
+        }
+        println!("{line}");
+    };
+
+    tch::manual_seed(args.seed);
+    let started = Instant::now();
+    let mut model = random_model(&config, device, kind)?;
+    sync(device);
+    let params: i64 = model
+        .parameter_names()
+        .iter()
+        .map(|n| model.parameter(n).map_or(0, |t| t.numel() as i64))
+        .sum();
+    emit("build_model_s", started.elapsed().as_secs_f64(), serde_json::json!({"params": params}));
+
+    let vocab = config.vocab_size;
+    let mut next = args.seed as u64 * 2654435761 + 12345;
+    let mut tokens = |n: usize| -> Vec<i64> {
+        (0..n)
+            .map(|_| {
+                next = next.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                3 + ((next >> 33) as i64) % (vocab - 3)
+            })
+            .collect()
+    };
+    let prompt = tokens(args.prompt);
+    let records: Vec<(Vec<i64>, Vec<i64>, Vec<i64>)> = (0..args.edit_batch.max(1))
+        .map(|_| (tokens(args.target), tokens(args.target), tokens(60)))
+        .collect();
+
+    // Locate: the two responses of a record, all hidden states, one distance per layer.
+    let (safe, unsafe_, _) = &records[0];
+    let with_prompt = |r: &[i64]| [prompt.as_slice(), r].concat();
+    let (safe_in, unsafe_in) = (with_prompt(safe), with_prompt(unsafe_));
+    contrast_token_ids(&model, &safe_in, &unsafe_in, 0, PaddingPositions::Included)?;
+    sync(device);
+    let t = Instant::now();
+    let located = contrast_token_ids(&model, &safe_in, &unsafe_in, 0, PaddingPositions::Included)?;
+    sync(device);
+    let locate_s = t.elapsed().as_secs_f64();
+    let layer = located.toxic_layer;
+    emit("locate_s", locate_s, serde_json::json!({"seq": safe_in.len(), "layer": layer}));
+
+    // One edit: reference weighting (0.1 * NLL + KL), fp32 master copy and Adam state.
+    let settings = OptimizeSettings {
+        lr: 5e-4,
+        weight_decay: 0.0,
+        num_steps: args.steps,
+        kl_factor: 0.1,
+        norm_constraint: None,
+        weighting: LossWeighting::Reference,
+        kl_gradient: KlGradient::Detached,
+        early_stop_loss: 0.0,
+    };
+    let dinm_tokens: Vec<DinmTokens> = records
+        .iter()
+        .map(|(safe, _, constraint)| DinmTokens {
+            edit_input: with_prompt(safe),
+            target: safe.clone(),
+            target_ignore_id: None,
+            constraint_input: constraint.clone(),
+            constraint_answer_len: 20,
+        })
+        .collect();
+    let name = format!("model.layers.{layer}.mlp.down_proj.weight");
+    let snapshot = model.snapshot(&[&name])?;
+    let edit_once = |model: &mut CausalLm| -> Result<f64> {
+        sync(device);
+        let t = Instant::now();
+        optimize_tensor(model, &name, &dinm_tokens[0], &settings)?;
+        sync(device);
+        let s = t.elapsed().as_secs_f64();
+        model.restore(&snapshot)?;
+        Ok(s)
+    };
+    edit_once(&mut model)?;
+    let edit_s = edit_once(&mut model)?;
+    emit(
+        "edit_s",
+        edit_s,
+        serde_json::json!({"steps": args.steps, "seq": dinm_tokens[0].edit_input.len()}),
+    );
+
+    // The same edit for several records at once (records sharing the located layer).
+    let t = Instant::now();
+    optimize_batch(&mut model, &name, &dinm_tokens, &settings)?;
+    sync(device);
+    let edit_batch_s = t.elapsed().as_secs_f64();
+    model.restore(&snapshot)?;
+    model.freeze_all()?;
+    emit(
+        "edit_batch_per_record_s",
+        edit_batch_s / dinm_tokens.len() as f64,
+        serde_json::json!({"batch": dinm_tokens.len(), "steps": args.steps}),
+    );
+
+    // Generation: left-padded prompts of varied length, greedy, forced to `new` tokens.
+    let mut generate_s = Vec::new();
+    for batch in args.gen_batches.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let batch: usize = batch.parse()?;
+        let prompts: Vec<Vec<i64>> =
+            (0..batch).map(|i| tokens(args.prompt - (37 * i) % 200.min(args.prompt - 1))).collect();
+        let forced = GenerationConfig {
+            max_new_tokens: args.new,
+            sampling: Sampling::Greedy,
+            eos_token_ids: Vec::new(),
+            pad_token_id: 0,
+            sync_every: 16,
+        };
+        let warm = GenerationConfig { max_new_tokens: 8, ..forced.clone() };
+        generate(&model, &prompts, &warm, None)?;
+        sync(device);
+        let t = Instant::now();
+        let out = generate(&model, &prompts, &forced, None)?;
+        sync(device);
+        let s = t.elapsed().as_secs_f64();
+        let new = out.iter().map(|g| g.tokens.len()).min().unwrap_or(0);
+        if new != args.new {
+            bail!("forced generation stopped after {new} of {} tokens", args.new);
+        }
+        emit(
+            "generate_s",
+            s,
+            serde_json::json!({"batch": batch, "new_tokens": new, "ms_per_step": 1e3 * s / new as f64,
+                               "tok_per_s": (batch * new) as f64 / s}),
+        );
+        generate_s.push((batch, s));
+    }
+
+    // The whole split from the pieces: 10 responses per record (5 inputs before and after the edit).
+    if let Some(&(batch, s)) = generate_s.iter().max_by_key(|(b, _)| *b) {
+        let sequences = args.records * 10;
+        let generation = sequences.div_ceil(batch) as f64 * s;
+        let edits = args.records as f64 * (locate_s + edit_batch_s / dinm_tokens.len() as f64);
+        emit(
+            "protocol_estimate_s",
+            generation + edits,
+            serde_json::json!({"records": args.records, "gen_batch": batch, "generation_s": generation,
+                               "edits_s": edits, "new_tokens": args.new}),
+        );
+    }
+    if let Some(&(5, s)) = generate_s.iter().find(|(b, _)| *b == 5) {
+        // The one-record-at-a-time flow (the reference's): per record 2 x 5 responses, locate, one edit.
+        let per_record = 2.0 * s + locate_s + edit_s;
+        emit(
+            "protocol_sequential_estimate_s",
+            args.records as f64 * per_record,
+            serde_json::json!({"records": args.records, "per_record_s": per_record}),
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,305 @@
+//! `cargo xtask bench`: the protocol benchmark. Builds and runs the `protocol_bench` example (a model of the
+//! chosen shape with random weights, built on the device, never carried), runs the transformers peer
+//! (`examples/bench/hf_protocol_peer.py`) on the same shape and device in the same session, and prints a table of
+//! ratios against the peer and against the floor derived from the device's measured ceilings.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+
+use crate::paths::workspace_root;
+
+/// Settings of a benchmark run.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Model shape: `llama2-7b` or `tiny`.
+    #[arg(long, default_value = "llama2-7b")]
+    pub shape: String,
+    /// `cuda`, `cuda:N` or `cpu`.
+    #[arg(long, default_value = "cuda")]
+    pub device: String,
+    /// `bf16`, `f16` or `f32`.
+    #[arg(long, default_value = "bf16")]
+    pub dtype: String,
+    /// New tokens per response (forced).
+    #[arg(long, default_value_t = 600)]
+    pub new: usize,
+    /// Generation batch sizes, comma-separated.
+    #[arg(long, default_value = "5,64")]
+    pub gen_batches: String,
+    /// Records of the split the estimate is for.
+    #[arg(long, default_value_t = 1350)]
+    pub records: usize,
+    /// Skip the Python peer.
+    #[arg(long)]
+    pub no_peer: bool,
+    /// The Python interpreter for the peer.
+    #[arg(long, default_value = "python3")]
+    pub python: String,
+    /// Where the raw figures and the table are written.
+    #[arg(long, default_value = "runs/bench")]
+    pub out: PathBuf,
+}
+
+/// One figure printed by either side.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Figure {
+    /// `detox` or `transformers`.
+    pub implementation: String,
+    /// What was measured (`edit_s`, `generate_s`, ...).
+    pub what: String,
+    /// The value.
+    pub value: f64,
+    /// Everything else on the line.
+    pub extra: serde_json::Map<String, Value>,
+}
+
+/// The figures in `output`: every line that is a JSON object with `impl`, `what` and a numeric `value`.
+pub fn parse_figures(output: &str) -> Vec<Figure> {
+    output
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line.trim()).ok())
+        .filter_map(|v| {
+            let mut map = v.as_object()?.clone();
+            let implementation = map.remove("impl")?.as_str()?.to_string();
+            let what = map.remove("what")?.as_str()?.to_string();
+            let value = map.remove("value")?.as_f64()?;
+            Some(Figure { implementation, what, value, extra: map })
+        })
+        .collect()
+}
+
+/// One line of the table.
+struct Row {
+    name: String,
+    ours: Option<f64>,
+    peer: Option<f64>,
+    floor: Option<f64>,
+}
+
+impl Row {
+    fn new(name: String, ours: Option<f64>, peer: Option<f64>, floor: Option<f64>) -> Self {
+        Self { name, ours, peer, floor }
+    }
+}
+
+fn key(f: &Figure) -> String {
+    match f.extra.get("batch").and_then(Value::as_u64) {
+        Some(b) if f.what == "generate_s" => format!("generate_s@{b}"),
+        _ => f.what.clone(),
+    }
+}
+
+/// The Markdown table: each detox figure next to the peer's and the floor, with ratios.
+pub fn render_table(figures: &[Figure]) -> String {
+    let by = |implementation: &str| -> BTreeMap<String, &Figure> {
+        figures.iter().filter(|f| f.implementation == implementation).map(|f| (key(f), f)).collect()
+    };
+    let (ours, peer) = (by("detox"), by("transformers"));
+    let value = |m: &BTreeMap<String, &Figure>, k: &str| m.get(k).map(|f| f.value);
+    let params = value(&ours, "build_model_s")
+        .and_then(|_| ours["build_model_s"].extra.get("params").and_then(Value::as_f64));
+    let bytes_per =
+        match ours.values().next().and_then(|f| f.extra.get("dtype")).and_then(Value::as_str) {
+            Some("float32") => 4.0,
+            _ => 2.0,
+        };
+    let bandwidth = value(&peer, "ceiling_memory_tbps").map(|t| t * 1e12);
+    let flops = value(&peer, "ceiling_bf16_matmul_tflops").map(|t| t * 1e12);
+    // A decode step reads every weight once; nothing faster is possible at these batch sizes.
+    let step_floor = match (params, bandwidth) {
+        (Some(p), Some(bw)) => Some(p * bytes_per / bw),
+        _ => None,
+    };
+
+    let mut rows: Vec<Row> = Vec::new();
+    rows.push(Row::new(
+        "locate (s)".into(),
+        value(&ours, "locate_s"),
+        value(&peer, "locate_s"),
+        None,
+    ));
+    let steps =
+        ours.get("edit_s").and_then(|f| f.extra.get("steps")).and_then(Value::as_u64).unwrap_or(10);
+    let seq =
+        ours.get("edit_s").and_then(|f| f.extra.get("seq")).and_then(Value::as_f64).unwrap_or(0.0);
+    // Forward passes alone over the edit and constraint inputs: a strict lower bound for an edit.
+    let edit_floor = match (params, flops) {
+        (Some(p), Some(fl)) => Some(steps as f64 * 2.0 * p * (seq + 60.0) / fl),
+        _ => None,
+    };
+    rows.push(Row::new(
+        format!("edit, {steps} steps (s)"),
+        value(&ours, "edit_s"),
+        value(&peer, "edit_s"),
+        edit_floor,
+    ));
+    if let Some(f) = ours.get("edit_batch_per_record_s") {
+        let b = f.extra.get("batch").and_then(Value::as_u64).unwrap_or(0);
+        rows.push(Row::new(
+            format!("edit per record, {b} records batched (s)"),
+            Some(f.value),
+            value(&peer, "edit_s"),
+            edit_floor,
+        ));
+    }
+    let mut generation: Vec<(u64, &String, &&Figure)> = ours
+        .iter()
+        .filter_map(|(k, f)| Some((k.strip_prefix("generate_s@")?.parse().ok()?, k, f)))
+        .collect();
+    generation.sort_by_key(|(batch, _, _)| *batch);
+    for (batch, k, f) in generation {
+        let ms = |f: &Figure| f.extra.get("ms_per_step").and_then(Value::as_f64);
+        rows.push(Row::new(
+            format!("decode step, batch {batch} (ms)"),
+            ms(f),
+            peer.get(k).and_then(|p| ms(p)),
+            step_floor.map(|s| s * 1e3),
+        ));
+    }
+    if let Some(f) = ours.get("protocol_estimate_s") {
+        let records = f.extra.get("records").and_then(Value::as_u64).unwrap_or(0);
+        let new = f.extra.get("new_tokens").and_then(Value::as_f64).unwrap_or(0.0);
+        let floor = match (step_floor, edit_floor) {
+            (Some(step), Some(edit)) => {
+                Some(((records * 10).div_ceil(64)) as f64 * new * step + records as f64 * edit)
+            }
+            _ => None,
+        };
+        rows.push(Row::new(
+            format!("whole split, {records} records (min)"),
+            Some(f.value / 60.0),
+            value(&peer, "protocol_sequential_estimate_s").map(|s| s / 60.0),
+            floor.map(|s| s / 60.0),
+        ));
+    }
+
+    let fmt = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.3}"));
+    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if a > 0.0 => format!("{:.2}x", b / a),
+        _ => "-".to_string(),
+    };
+    let mut table = String::from(
+        "| figure | detox | transformers | peer / detox | floor | detox / floor |\n|---|---:|---:|---:|---:|---:|\n",
+    );
+    for Row { name, ours, peer, floor } in rows {
+        table.push_str(&format!(
+            "| {name} | {} | {} | {} | {} | {} |\n",
+            fmt(ours),
+            fmt(peer),
+            ratio(ours, peer),
+            fmt(floor),
+            ratio(floor, ours),
+        ));
+    }
+    table
+}
+
+fn run_capturing(command: &mut Command, what: &str) -> Result<String> {
+    let output =
+        command.stderr(Stdio::inherit()).output().with_context(|| format!("starting {what}"))?;
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    eprint!("{stdout}");
+    if !output.status.success() {
+        bail!("{what} failed ({})", output.status);
+    }
+    Ok(stdout)
+}
+
+/// Runs the benchmark and prints the table.
+pub fn run(args: &BenchArgs) -> Result<()> {
+    crate::libtorch::ensure(false)?;
+    let root = workspace_root();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let status = Command::new(&cargo)
+        .args(["build", "--release", "-p", "detox-examples", "--example", "protocol_bench"])
+        .current_dir(&root)
+        .status()
+        .context("building the protocol_bench example")?;
+    if !status.success() {
+        bail!("building the protocol_bench example failed ({status})");
+    }
+    let common = |command: &mut Command| {
+        command
+            .args(["--shape", &args.shape, "--device", &args.device, "--dtype", &args.dtype])
+            .args(["--new", &args.new.to_string(), "--gen-batches", &args.gen_batches])
+            .args(["--records", &args.records.to_string()])
+            .current_dir(&root);
+    };
+    let mut ours = Command::new(root.join("target/release/examples/protocol_bench"));
+    common(&mut ours);
+    let mut output = run_capturing(&mut ours, "the protocol_bench example")?;
+    if !args.no_peer {
+        let mut peer = Command::new(&args.python);
+        peer.arg(root.join("examples/bench/hf_protocol_peer.py"));
+        common(&mut peer);
+        if args.device.starts_with("cuda") {
+            peer.arg("--ceilings");
+        }
+        output.push_str(&run_capturing(&mut peer, "the transformers peer")?);
+    }
+    let figures = parse_figures(&output);
+    let table = render_table(&figures);
+    let out = root.join(&args.out);
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let stem = format!("{}-{}-{}", args.shape, args.device.replace(':', ""), args.dtype);
+    std::fs::write(out.join(format!("{stem}.jsonl")), &output)?;
+    std::fs::write(out.join(format!("{stem}.md")), &table)?;
+    println!("\n{table}");
+    println!("Raw figures and the table: {}", out.join(&stem).display());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OUTPUT: &str = r#"compiling...
+{"impl":"detox","what":"build_model_s","value":1.0,"params":1000000000,"dtype":"bfloat16"}
+{"impl":"detox","what":"locate_s","value":0.02}
+{"impl":"detox","what":"edit_s","value":0.5,"steps":10,"seq":540}
+{"impl":"detox","what":"edit_batch_per_record_s","value":0.25,"batch":8}
+{"impl":"detox","what":"generate_s","value":3.0,"batch":5,"ms_per_step":5.0}
+{"impl":"detox","what":"protocol_estimate_s","value":1200.0,"records":1350,"new_tokens":600}
+{"impl": "transformers", "what": "ceiling_memory_tbps", "value": 2.0}
+{"impl": "transformers", "what": "ceiling_bf16_matmul_tflops", "value": 600.0}
+{"impl": "transformers", "what": "locate_s", "value": 0.04}
+{"impl": "transformers", "what": "edit_s", "value": 1.0, "steps": 10}
+{"impl": "transformers", "what": "generate_s", "value": 30.0, "batch": 5, "ms_per_step": 50.0}
+{"impl": "transformers", "what": "protocol_sequential_estimate_s", "value": 36000.0}
+"#;
+
+    #[test]
+    fn parses_only_figure_lines() {
+        let figures = parse_figures(OUTPUT);
+        assert_eq!(figures.len(), 12);
+        assert_eq!(figures[4].what, "generate_s");
+        assert_eq!(figures[4].extra["batch"], 5);
+    }
+
+    #[test]
+    fn table_holds_ratios_and_floors() {
+        let table = render_table(&parse_figures(OUTPUT));
+        // Decode: 50 ms against 5 ms is 10x; the floor is 1e9 params * 2 bytes / 2e12 B/s = 1 ms.
+        assert!(
+            table.contains(
+                "| decode step, batch 5 (ms) | 5.000 | 50.000 | 10.00x | 1.000 | 5.00x |"
+            ),
+            "{table}"
+        );
+        assert!(table.contains("| locate (s) | 0.020 | 0.040 | 2.00x | - | - |"), "{table}");
+        // Edit floor: 10 steps * 2 * 1e9 * 600 tokens / 6e14 = 0.02 s.
+        assert!(
+            table.contains("| edit, 10 steps (s) | 0.500 | 1.000 | 2.00x | 0.020 | 25.00x |"),
+            "{table}"
+        );
+        // Whole split: 20 min against 600 min.
+        assert!(
+            table.contains("| whole split, 1350 records (min) | 20.000 | 600.000 | 30.00x |"),
+            "{table}"
+        );
+    }
+}
