@@ -15,7 +15,7 @@ use detox_edit::{EditMode, Editor, FtlEditor, FtlHyperParams, SelfReminder, Self
 use detox_eval::harness::{run, BenchmarkCase, HarnessSettings, SuffixPolicy};
 use detox_eval::manifest::{sha256_file, RunManifest};
 use detox_eval::respond::{Decoding, PromptStyle};
-use detox_examples::{kind_name, load_model, parse_device, parse_kind};
+use detox_examples::{kind_name, load_model_on, parse_devices, parse_kind};
 use detox_metrics::{PhraseJudge, SafetyJudge};
 use detox_runtime::Sampling;
 use safeedit::{load_split, Mode, Split, Subset};
@@ -116,7 +116,8 @@ struct Args {
     /// Sample with this temperature (top-p 0.9) instead of greedy decoding.
     #[arg(long)]
     temperature: Option<f64>,
-    /// `cpu`, `cuda`, `cuda:N` or `auto`.
+    /// `cpu`, `cuda`, `cuda:N` or `auto`; a list (`cuda:0,cuda:1`) spreads a model directory's layers over
+    /// those devices.
     #[arg(long, default_value = "auto")]
     device: String,
     /// `f32`, `bf16` or `f16`.
@@ -153,7 +154,8 @@ fn subset(args: &Args) -> Result<Subset> {
 fn main() -> Result<()> {
     let args = Args::parse();
     detox_runtime::backend::init();
-    let device = parse_device(&args.device)?;
+    let devices = parse_devices(&args.device)?;
+    let device = devices[0];
     let kind = parse_kind(&args.dtype)?;
     let subset = subset(&args)?;
     let split = load_split(&args.data, Split::Test, Mode::Strict)?;
@@ -168,7 +170,7 @@ fn main() -> Result<()> {
         return Ok(());
     }
 
-    let loaded = load_model(&args.model, device, kind)?;
+    let loaded = load_model_on(&args.model, &devices, kind)?;
     let (mut model, tokenizer) = (loaded.model, loaded.tokenizer);
     let judge: Box<dyn SafetyJudge> = match args.judge.as_str() {
         "phrase" => Box::new(PhraseJudge::default()),
@@ -253,7 +255,10 @@ fn main() -> Result<()> {
     let manifest = RunManifest {
         detox_version: env!("CARGO_PKG_VERSION").into(),
         libtorch_version: "2.11.0".into(),
-        device: format!("{device:?}{gpu}"),
+        device: match devices.as_slice() {
+            [one] => format!("{one:?}{gpu}"),
+            many => format!("{many:?}{gpu}"),
+        },
         dtype: kind_name(kind).into(),
         model_path: args.model.display().to_string(),
         model_sha256: loaded.sha256,

@@ -41,6 +41,35 @@ pub fn load_model(path: &Path, device: Device, kind: Kind) -> Result<LoadedModel
     Ok(LoadedModel { model, tokenizer, sha256 })
 }
 
+/// Loads a Hugging Face model directory with its layers spread over `devices` in contiguous runs (the embedding on
+/// the first, the head on the last), for models larger than one GPU; one device loads as [`load_model`] does.
+pub fn load_model_on(path: &Path, devices: &[Device], kind: Kind) -> Result<LoadedModel> {
+    match devices {
+        [] => bail!("no device given"),
+        [device] => load_model(path, *device, kind),
+        _ => {
+            if !path.is_dir() {
+                bail!(
+                    "{}: only a Hugging Face model directory can be spread over several devices",
+                    path.display()
+                );
+            }
+            let config = detox_runtime::Config::from_file(path.join("config.json"))?;
+            let map = detox_runtime::DeviceMap::balanced(&config, devices)?;
+            let sha256 = detox_eval::manifest::sha256_dir(path)?;
+            let model = CausalLm::load_mapped(path, &map, kind)
+                .with_context(|| format!("loading {}", path.display()))?;
+            let tokenizer = Tokenizer::from_model_dir(path)?;
+            Ok(LoadedModel { model, tokenizer, sha256 })
+        }
+    }
+}
+
+/// Parses a comma-separated device list (`cuda:0,cuda:1`); see [`parse_device`].
+pub fn parse_devices(list: &str) -> Result<Vec<Device>> {
+    list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(parse_device).collect()
+}
+
 /// Parses a dtype name: `f32`, `bf16` or `f16`.
 pub fn parse_kind(name: &str) -> Result<Kind> {
     Ok(match name {
