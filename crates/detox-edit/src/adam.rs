@@ -31,6 +31,35 @@ impl Adam {
         })
     }
 
+    /// The number of updates taken and the two moment estimates, for checkpoints.
+    ///
+    /// # Shapes
+    /// Both moments have the parameter's shape, fp32.
+    pub fn state(&self) -> (i32, &Tensor, &Tensor) {
+        (self.step, &self.exp_avg, &self.exp_avg_sq)
+    }
+
+    /// Puts back a state read by [`Adam::state`]; the moments must have the parameter's shape.
+    pub fn load_state(&mut self, step: i32, exp_avg: Tensor, exp_avg_sq: Tensor) -> Result<()> {
+        for (what, t) in [("first", &exp_avg), ("second", &exp_avg_sq)] {
+            if t.size() != self.exp_avg.size() {
+                return Err(crate::error::EditError::State(format!(
+                    "the checkpoint's Adam {what} moment has shape {:?}, the parameter {:?}",
+                    t.size(),
+                    self.exp_avg.size()
+                )));
+            }
+        }
+        let device = self.exp_avg.device();
+        let place = |t: Tensor| {
+            t.f_to_device_(device, Kind::Float, false, false).map_err(torch("loading Adam state"))
+        };
+        self.exp_avg = place(exp_avg)?;
+        self.exp_avg_sq = place(exp_avg_sq)?;
+        self.step = step;
+        Ok(())
+    }
+
     /// Like [`Adam::step`], but only the rows where `active` is true change (parameter and moments); the other
     /// rows keep their values, as if their optimiser had stopped. All active rows share the step count, which
     /// holds when rows only ever leave the active set.

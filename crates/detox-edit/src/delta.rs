@@ -42,6 +42,11 @@ impl Delta {
         Ok(())
     }
 
+    /// A second handle on the same differences (no copy): deltas are never changed in place, so sharing is safe.
+    pub fn shallow_clone(&self) -> Self {
+        Self { entries: self.entries.iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect() }
+    }
+
     /// The parameter names the delta touches.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.entries.iter().map(|(n, _)| n.as_str())

@@ -10,9 +10,12 @@ pub mod delta;
 pub mod dinm;
 pub mod editor;
 pub mod error;
+pub mod ext_sub;
 pub mod ftl;
 pub mod ledger;
 pub mod reminder;
+pub mod train;
+pub mod trained;
 
 pub use delta::Delta;
 pub use editor::{EditInput, EditOutcome, EditTimings, Editor, PromptEncoder};
@@ -20,3 +23,4 @@ pub use error::{EditError, Result};
 pub use ftl::{FtlEditor, FtlHyperParams};
 pub use ledger::{EditLedger, EditMode};
 pub use reminder::{SelfReminder, SelfReminderEditor};
+pub use trained::TrainedDeltaEditor;

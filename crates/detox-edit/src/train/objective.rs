@@ -1,0 +1,135 @@
+//! The training objectives: response log-likelihoods, SFT's negative log-likelihood and DPO's loss.
+
+use detox_runtime::{CausalLm, ForwardOptions, PositionIds};
+use tch::{Device, Kind, Tensor};
+
+use crate::error::{torch, EditError, Result};
+
+/// Per-row sums of the log-probabilities of the response tokens, and how many tokens each row scores.
+#[derive(Debug)]
+pub struct ResponseLogProbs {
+    /// `[batch]` fp32: `Σ_t log p(y_t | x, y_<t)`.
+    pub sum: Tensor,
+    /// `[batch]` fp32: the number of response tokens.
+    pub count: Tensor,
+}
+
+/// Scores `responses[i]` after `prompts[i]` for every row, in one left-padded batch.
+///
+/// Padding uses `pad_id` and is masked out of attention; positions start at each row's first real token, so a
+/// padded row scores as it would alone.
+pub fn response_log_probs(
+    model: &CausalLm,
+    rows: &[(&[i64], &[i64])],
+    pad_id: i64,
+) -> Result<ResponseLogProbs> {
+    if rows.is_empty() || rows.iter().any(|(p, r)| p.is_empty() || r.is_empty()) {
+        return Err(EditError::InvalidRequest(
+            "every scored row needs prompt and response tokens".into(),
+        ));
+    }
+    let len = rows.iter().map(|(p, r)| p.len() + r.len()).max().unwrap_or(0);
+    let (mut ids, mut mask, mut scored) = (Vec::new(), Vec::new(), Vec::new());
+    for (prompt, response) in rows {
+        let pad = len - prompt.len() - response.len();
+        ids.extend(std::iter::repeat_n(pad_id, pad));
+        ids.extend_from_slice(prompt);
+        ids.extend_from_slice(response);
+        mask.extend(std::iter::repeat_n(0i64, pad));
+        mask.extend(std::iter::repeat_n(1i64, prompt.len() + response.len()));
+        // Position t predicts token t + 1: a prediction is scored when its target is a response token.
+        scored.extend(std::iter::repeat_n(0f32, pad + prompt.len() - 1));
+        scored.extend(std::iter::repeat_n(1f32, response.len()));
+    }
+    let (b, s) = (rows.len() as i64, len as i64);
+    let device = model.device();
+    let tensor = |t: Tensor| t.f_view([b, -1]).and_then(|t| t.f_to_device(device));
+    let ids = tensor(Tensor::from_slice(&ids)).map_err(torch("batch ids"))?;
+    let mask = tensor(Tensor::from_slice(&mask)).map_err(torch("batch mask"))?;
+    let scored = tensor(Tensor::from_slice(&scored)).map_err(torch("response mask"))?;
+    let padded = rows.iter().any(|(p, r)| p.len() + r.len() < len);
+    let options = ForwardOptions {
+        attention_mask: padded.then_some(&mask),
+        position_ids: if padded { PositionIds::FromMask } else { PositionIds::Sequential },
+        ..Default::default()
+    };
+    let logits = model.forward(&ids, &options)?.logits;
+    let logp = logits
+        .f_narrow(1, 0, s - 1)
+        .map_err(torch("prediction window"))?
+        .f_log_softmax(-1, Kind::Float)
+        .map_err(torch("log-softmax"))?;
+    let targets = ids.f_narrow(1, 1, s - 1).map_err(torch("targets"))?;
+    let picked = logp
+        .f_gather(-1, &targets.f_unsqueeze(-1).map_err(torch("targets"))?, false)
+        .map_err(torch("gather"))?
+        .f_squeeze_dim(-1)
+        .map_err(torch("gather"))?;
+    let sum = picked
+        .f_mul(&scored)
+        .map_err(torch("masking"))?
+        .f_sum_dim_intlist(-1, false, Kind::Float)
+        .map_err(torch("sum"))?;
+    let count = scored.f_sum_dim_intlist(-1, false, Kind::Float).map_err(torch("count"))?;
+    Ok(ResponseLogProbs { sum, count })
+}
+
+/// SFT's loss: the negative log-likelihood averaged over every response token of the batch (token mean, as
+/// transformers' causal-LM loss computes it).
+///
+/// # Shapes
+/// `logp.sum`, `logp.count`: `[batch]`; returns a scalar.
+pub fn sft_loss(logp: &ResponseLogProbs) -> Result<Tensor> {
+    let total = logp.sum.f_sum(Kind::Float).map_err(torch("SFT loss"))?;
+    let count = logp.count.f_sum(Kind::Float).map_err(torch("SFT loss"))?;
+    total.f_div(&count).map_err(torch("SFT loss"))?.f_neg().map_err(torch("SFT loss"))
+}
+
+/// DPO's loss (Rafailov et al., 2023), averaged over the batch:
+/// `-log σ(β · [(log π(y_w|x) - log π_ref(y_w|x)) - (log π(y_l|x) - log π_ref(y_l|x))])`.
+///
+/// # Shapes
+/// All four inputs `[batch]` fp32 sequence log-probabilities; returns a scalar.
+pub fn dpo_loss(
+    policy_chosen: &Tensor,
+    policy_rejected: &Tensor,
+    reference_chosen: &Tensor,
+    reference_rejected: &Tensor,
+    beta: f64,
+) -> Result<Tensor> {
+    let margin = dpo_margin(policy_chosen, policy_rejected, reference_chosen, reference_rejected)?;
+    margin
+        .f_mul_scalar(beta)
+        .map_err(torch("DPO"))?
+        .f_log_sigmoid()
+        .map_err(torch("DPO"))?
+        .f_mean(Kind::Float)
+        .map_err(torch("DPO"))?
+        .f_neg()
+        .map_err(torch("DPO"))
+}
+
+/// The log-ratio margin inside DPO's sigmoid, before `β`: positive when the policy prefers the chosen response
+/// more than the reference does.
+///
+/// # Shapes
+/// All `[batch]`; returns `[batch]`.
+pub fn dpo_margin(
+    policy_chosen: &Tensor,
+    policy_rejected: &Tensor,
+    reference_chosen: &Tensor,
+    reference_rejected: &Tensor,
+) -> Result<Tensor> {
+    let chosen = policy_chosen.f_sub(reference_chosen).map_err(torch("DPO"))?;
+    let rejected = policy_rejected.f_sub(reference_rejected).map_err(torch("DPO"))?;
+    chosen.f_sub(&rejected).map_err(torch("DPO"))
+}
+
+/// A `[n]` fp32 tensor of `values` on `device`.
+pub(crate) fn vector(values: &[f64], device: Device) -> Result<Tensor> {
+    Tensor::from_slice(values)
+        .f_to_kind(Kind::Float)
+        .map_err(torch("vector"))?
+        .f_to_device(device)
+        .map_err(torch("vector"))
+}

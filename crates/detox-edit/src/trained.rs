@@ -1,0 +1,87 @@
+//! Applying a trained artefact (SFT, DPO, Ext-Sub) to every evaluated record.
+
+use std::path::Path;
+use std::time::Instant;
+
+use detox_runtime::CausalLm;
+
+use crate::delta::Delta;
+use crate::editor::{EditInput, EditOutcome, EditTimings, Editor, PromptEncoder};
+use crate::error::{EditError, Result};
+use crate::ledger::{EditLedger, EditMode};
+use crate::train::load_artefact;
+
+/// The report names of methods whose result is one trained delta.
+const TRAINED_METHODS: [&str; 3] = ["SFT", "DPO", "Ext-Sub"];
+
+/// An editor whose edit is the same trained delta for every record (the model trained once on the training
+/// split); each record is evaluated on the original model plus that delta, and restore is bit-exact.
+#[derive(Debug)]
+pub struct TrainedDeltaEditor {
+    method: &'static str,
+    delta: Delta,
+    ledger: EditLedger,
+}
+
+impl TrainedDeltaEditor {
+    /// An editor applying `delta` under the report name `method` (one of `SFT`, `DPO`, `Ext-Sub`).
+    pub fn new(method: &str, delta: Delta) -> Result<Self> {
+        let method = TRAINED_METHODS.iter().copied().find(|m| *m == method).ok_or_else(|| {
+            EditError::InvalidRequest(format!(
+                "`{method}` is not a trained-delta method (expected one of {TRAINED_METHODS:?})"
+            ))
+        })?;
+        if delta.is_empty() {
+            return Err(EditError::InvalidRequest("the trained delta touches nothing".into()));
+        }
+        Ok(Self { method, delta, ledger: EditLedger::new() })
+    }
+
+    /// The editor of an artefact directory written by [`crate::train::save_trained`] or
+    /// [`crate::train::save_delta`].
+    pub fn from_dir(dir: &Path) -> Result<Self> {
+        let (info, delta) = load_artefact(dir)?;
+        Self::new(&info.method, delta).map_err(|e| match e {
+            EditError::InvalidRequest(m) => {
+                EditError::InvalidRequest(format!("{}: {m}", dir.display()))
+            }
+            other => other,
+        })
+    }
+
+    /// The delta applied.
+    pub fn delta(&self) -> &Delta {
+        &self.delta
+    }
+}
+
+impl Editor for TrainedDeltaEditor {
+    fn method(&self) -> &'static str {
+        self.method
+    }
+
+    fn edit(
+        &mut self,
+        model: &mut CausalLm,
+        _encoder: &dyn PromptEncoder,
+        _input: &EditInput,
+    ) -> Result<EditOutcome> {
+        let started = Instant::now();
+        let names: Vec<&str> = self.delta.names().collect();
+        self.ledger.begin(model, EditMode::Single, &names)?;
+        // The ledger holds the originals; the snapshot `apply` returns is the same values again.
+        drop(self.delta.apply(model)?);
+        Ok(EditOutcome {
+            method: self.method,
+            layer: None,
+            located: None,
+            steps: Vec::new(),
+            timings: EditTimings { locate: 0.0, edit: started.elapsed().as_secs_f64() },
+            delta: self.delta.shallow_clone(),
+        })
+    }
+
+    fn restore(&mut self, model: &mut CausalLm) -> Result<()> {
+        self.ledger.restore(model)
+    }
+}
