@@ -132,6 +132,7 @@ pub fn generate(
             position_ids: PositionIds::FromMask,
             logits: LogitsSelection::Last,
             output_hidden_states: false,
+            probe: None,
         };
         let logits = model.forward_with_cache(&next_input, &options, &mut cache)?.logits;
         let logits =

@@ -28,8 +28,8 @@ pub use error::{Error, Result};
 pub use generate::{generate, FinishReason, Generated, GenerationConfig, Sampling};
 pub use kv_cache::KvCache;
 pub use model::{
-    CausalLm, DeviceMap, ForwardOptions, ForwardOutput, LogitsSelection, PartSizes, PositionIds,
-    Snapshot,
+    CausalLm, DeviceMap, ForwardOptions, ForwardOutput, GradientFactors, LinearProbe,
+    LogitsSelection, PartSizes, PositionIds, Snapshot,
 };
 pub use tokenizer::Tokenizer;
 pub use weights::SafetensorsFiles;

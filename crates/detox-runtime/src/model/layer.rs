@@ -5,6 +5,7 @@ use tch::{Kind, Tensor};
 use super::linear::linear;
 use super::norm::rms_norm;
 use super::params::{ParamId, ParamStore};
+use super::probe::LinearProbe;
 use super::rope::apply_rope;
 use crate::config::Config;
 use crate::error::{Result, TorchContext};
@@ -31,6 +32,8 @@ pub(crate) struct LayerInputs<'a> {
     pub sin: &'a Tensor,
     /// Which keys each query may attend to.
     pub mask: &'a AttentionMask,
+    /// Records gradient factors of chosen linear weights.
+    pub probe: Option<&'a LinearProbe>,
 }
 
 /// How attention is restricted.
@@ -126,14 +129,14 @@ impl DecoderLayer {
         let attn = self.attention(config, store, &normed, inputs, cache)?;
         let xs = xs.f_add(&attn).ctx("attention residual")?;
         let normed = rms_norm(&xs, store.get(self.post_norm), config.rms_norm_eps)?;
-        let mlp = self.mlp(store, &normed)?;
+        let mlp = self.mlp(store, &normed, inputs.probe)?;
         xs.f_add(&mlp).ctx("mlp residual")
     }
 
-    fn mlp(&self, store: &ParamStore, xs: &Tensor) -> Result<Tensor> {
-        let gate = apply(store, self.gate, xs)?.f_silu().ctx("silu")?;
-        let up = apply(store, self.up, xs)?;
-        apply(store, self.down, &gate.f_mul(&up).ctx("gating")?)
+    fn mlp(&self, store: &ParamStore, xs: &Tensor, probe: Option<&LinearProbe>) -> Result<Tensor> {
+        let gate = apply(store, self.gate, xs, probe)?.f_silu().ctx("silu")?;
+        let up = apply(store, self.up, xs, probe)?;
+        apply(store, self.down, &gate.f_mul(&up).ctx("gating")?, probe)
     }
 
     fn attention(
@@ -151,9 +154,9 @@ impl DecoderLayer {
                 .f_transpose(1, 2)
                 .ctx("heads")
         };
-        let q = heads(apply(store, self.q, xs)?, config.num_attention_heads)?;
-        let k = heads(apply(store, self.k, xs)?, config.num_key_value_heads)?;
-        let v = heads(apply(store, self.v, xs)?, config.num_key_value_heads)?;
+        let q = heads(apply(store, self.q, xs, inputs.probe)?, config.num_attention_heads)?;
+        let k = heads(apply(store, self.k, xs, inputs.probe)?, config.num_key_value_heads)?;
+        let v = heads(apply(store, self.v, xs, inputs.probe)?, config.num_key_value_heads)?;
         let q = apply_rope(&q, inputs.cos, inputs.sin)?;
         let k = apply_rope(&k, inputs.cos, inputs.sin)?;
         let (k, v) = match cache {
@@ -192,7 +195,7 @@ impl DecoderLayer {
             .ctx("merging heads")?
             .f_reshape([b, s, config.num_attention_heads * config.head_dim])
             .ctx("merging heads")?;
-        apply(store, self.o, &out)
+        apply(store, self.o, &out, inputs.probe)
     }
 }
 
@@ -204,8 +207,17 @@ fn has_attention_bias(config: &Config, proj: &str) -> bool {
     }
 }
 
-fn apply(store: &ParamStore, (w, b): (ParamId, Option<ParamId>), xs: &Tensor) -> Result<Tensor> {
-    linear(xs, store.get(w), b.map(|b| store.get(b)))
+fn apply(
+    store: &ParamStore,
+    (w, b): (ParamId, Option<ParamId>),
+    xs: &Tensor,
+    probe: Option<&LinearProbe>,
+) -> Result<Tensor> {
+    let ys = linear(xs, store.get(w), b.map(|b| store.get(b)))?;
+    match probe {
+        Some(p) if p.wants(&store.names()[w]) => p.record(&store.names()[w], xs, ys),
+        _ => Ok(ys),
+    }
 }
 
 /// Repeats each key/value head `groups` times so that grouped-query attention becomes plain attention.

@@ -9,6 +9,7 @@ mod layer;
 mod linear;
 mod norm;
 mod params;
+mod probe;
 mod rope;
 
 use std::collections::{BTreeSet, HashMap};
@@ -20,6 +21,7 @@ pub use device_map::{DeviceMap, PartSizes};
 pub use linear::linear;
 pub use norm::rms_norm;
 pub use params::Snapshot;
+pub use probe::{GradientFactors, LinearProbe};
 pub use rope::{apply_rope, Rope};
 
 use crate::config::Config;
@@ -65,6 +67,8 @@ pub struct ForwardOptions<'a> {
     pub position_ids: PositionIds<'a>,
     /// Which positions get logits.
     pub logits: LogitsSelection,
+    /// Records the gradient factors of chosen linear weights (see [`LinearProbe`]).
+    pub probe: Option<&'a LinearProbe>,
 }
 
 /// The result of a forward pass.
@@ -492,7 +496,8 @@ impl CausalLm {
                 masks.insert((window, device), moved);
             }
             let (cos, sin) = &rotary[&device];
-            let inputs = LayerInputs { cos, sin, mask: &masks[&(window, device)] };
+            let inputs =
+                LayerInputs { cos, sin, mask: &masks[&(window, device)], probe: options.probe };
             xs = layer.forward(&self.config, &self.params, &xs, &inputs, cache.as_deref_mut())?;
         }
         if let Some(cache) = cache {
