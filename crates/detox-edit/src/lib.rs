@@ -13,6 +13,7 @@ pub mod error;
 pub mod ext_sub;
 pub mod ftl;
 pub mod ledger;
+pub mod mend;
 pub mod reminder;
 pub mod train;
 pub mod trained;

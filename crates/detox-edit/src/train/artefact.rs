@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::trainer::{write_atomic, TrainConfig, TrainOutcome, TrainStep};
+use super::checkpoint::write_atomic;
+use super::trainer::{TrainConfig, TrainOutcome, TrainStep};
 use crate::delta::Delta;
 use crate::error::{EditError, Result};
 

@@ -6,6 +6,7 @@
 
 pub mod adapter;
 pub mod artefact;
+pub(crate) mod checkpoint;
 pub mod data;
 pub mod objective;
 pub mod trainer;

@@ -1,6 +1,6 @@
 //! The training objectives: response log-likelihoods, SFT's negative log-likelihood and DPO's loss.
 
-use detox_runtime::{CausalLm, ForwardOptions, PositionIds};
+use detox_runtime::{CausalLm, ForwardOptions, LinearProbe, PositionIds};
 use tch::{Device, Kind, Tensor};
 
 use crate::error::{torch, EditError, Result};
@@ -22,6 +22,16 @@ pub fn response_log_probs(
     model: &CausalLm,
     rows: &[(&[i64], &[i64])],
     pad_id: i64,
+) -> Result<ResponseLogProbs> {
+    response_log_probs_probed(model, rows, pad_id, None)
+}
+
+/// [`response_log_probs`] with a gradient-factor probe on the forward pass.
+pub(crate) fn response_log_probs_probed(
+    model: &CausalLm,
+    rows: &[(&[i64], &[i64])],
+    pad_id: i64,
+    probe: Option<&LinearProbe>,
 ) -> Result<ResponseLogProbs> {
     if rows.is_empty() || rows.iter().any(|(p, r)| p.is_empty() || r.is_empty()) {
         return Err(EditError::InvalidRequest(
@@ -51,6 +61,7 @@ pub fn response_log_probs(
     let options = ForwardOptions {
         attention_mask: padded.then_some(&mask),
         position_ids: if padded { PositionIds::FromMask } else { PositionIds::Sequential },
+        probe,
         ..Default::default()
     };
     let logits = model.forward(&ids, &options)?.logits;

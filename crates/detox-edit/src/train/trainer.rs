@@ -4,12 +4,14 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use detox_runtime::{CausalLm, SafetensorsFiles};
+use detox_runtime::CausalLm;
 use safeedit::SplitMix64;
 use serde::{Deserialize, Serialize};
-use tch::{Device, Kind, Tensor};
+use serde_json::Value;
+use tch::{Kind, Tensor};
 
 use super::adapter::{target_parameters, AdapterKind, Adapters};
+use super::checkpoint::{self, hash_ids};
 use super::data::{encode_pairs, EncodedPair, PreferencePair, PromptFormat};
 use super::objective::{dpo_loss, dpo_margin, response_log_probs, sft_loss, vector};
 use crate::adam::Adam;
@@ -166,18 +168,6 @@ pub struct TrainOutcome {
     pub seconds: f64,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-struct CheckpointState {
-    fingerprint: String,
-    step: usize,
-    adam_step: i32,
-    tensors: String,
-    history: Vec<TrainStep>,
-    reference: Option<Vec<[f64; 2]>>,
-}
-
-const STATE_FILE: &str = "checkpoint.json";
-
 /// Trains `config`'s modules of `model` on `pairs` and returns the trained tensors; `model` ends with its
 /// original weights (the result is applied through [`Adapters::delta`]). `progress` sees every step with the
 /// planned total.
@@ -208,11 +198,22 @@ pub fn train(
     let fingerprint = fingerprint(config, &encoded)?;
 
     let resumed = match &run.checkpoint_dir {
-        Some(dir) => load_checkpoint(dir, &fingerprint, &mut adapters, &mut adams)?,
+        Some(dir) => {
+            let names = adapters.tensor_names();
+            let tensors = names.into_iter().zip(adapters.tensors_mut()).collect();
+            checkpoint::load(dir, &fingerprint, tensors, &mut adams)?
+        }
         None => None,
     };
     let (mut step, mut history, reference) = match resumed {
-        Some(state) => (state.step, state.history, state.reference),
+        Some(r) => {
+            let bad = |e: serde_json::Error| {
+                EditError::InvalidRequest(format!("the checkpoint's state is malformed: {e}"))
+            };
+            let history: Vec<TrainStep> = serde_json::from_value(r.history).map_err(bad)?;
+            let reference: Option<Vec<[f64; 2]>> = serde_json::from_value(r.extra).map_err(bad)?;
+            (r.step, history, reference)
+        }
         None => (0, Vec::new(), None),
     };
     let reference = match (config.objective, reference) {
@@ -264,9 +265,8 @@ pub fn train(
             progress(&record, planned);
             if step % config.checkpoint_every == 0 || step == planned {
                 if let Some(dir) = &run.checkpoint_dir {
-                    let state =
-                        (fingerprint.as_str(), step, history.as_slice(), reference.as_deref());
-                    save_checkpoint(dir, state, &adapters, &adams)?;
+                    let r = reference.as_deref();
+                    save_state(dir, &fingerprint, step, &history, r, &adapters, &adams)?;
                 }
             }
         }
@@ -276,8 +276,8 @@ pub fn train(
     let completed = result?;
     if !completed {
         if let Some(dir) = &run.checkpoint_dir {
-            let state = (fingerprint.as_str(), step, history.as_slice(), reference.as_deref());
-            save_checkpoint(dir, state, &adapters, &adams)?;
+            let r = reference.as_deref();
+            save_state(dir, &fingerprint, step, &history, r, &adapters, &adams)?;
         }
     }
     Ok(TrainOutcome {
@@ -368,7 +368,7 @@ fn reference_log_probs(
 
 /// Epoch `epoch`'s order of `n` pairs: a Fisher-Yates shuffle seeded by the run's seed and the epoch, so that a
 /// resumed run sees the same batches.
-fn epoch_order(seed: u64, epoch: usize, n: usize) -> Vec<usize> {
+pub(crate) fn epoch_order(seed: u64, epoch: usize, n: usize) -> Vec<usize> {
     let mut rng = SplitMix64::new(seed ^ (epoch as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
     let mut order: Vec<usize> = (0..n).collect();
     for i in (1..n).rev() {
@@ -378,112 +378,35 @@ fn epoch_order(seed: u64, epoch: usize, n: usize) -> Vec<usize> {
     order
 }
 
-/// Identifies a run: its configuration and an FNV-1a hash of its token ids.
+/// Identifies a run: its configuration and a hash of its token ids.
 fn fingerprint(config: &TrainConfig, encoded: &[EncodedPair]) -> Result<String> {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut feed = |v: i64| {
-        for byte in v.to_le_bytes() {
-            hash ^= u64::from(byte);
-            hash = hash.wrapping_mul(0x0100_0000_01b3);
-        }
-    };
-    for e in encoded {
-        for part in [&e.prompt, &e.chosen, &e.rejected] {
-            feed(part.len() as i64);
-            part.iter().copied().for_each(&mut feed);
-        }
-    }
+    let hash = hash_ids(
+        encoded
+            .iter()
+            .flat_map(|e| [e.prompt.as_slice(), e.chosen.as_slice(), e.rejected.as_slice()]),
+    );
     let config = serde_json::to_string(config)
         .map_err(|e| EditError::State(format!("serialising the training configuration: {e}")))?;
     Ok(format!("{config} data:{hash:016x}"))
 }
 
-fn save_checkpoint(
+fn save_state(
     dir: &Path,
-    (fingerprint, step, history, reference): (&str, usize, &[TrainStep], Option<&[[f64; 2]]>),
+    fingerprint: &str,
+    step: usize,
+    history: &[TrainStep],
+    reference: Option<&[[f64; 2]]>,
     adapters: &Adapters,
     adams: &[Adam],
 ) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(|source| EditError::Io { path: dir.into(), source })?;
-    let file = format!("checkpoint-{step}.safetensors");
-    let mut tensors = Vec::new();
-    for ((name, t), adam) in adapters.tensor_names().into_iter().zip(adapters.tensors()).zip(adams)
-    {
-        let (_, m, v) = adam.state();
-        tensors.push((format!("{name}.exp_avg"), m.shallow_clone()));
-        tensors.push((format!("{name}.exp_avg_sq"), v.shallow_clone()));
-        tensors.push((name, t.detach()));
-    }
-    detox_runtime::weights::save_safetensors(&dir.join(&file), &tensors)?;
-    let previous = read_state(dir)?.map(|s| s.tensors);
-    let state = CheckpointState {
-        fingerprint: fingerprint.to_string(),
-        step,
-        adam_step: adams.first().map_or(0, |a| a.state().0),
-        tensors: file.clone(),
-        history: history.to_vec(),
-        reference: reference.map(<[_]>::to_vec),
+    let names = adapters.tensor_names();
+    let tensors: Vec<(String, &Tensor)> = names.into_iter().zip(adapters.tensors()).collect();
+    let json = |v: serde_json::Result<Value>| {
+        v.map_err(|e| EditError::State(format!("serialising the checkpoint: {e}")))
     };
-    let json = serde_json::to_vec_pretty(&state)
-        .map_err(|e| EditError::State(format!("serialising the checkpoint state: {e}")))?;
-    write_atomic(&dir.join(STATE_FILE), &json)?;
-    // The old tensors go only once the new state points elsewhere, so an interruption never leaves a state
-    // without its tensors.
-    if let Some(old) = previous.filter(|old| *old != file) {
-        let _ = std::fs::remove_file(dir.join(old));
-    }
-    Ok(())
-}
-
-fn read_state(dir: &Path) -> Result<Option<CheckpointState>> {
-    let path = dir.join(STATE_FILE);
-    match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-            EditError::InvalidRequest(format!("{}: not a training checkpoint: {e}", path.display()))
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(EditError::Io { path, source }),
-    }
-}
-
-fn load_checkpoint(
-    dir: &Path,
-    fingerprint: &str,
-    adapters: &mut Adapters,
-    adams: &mut [Adam],
-) -> Result<Option<CheckpointState>> {
-    let Some(state) = read_state(dir)? else { return Ok(None) };
-    if state.fingerprint != fingerprint {
-        return Err(EditError::InvalidRequest(format!(
-            "{}: the checkpoint was written for another configuration or other training data; \
-             use a fresh checkpoint directory",
-            dir.join(STATE_FILE).display()
-        )));
-    }
-    let path = dir.join(&state.tensors);
-    adapters.load_tensors(&path)?;
-    let files = SafetensorsFiles::open_files(std::slice::from_ref(&path))?;
-    for (name, adam) in adapters.tensor_names().iter().zip(adams.iter_mut()) {
-        let load = |suffix: &str| -> Result<Tensor> {
-            let key = format!("{name}.{suffix}");
-            if !files.contains(&key) {
-                return Err(EditError::InvalidRequest(format!(
-                    "{}: tensor `{key}` is missing",
-                    path.display()
-                )));
-            }
-            Ok(files.load(&key, Device::Cpu, Some(Kind::Float))?)
-        };
-        adam.load_state(state.adam_step, load("exp_avg")?, load("exp_avg_sq")?)?;
-    }
-    Ok(Some(state))
-}
-
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.partial"));
-    std::fs::write(&tmp, bytes).map_err(|source| EditError::Io { path: tmp.clone(), source })?;
-    std::fs::rename(&tmp, path).map_err(|source| EditError::Io { path: path.into(), source })
+    let history = json(serde_json::to_value(history))?;
+    let extra = json(serde_json::to_value(reference))?;
+    checkpoint::save(dir, fingerprint, step, history, extra, &tensors, adams)
 }
 
 #[cfg(test)]

@@ -1,0 +1,103 @@
+//! The MEND editor: one forward/backward pass for the gradient factors, one pass of the trained network, and the
+//! resulting low-rank edit applied to the weights.
+
+use std::path::Path;
+use std::time::Instant;
+
+use detox_runtime::{CausalLm, LinearProbe};
+use tch::{Device, Kind};
+
+use super::network::MendNetwork;
+use super::tokens::{edit_factors, encode_input};
+use crate::delta::Delta;
+use crate::editor::{EditInput, EditOutcome, EditTimings, Editor, PromptEncoder};
+use crate::error::{torch, Result};
+use crate::ledger::{EditLedger, EditMode};
+use crate::train::PromptFormat;
+
+/// Edits with a trained [`MendNetwork`].
+#[derive(Debug)]
+pub struct MendEditor {
+    network: MendNetwork,
+    format: PromptFormat,
+    max_length: usize,
+    mode: EditMode,
+    ledger: EditLedger,
+}
+
+impl MendEditor {
+    /// An editor with `network`; prompts are formatted as in training.
+    pub fn new(
+        network: MendNetwork,
+        format: PromptFormat,
+        max_length: usize,
+        mode: EditMode,
+    ) -> Self {
+        Self { network, format, max_length, mode, ledger: EditLedger::new() }
+    }
+
+    /// An editor with the network saved in `dir` (see [`MendNetwork::save`]), placed on `device`.
+    pub fn load(
+        dir: &Path,
+        device: Device,
+        format: PromptFormat,
+        max_length: usize,
+        mode: EditMode,
+    ) -> Result<Self> {
+        Ok(Self::new(MendNetwork::load(dir, device)?, format, max_length, mode))
+    }
+
+    /// The network.
+    pub fn network(&self) -> &MendNetwork {
+        &self.network
+    }
+}
+
+impl Editor for MendEditor {
+    fn method(&self) -> &'static str {
+        "MEND"
+    }
+
+    fn edit(
+        &mut self,
+        model: &mut CausalLm,
+        encoder: &dyn PromptEncoder,
+        input: &EditInput,
+    ) -> Result<EditOutcome> {
+        let started = Instant::now();
+        let names: Vec<String> =
+            self.network.layout().weights.iter().map(|(n, _)| n.clone()).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        self.ledger.begin(model, self.mode, &refs)?;
+        let tokens = encode_input(encoder, input, self.format, self.max_length)?;
+        let probe = LinearProbe::new(names.iter().cloned());
+        let (factors, _) = edit_factors(model, &probe, &tokens, encoder.pad_id())?;
+        let _guard = tch::no_grad_guard();
+        let edits = self.network.edits(&factors)?;
+        let mut delta = Delta::new();
+        let kind = model.kind();
+        for (name, edit) in names.iter().zip(&edits) {
+            let current = model.parameter(name)?;
+            let edited = current
+                .f_to_kind(Kind::Float)
+                .and_then(|w| w.f_add(&edit.f_to_device(current.device())?))
+                .and_then(|w| w.f_to_kind(kind))
+                .map_err(torch("MEND edit"))?;
+            delta.add(name, edit)?;
+            drop(model.replace_parameter(name, edited)?);
+        }
+        model.freeze_all()?;
+        Ok(EditOutcome {
+            method: "MEND",
+            layer: None,
+            located: None,
+            steps: Vec::new(),
+            timings: EditTimings { locate: 0.0, edit: started.elapsed().as_secs_f64() },
+            delta,
+        })
+    }
+
+    fn restore(&mut self, model: &mut CausalLm) -> Result<()> {
+        self.ledger.restore(model)
+    }
+}
