@@ -11,7 +11,11 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
 use detox_edit::dinm::{DinmEditor, DinmHyperParams, DinmOptions, DinmPreset, PromptFormat};
-use detox_edit::{EditMode, Editor, FtlEditor, FtlHyperParams, SelfReminder, SelfReminderEditor};
+use detox_edit::mend::{MendConfig, MendEditor};
+use detox_edit::{
+    EditMode, Editor, FtlEditor, FtlHyperParams, SelfReminder, SelfReminderEditor,
+    TrainedDeltaEditor,
+};
 use detox_eval::harness::{run, BenchmarkCase, HarnessSettings, SuffixPolicy};
 use detox_eval::manifest::{sha256_file, RunManifest};
 use detox_eval::respond::{Decoding, PromptStyle};
@@ -26,6 +30,10 @@ enum Method {
     FtL,
     /// Prompt-only: wrap post-edit inputs in the Self-Reminder texts.
     SelfReminder,
+    /// A trained artefact of `train_baseline` (SFT, DPO, Ext-Sub), given with --artefact.
+    Trained,
+    /// MEND with a network trained by `train_baseline --method mend`, given with --artefact.
+    Mend,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -98,6 +106,9 @@ struct Args {
     /// Self-Reminder: the assistant's name in the reminder (the published wording says ChatGPT).
     #[arg(long, default_value = "ChatGPT")]
     reminder_name: String,
+    /// Trained and MEND methods: the artefact directory written by `train_baseline`.
+    #[arg(long)]
+    artefact: Option<PathBuf>,
     /// FT-L: the tuned layer.
     #[arg(long, default_value_t = 21)]
     ftl_layer: usize,
@@ -213,6 +224,35 @@ fn main() -> Result<()> {
                 serde_json::json!({}),
             )
         }
+        Method::Trained => {
+            let dir = artefact_dir(&args)?;
+            let editor = TrainedDeltaEditor::from_dir(dir)?;
+            let (info, _) = detox_edit::train::load_artefact(dir)?;
+            (
+                Box::new(editor),
+                serde_json::to_value(&info.config)?,
+                serde_json::json!({ "artefact": dir, "sources": info.sources }),
+            )
+        }
+        Method::Mend => {
+            let dir = artefact_dir(&args)?;
+            let summary_path = dir.join("mend_training.json");
+            let summary: serde_json::Value = serde_json::from_slice(
+                &std::fs::read(&summary_path)
+                    .with_context(|| format!("reading {}", summary_path.display()))?,
+            )
+            .with_context(|| format!("{} is not JSON", summary_path.display()))?;
+            let config: MendConfig = serde_json::from_value(summary["config"].clone())
+                .with_context(|| format!("{}: field `config`", summary_path.display()))?;
+            let device = model.device();
+            let editor =
+                MendEditor::load(dir, device, config.format, config.max_length, EditMode::Single)?;
+            (
+                Box::new(editor),
+                serde_json::to_value(&config)?,
+                serde_json::json!({ "artefact": dir }),
+            )
+        }
         Method::SelfReminder => {
             let reminder = SelfReminder::for_assistant(&args.reminder_name);
             (
@@ -238,7 +278,7 @@ fn main() -> Result<()> {
     };
     let default_suffix = match args.method {
         Method::SelfReminder => Suffix::Neither,
-        Method::Dinm | Method::FtL => Suffix::PostEditOnly,
+        Method::Dinm | Method::FtL | Method::Trained | Method::Mend => Suffix::PostEditOnly,
     };
     let suffix_policy = match args.suffix_policy.unwrap_or(default_suffix) {
         Suffix::PostEditOnly => SuffixPolicy::PostEditOnly,
@@ -330,5 +370,14 @@ fn one_line(text: &str, max: usize) -> String {
         format!("{}…", flat.chars().take(max).collect::<String>())
     } else {
         flat
+    }
+}
+
+fn artefact_dir(args: &Args) -> Result<&std::path::Path> {
+    match &args.artefact {
+        Some(dir) => Ok(dir),
+        None => {
+            bail!("--method {:?} needs --artefact DIR (written by train_baseline)", args.method)
+        }
     }
 }

@@ -1,0 +1,285 @@
+//! Trains the baselines of the SafeEdit paper on a SafeEdit training split and writes artefacts that
+//! `safeedit_eval --method trained|mend --artefact DIR` evaluates.
+//!
+//! ```text
+//! cargo run --release -p detox-examples --example train_baseline -- --method sft --out runs/baselines/sft
+//! cargo run --release -p detox-examples --example train_baseline -- --method dpo --out runs/baselines/dpo
+//! cargo run --release -p detox-examples --example train_baseline -- --method expert --out runs/baselines/expert
+//! cargo run --release -p detox-examples --example train_baseline -- --method anti-expert --out runs/baselines/anti
+//! cargo run --release -p detox-examples --example train_baseline -- --method ext-sub \
+//!     --expert runs/baselines/expert --anti-expert runs/baselines/anti --out runs/baselines/ext-sub
+//! cargo run --release -p detox-examples --example train_baseline -- --method mend --out runs/baselines/mend
+//! ```
+//! An interrupted run resumes from `<out>/checkpoint` when started again with the same arguments.
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, ValueEnum};
+use detox_edit::ext_sub::extract_and_subtract;
+use detox_edit::mend::{train_mend, MendConfig};
+use detox_edit::train::{
+    load_artefact, save_delta, save_trained, train, AdapterKind, ArtefactInfo, PreferencePair,
+    PromptFormat, RunOptions, TrainConfig,
+};
+use detox_edit::EditInput;
+use detox_examples::{load_model_on, parse_devices, parse_kind};
+use safeedit::{load_split, Mode, Split};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Method {
+    /// Supervised fine-tuning on the safe responses.
+    Sft,
+    /// Direct preference optimisation on (safe, unsafe) pairs.
+    Dpo,
+    /// Ext-Sub's expert module (SFT on the safe responses).
+    Expert,
+    /// Ext-Sub's anti-expert module (SFT on the unsafe responses).
+    AntiExpert,
+    /// Combine an expert and an anti-expert artefact into Ext-Sub's edit.
+    ExtSub,
+    /// Meta-train MEND's hyper-network.
+    Mend,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Adapter {
+    Lora,
+    Full,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Format {
+    Chat,
+    Plain,
+}
+
+/// Train a baseline on a SafeEdit training split.
+#[derive(Debug, Parser)]
+struct Args {
+    /// What to train.
+    #[arg(long, value_enum)]
+    method: Method,
+    /// Artefact directory (its `checkpoint/` holds the resumable state).
+    #[arg(long)]
+    out: PathBuf,
+    /// A Hugging Face model directory or a .gguf file.
+    #[arg(long, default_value = "models/SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf")]
+    model: PathBuf,
+    /// A SafeEdit training-split file.
+    #[arg(long, default_value = "datasets/safeedit_sample_train.json")]
+    data: PathBuf,
+    /// Only the first N records.
+    #[arg(long)]
+    first: Option<usize>,
+    /// LoRA adapters or full parameters (SFT, DPO, expert, anti-expert).
+    #[arg(long, value_enum, default_value_t = Adapter::Lora)]
+    adapter: Adapter,
+    /// LoRA rank.
+    #[arg(long, default_value_t = 8)]
+    rank: i64,
+    /// LoRA alpha.
+    #[arg(long, default_value_t = 16.0)]
+    alpha: f64,
+    /// Trained modules, comma-separated (default: q_proj,v_proj; MEND: gate_proj,up_proj,down_proj).
+    #[arg(long)]
+    modules: Option<String>,
+    /// Trained layers, comma-separated (default: all; MEND: the last three).
+    #[arg(long)]
+    layers: Option<String>,
+    /// Learning rate (default: the method's preset).
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Passes over the data (default: the method's preset).
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Pairs per step.
+    #[arg(long, default_value_t = 4)]
+    batch_size: usize,
+    /// DPO's beta.
+    #[arg(long, default_value_t = 0.1)]
+    beta: f64,
+    /// Most tokens of prompt + response.
+    #[arg(long, default_value_t = 512)]
+    max_length: usize,
+    /// How prompts are laid out before responses.
+    #[arg(long, value_enum, default_value_t = Format::Chat)]
+    format: Format,
+    /// MEND: hidden width of the hyper-network.
+    #[arg(long, default_value_t = 1920)]
+    mend_rank: i64,
+    /// Ext-Sub: the expert artefact.
+    #[arg(long)]
+    expert: Option<PathBuf>,
+    /// Ext-Sub: the anti-expert artefact.
+    #[arg(long)]
+    anti_expert: Option<PathBuf>,
+    /// Ext-Sub: weight of the subtracted deficiency.
+    #[arg(long, default_value_t = 1.0)]
+    lambda: f64,
+    /// Seed of the data order and initialisation.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Stop after this many steps in total (the run resumes later).
+    #[arg(long)]
+    stop_after: Option<usize>,
+    /// `cpu`, `cuda`, `cuda:N` or `auto`; a list spreads the layers over several devices.
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// `f32`, `bf16` or `f16`.
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+}
+
+fn list<T: std::str::FromStr>(text: &str, what: &str) -> Result<Vec<T>> {
+    text.split(',')
+        .map(|s| s.trim().parse::<T>().map_err(|_| anyhow::anyhow!("--{what}: cannot read {s:?}")))
+        .collect()
+}
+
+fn main() -> Result<()> {
+    detox_runtime::backend::init();
+    let args = Args::parse();
+    if args.method == Method::ExtSub {
+        return ext_sub(&args);
+    }
+    let split = load_split(&args.data, Split::Train, Mode::Strict)?;
+    let mut records: Vec<_> = split.records.iter().map(|r| r.edit_request()).collect();
+    if let Some(n) = args.first {
+        records.truncate(n);
+    }
+    if records.is_empty() {
+        bail!("{} holds no training records", args.data.display());
+    }
+    let devices = parse_devices(&args.device)?;
+    let kind = parse_kind(&args.dtype)?;
+    let loaded = load_model_on(&args.model, &devices, kind)?;
+    let (mut model, tokenizer) = (loaded.model, loaded.tokenizer);
+    let format = match args.format {
+        Format::Chat => PromptFormat::Chat,
+        Format::Plain => PromptFormat::Plain,
+    };
+    let layers = args.layers.as_deref().map(|l| list::<usize>(l, "layers")).transpose()?;
+    let modules = args.modules.as_deref().map(|m| list::<String>(m, "modules")).transpose()?;
+    let run = RunOptions {
+        checkpoint_dir: Some(args.out.join("checkpoint")),
+        stop_after: args.stop_after,
+    };
+    println!("{} training records from {}", records.len(), args.data.display());
+
+    if args.method == Method::Mend {
+        let defaults = MendConfig::default();
+        let config = MendConfig {
+            modules: modules.unwrap_or(defaults.modules.clone()),
+            layers,
+            rank: args.mend_rank,
+            lr: args.lr.unwrap_or(defaults.lr),
+            epochs: args.epochs.unwrap_or(defaults.epochs),
+            format,
+            max_length: args.max_length,
+            seed: args.seed,
+            ..defaults
+        };
+        let inputs: Vec<EditInput> = records.iter().map(EditInput::from).collect();
+        let outcome =
+            train_mend(&mut model, &tokenizer, &inputs, &config, &run, &mut |s, total| {
+                eprintln!(
+                    "step {}/{total}  loss {:.4}  nll {:.3} -> {:.3}  locality KL {:.4}",
+                    s.step, s.loss, s.pre_nll, s.edit_nll, s.locality_kl
+                );
+            })?;
+        if !outcome.completed {
+            println!(
+                "stopped after {} of {} steps; run again to resume",
+                outcome.steps.len(),
+                outcome.planned_steps
+            );
+            return Ok(());
+        }
+        outcome.network.save(&args.out)?;
+        let summary = serde_json::json!({
+            "method": "MEND", "config": config, "steps": outcome.steps, "seconds": outcome.seconds,
+        });
+        std::fs::write(args.out.join("mend_training.json"), serde_json::to_vec_pretty(&summary)?)?;
+        println!("MEND network written to {} ({:.1} s)", args.out.display(), outcome.seconds);
+        return Ok(());
+    }
+
+    let (preset, name) = match args.method {
+        Method::Sft => (TrainConfig::sft(), "SFT"),
+        Method::Dpo => (TrainConfig::dpo(), "DPO"),
+        Method::Expert => (TrainConfig::expert(), "SFT"),
+        Method::AntiExpert => (TrainConfig::anti_expert(), "SFT"),
+        Method::ExtSub | Method::Mend => unreachable!("handled above"),
+    };
+    let objective = match preset.objective {
+        detox_edit::train::Objective::Dpo { .. } => {
+            detox_edit::train::Objective::Dpo { beta: args.beta }
+        }
+        other => other,
+    };
+    let config = TrainConfig {
+        objective,
+        adapter: match args.adapter {
+            Adapter::Lora => AdapterKind::Lora { rank: args.rank, alpha: args.alpha },
+            Adapter::Full => AdapterKind::Full,
+        },
+        modules: modules.unwrap_or(preset.modules.clone()),
+        layers,
+        lr: args.lr.unwrap_or(preset.lr),
+        epochs: args.epochs.unwrap_or(preset.epochs),
+        batch_size: args.batch_size,
+        max_length: args.max_length,
+        format,
+        seed: args.seed,
+        ..preset
+    };
+    let pairs: Vec<PreferencePair> = records.iter().map(PreferencePair::from).collect();
+    let outcome = train(&mut model, &tokenizer, &pairs, &config, &run, &mut |s, total| {
+        let margin = s.margin.map(|m| format!("  margin {m:.3}")).unwrap_or_default();
+        eprintln!("step {}/{total}  epoch {}  loss {:.4}{margin}", s.step, s.epoch, s.loss);
+    })?;
+    if !outcome.completed {
+        println!(
+            "stopped after {} of {} steps; run again to resume",
+            outcome.steps.len(),
+            outcome.planned_steps
+        );
+        return Ok(());
+    }
+    save_trained(&args.out, name, &config, &outcome)?;
+    println!(
+        "{name} artefact written to {} ({} steps, {:.1} s, delta norm {:.4})",
+        args.out.display(),
+        outcome.steps.len(),
+        outcome.seconds,
+        outcome.adapters.delta()?.norm()?
+    );
+    Ok(())
+}
+
+fn ext_sub(args: &Args) -> Result<()> {
+    let (Some(expert), Some(anti)) = (&args.expert, &args.anti_expert) else {
+        bail!("--method ext-sub needs --expert DIR and --anti-expert DIR (artefacts of --method expert / anti-expert)");
+    };
+    let (_, plus) =
+        load_artefact(expert).with_context(|| format!("reading {}", expert.display()))?;
+    let (_, minus) = load_artefact(anti).with_context(|| format!("reading {}", anti.display()))?;
+    let combined = extract_and_subtract(&plus, &minus, args.lambda)?;
+    let info = ArtefactInfo {
+        method: "Ext-Sub".into(),
+        config: None,
+        sources: vec![expert.clone(), anti.clone()],
+        steps: Vec::new(),
+        seconds: 0.0,
+    };
+    save_delta(&args.out, &combined, &info)?;
+    println!(
+        "Ext-Sub (lambda {}) written to {}: delta norm {:.4} (expert {:.4}, anti-expert {:.4})",
+        args.lambda,
+        args.out.display(),
+        combined.norm()?,
+        plus.norm()?,
+        minus.norm()?
+    );
+    Ok(())
+}
