@@ -19,6 +19,11 @@ use clap::Parser;
 use detox_edit::dinm::{
     optimize_batch, optimize_tensor, DinmTokens, KlGradient, LossWeighting, OptimizeSettings,
 };
+use detox_edit::mend::{train_mend, MendConfig, MendEditor};
+use detox_edit::train::{
+    train, PreferencePair, PromptFormat as TrainPromptFormat, RunOptions, TrainConfig,
+};
+use detox_edit::{EditInput, EditMode, Editor, PromptEncoder};
 use detox_examples::{kind_name, parse_device, parse_kind};
 use detox_locate::{contrast_token_ids, PaddingPositions};
 use detox_runtime::{generate, CausalLm, Config, GenerationConfig, Sampling};
@@ -60,6 +65,31 @@ struct Args {
     /// Seed of the weights and inputs.
     #[arg(long, default_value_t = 0)]
     seed: i64,
+    /// Skip the baselines' figures (SFT and DPO steps, MEND edit and training step).
+    #[arg(long)]
+    skip_baselines: bool,
+}
+
+/// One token per character (`a`..`z` and a few more), so that the text-level trainers get inputs of exact
+/// lengths on a model without a tokenizer.
+struct CharEncoder {
+    vocab: i64,
+}
+
+impl PromptEncoder for CharEncoder {
+    fn encode(&self, text: &str, _special: bool) -> detox_edit::Result<Vec<i64>> {
+        Ok(text.chars().map(|c| 3 + (c as i64) % (self.vocab - 3)).collect())
+    }
+    fn pad_id(&self) -> i64 {
+        0
+    }
+    fn chat_prompt(&self, user: &str) -> detox_edit::Result<String> {
+        Ok(user.to_string())
+    }
+}
+
+fn text(n: usize, salt: usize) -> String {
+    (0..n).map(|i| char::from(b'a' + ((i * 7 + salt * 13) % 26) as u8)).collect()
 }
 
 fn config(shape: &str) -> Result<Config> {
@@ -224,6 +254,10 @@ fn main() -> Result<()> {
         serde_json::json!({"batch": dinm_tokens.len(), "steps": args.steps}),
     );
 
+    if !args.skip_baselines {
+        baselines(&mut model, &args, &emit)?;
+    }
+
     // Generation: left-padded prompts of varied length, greedy, forced to `new` tokens.
     let mut generate_s = Vec::new();
     for batch in args.gen_batches.split(',').map(str::trim).filter(|s| !s.is_empty()) {
@@ -278,5 +312,80 @@ fn main() -> Result<()> {
             serde_json::json!({"records": args.records, "per_record_s": per_record}),
         );
     }
+    Ok(())
+}
+
+/// Per-step times of the training baselines and MEND's edit on the same model and input lengths as the edit.
+fn baselines(
+    model: &mut CausalLm,
+    args: &Args,
+    emit: &dyn Fn(&str, f64, serde_json::Value),
+) -> Result<()> {
+    let device = model.device();
+    let encoder = CharEncoder { vocab: model.config().vocab_size };
+    let pairs: Vec<PreferencePair> = (0..8)
+        .map(|i| PreferencePair {
+            prompt: text(args.prompt, i),
+            chosen: text(args.target, i + 100),
+            rejected: text(args.target, i + 200),
+        })
+        .collect();
+    let seq = args.prompt + args.target;
+    for (what, preset) in [("sft_step_s", TrainConfig::sft()), ("dpo_step_s", TrainConfig::dpo())] {
+        let config = TrainConfig {
+            epochs: 1,
+            batch_size: 4,
+            max_length: seq + 1,
+            format: TrainPromptFormat::Plain,
+            ..preset
+        };
+        sync(device);
+        let outcome =
+            train(model, &encoder, &pairs, &config, &RunOptions::default(), &mut |_, _| {})?;
+        sync(device);
+        let steps = outcome.steps.len();
+        emit(
+            what,
+            outcome.seconds / steps as f64,
+            serde_json::json!({"batch": 4, "seq": seq, "steps": steps, "adapter": "lora r8 q_proj,v_proj"}),
+        );
+    }
+
+    let records: Vec<EditInput> = (0..2)
+        .map(|i| EditInput {
+            prompt: text(args.prompt, i),
+            safe_response: text(args.target, i + 100),
+            unsafe_response: text(args.target, i + 200),
+            constraint_prompt: text(40, i + 300),
+            constraint_answer: text(20, i + 400),
+        })
+        .collect();
+    let config = MendConfig {
+        epochs: 1,
+        norm_samples: 2,
+        format: TrainPromptFormat::Plain,
+        max_length: seq + 1,
+        ..MendConfig::default()
+    };
+    sync(device);
+    let outcome =
+        train_mend(model, &encoder, &records, &config, &RunOptions::default(), &mut |_, _| {})?;
+    sync(device);
+    emit(
+        "mend_train_step_s",
+        outcome.seconds / outcome.steps.len() as f64,
+        serde_json::json!({"seq": seq, "rank": config.rank, "weights": outcome.network.layout().weights.len()}),
+    );
+    let mut editor =
+        MendEditor::new(outcome.network, TrainPromptFormat::Plain, seq + 1, EditMode::Single);
+    editor.edit(model, &encoder, &records[0])?;
+    editor.restore(model)?;
+    sync(device);
+    let t = Instant::now();
+    editor.edit(model, &encoder, &records[1])?;
+    sync(device);
+    let s = t.elapsed().as_secs_f64();
+    editor.restore(model)?;
+    emit("mend_edit_s", s, serde_json::json!({"seq": seq}));
     Ok(())
 }

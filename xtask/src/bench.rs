@@ -146,6 +146,16 @@ pub fn render_table(figures: &[Figure]) -> String {
             edit_floor,
         ));
     }
+    for (key, name) in [
+        ("sft_step_s", "SFT step, LoRA, batch 4 (s)"),
+        ("dpo_step_s", "DPO step, LoRA, batch 4 pairs (s)"),
+        ("mend_train_step_s", "MEND meta-training step (s)"),
+        ("mend_edit_s", "MEND edit (s)"),
+    ] {
+        if let Some(f) = ours.get(key) {
+            rows.push(Row::new(name.into(), Some(f.value), value(&peer, key), None));
+        }
+    }
     let mut generation: Vec<(u64, &String, &&Figure)> = ours
         .iter()
         .filter_map(|(k, f)| Some((k.strip_prefix("generate_s@")?.parse().ok()?, k, f)))
