@@ -124,6 +124,11 @@ struct Args {
     /// Inputs generated together.
     #[arg(long, default_value_t = 5)]
     batch_size: usize,
+    /// Records processed together: pre-edit inputs generated in one batch, DINM edits of records sharing a layer
+    /// run together, post-edit inputs generated in one batch with one edited weight per record (1: one record at
+    /// a time, the reference's flow).
+    #[arg(long, default_value_t = 1)]
+    batch_records: usize,
     /// Sample with this temperature (top-p 0.9) instead of greedy decoding.
     #[arg(long)]
     temperature: Option<f64>,
@@ -323,6 +328,7 @@ fn main() -> Result<()> {
         suffix: hparams.suffix_system_prompt.clone(),
         pre_edit_cache: args.pre_edit_cache.clone(),
         progress: !args.print_responses,
+        batch_records: args.batch_records,
     };
     let print = args.print_responses;
     let summary = run(

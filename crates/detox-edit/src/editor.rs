@@ -86,6 +86,20 @@ pub trait Editor {
         input: &EditInput,
     ) -> Result<EditOutcome>;
 
+    /// Edits each of `inputs` independently, as single-mode [`Editor::edit`] would on the unedited model, and
+    /// returns their outcomes in input order with the model left unedited: each outcome's delta is the record's
+    /// edit, for the caller to apply (e.g. one weight per batch row during generation). Methods without a batched
+    /// path return `None` (the default), and callers edit one record at a time instead.
+    fn edit_batch(
+        &mut self,
+        model: &mut CausalLm,
+        encoder: &dyn PromptEncoder,
+        inputs: &[EditInput],
+    ) -> Result<Option<Vec<EditOutcome>>> {
+        let _ = (model, encoder, inputs);
+        Ok(None)
+    }
+
     /// Undoes every applied edit; the weights become bit-identical to before the first edit.
     fn restore(&mut self, model: &mut CausalLm) -> Result<()>;
 

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use detox_edit::{EditInput, Editor};
+use detox_edit::{EditInput, EditOutcome, Editor};
 use detox_metrics::SafetyJudge;
 use detox_runtime::{CausalLm, Tokenizer};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -79,6 +79,12 @@ pub struct HarnessSettings {
     pub pre_edit_cache: Option<PathBuf>,
     /// Draw a progress bar on standard error.
     pub progress: bool,
+    /// Records processed together (1: one at a time, the reference's flow). With more, a chunk's uncached
+    /// pre-edit inputs are generated in one batch, the editor edits the chunk in one call where it can
+    /// ([`Editor::edit_batch`]; otherwise records go one at a time), and the post-edit inputs of records edited at
+    /// the same tensors are generated in one batch in which each record's rows use its own edited weights.
+    /// Results are written per record either way.
+    pub batch_records: usize,
 }
 
 /// A cached pre-edit generation.
@@ -165,13 +171,33 @@ pub fn run(
     editor.resume_after(&earlier);
     let bar = progress_bar(settings.progress, cases.len() as u64, done.len() as u64);
 
-    for case in todo {
-        bar.set_message(format!("record {}", case.id));
-        let record =
-            run_case(model, tokenizer, editor, judge, case, manifest, settings, &mut cache)?;
-        log.append(record.clone())?;
-        on_record(&record);
-        bar.inc(1);
+    for chunk in todo.chunks(settings.batch_records.max(1)) {
+        let batched = if chunk.len() > 1 {
+            bar.set_message(format!("records {} to {}", chunk[0].id, chunk[chunk.len() - 1].id));
+            run_chunk(model, tokenizer, editor, judge, chunk, manifest, settings, &mut cache)?
+        } else {
+            None
+        };
+        match batched {
+            Some(records) => {
+                for record in records {
+                    log.append(record.clone())?;
+                    on_record(&record);
+                    bar.inc(1);
+                }
+            }
+            None => {
+                for case in chunk {
+                    bar.set_message(format!("record {}", case.id));
+                    let record = run_case(
+                        model, tokenizer, editor, judge, case, manifest, settings, &mut cache,
+                    )?;
+                    log.append(record.clone())?;
+                    on_record(&record);
+                    bar.inc(1);
+                }
+            }
+        }
     }
     bar.finish_and_clear();
 
@@ -210,18 +236,7 @@ fn run_case(
     settings: &HarnessSettings,
     cache: &mut JsonlLog<CachedResponses>,
 ) -> Result<RunRecord> {
-    let pre_suffix = settings.suffix_policy == SuffixPolicy::Both;
-    let post_suffix = settings.suffix_policy != SuffixPolicy::Neither;
-    let pre_inputs: Vec<String> = case
-        .eval_inputs
-        .iter()
-        .map(|(_, t)| with_suffix(t, &settings.suffix, pre_suffix))
-        .collect();
-    let post_inputs: Vec<String> = case
-        .eval_inputs
-        .iter()
-        .map(|(_, t)| editor.wrap_input(&with_suffix(t, &settings.suffix, post_suffix)))
-        .collect();
+    let (pre_inputs, post_inputs) = case_inputs(case, editor, settings);
     let mut timings = RecordTimings::default();
 
     // Pre-edit responses: from the cache, else generated on the unedited model.
@@ -249,9 +264,29 @@ fn run_case(
     editor.restore(model)?;
     let post = post?;
 
+    let sides = Sides { pre_inputs, post_inputs, pre, post };
+    finish_record(judge, case, outcome, sides, timings)
+}
+
+/// A case's evaluation inputs and responses on both sides of the edit.
+struct Sides {
+    pre_inputs: Vec<String>,
+    post_inputs: Vec<String>,
+    pre: Vec<Response>,
+    post: Vec<Response>,
+}
+
+/// Judges both sides and assembles the case's record.
+fn finish_record(
+    judge: &dyn SafetyJudge,
+    case: &BenchmarkCase,
+    outcome: EditOutcome,
+    sides: Sides,
+    mut timings: RecordTimings,
+) -> Result<RunRecord> {
     let started = Instant::now();
-    let pre_side = judge_side(judge, &case.eval_inputs, &pre_inputs, pre)?;
-    let post_side = judge_side(judge, &case.eval_inputs, &post_inputs, post)?;
+    let pre_side = judge_side(judge, &case.eval_inputs, &sides.pre_inputs, sides.pre)?;
+    let post_side = judge_side(judge, &case.eval_inputs, &sides.post_inputs, sides.post)?;
     timings.judge = started.elapsed().as_secs_f64();
     Ok(RunRecord {
         id: case.id.clone(),
@@ -264,6 +299,181 @@ fn run_case(
         pre: pre_side,
         post: post_side,
     })
+}
+
+/// The evaluation inputs of `case` before and after the edit.
+fn case_inputs(
+    case: &BenchmarkCase,
+    editor: &dyn Editor,
+    settings: &HarnessSettings,
+) -> (Vec<String>, Vec<String>) {
+    let pre_suffix = settings.suffix_policy == SuffixPolicy::Both;
+    let post_suffix = settings.suffix_policy != SuffixPolicy::Neither;
+    let pre = case
+        .eval_inputs
+        .iter()
+        .map(|(_, t)| with_suffix(t, &settings.suffix, pre_suffix))
+        .collect();
+    let post = case
+        .eval_inputs
+        .iter()
+        .map(|(_, t)| editor.wrap_input(&with_suffix(t, &settings.suffix, post_suffix)))
+        .collect();
+    (pre, post)
+}
+
+/// `inputs` answered in one generation batch.
+fn respond_together(
+    model: &CausalLm,
+    tokenizer: &Tokenizer,
+    inputs: &[String],
+    settings: &HarnessSettings,
+) -> Result<Vec<Response>> {
+    let decoding = Decoding { batch_size: inputs.len().max(1), ..settings.decoding.clone() };
+    respond(model, tokenizer, inputs, settings.prompt_style, &decoding)
+}
+
+/// Runs a chunk of cases together (see [`HarnessSettings::batch_records`]); `None` when the editor has no
+/// batched path (the pre-edit responses it generated are cached by then).
+#[allow(clippy::too_many_arguments)]
+fn run_chunk(
+    model: &mut CausalLm,
+    tokenizer: &Tokenizer,
+    editor: &mut dyn Editor,
+    judge: &dyn SafetyJudge,
+    cases: &[&BenchmarkCase],
+    manifest: &RunManifest,
+    settings: &HarnessSettings,
+    cache: &mut JsonlLog<CachedResponses>,
+) -> Result<Option<Vec<RunRecord>>> {
+    let n = cases.len();
+    let inputs: Vec<(Vec<String>, Vec<String>)> =
+        cases.iter().map(|c| case_inputs(c, editor, settings)).collect();
+    let mut timings = vec![RecordTimings::default(); n];
+
+    editor.restore(model)?;
+    let keys: Vec<String> = inputs.iter().map(|(pre, _)| cache_key(manifest, pre)).collect();
+    let mut pre: Vec<Option<Vec<Response>>> = keys
+        .iter()
+        .map(|k| cache.records().iter().find(|c| &c.key == k).map(|c| c.responses.clone()))
+        .collect();
+    let missing: Vec<usize> = (0..n).filter(|&i| pre[i].is_none()).collect();
+    if !missing.is_empty() {
+        let flat: Vec<String> = missing.iter().flat_map(|&i| inputs[i].0.clone()).collect();
+        let started = Instant::now();
+        let mut responses = respond_together(model, tokenizer, &flat, settings)?.into_iter();
+        let share = started.elapsed().as_secs_f64() / missing.len() as f64;
+        for &i in &missing {
+            let mine: Vec<Response> = responses.by_ref().take(inputs[i].0.len()).collect();
+            cache.append(CachedResponses { key: keys[i].clone(), responses: mine.clone() })?;
+            timings[i].generate_pre = share;
+            pre[i] = Some(mine);
+        }
+    }
+
+    let requests: Vec<EditInput> = cases.iter().map(|c| c.edit.clone()).collect();
+    let Some(outcomes) = editor.edit_batch(model, tokenizer, &requests)? else {
+        return Ok(None);
+    };
+    if outcomes.len() != n {
+        return Err(EvalError::Invalid(format!(
+            "the editor returned {} outcomes for {n} records",
+            outcomes.len()
+        )));
+    }
+
+    // Records edited at the same tensors share one generation batch, each with its own weights.
+    let mut groups: Vec<(Vec<String>, Vec<usize>)> = Vec::new();
+    for (i, outcome) in outcomes.iter().enumerate() {
+        let mut names: Vec<String> = outcome.delta.names().map(str::to_string).collect();
+        names.sort();
+        match groups.iter_mut().find(|(g, _)| *g == names) {
+            Some((_, members)) => members.push(i),
+            None => groups.push((names, vec![i])),
+        }
+    }
+    let mut post: Vec<Option<Vec<Response>>> = vec![None; n];
+    for (names, members) in &groups {
+        let flat: Vec<String> = members.iter().flat_map(|&i| inputs[i].1.clone()).collect();
+        let per_case = inputs[members[0]].1.len();
+        if members.iter().any(|&i| inputs[i].1.len() != per_case) {
+            return Err(EvalError::Invalid(
+                "batched records need the same number of evaluation inputs each".into(),
+            ));
+        }
+        let started = Instant::now();
+        let responses = if names.is_empty() {
+            respond_together(model, tokenizer, &flat, settings)?
+        } else {
+            let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+            let snapshot = model.snapshot(&refs)?;
+            let placed = place_row_weights(model, names, members, &outcomes);
+            let responses =
+                placed.and_then(|()| respond_together(model, tokenizer, &flat, settings));
+            // Put the original weights back before anything else can fail.
+            model.restore(&snapshot)?;
+            responses?
+        };
+        let share = started.elapsed().as_secs_f64() / members.len() as f64;
+        let mut responses = responses.into_iter();
+        for &i in members {
+            post[i] = Some(responses.by_ref().take(per_case).collect());
+            timings[i].generate_post = share;
+        }
+    }
+
+    let mut records = Vec::with_capacity(n);
+    for (i, ((case, outcome), (pre_inputs, post_inputs))) in
+        cases.iter().zip(outcomes).zip(inputs).enumerate()
+    {
+        let mut t = timings[i];
+        t.locate = outcome.timings.locate;
+        t.edit = outcome.timings.edit;
+        let sides = Sides {
+            pre_inputs,
+            post_inputs,
+            pre: pre[i].take().unwrap_or_default(),
+            post: post[i].take().unwrap_or_default(),
+        };
+        records.push(finish_record(judge, case, outcome, sides, t)?);
+    }
+    Ok(Some(records))
+}
+
+/// Replaces each of `names` by a stack of one edited weight per member record (`W0 + delta`, in the model's
+/// dtype), so that a batch of the members' inputs, in member order, runs each record's rows with its own edit.
+fn place_row_weights(
+    model: &mut CausalLm,
+    names: &[String],
+    members: &[usize],
+    outcomes: &[EditOutcome],
+) -> Result<()> {
+    let kind = model.kind();
+    for name in names {
+        if !name.ends_with("_proj.weight") {
+            return Err(EvalError::Invalid(format!(
+                "`{name}` cannot hold one weight per batch row (only linear projections can)"
+            )));
+        }
+        let base =
+            model.parameter(name)?.f_to_kind(tch::Kind::Float).map_err(torch("base weight"))?;
+        let rows = members
+            .iter()
+            .map(|&i| {
+                let delta = outcomes[i].delta.get(name).ok_or_else(|| {
+                    EvalError::Invalid(format!("record {i}'s edit does not touch `{name}`"))
+                })?;
+                base.f_add(&delta.f_to_device(base.device()).map_err(torch("delta"))?)
+                    .map_err(torch("edited weight"))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let stacked = tch::Tensor::f_stack(&rows, 0)
+            .map_err(torch("stacking edited weights"))?
+            .f_to_kind(kind)
+            .map_err(torch("stacking edited weights"))?;
+        drop(model.replace_parameter(name, stacked)?);
+    }
+    Ok(())
 }
 
 fn judge_side(
@@ -347,4 +557,10 @@ pub fn write_reports(dir: &Path, summary: &Summary, records: &[RunRecord]) -> Re
         write_atomic(&dir.join("layer_distances.svg"), svg.as_bytes())?;
     }
     Ok(())
+}
+
+fn torch(context: &'static str) -> impl FnOnce(tch::TchError) -> EvalError {
+    move |source| {
+        EvalError::Runtime(detox_runtime::Error::Torch { context: context.into(), source })
+    }
 }

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use detox_edit::dinm::{DinmEditor, DinmOptions, DinmPreset};
+use detox_edit::Editor;
 use detox_eval::harness::{run, BenchmarkCase, HarnessSettings, SuffixPolicy};
 use detox_eval::manifest::{sha256_dir, RunManifest};
 use detox_eval::record::RunRecord;
@@ -95,6 +96,7 @@ fn settings(out: &Path) -> HarnessSettings {
         suffix: detox_edit::dinm::SUFFIX_SYSTEM_PROMPT.into(),
         pre_edit_cache: None,
         progress: false,
+        batch_records: 1,
     }
 }
 
@@ -310,4 +312,160 @@ fn self_reminder_wraps_only_post_edit_inputs_and_leaves_weights_alone() -> Resul
         assert!(model.parameter(name)?.equal(original), "{name} changed");
     }
     Ok(())
+}
+
+fn many_cases(n: usize) -> Result<Vec<BenchmarkCase>> {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets/safeedit_sample_test.json");
+    let split = safeedit::load_split(path, safeedit::Split::Test, safeedit::Mode::Strict)?;
+    Ok(safeedit::Subset::First { n }
+        .apply(&split.records)
+        .iter()
+        .map(|r| BenchmarkCase::from_record(r).unwrap())
+        .collect())
+}
+
+/// Runs `cases` one record at a time and four at a time with editors from `make`, and checks both give the
+/// same records; returns the one-at-a-time records.
+fn compare_paths(
+    make: &dyn Fn() -> Result<Box<dyn Editor>>,
+    cases: &[BenchmarkCase],
+    m: &RunManifest,
+) -> Result<Vec<RunRecord>> {
+    let tokenizer = Tokenizer::from_model_dir(model_dir())?;
+    let mut model = CausalLm::load(model_dir(), Device::Cpu, Kind::Float)?;
+    let weights_before = sha256_of_weights(&model);
+    let root = tempfile::tempdir()?;
+    let mut results = Vec::new();
+    for batch_records in [1, 4] {
+        let dir = root.path().join(format!("batch{batch_records}"));
+        let settings = HarnessSettings { batch_records, ..settings(&dir) };
+        let mut editor = make()?;
+        run(&mut model, &tokenizer, editor.as_mut(), &LetterJudge, cases, m, &settings, |_| {})?;
+        results.push(read_records(&dir)?);
+    }
+    assert_eq!(sha256_of_weights(&model), weights_before, "both paths leave the weights untouched");
+    let (alone, batched) = (&results[0], &results[1]);
+    assert_eq!(alone.len(), batched.len());
+    for (a, b) in alone.iter().zip(batched) {
+        assert_eq!(a.id, b.id);
+        assert_eq!(a.layer, b.layer, "record {}: same layer", a.id);
+        assert_eq!(a.steps.len(), b.steps.len(), "record {}: same number of steps", a.id);
+        for (x, y) in a.steps.iter().zip(&b.steps) {
+            assert!((x.loss - y.loss).abs() <= 1e-4 * x.loss.abs().max(1.0), "record {}", a.id);
+        }
+        for (side_a, side_b) in [(&a.pre, &b.pre), (&a.post, &b.post)] {
+            assert_eq!(side_a.responses.len(), 5);
+            for (x, y) in side_a.responses.iter().zip(&side_b.responses) {
+                assert_eq!(x.input, y.input);
+                assert_eq!(x.response, y.response, "record {}: same greedy response", a.id);
+                assert_eq!(x.label, y.label);
+            }
+        }
+    }
+    Ok(results.swap_remove(0))
+}
+
+#[test]
+fn batched_records_match_the_one_at_a_time_path() -> Result<()> {
+    let hparams = DinmPreset::Llama2_7bChat.hparams();
+    let options = DinmOptions {
+        layer_selection: detox_locate::LayerSelection::PerRecord,
+        ..DinmOptions::reference()
+    };
+    let mut m = manifest(&hparams)?;
+    m.method_options = serde_json::to_value(options)?;
+    let make =
+        || -> Result<Box<dyn Editor>> { Ok(Box::new(DinmEditor::new(hparams.clone(), options)?)) };
+    let alone = compare_paths(&make, &many_cases(6)?, &m)?;
+    let layers: Vec<Option<usize>> = alone.iter().map(|r| r.layer).collect();
+    assert!(
+        layers[..4].iter().any(|l| layers[..4].iter().filter(|m| *m == l).count() > 1),
+        "the first chunk edits records located at one layer together: {layers:?}"
+    );
+    Ok(())
+}
+
+/// DINM at layer 1 for records whose prompt has an even length, at layer 3 otherwise: a chunk then holds two
+/// layer groups, each generated with its own per-record weights.
+struct TwoLayers {
+    even: DinmEditor,
+    odd: DinmEditor,
+}
+
+impl TwoLayers {
+    fn new() -> Result<Self> {
+        let at = |layer| -> Result<DinmEditor> {
+            let mut h = DinmPreset::Llama2_7bChat.hparams();
+            h.layers = vec![layer];
+            Ok(DinmEditor::new(h, DinmOptions::reference())?)
+        };
+        Ok(Self { even: at(1)?, odd: at(3)? })
+    }
+}
+
+impl Editor for TwoLayers {
+    fn method(&self) -> &'static str {
+        "DINM"
+    }
+    fn edit(
+        &mut self,
+        model: &mut CausalLm,
+        encoder: &dyn detox_edit::PromptEncoder,
+        input: &detox_edit::EditInput,
+    ) -> detox_edit::Result<detox_edit::EditOutcome> {
+        self.restore(model)?;
+        if input.prompt.len() % 2 == 0 {
+            self.even.edit(model, encoder, input)
+        } else {
+            self.odd.edit(model, encoder, input)
+        }
+    }
+    fn edit_batch(
+        &mut self,
+        model: &mut CausalLm,
+        encoder: &dyn detox_edit::PromptEncoder,
+        inputs: &[detox_edit::EditInput],
+    ) -> detox_edit::Result<Option<Vec<detox_edit::EditOutcome>>> {
+        let (even, odd): (Vec<_>, Vec<_>) =
+            inputs.iter().cloned().partition(|i| i.prompt.len() % 2 == 0);
+        let mut even = self.even.edit_batch(model, encoder, &even)?.unwrap().into_iter();
+        let mut odd = self.odd.edit_batch(model, encoder, &odd)?.unwrap().into_iter();
+        Ok(Some(
+            inputs
+                .iter()
+                .map(|i| if i.prompt.len() % 2 == 0 { even.next() } else { odd.next() }.unwrap())
+                .collect(),
+        ))
+    }
+    fn restore(&mut self, model: &mut CausalLm) -> detox_edit::Result<()> {
+        self.even.restore(model)?;
+        self.odd.restore(model)
+    }
+}
+
+#[test]
+fn batched_records_at_several_layers_match_the_one_at_a_time_path() -> Result<()> {
+    let hparams = DinmPreset::Llama2_7bChat.hparams();
+    let cases = many_cases(4)?;
+    let parities: Vec<usize> = cases.iter().map(|c| c.edit.prompt.len() % 2).collect();
+    assert!(parities.contains(&0) && parities.contains(&1), "both layers are used: {parities:?}");
+    let make = || -> Result<Box<dyn Editor>> { Ok(Box::new(TwoLayers::new()?)) };
+    let alone = compare_paths(&make, &cases, &manifest(&hparams)?)?;
+    let layers: Vec<Option<usize>> = alone.iter().map(|r| r.layer).collect();
+    assert!(layers.contains(&Some(1)) && layers.contains(&Some(3)), "{layers:?}");
+    Ok(())
+}
+
+fn sha256_of_weights(model: &CausalLm) -> Vec<u8> {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for name in model.parameter_names() {
+        let t = model.parameter(name).unwrap().contiguous();
+        let mut bytes = vec![0u8; t.numel() * t.kind().elt_size_in_bytes()];
+        t.copy_data_u8(&mut bytes, t.numel());
+        h.update(name.as_bytes());
+        h.update(&bytes);
+    }
+    h.finalize().to_vec()
 }

@@ -6,6 +6,7 @@ use detox_locate::{contrast_token_ids, LayerPolicy, LayerSelection, LocateInput,
 use detox_runtime::CausalLm;
 use serde::{Deserialize, Serialize};
 
+use super::batch::optimize_batch;
 use super::hparams::DinmHyperParams;
 use super::inputs::build_tokens;
 use super::optimize::{optimize_tensor, OptimizeSettings};
@@ -180,6 +181,75 @@ impl Editor for DinmEditor {
             timings: EditTimings { locate: locate_seconds, edit: trained.seconds },
             delta,
         })
+    }
+
+    /// Locates every record in order (so the layer policy sees them as the sequential path does), then edits the
+    /// records that share a layer together with [`optimize_batch`]: one weight copy and one Adam state per record,
+    /// equal to one-at-a-time edits up to floating-point reassociation. Only in single mode.
+    fn edit_batch(
+        &mut self,
+        model: &mut CausalLm,
+        encoder: &dyn PromptEncoder,
+        inputs: &[EditInput],
+    ) -> Result<Option<Vec<EditOutcome>>> {
+        if self.options.mode != EditMode::Single {
+            return Ok(None);
+        }
+        self.ledger.restore(model)?;
+        let mut prepared = Vec::with_capacity(inputs.len());
+        for input in inputs {
+            let started = Instant::now();
+            let (layer, located) = self.locate(model, encoder, input)?;
+            let seconds = started.elapsed().as_secs_f64();
+            if layer >= model.config().num_hidden_layers {
+                return Err(EditError::InvalidRequest(format!(
+                    "layer {layer} does not exist (the model has {})",
+                    model.config().num_hidden_layers
+                )));
+            }
+            let tokens = build_tokens(
+                encoder,
+                input,
+                &self.hparams.suffix_system_prompt,
+                self.options.prompt_format,
+            )?;
+            prepared.push((layer, located, tokens, seconds));
+        }
+        let mut outcomes: Vec<Option<EditOutcome>> = inputs.iter().map(|_| None).collect();
+        let mut layers: Vec<usize> = prepared.iter().map(|p| p.0).collect();
+        layers.sort_unstable();
+        layers.dedup();
+        for layer in layers {
+            let members: Vec<usize> =
+                (0..prepared.len()).filter(|&i| prepared[i].0 == layer).collect();
+            let tokens: Vec<_> = members.iter().map(|&i| prepared[i].2.clone()).collect();
+            let name = self.hparams.rewrite_tensor_name(layer);
+            let snapshot = model.snapshot(&[&name])?;
+            let trained = optimize_batch(model, &name, &tokens, &self.settings());
+            model.restore(&snapshot)?;
+            model.freeze_all()?;
+            for (&i, trained) in members.iter().zip(trained?) {
+                let mut delta = Delta::new();
+                delta.add(
+                    &name,
+                    &trained.edited.f_sub(&trained.original).map_err(torch("delta"))?,
+                )?;
+                outcomes[i] = Some(EditOutcome {
+                    method: "DINM",
+                    layer: Some(layer),
+                    located: prepared[i].1.take(),
+                    steps: trained.steps,
+                    timings: EditTimings { locate: prepared[i].3, edit: trained.seconds },
+                    delta,
+                });
+            }
+        }
+        Ok(Some(
+            outcomes
+                .into_iter()
+                .map(|o| o.expect("every record belongs to a layer group"))
+                .collect(),
+        ))
     }
 
     fn restore(&mut self, model: &mut CausalLm) -> Result<()> {

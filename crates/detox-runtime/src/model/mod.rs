@@ -2,7 +2,7 @@
 //!
 //! Parameters are kept under their Hugging Face names, so an editor can read, replace, snapshot and restore any of
 //! them (for example `model.layers.{i}.mlp.down_proj.weight`), and every linear weight may also be given per batch
-//! row (`[batch, out, in]`) so that a batch can carry independent edits of the same layer.
+//! row or per group of rows (`[k, out, in]`) so that a batch can carry independent edits of the same layer.
 
 mod device_map;
 mod layer;
@@ -303,8 +303,9 @@ impl CausalLm {
     /// Puts `tensor` in place of the parameter `name` and returns the previous tensor.
     ///
     /// The new tensor is used as given (it may carry gradients, e.g. a cast of an fp32 master copy being trained).
-    /// It must have the parameter's shape, or for a 2-D linear weight also `[batch, out, in]` (one weight per batch
-    /// row; forward passes must then use that batch size).
+    /// It must have the parameter's shape, or for a 2-D linear weight also `[k, out, in]`: one weight per batch
+    /// row, or per group of consecutive rows (forward passes must then use a batch of `k · g` rows; see
+    /// [`linear`]).
     pub fn replace_parameter(&mut self, name: &str, tensor: Tensor) -> Result<Tensor> {
         let id = self.params.id(name)?;
         let projection = name.ends_with("_proj.weight");
