@@ -125,10 +125,11 @@ struct Args {
     #[arg(long, default_value_t = 5)]
     batch_size: usize,
     /// Records processed together: pre-edit inputs generated in one batch, DINM edits of records sharing a layer
-    /// run together, post-edit inputs generated in one batch with one edited weight per record (1: one record at
-    /// a time, the reference's flow).
-    #[arg(long, default_value_t = 1)]
-    batch_records: usize,
+    /// run together, post-edit inputs generated in one batch with one edited weight per record. `1` is one
+    /// record at a time (the reference's flow); `auto` takes as many as the GPU's free memory holds (8 on the
+    /// CPU). On a GPU a number that cannot fit is refused before anything runs.
+    #[arg(long, default_value = "1")]
+    batch_records: String,
     /// Sample with this temperature (top-p 0.9) instead of greedy decoding.
     #[arg(long)]
     temperature: Option<f64>,
@@ -290,6 +291,7 @@ fn main() -> Result<()> {
         Suffix::Both => SuffixPolicy::Both,
         Suffix::Neither => SuffixPolicy::Neither,
     };
+    let batch_records = records_per_batch(&args, &model)?;
     let report = detox_runtime::backend::BackendReport::probe();
     let gpu = report
         .gpus
@@ -328,7 +330,7 @@ fn main() -> Result<()> {
         suffix: hparams.suffix_system_prompt.clone(),
         pre_edit_cache: args.pre_edit_cache.clone(),
         progress: !args.print_responses,
-        batch_records: args.batch_records,
+        batch_records,
     };
     let print = args.print_responses;
     let summary = run(
@@ -384,6 +386,46 @@ fn artefact_dir(args: &Args) -> Result<&std::path::Path> {
         Some(dir) => Ok(dir),
         None => {
             bail!("--method {:?} needs --artefact DIR (written by train_baseline)", args.method)
+        }
+    }
+}
+
+/// `--batch-records`, checked against (or, for `auto`, chosen from) the free memory of a GPU.
+fn records_per_batch(args: &Args, model: &detox_runtime::CausalLm) -> Result<usize> {
+    use detox_runtime::memory::{device_memory, fit_count, generation_row_bytes};
+    let asked = match args.batch_records.as_str() {
+        "auto" => None,
+        n => match n.parse::<usize>() {
+            Ok(n) if n >= 1 => Some(n),
+            _ => bail!("--batch-records: expected a positive number or `auto`, got {n:?}"),
+        },
+    };
+    let Some(memory) = device_memory(model.device()) else {
+        return Ok(asked.unwrap_or(8));
+    };
+    let (config, kind) = (model.config(), model.kind());
+    let (prompt, new) = (args.max_input_tokens, args.max_new_tokens);
+    let weight =
+        (config.hidden_size * config.intermediate_size) as u64 * kind.elt_size_in_bytes() as u64;
+    // Five generation rows, the batched edit's share, and the record's edited weight during generation.
+    let per_record = 5 * generation_row_bytes(config, kind, prompt, new)
+        + detox_edit::dinm::batch::memory_per_record(config, kind, prompt)
+        + weight;
+    let fits = fit_count("one record of the batched protocol", per_record, memory.free, 0.1, 256)?;
+    match asked {
+        Some(n) if n > fits => bail!(
+            "--batch-records {n} needs about {:.1} GiB but {:.1} GiB of the GPU is free (at most {fits} records fit)",
+            (n as u64 * per_record) as f64 / (1u64 << 30) as f64,
+            memory.free as f64 / (1u64 << 30) as f64
+        ),
+        Some(n) => Ok(n),
+        None => {
+            println!(
+                "--batch-records auto: {fits} records ({:.1} GiB free, about {:.2} GiB per record)",
+                memory.free as f64 / (1u64 << 30) as f64,
+                per_record as f64 / (1u64 << 30) as f64
+            );
+            Ok(fits)
         }
     }
 }

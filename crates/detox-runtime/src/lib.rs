@@ -17,6 +17,7 @@ pub mod error;
 pub mod generate;
 pub mod gguf;
 pub mod kv_cache;
+pub mod memory;
 pub mod model;
 pub mod roberta;
 pub mod tokenizer;

@@ -91,6 +91,21 @@ fn row_mean(values: &Tensor, scored: &Tensor) -> Result<Tensor> {
         .map_err(torch("row mean"))
 }
 
+/// An upper estimate of the device bytes one more record adds to [`optimize_batch`] on `config`'s model in
+/// `kind`, for edit inputs of up to `seq` tokens: the record's fp32 master copy, gradient and two Adam moments
+/// of the `intermediate × hidden` weight, its working copy in `kind`, and the activations its rows keep for the
+/// backward pass through every layer, with fp32 log-probabilities over the vocabulary for the edit input and
+/// the constraint.
+pub fn memory_per_record(config: &detox_runtime::Config, kind: Kind, seq: usize) -> u64 {
+    let elt = kind.elt_size_in_bytes() as u64;
+    let weight = (config.hidden_size * config.intermediate_size) as u64;
+    let states = weight * (4 * 4 + elt);
+    let per_token_layer = (6 * config.hidden_size + 3 * config.intermediate_size) as u64 * elt;
+    let activations = seq as u64 * config.num_hidden_layers as u64 * per_token_layer;
+    let log_probs = 2 * seq as u64 * config.vocab_size as u64 * 4;
+    states + activations + log_probs
+}
+
 /// Edits `tensor_name` for every entry of `tokens` at once; see the module documentation. The model is left
 /// holding the stacked edited weights (`[records, out, in]`, model dtype), so that a batched generation can use
 /// them; restore it from a snapshot taken before.
