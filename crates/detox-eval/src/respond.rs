@@ -1,6 +1,8 @@
 //! Turning evaluation inputs into model responses: prompt layout, truncation, batched generation, decoding.
 
-use detox_runtime::{generate, CausalLm, FinishReason, GenerationConfig, Sampling, Tokenizer};
+use detox_runtime::{
+    generate, generate_refill, CausalLm, FinishReason, GenerationConfig, Sampling, Tokenizer,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{EvalError, Result};
@@ -26,7 +28,7 @@ pub struct Decoding {
     pub max_input_tokens: usize,
     /// Greedy (default) or sampling.
     pub sampling: Sampling,
-    /// How many inputs are generated together.
+    /// How many inputs are generated together (rows; with more inputs, rows are refilled as responses end).
     pub batch_size: usize,
 }
 
@@ -77,7 +79,8 @@ pub fn encode_prompt(
     Ok(ids)
 }
 
-/// Generates a response for every input, `decoding.batch_size` at a time, in input order.
+/// Generates a response for every input, in input order: in one batch when they fit `decoding.batch_size` rows,
+/// else over `decoding.batch_size` rows refilled as responses end ([`generate_refill`]).
 pub fn respond(
     model: &CausalLm,
     tokenizer: &Tokenizer,
@@ -98,24 +101,29 @@ pub fn respond(
         eos_token_ids: eos,
         sync_every: 8,
     };
+    let prompts = inputs
+        .iter()
+        .map(|text| encode_prompt(tokenizer, text, style, decoding.max_input_tokens))
+        .collect::<Result<Vec<_>>>()?;
+    let slots = decoding.batch_size.max(1);
+    // More inputs than rows: keep the rows busy, refilling each as soon as its response ends.
+    let generated = if prompts.len() > slots {
+        generate_refill(model, &prompts, &config, slots)?
+    } else {
+        generate(model, &prompts, &config, None)?
+    };
     let mut out = Vec::with_capacity(inputs.len());
-    for chunk in inputs.chunks(decoding.batch_size.max(1)) {
-        let prompts = chunk
-            .iter()
-            .map(|text| encode_prompt(tokenizer, text, style, decoding.max_input_tokens))
-            .collect::<Result<Vec<_>>>()?;
-        for generated in generate(model, &prompts, &config, None)? {
-            out.push(Response {
-                text: tokenizer.decode(&generated.tokens, true)?,
-                tokens: generated.tokens.len(),
-                finish: match generated.finish {
-                    FinishReason::Eos => "eos",
-                    FinishReason::StopSequence => "stop",
-                    FinishReason::Length => "length",
-                }
-                .into(),
-            });
-        }
+    for generated in generated {
+        out.push(Response {
+            text: tokenizer.decode(&generated.tokens, true)?,
+            tokens: generated.tokens.len(),
+            finish: match generated.finish {
+                FinishReason::Eos => "eos",
+                FinishReason::StopSequence => "stop",
+                FinishReason::Length => "length",
+            }
+            .into(),
+        });
     }
     Ok(out)
 }

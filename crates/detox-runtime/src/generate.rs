@@ -230,7 +230,7 @@ fn left_pad(prompts: &[Vec<i64>], pad: i64) -> (Vec<i64>, Vec<i64>) {
 ///
 /// # Shapes
 /// `logits`: `[batch, vocab]` fp32 -> `[batch]` int64
-fn choose(logits: &Tensor, sampling: Sampling) -> Result<Tensor> {
+pub(crate) fn choose(logits: &Tensor, sampling: Sampling) -> Result<Tensor> {
     match sampling {
         Sampling::Greedy => logits.f_argmax(-1, false).ctx("argmax"),
         Sampling::TopP { temperature, top_p, .. } => {

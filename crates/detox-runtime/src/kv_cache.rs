@@ -11,6 +11,8 @@ pub struct KvCache {
     values: Vec<Tensor>,
     len: i64,
     capacity: i64,
+    /// Slot mode: where each row writes its next token (`[batch]` int64); `None` appends at the shared length.
+    row_positions: Option<Tensor>,
 }
 
 impl KvCache {
@@ -47,7 +49,7 @@ impl KvCache {
             |device: Device| Tensor::f_zeros(shape, (kind, device)).ctx("allocating the KV cache");
         let keys = devices.iter().map(|d| alloc(*d)).collect::<Result<Vec<_>>>()?;
         let values = devices.iter().map(|d| alloc(*d)).collect::<Result<Vec<_>>>()?;
-        Ok(Self { keys, values, len: 0, capacity })
+        Ok(Self { keys, values, len: 0, capacity, row_positions: None })
     }
 
     /// Number of positions already stored.
@@ -65,13 +67,48 @@ impl KvCache {
         self.capacity
     }
 
+    /// Slot mode: every row is an independent sequence that writes its next token at its own position
+    /// (`positions`, `[batch]` int64) and attends over the whole capacity, restricted by the attention mask the
+    /// caller passes. Forward passes then take one token per row.
+    pub(crate) fn set_row_positions(&mut self, positions: Tensor) {
+        // A one-token step then attends over `len + 1 = capacity` key positions.
+        self.len = self.capacity - 1;
+        self.row_positions = Some(positions);
+    }
+
+    /// Copies the first `from.len()` positions of `from`'s row 0 into row `row`, positions `0..from.len()`.
+    pub(crate) fn write_row(&mut self, row: i64, from: &KvCache) -> Result<()> {
+        let n = from.len;
+        if n > self.capacity || from.keys.len() != self.keys.len() {
+            return Err(Error::InvalidInput(format!(
+                "cannot copy {n} cached positions of {} layers into a cache of capacity {} with {} layers",
+                from.keys.len(),
+                self.capacity,
+                self.keys.len()
+            )));
+        }
+        for (mine, theirs) in [(&mut self.keys, &from.keys), (&mut self.values, &from.values)] {
+            for (dst, src) in mine.iter_mut().zip(theirs) {
+                let source = src
+                    .f_narrow(0, 0, 1)
+                    .ctx("slot source")?
+                    .f_narrow(2, 0, n)
+                    .ctx("slot source")?;
+                let mut target =
+                    dst.f_narrow(0, row, 1).ctx("slot")?.f_narrow(2, 0, n).ctx("slot")?;
+                target.f_copy_(&source).ctx("filling a slot")?;
+            }
+        }
+        Ok(())
+    }
+
     /// Writes the new keys/values of `layer` after the stored ones and returns views of everything stored so far
     /// (the new positions included). The cache length moves forward only through [`KvCache::advance`], once all
     /// layers have been written.
     ///
     /// # Shapes
     /// - `k`, `v`: `[batch, kv_heads, new, head_dim]`
-    /// - returns two `[batch, kv_heads, len + new, head_dim]` views
+    /// - returns two `[batch, kv_heads, len + new, head_dim]` views (in slot mode the whole capacity)
     pub(crate) fn append(
         &mut self,
         layer: usize,
@@ -79,6 +116,25 @@ impl KvCache {
         v: &Tensor,
     ) -> Result<(Tensor, Tensor)> {
         let new = k.size()[2];
+        if let Some(positions) = &self.row_positions {
+            if new != 1 {
+                return Err(Error::InvalidInput(format!(
+                    "a slot cache takes one token per row and step, got {new}"
+                )));
+            }
+            let size = k.size();
+            let device = self.keys[layer].device();
+            let index = positions
+                .f_to_device(device)
+                .ctx("slot positions")?
+                .f_view([size[0], 1, 1, 1])
+                .ctx("slot positions")?
+                .f_expand([size[0], size[1], 1, size[3]], false)
+                .ctx("slot positions")?;
+            let _ = self.keys[layer].f_scatter_(2, &index, k).ctx("writing keys to slots")?;
+            let _ = self.values[layer].f_scatter_(2, &index, v).ctx("writing values to slots")?;
+            return Ok((self.keys[layer].shallow_clone(), self.values[layer].shallow_clone()));
+        }
         if self.len + new > self.capacity {
             return Err(Error::InvalidInput(format!(
                 "KV cache overflow: {} stored + {new} new > capacity {}",
@@ -98,6 +154,10 @@ impl KvCache {
 
     /// Marks `new` positions as stored.
     pub(crate) fn advance(&mut self, new: i64) {
+        if self.row_positions.is_some() {
+            // Slot rows keep their own positions; the caller moves them.
+            return;
+        }
         self.len += new;
     }
 }

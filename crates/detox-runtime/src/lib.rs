@@ -19,6 +19,7 @@ pub mod gguf;
 pub mod kv_cache;
 pub mod memory;
 pub mod model;
+pub mod refill;
 pub mod roberta;
 pub mod tokenizer;
 pub mod weights;
@@ -32,5 +33,6 @@ pub use model::{
     CausalLm, DeviceMap, ForwardOptions, ForwardOutput, GradientFactors, LinearProbe,
     LogitsSelection, PartSizes, PositionIds, Snapshot,
 };
+pub use refill::generate_refill;
 pub use tokenizer::Tokenizer;
 pub use weights::SafetensorsFiles;
