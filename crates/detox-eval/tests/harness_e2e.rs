@@ -469,3 +469,78 @@ fn sha256_of_weights(model: &CausalLm) -> Vec<u8> {
     }
     h.finalize().to_vec()
 }
+
+#[test]
+fn trained_baselines_and_mend_run_through_the_harness_and_restore_exactly() -> Result<()> {
+    use detox_edit::mend::{MendEditor, MendNetwork, NetworkLayout};
+    use detox_edit::train::{
+        train, AdapterKind, PreferencePair, PromptFormat, RunOptions, TrainConfig,
+    };
+    let tokenizer = Tokenizer::from_model_dir(model_dir())?;
+    let mut model = CausalLm::load(model_dir(), Device::Cpu, Kind::Float)?;
+    let weights_before = sha256_of_weights(&model);
+    let cases = cases();
+    let pairs: Vec<PreferencePair> = cases
+        .iter()
+        .map(|c| PreferencePair {
+            prompt: c.edit.prompt.clone(),
+            chosen: c.edit.safe_response.clone(),
+            rejected: c.edit.unsafe_response.clone(),
+        })
+        .collect();
+    let config = TrainConfig {
+        adapter: AdapterKind::Lora { rank: 4, alpha: 8.0 },
+        modules: vec!["down_proj".into()],
+        format: PromptFormat::Plain,
+        lr: 1e-2,
+        epochs: 2,
+        batch_size: 2,
+        max_length: 200,
+        ..TrainConfig::sft()
+    };
+    let trained =
+        train(&mut model, &tokenizer, &pairs, &config, &RunOptions::default(), &mut |_, _| {})?;
+    let sft = detox_edit::TrainedDeltaEditor::new("SFT", trained.adapters.delta()?)?;
+
+    let names: Vec<String> =
+        (2..4).map(|l| format!("model.layers.{l}.mlp.down_proj.weight")).collect();
+    let weights = names
+        .iter()
+        .map(|n| {
+            let s = model.parameter(n).unwrap().size();
+            (n.clone(), [s[0], s[1]])
+        })
+        .collect();
+    let network =
+        MendNetwork::new(NetworkLayout { weights, rank: 8, init_edit_lr: 1e-2 }, Device::Cpu, 0)?;
+    let mend = MendEditor::new(network, PromptFormat::Plain, 200, detox_edit::EditMode::Single);
+
+    let editors: Vec<(Box<dyn Editor>, &str)> =
+        vec![(Box::new(sft), "SFT"), (Box::new(mend), "MEND")];
+    for (mut editor, method) in editors {
+        let mut m = manifest(&DinmPreset::Llama2_7bChat.hparams())?;
+        m.method = method.into();
+        let out = tempfile::tempdir()?;
+        run(
+            &mut model,
+            &tokenizer,
+            editor.as_mut(),
+            &LetterJudge,
+            &cases,
+            &m,
+            &settings(out.path()),
+            |_| {},
+        )?;
+        let records = read_records(out.path())?;
+        assert_eq!(records.len(), cases.len());
+        assert!(records.iter().all(|r| r.method == method && r.post.responses.len() == 5));
+        let changed = records
+            .iter()
+            .flat_map(|r| r.pre.responses.iter().zip(&r.post.responses))
+            .filter(|(a, b)| a.response != b.response)
+            .count();
+        assert!(changed > 0, "{method}: the edit changes some responses");
+        assert_eq!(sha256_of_weights(&model), weights_before, "{method}: weights restored exactly");
+    }
+    Ok(())
+}
