@@ -18,7 +18,9 @@ use detox_edit::dinm::{
 };
 use detox_edit::EditInput;
 use detox_examples::{load_model, parse_device, parse_kind};
-use detox_runtime::{generate, ForwardOptions, GenerationConfig, LogitsSelection, Sampling};
+use detox_runtime::{
+    generate, generate_refill, ForwardOptions, GenerationConfig, LogitsSelection, Sampling,
+};
 use tch::Tensor;
 
 /// Runtime timings.
@@ -51,6 +53,10 @@ struct Args {
     /// `f32`, `bf16` or `f16`.
     #[arg(long, default_value = "f32")]
     dtype: String,
+    /// Also time answering the sample records' evaluation inputs (chat template, greedy) in fixed batches of
+    /// `--batch` against `--batch` rows refilled as responses end, with at most this many new tokens.
+    #[arg(long)]
+    refill_new: Option<usize>,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -160,6 +166,10 @@ fn main() -> Result<()> {
     }
     emit(&format!("dinm_edit_10_steps_{}_tokens", tokens.edit_input.len()), median(times));
 
+    if let Some(new) = args.refill_new {
+        refill_comparison(&loaded, &args, new, device, &emit)?;
+    }
+
     if let Some(path) = &args.inputs_out {
         let layer = loaded.model.config().num_hidden_layers / 2;
         let json = serde_json::json!({
@@ -170,5 +180,60 @@ fn main() -> Result<()> {
         });
         std::fs::write(path, serde_json::to_string(&json)?)?;
     }
+    Ok(())
+}
+
+/// Fixed batches against refilled rows on the same prompts; both must give the same responses.
+fn refill_comparison(
+    loaded: &detox_examples::LoadedModel,
+    args: &Args,
+    new: usize,
+    device: tch::Device,
+    emit: &dyn Fn(&str, f64),
+) -> Result<()> {
+    let split = safeedit::load_split(
+        "datasets/safeedit_sample_test.json",
+        safeedit::Split::Test,
+        safeedit::Mode::Strict,
+    )?;
+    let template = loaded
+        .tokenizer
+        .chat_template()
+        .ok_or_else(|| anyhow::anyhow!("the refill comparison needs a chat template"))?;
+    let mut prompts = Vec::new();
+    for record in &split.records {
+        for input in record.eval_inputs().into_iter().flatten() {
+            prompts.push(loaded.tokenizer.encode(&template.user_prompt(input.text)?, false)?);
+        }
+    }
+    let eos = loaded.tokenizer.eos_ids().to_vec();
+    let config = GenerationConfig {
+        max_new_tokens: new,
+        sampling: Sampling::Greedy,
+        pad_token_id: eos[0],
+        eos_token_ids: eos,
+        sync_every: 8,
+    };
+    sync(device);
+    let t = Instant::now();
+    let mut fixed = Vec::new();
+    for chunk in prompts.chunks(args.batch) {
+        fixed.extend(generate(&loaded.model, chunk, &config, None)?);
+    }
+    sync(device);
+    let fixed_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let refilled = generate_refill(&loaded.model, &prompts, &config, args.batch)?;
+    sync(device);
+    let refill_s = t.elapsed().as_secs_f64();
+    let same = fixed.iter().zip(&refilled).filter(|(a, b)| a == b).count();
+    let tokens: usize = refilled.iter().map(|g| g.tokens.len()).sum();
+    println!(
+        "{}",
+        serde_json::json!({"what": "refill_comparison", "prompts": prompts.len(), "rows": args.batch,
+                           "max_new": new, "generated_tokens": tokens, "identical_responses": same})
+    );
+    emit("fixed_batches_ms", fixed_s * 1e3);
+    emit("refilled_rows_ms", refill_s * 1e3);
     Ok(())
 }
