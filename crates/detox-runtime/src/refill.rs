@@ -6,7 +6,7 @@
 //! copied into its slot's positions `0..p`; each decoding step then writes every slot's token at that slot's own
 //! position and attends over its own positions only. The host learns which rows finished every
 //! [`GenerationConfig::sync_every`] steps (and whenever a row reaches `max_new_tokens`); tokens a row produced
-//! after its EOS are discarded, as in [`crate::generate`].
+//! after its EOS are discarded, as in [`generate`](crate::generate::generate).
 
 use tch::{Kind, Tensor};
 
@@ -28,9 +28,9 @@ struct Active {
 /// Generates a continuation of every prompt, `slots` rows at a time, refilling rows as they finish; results are
 /// in prompt order.
 ///
-/// With greedy decoding each result equals what [`crate::generate`] gives for that prompt alone, up to
+/// With greedy decoding each result equals what [`generate`](crate::generate::generate) gives for that prompt alone, up to
 /// floating-point differences between batch shapes. Models with a sliding window shorter than the longest prompt
-/// plus `max_new_tokens` are refused (a slot's window would be misplaced); use [`crate::generate`] for them.
+/// plus `max_new_tokens` are refused (a slot's window would be misplaced); use [`generate`](crate::generate::generate) for them.
 pub fn generate_refill(
     model: &CausalLm,
     prompts: &[Vec<i64>],
