@@ -91,17 +91,7 @@ pub fn generate(
     if prompts.is_empty() {
         return Ok(Vec::new());
     }
-    if let Some(i) = prompts.iter().position(Vec::is_empty) {
-        return Err(Error::InvalidInput(format!("prompt {i} has no tokens")));
-    }
-    if let Sampling::TopP { temperature, top_p, seed } = config.sampling {
-        if temperature <= 0.0 || !(top_p > 0.0 && top_p <= 1.0) {
-            return Err(Error::InvalidInput(format!(
-                "sampling needs temperature > 0 and top_p in (0, 1], got {temperature} and {top_p}"
-            )));
-        }
-        tch::manual_seed(seed as i64);
-    }
+    check_and_seed(prompts, config)?;
     let device = model.device();
     let batch = prompts.len() as i64;
     let prompt_len = prompts.iter().map(Vec::len).max().unwrap_or(0) as i64;
@@ -172,6 +162,22 @@ pub fn generate(
             None => Generated { tokens, finish: FinishReason::Length },
         })
         .collect())
+}
+
+/// Refuses empty prompts and invalid sampling settings, and seeds libtorch's generator for sampling.
+pub(crate) fn check_and_seed(prompts: &[Vec<i64>], config: &GenerationConfig) -> Result<()> {
+    if let Some(i) = prompts.iter().position(Vec::is_empty) {
+        return Err(Error::InvalidInput(format!("prompt {i} has no tokens")));
+    }
+    if let Sampling::TopP { temperature, top_p, seed } = config.sampling {
+        if temperature <= 0.0 || !(top_p > 0.0 && top_p <= 1.0) {
+            return Err(Error::InvalidInput(format!(
+                "sampling needs temperature > 0 and top_p in (0, 1], got {temperature} and {top_p}"
+            )));
+        }
+        tch::manual_seed(seed as i64);
+    }
+    Ok(())
 }
 
 /// Copies the tokens produced since the last sync to the host, records which rows stopped and where, and tells

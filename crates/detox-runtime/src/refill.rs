@@ -11,7 +11,7 @@
 use tch::{Kind, Tensor};
 
 use crate::error::{Error, Result, TorchContext};
-use crate::generate::{choose, FinishReason, Generated, GenerationConfig, Sampling};
+use crate::generate::{check_and_seed, choose, FinishReason, Generated, GenerationConfig};
 use crate::kv_cache::KvCache;
 use crate::model::{CausalLm, ForwardOptions, LogitsSelection, PositionIds};
 
@@ -41,15 +41,10 @@ pub fn generate_refill(
     if prompts.is_empty() {
         return Ok(Vec::new());
     }
-    if let Some(i) = prompts.iter().position(Vec::is_empty) {
-        return Err(Error::InvalidInput(format!("prompt {i} has no tokens")));
-    }
     if slots == 0 || config.max_new_tokens == 0 {
         return Err(Error::InvalidInput("refill generation needs a slot and a new token".into()));
     }
-    if let Sampling::TopP { seed, .. } = config.sampling {
-        tch::manual_seed(seed as i64);
-    }
+    check_and_seed(prompts, config)?;
     let longest = prompts.iter().map(Vec::len).max().unwrap_or(0) as i64;
     let capacity = longest + config.max_new_tokens as i64;
     if let Some(w) = model.config().sliding_windows.iter().flatten().find(|w| **w < capacity) {

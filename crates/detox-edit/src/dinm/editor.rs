@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::batch::optimize_batch;
 use super::hparams::DinmHyperParams;
 use super::inputs::build_tokens;
-use super::optimize::{optimize_tensor, OptimizeSettings};
+use super::optimize::{optimize_tensor, DinmTokens, OptimizeSettings};
 use super::options::{KlGradient, LossWeighting, PromptFormat};
 use crate::delta::Delta;
 use crate::editor::{EditInput, EditOutcome, EditTimings, Editor, PromptEncoder};
@@ -138,6 +138,41 @@ impl DinmEditor {
     }
 }
 
+/// A record ready for the optimisation: its layer, the locator's report, its tokens and the locate time.
+struct Prepared {
+    layer: usize,
+    located: Option<detox_locate::LayerDistances>,
+    tokens: DinmTokens,
+    locate_seconds: f64,
+}
+
+impl DinmEditor {
+    /// Locates `input`'s layer (checking that it exists) and builds its tokens.
+    fn prepare(
+        &mut self,
+        model: &CausalLm,
+        encoder: &dyn PromptEncoder,
+        input: &EditInput,
+    ) -> Result<Prepared> {
+        let started = Instant::now();
+        let (layer, located) = self.locate(model, encoder, input)?;
+        let locate_seconds = started.elapsed().as_secs_f64();
+        if layer >= model.config().num_hidden_layers {
+            return Err(EditError::InvalidRequest(format!(
+                "layer {layer} does not exist (the model has {})",
+                model.config().num_hidden_layers
+            )));
+        }
+        let tokens = build_tokens(
+            encoder,
+            input,
+            &self.hparams.suffix_system_prompt,
+            self.options.prompt_format,
+        )?;
+        Ok(Prepared { layer, located, tokens, locate_seconds })
+    }
+}
+
 impl Editor for DinmEditor {
     fn method(&self) -> &'static str {
         "DINM"
@@ -153,23 +188,10 @@ impl Editor for DinmEditor {
             // Locate on the original model, as the reference does for every record.
             self.ledger.restore(model)?;
         }
-        let started = Instant::now();
-        let (layer, located) = self.locate(model, encoder, input)?;
-        let locate_seconds = started.elapsed().as_secs_f64();
-        if layer >= model.config().num_hidden_layers {
-            return Err(EditError::InvalidRequest(format!(
-                "layer {layer} does not exist (the model has {})",
-                model.config().num_hidden_layers
-            )));
-        }
+        let Prepared { layer, located, tokens, locate_seconds } =
+            self.prepare(model, encoder, input)?;
         let name = self.hparams.rewrite_tensor_name(layer);
         self.ledger.begin(model, self.options.mode, &[&name])?;
-        let tokens = build_tokens(
-            encoder,
-            input,
-            &self.hparams.suffix_system_prompt,
-            self.options.prompt_format,
-        )?;
         let trained = optimize_tensor(model, &name, &tokens, &self.settings())?;
         let mut delta = Delta::new();
         delta.add(&name, &trained.edited.f_sub(&trained.original).map_err(torch("delta"))?)?;
@@ -198,31 +220,16 @@ impl Editor for DinmEditor {
         self.ledger.restore(model)?;
         let mut prepared = Vec::with_capacity(inputs.len());
         for input in inputs {
-            let started = Instant::now();
-            let (layer, located) = self.locate(model, encoder, input)?;
-            let seconds = started.elapsed().as_secs_f64();
-            if layer >= model.config().num_hidden_layers {
-                return Err(EditError::InvalidRequest(format!(
-                    "layer {layer} does not exist (the model has {})",
-                    model.config().num_hidden_layers
-                )));
-            }
-            let tokens = build_tokens(
-                encoder,
-                input,
-                &self.hparams.suffix_system_prompt,
-                self.options.prompt_format,
-            )?;
-            prepared.push((layer, located, tokens, seconds));
+            prepared.push(self.prepare(model, encoder, input)?);
         }
         let mut outcomes: Vec<Option<EditOutcome>> = inputs.iter().map(|_| None).collect();
-        let mut layers: Vec<usize> = prepared.iter().map(|p| p.0).collect();
+        let mut layers: Vec<usize> = prepared.iter().map(|p| p.layer).collect();
         layers.sort_unstable();
         layers.dedup();
         for layer in layers {
             let members: Vec<usize> =
-                (0..prepared.len()).filter(|&i| prepared[i].0 == layer).collect();
-            let tokens: Vec<_> = members.iter().map(|&i| prepared[i].2.clone()).collect();
+                (0..prepared.len()).filter(|&i| prepared[i].layer == layer).collect();
+            let tokens: Vec<_> = members.iter().map(|&i| prepared[i].tokens.clone()).collect();
             let name = self.hparams.rewrite_tensor_name(layer);
             let snapshot = model.snapshot(&[&name])?;
             let trained = optimize_batch(model, &name, &tokens, &self.settings());
@@ -237,9 +244,12 @@ impl Editor for DinmEditor {
                 outcomes[i] = Some(EditOutcome {
                     method: "DINM",
                     layer: Some(layer),
-                    located: prepared[i].1.take(),
+                    located: prepared[i].located.take(),
                     steps: trained.steps,
-                    timings: EditTimings { locate: prepared[i].3, edit: trained.seconds },
+                    timings: EditTimings {
+                        locate: prepared[i].locate_seconds,
+                        edit: trained.seconds,
+                    },
                     delta,
                 });
             }

@@ -240,19 +240,6 @@ impl Adapters {
         Ok(delta)
     }
 
-    /// LoRA's `(scale · B A)` per parameter name, or `None` for full training.
-    pub fn lora_products(&self) -> Result<Option<Vec<(String, Tensor)>>> {
-        if self.kind == AdapterKind::Full {
-            return Ok(None);
-        }
-        let _guard = tch::no_grad_guard();
-        let mut out = Vec::with_capacity(self.entries.len());
-        for e in &self.entries {
-            out.push((e.name.clone(), self.entry_delta(e)?));
-        }
-        Ok(Some(out))
-    }
-
     /// Saves the trainable tensors (see [`Adapters::tensor_names`]) as safetensors, atomically.
     pub fn save(&self, path: &Path) -> Result<()> {
         let tensors: Vec<(String, Tensor)> = self
