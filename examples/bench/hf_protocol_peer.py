@@ -130,7 +130,14 @@ def edit():
         weight.copy_(original)
 
 
+# The drop in free memory across the first edit (the caching allocator keeps what it reserved), measured as the
+# Rust side measures it.
+free_before = torch.cuda.mem_get_info(dev)[0] if dev.type == "cuda" else None
 edit()
+if free_before is not None:
+    sync()
+    emit("edit_peak_over_weights_gib", max(0, free_before - torch.cuda.mem_get_info(dev)[0]) / 2 ** 30,
+         bound="reserved")
 edit_s, _ = timed(edit)
 emit("edit_s", edit_s, steps=a.steps, seq=a.prompt + a.target)
 

@@ -233,7 +233,16 @@ fn main() -> Result<()> {
         model.restore(&snapshot)?;
         Ok(s)
     };
+    // libtorch's caching allocator keeps what it reserved, so the drop in free memory across the first edit
+    // bounds the edit's peak use over the weights from above (CUDA only).
+    let free_before = detox_runtime::memory::device_memory(device).map(|m| m.free);
     edit_once(&mut model)?;
+    if let (Some(before), Some(after)) =
+        (free_before, detox_runtime::memory::device_memory(device).map(|m| m.free))
+    {
+        let gib = before.saturating_sub(after) as f64 / (1u64 << 30) as f64;
+        emit("edit_peak_over_weights_gib", gib, serde_json::json!({"bound": "reserved"}));
+    }
     let edit_s = edit_once(&mut model)?;
     emit(
         "edit_s",

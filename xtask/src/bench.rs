@@ -151,6 +151,7 @@ pub fn render_table(figures: &[Figure]) -> String {
         ("dpo_step_s", "DPO step, LoRA, batch 4 pairs (s)"),
         ("mend_train_step_s", "MEND meta-training step (s)"),
         ("mend_edit_s", "MEND edit (s)"),
+        ("edit_peak_over_weights_gib", "edit memory over the weights, reserved (GiB)"),
     ] {
         if let Some(f) = ours.get(key) {
             rows.push(Row::new(name.into(), Some(f.value), value(&peer, key), None));
