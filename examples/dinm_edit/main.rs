@@ -81,12 +81,12 @@ fn main() -> Result<()> {
         &loaded.tokenizer,
         &EditInput::from(&record.edit_request()),
     )?;
-    if let Some(located) = &outcome.located {
+    if let Some(located) = outcome.details.located() {
         let distances: Vec<String> = located.distances.iter().map(|d| format!("{d:.1}")).collect();
         println!("per-layer distances: [{}]", distances.join(", "));
     }
     println!("record {} ({}): toxic layer {:?}", record.id, record.category, outcome.layer);
-    for (i, s) in outcome.steps.iter().enumerate() {
+    for (i, s) in outcome.details.steps().iter().enumerate() {
         println!("  step {i:2}: loss {:.5}  nll {:.5}  kl {:.6}", s.loss, s.nll, s.kl);
     }
     println!("locate {:.2} s, edit {:.2} s", outcome.timings.locate, outcome.timings.edit);

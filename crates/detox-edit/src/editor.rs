@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::delta::Delta;
 use crate::dinm::StepLoss;
-use crate::error::Result;
+use crate::error::{EditError, Result};
+use crate::ledger::EditMode;
 
 /// The texts of one edit (the SafeEdit fields an editor uses).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,27 +56,125 @@ pub struct EditTimings {
     pub edit: f64,
 }
 
-/// What an edit did.
+/// What a method reports about an edit beyond its delta; match on the method you ran.
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub enum EditDetails {
+    /// Nothing beyond the delta (prompt-only methods, trained artefacts, hyper-network edits).
+    #[default]
+    None,
+    /// DINM: the locator's report, when the layer was located for this record, and the loss of every step.
+    Dinm {
+        /// The locator's report.
+        located: Option<LayerDistances>,
+        /// The losses of each optimisation step.
+        steps: Vec<StepLoss>,
+    },
+    /// Fine-tuning of a fixed layer (FT-L): the loss of every step.
+    FineTune {
+        /// The losses of each optimisation step.
+        steps: Vec<StepLoss>,
+    },
+}
+
+impl EditDetails {
+    /// The losses of each optimisation step, for methods that optimise (empty otherwise).
+    pub fn steps(&self) -> &[StepLoss] {
+        match self {
+            EditDetails::Dinm { steps, .. } | EditDetails::FineTune { steps } => steps,
+            EditDetails::None => &[],
+        }
+    }
+
+    /// The locator's report, for methods that located the edited layer for this record.
+    pub fn located(&self) -> Option<&LayerDistances> {
+        match self {
+            EditDetails::Dinm { located, .. } => located.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// Takes the locator's report out (e.g. to store it in a record).
+    pub fn take_located(&mut self) -> Option<LayerDistances> {
+        match self {
+            EditDetails::Dinm { located, .. } => located.take(),
+            _ => None,
+        }
+    }
+}
+
+/// What an edit did. Built with [`EditOutcome::new`] and the `with_*` methods, so that fields can be added
+/// without breaking editors written outside this crate.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct EditOutcome {
     /// The method's name.
     pub method: &'static str,
     /// The edited layer, for layer-local methods.
     pub layer: Option<usize>,
-    /// The locator's report, when the method located the layer for this record.
-    pub located: Option<LayerDistances>,
-    /// The losses of each optimisation step.
-    pub steps: Vec<StepLoss>,
     /// Wall times.
     pub timings: EditTimings,
-    /// The change made to the weights.
+    /// The change made to the weights (empty for prompt-only methods).
     pub delta: Delta,
+    /// What the method reports beyond the delta.
+    pub details: EditDetails,
+}
+
+impl EditOutcome {
+    /// An outcome of `method` whose change to the weights is `delta`, with no layer, zero timings and no details.
+    pub fn new(method: &'static str, delta: Delta) -> Self {
+        Self {
+            method,
+            layer: None,
+            timings: EditTimings::default(),
+            delta,
+            details: EditDetails::None,
+        }
+    }
+
+    /// The same outcome, edited at `layer`.
+    pub fn at_layer(mut self, layer: usize) -> Self {
+        self.layer = Some(layer);
+        self
+    }
+
+    /// The same outcome with these wall times.
+    pub fn with_timings(mut self, timings: EditTimings) -> Self {
+        self.timings = timings;
+        self
+    }
+
+    /// The same outcome with these method-specific details.
+    pub fn with_details(mut self, details: EditDetails) -> Self {
+        self.details = details;
+        self
+    }
+}
+
+/// How an editor handles [`Editor::edit_batch`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Batching {
+    /// Records are edited one after the other, each on the unedited model (the default implementation).
+    OneAtATime,
+    /// Records are edited together (e.g. DINM optimises the records that share a layer in one batch).
+    Together,
 }
 
 /// An editing method.
+///
+/// Implementors write [`Editor::method`], [`Editor::edit`] and [`Editor::restore`]; everything else has a
+/// default. Every editor can edit a batch of records: the default [`Editor::edit_batch`] edits them one at a time
+/// on the unedited model and collects their deltas, and methods with a faster path override it and say so in
+/// [`Editor::batching`].
 pub trait Editor {
     /// The method's name as reports print it.
     fn method(&self) -> &'static str;
+
+    /// Whether edits accumulate ([`EditMode::Sequential`]) or each record is edited on the unedited model.
+    fn mode(&self) -> EditMode {
+        EditMode::Single
+    }
 
     /// Edits `model` for one record. In single mode the previous edit is undone first; in sequential mode edits
     /// accumulate.
@@ -86,18 +185,31 @@ pub trait Editor {
         input: &EditInput,
     ) -> Result<EditOutcome>;
 
+    /// How [`Editor::edit_batch`] processes records.
+    fn batching(&self) -> Batching {
+        Batching::OneAtATime
+    }
+
     /// Edits each of `inputs` independently, as single-mode [`Editor::edit`] would on the unedited model, and
     /// returns their outcomes in input order with the model left unedited: each outcome's delta is the record's
-    /// edit, for the caller to apply (e.g. one weight per batch row during generation). Methods without a batched
-    /// path return `None` (the default), and callers edit one record at a time instead.
+    /// edit, for the caller to apply (e.g. one weight per batch row during generation).
+    ///
+    /// The default edits one record at a time, restoring the model before each edit and after the last. An
+    /// editor in [`EditMode::Sequential`] refuses: its edits depend on each other.
     fn edit_batch(
         &mut self,
         model: &mut CausalLm,
         encoder: &dyn PromptEncoder,
         inputs: &[EditInput],
-    ) -> Result<Option<Vec<EditOutcome>>> {
-        let _ = (model, encoder, inputs);
-        Ok(None)
+    ) -> Result<Vec<EditOutcome>> {
+        refuse_sequential_batch(self.mode(), self.method())?;
+        let mut outcomes = Vec::with_capacity(inputs.len());
+        for input in inputs {
+            self.restore(model)?;
+            outcomes.push(self.edit(model, encoder, input)?);
+        }
+        self.restore(model)?;
+        Ok(outcomes)
     }
 
     /// Undoes every applied edit; the weights become bit-identical to before the first edit.
@@ -116,6 +228,17 @@ pub trait Editor {
     }
 }
 
+/// The error [`Editor::edit_batch`] gives for an editor whose edits accumulate.
+pub(crate) fn refuse_sequential_batch(mode: EditMode, method: &str) -> Result<()> {
+    match mode {
+        EditMode::Single => Ok(()),
+        EditMode::Sequential => Err(EditError::InvalidRequest(format!(
+            "{method} is in sequential mode, where each edit builds on the previous one: edit its records one \
+             at a time (batches of records are edited independently)"
+        ))),
+    }
+}
+
 impl PromptEncoder for detox_runtime::Tokenizer {
     fn encode(&self, text: &str, special: bool) -> Result<Vec<i64>> {
         Ok(detox_runtime::Tokenizer::encode(self, text, special)?)
@@ -127,7 +250,7 @@ impl PromptEncoder for detox_runtime::Tokenizer {
 
     fn chat_prompt(&self, user: &str) -> Result<String> {
         let template = self.chat_template().ok_or_else(|| {
-            crate::error::EditError::InvalidRequest(
+            EditError::InvalidRequest(
                 "the chat-template prompt format needs a tokenizer with a chat template".into(),
             )
         })?;

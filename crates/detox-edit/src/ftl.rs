@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::delta::Delta;
 use crate::dinm::{optimize_tensor, DinmTokens, KlGradient, LossWeighting, OptimizeSettings};
-use crate::editor::{EditInput, EditOutcome, EditTimings, Editor, PromptEncoder};
+use crate::editor::{EditDetails, EditInput, EditOutcome, EditTimings, Editor, PromptEncoder};
 use crate::error::{torch, EditError, Result};
 use crate::ledger::{EditLedger, EditMode};
 
@@ -82,6 +82,10 @@ impl Editor for FtlEditor {
         "FT-L"
     }
 
+    fn mode(&self) -> EditMode {
+        self.mode
+    }
+
     fn edit(
         &mut self,
         model: &mut CausalLm,
@@ -126,14 +130,10 @@ impl Editor for FtlEditor {
         let trained = optimize_tensor(model, &name, &tokens, &settings)?;
         let mut delta = Delta::new();
         delta.add(&name, &trained.edited.f_sub(&trained.original).map_err(torch("delta"))?)?;
-        Ok(EditOutcome {
-            method: "FT-L",
-            layer: Some(layer),
-            located: None,
-            steps: trained.steps,
-            timings: EditTimings { locate: 0.0, edit: started.elapsed().as_secs_f64() },
-            delta,
-        })
+        Ok(EditOutcome::new("FT-L", delta)
+            .at_layer(layer)
+            .with_timings(EditTimings { locate: 0.0, edit: started.elapsed().as_secs_f64() })
+            .with_details(EditDetails::FineTune { steps: trained.steps }))
     }
 
     fn restore(&mut self, model: &mut CausalLm) -> Result<()> {

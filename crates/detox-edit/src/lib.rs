@@ -14,12 +14,14 @@ pub mod ext_sub;
 pub mod ftl;
 pub mod ledger;
 pub mod mend;
+pub mod registry;
 pub mod reminder;
 pub mod train;
 pub mod trained;
 
 pub use delta::Delta;
-pub use editor::{EditInput, EditOutcome, EditTimings, Editor, PromptEncoder};
+pub use dinm::StepLoss;
+pub use editor::{Batching, EditDetails, EditInput, EditOutcome, EditTimings, Editor, PromptEncoder};
 pub use error::{EditError, Result};
 pub use ftl::{FtlEditor, FtlHyperParams};
 pub use ledger::{EditLedger, EditMode};

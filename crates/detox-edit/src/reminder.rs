@@ -91,14 +91,8 @@ impl Editor for SelfReminderEditor {
         _input: &EditInput,
     ) -> Result<EditOutcome> {
         let started = Instant::now();
-        Ok(EditOutcome {
-            method: "Self-Reminder",
-            layer: None,
-            located: None,
-            steps: Vec::new(),
-            timings: EditTimings { locate: 0.0, edit: started.elapsed().as_secs_f64() },
-            delta: Delta::new(),
-        })
+        Ok(EditOutcome::new("Self-Reminder", Delta::new())
+            .with_timings(EditTimings { locate: 0.0, edit: started.elapsed().as_secs_f64() }))
     }
 
     fn restore(&mut self, _model: &mut CausalLm) -> Result<()> {

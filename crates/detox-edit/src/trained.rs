@@ -71,14 +71,8 @@ impl Editor for TrainedDeltaEditor {
         self.ledger.begin(model, EditMode::Single, &names)?;
         // The ledger holds the originals; the snapshot `apply` returns is the same values again.
         drop(self.delta.apply(model)?);
-        Ok(EditOutcome {
-            method: self.method,
-            layer: None,
-            located: None,
-            steps: Vec::new(),
-            timings: EditTimings { locate: 0.0, edit: started.elapsed().as_secs_f64() },
-            delta: self.delta.shallow_clone(),
-        })
+        Ok(EditOutcome::new(self.method, self.delta.shallow_clone())
+            .with_timings(EditTimings { locate: 0.0, edit: started.elapsed().as_secs_f64() }))
     }
 
     fn restore(&mut self, model: &mut CausalLm) -> Result<()> {

@@ -34,12 +34,12 @@ fn editor_locates_edits_exports_and_restores_exactly() -> Result<()> {
     let outcome = editor.edit(&mut model, &encoder, &input)?;
     let exp = &expected["reference"];
     assert_eq!(outcome.layer, Some(exp["layer"].as_u64().unwrap() as usize));
-    let located = outcome.located.as_ref().expect("first record is located");
+    let located = outcome.details.located().expect("first record is located");
     assert_eq!(located.distances.len(), 4);
     let want_losses: Vec<f64> =
         exp["steps"].as_array().unwrap().iter().map(|s| s["loss"].as_f64().unwrap()).collect();
-    assert_eq!(outcome.steps.len(), want_losses.len());
-    for (got, want) in outcome.steps.iter().zip(&want_losses) {
+    assert_eq!(outcome.details.steps().len(), want_losses.len());
+    for (got, want) in outcome.details.steps().iter().zip(&want_losses) {
         assert!((got.loss - want).abs() <= 1e-4 * want.abs().max(1.0), "{} vs {want}", got.loss);
     }
     let edited = digest(&model);
@@ -73,7 +73,7 @@ fn sequential_edits_accumulate_and_restore_all() -> Result<()> {
     editor.edit(&mut model, &encoder, &input)?;
     let once = digest(&model);
     let second = editor.edit(&mut model, &encoder, &input)?;
-    assert!(second.located.is_none(), "the reference keeps the first record's layer");
+    assert!(second.details.located().is_none(), "the reference keeps the first record's layer");
     assert_ne!(digest(&model), once, "the second edit starts from the first");
     editor.restore(&mut model)?;
     assert_eq!(digest(&model), original);
@@ -82,7 +82,7 @@ fn sequential_edits_accumulate_and_restore_all() -> Result<()> {
     single.edit(&mut model, &encoder, &input)?;
     let first = digest(&model);
     let again = single.edit(&mut model, &encoder, &input)?;
-    assert!(again.located.is_some(), "the paper locates per record");
+    assert!(again.details.located().is_some(), "the paper locates per record");
     assert_eq!(digest(&model), first, "single mode edits the original model each time");
     single.restore(&mut model)?;
     assert_eq!(digest(&model), original);
@@ -103,10 +103,10 @@ fn ftl_lowers_the_target_loss_within_its_norm_constraint() -> Result<()> {
     let mut editor = detox_edit::FtlEditor::new(hparams, EditMode::Single)?;
     let outcome = editor.edit(&mut model, &encoder, &input)?;
     assert_eq!(outcome.layer, Some(1));
-    let first = outcome.steps.first().unwrap().nll;
-    let last = outcome.steps.last().unwrap().nll;
+    let first = outcome.details.steps().first().unwrap().nll;
+    let last = outcome.details.steps().last().unwrap().nll;
     assert!(last < first, "fine-tuning lowers the NLL ({first} -> {last})");
-    assert!(outcome.steps.iter().all(|s| s.kl == 0.0), "FT-L has no constraint term");
+    assert!(outcome.details.steps().iter().all(|s| s.kl == 0.0), "FT-L has no constraint term");
     let delta = outcome.delta.get("model.layers.1.mlp.down_proj.weight").unwrap();
     let max = delta.abs().max().double_value(&[]);
     assert!(

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use detox_edit::{EditInput, EditOutcome, Editor};
+use detox_edit::{EditInput, EditMode, EditOutcome, Editor};
 use detox_metrics::SafetyJudge;
 use detox_runtime::{CausalLm, Tokenizer};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -166,37 +166,34 @@ pub fn run(
             log.path().display()
         )));
     }
+    if settings.batch_records > 1 && editor.mode() == EditMode::Sequential {
+        return Err(EvalError::Invalid(format!(
+            "{} edits sequentially (each edit builds on the previous one), so its records cannot be processed \
+             {} at a time: use one record at a time",
+            editor.method(),
+            settings.batch_records
+        )));
+    }
     let todo: Vec<&BenchmarkCase> = cases.iter().filter(|c| !done.contains(&c.id)).collect();
     let earlier: Vec<usize> = log.records().iter().filter_map(|r| r.layer).collect();
     editor.resume_after(&earlier);
     let bar = progress_bar(settings.progress, cases.len() as u64, done.len() as u64);
 
     for chunk in todo.chunks(settings.batch_records.max(1)) {
-        let batched = if chunk.len() > 1 {
-            bar.set_message(format!("records {} to {}", chunk[0].id, chunk[chunk.len() - 1].id));
-            run_chunk(model, tokenizer, editor, judge, chunk, manifest, settings, &mut cache)?
-        } else {
-            None
+        let records = match chunk {
+            [case] => {
+                bar.set_message(format!("record {}", case.id));
+                vec![run_case(model, tokenizer, editor, judge, case, manifest, settings, &mut cache)?]
+            }
+            _ => {
+                bar.set_message(format!("records {} to {}", chunk[0].id, chunk[chunk.len() - 1].id));
+                run_chunk(model, tokenizer, editor, judge, chunk, manifest, settings, &mut cache)?
+            }
         };
-        match batched {
-            Some(records) => {
-                for record in records {
-                    log.append(record.clone())?;
-                    on_record(&record);
-                    bar.inc(1);
-                }
-            }
-            None => {
-                for case in chunk {
-                    bar.set_message(format!("record {}", case.id));
-                    let record = run_case(
-                        model, tokenizer, editor, judge, case, manifest, settings, &mut cache,
-                    )?;
-                    log.append(record.clone())?;
-                    on_record(&record);
-                    bar.inc(1);
-                }
-            }
+        for record in records {
+            log.append(record.clone())?;
+            on_record(&record);
+            bar.inc(1);
         }
     }
     bar.finish_and_clear();
@@ -280,7 +277,7 @@ struct Sides {
 fn finish_record(
     judge: &dyn SafetyJudge,
     case: &BenchmarkCase,
-    outcome: EditOutcome,
+    mut outcome: EditOutcome,
     sides: Sides,
     mut timings: RecordTimings,
 ) -> Result<RunRecord> {
@@ -293,8 +290,8 @@ fn finish_record(
         category: case.category.clone(),
         method: outcome.method.to_string(),
         layer: outcome.layer,
-        layer_distances: outcome.located.map(|l| l.distances),
-        steps: outcome.steps,
+        layer_distances: outcome.details.take_located().map(|l| l.distances),
+        steps: outcome.details.steps().to_vec(),
         timings,
         pre: pre_side,
         post: post_side,
@@ -333,8 +330,7 @@ fn respond_together(
     respond(model, tokenizer, inputs, settings.prompt_style, &decoding)
 }
 
-/// Runs a chunk of cases together (see [`HarnessSettings::batch_records`]); `None` when the editor has no
-/// batched path (the pre-edit responses it generated are cached by then).
+/// Runs a chunk of cases together (see [`HarnessSettings::batch_records`]).
 #[allow(clippy::too_many_arguments)]
 fn run_chunk(
     model: &mut CausalLm,
@@ -345,7 +341,7 @@ fn run_chunk(
     manifest: &RunManifest,
     settings: &HarnessSettings,
     cache: &mut JsonlLog<CachedResponses>,
-) -> Result<Option<Vec<RunRecord>>> {
+) -> Result<Vec<RunRecord>> {
     let n = cases.len();
     let inputs: Vec<(Vec<String>, Vec<String>)> =
         cases.iter().map(|c| case_inputs(c, editor, settings)).collect();
@@ -372,9 +368,7 @@ fn run_chunk(
     }
 
     let requests: Vec<EditInput> = cases.iter().map(|c| c.edit.clone()).collect();
-    let Some(outcomes) = editor.edit_batch(model, tokenizer, &requests)? else {
-        return Ok(None);
-    };
+    let outcomes = editor.edit_batch(model, tokenizer, &requests)?;
     if outcomes.len() != n {
         return Err(EvalError::Invalid(format!(
             "the editor returned {} outcomes for {n} records",
@@ -404,6 +398,16 @@ fn run_chunk(
         let started = Instant::now();
         let responses = if names.is_empty() {
             respond_together(model, tokenizer, &flat, settings)?
+        } else if !names.iter().all(|n| holds_row_weights(n)) {
+            // Only linear projections take one weight per row: other edits are applied one record at a time.
+            let mut responses = Vec::with_capacity(flat.len());
+            for &i in members {
+                let snapshot = outcomes[i].delta.apply(model)?;
+                let mine = respond_together(model, tokenizer, &inputs[i].1, settings);
+                model.restore(&snapshot)?;
+                responses.extend(mine?);
+            }
+            responses
         } else {
             let refs: Vec<&str> = names.iter().map(String::as_str).collect();
             let snapshot = model.snapshot(&refs)?;
@@ -437,7 +441,12 @@ fn run_chunk(
         };
         records.push(finish_record(judge, case, outcome, sides, t)?);
     }
-    Ok(Some(records))
+    Ok(records)
+}
+
+/// Whether a parameter can hold one weight per batch row (see [`place_row_weights`]).
+fn holds_row_weights(name: &str) -> bool {
+    name.ends_with("_proj.weight")
 }
 
 /// Replaces each of `names` by a stack of one edited weight per member record (`W0 + delta`, in the model's
@@ -450,7 +459,7 @@ fn place_row_weights(
 ) -> Result<()> {
     let kind = model.kind();
     for name in names {
-        if !name.ends_with("_proj.weight") {
+        if !holds_row_weights(name) {
             return Err(EvalError::Invalid(format!(
                 "`{name}` cannot hold one weight per batch row (only linear projections can)"
             )));

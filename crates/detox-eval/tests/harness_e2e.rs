@@ -426,17 +426,15 @@ impl Editor for TwoLayers {
         model: &mut CausalLm,
         encoder: &dyn detox_edit::PromptEncoder,
         inputs: &[detox_edit::EditInput],
-    ) -> detox_edit::Result<Option<Vec<detox_edit::EditOutcome>>> {
+    ) -> detox_edit::Result<Vec<detox_edit::EditOutcome>> {
         let (even, odd): (Vec<_>, Vec<_>) =
             inputs.iter().cloned().partition(|i| i.prompt.len() % 2 == 0);
-        let mut even = self.even.edit_batch(model, encoder, &even)?.unwrap().into_iter();
-        let mut odd = self.odd.edit_batch(model, encoder, &odd)?.unwrap().into_iter();
-        Ok(Some(
-            inputs
-                .iter()
-                .map(|i| if i.prompt.len() % 2 == 0 { even.next() } else { odd.next() }.unwrap())
-                .collect(),
-        ))
+        let mut even = self.even.edit_batch(model, encoder, &even)?.into_iter();
+        let mut odd = self.odd.edit_batch(model, encoder, &odd)?.into_iter();
+        Ok(inputs
+            .iter()
+            .map(|i| if i.prompt.len() % 2 == 0 { even.next() } else { odd.next() }.unwrap())
+            .collect())
     }
     fn restore(&mut self, model: &mut CausalLm) -> detox_edit::Result<()> {
         self.even.restore(model)?;

@@ -12,7 +12,10 @@ use super::inputs::build_tokens;
 use super::optimize::{optimize_tensor, DinmTokens, OptimizeSettings};
 use super::options::{KlGradient, LossWeighting, PromptFormat};
 use crate::delta::Delta;
-use crate::editor::{EditInput, EditOutcome, EditTimings, Editor, PromptEncoder};
+use crate::editor::{
+    refuse_sequential_batch, Batching, EditDetails, EditInput, EditOutcome, EditTimings, Editor,
+    PromptEncoder,
+};
 use crate::error::{torch, EditError, Result};
 use crate::ledger::{EditLedger, EditMode};
 
@@ -178,6 +181,14 @@ impl Editor for DinmEditor {
         "DINM"
     }
 
+    fn mode(&self) -> EditMode {
+        self.options.mode
+    }
+
+    fn batching(&self) -> Batching {
+        Batching::Together
+    }
+
     fn edit(
         &mut self,
         model: &mut CausalLm,
@@ -195,14 +206,10 @@ impl Editor for DinmEditor {
         let trained = optimize_tensor(model, &name, &tokens, &self.settings())?;
         let mut delta = Delta::new();
         delta.add(&name, &trained.edited.f_sub(&trained.original).map_err(torch("delta"))?)?;
-        Ok(EditOutcome {
-            method: "DINM",
-            layer: Some(layer),
-            located,
-            steps: trained.steps,
-            timings: EditTimings { locate: locate_seconds, edit: trained.seconds },
-            delta,
-        })
+        Ok(EditOutcome::new("DINM", delta)
+            .at_layer(layer)
+            .with_timings(EditTimings { locate: locate_seconds, edit: trained.seconds })
+            .with_details(EditDetails::Dinm { located, steps: trained.steps }))
     }
 
     /// Locates every record in order (so the layer policy sees them as the sequential path does), then edits the
@@ -213,10 +220,8 @@ impl Editor for DinmEditor {
         model: &mut CausalLm,
         encoder: &dyn PromptEncoder,
         inputs: &[EditInput],
-    ) -> Result<Option<Vec<EditOutcome>>> {
-        if self.options.mode != EditMode::Single {
-            return Ok(None);
-        }
+    ) -> Result<Vec<EditOutcome>> {
+        refuse_sequential_batch(self.options.mode, "DINM")?;
         self.ledger.restore(model)?;
         let mut prepared = Vec::with_capacity(inputs.len());
         for input in inputs {
@@ -241,25 +246,21 @@ impl Editor for DinmEditor {
                     &name,
                     &trained.edited.f_sub(&trained.original).map_err(torch("delta"))?,
                 )?;
-                outcomes[i] = Some(EditOutcome {
-                    method: "DINM",
-                    layer: Some(layer),
-                    located: prepared[i].located.take(),
-                    steps: trained.steps,
-                    timings: EditTimings {
-                        locate: prepared[i].locate_seconds,
-                        edit: trained.seconds,
-                    },
-                    delta,
-                });
+                let details =
+                    EditDetails::Dinm { located: prepared[i].located.take(), steps: trained.steps };
+                outcomes[i] = Some(
+                    EditOutcome::new("DINM", delta)
+                        .at_layer(layer)
+                        .with_timings(EditTimings {
+                            locate: prepared[i].locate_seconds,
+                            edit: trained.seconds,
+                        })
+                        .with_details(details),
+                );
             }
         }
-        Ok(Some(
-            outcomes
-                .into_iter()
-                .map(|o| o.expect("every record belongs to a layer group"))
-                .collect(),
-        ))
+        // Every record's layer is in `layers`, so every slot is filled.
+        Ok(outcomes.into_iter().flatten().collect())
     }
 
     fn restore(&mut self, model: &mut CausalLm) -> Result<()> {

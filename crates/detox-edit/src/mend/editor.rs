@@ -58,6 +58,10 @@ impl Editor for MendEditor {
         "MEND"
     }
 
+    fn mode(&self) -> EditMode {
+        self.mode
+    }
+
     fn edit(
         &mut self,
         model: &mut CausalLm,
@@ -87,14 +91,8 @@ impl Editor for MendEditor {
             drop(model.replace_parameter(name, edited)?);
         }
         model.freeze_all()?;
-        Ok(EditOutcome {
-            method: "MEND",
-            layer: None,
-            located: None,
-            steps: Vec::new(),
-            timings: EditTimings { locate: 0.0, edit: started.elapsed().as_secs_f64() },
-            delta,
-        })
+        Ok(EditOutcome::new("MEND", delta)
+            .with_timings(EditTimings { locate: 0.0, edit: started.elapsed().as_secs_f64() }))
     }
 
     fn restore(&mut self, model: &mut CausalLm) -> Result<()> {

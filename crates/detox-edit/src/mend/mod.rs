@@ -4,11 +4,13 @@
 //! [`train_mend`] meta-trains the network; [`MendEditor`] applies it per record through the [`crate::Editor`]
 //! interface. The gradient factors come from the runtime's [`detox_runtime::LinearProbe`].
 
+mod artefact;
 mod editor;
 mod network;
 mod tokens;
 mod train;
 
+pub use artefact::{load_training, save_artefact, MendTraining, TRAINING_FILE};
 pub use editor::MendEditor;
 pub use network::{MendNetwork, NetworkLayout, LAYOUT_FILE, TENSORS_FILE};
 pub use train::{train_mend, MendConfig, MendOutcome, MendStep};

@@ -1,0 +1,237 @@
+//! Editing methods by name: what a command line, a configuration file or a dependent crate asks for, turned into
+//! a ready [`Editor`] together with the settings a run manifest records.
+//!
+//! ```no_run
+//! use detox_edit::registry::{build_method, MethodOptions};
+//!
+//! let options = MethodOptions::default();
+//! let built = build_method("dinm", &options, tch::Device::Cpu)?;
+//! assert_eq!(built.editor.method(), "DINM");
+//! # Ok::<(), detox_edit::EditError>(())
+//! ```
+
+use std::path::PathBuf;
+
+use serde_json::{json, Value};
+use tch::Device;
+
+use crate::dinm::{DinmEditor, DinmHyperParams, DinmOptions, DinmPreset, PromptFormat};
+use crate::editor::Editor;
+use crate::error::{EditError, Result};
+use crate::ftl::{FtlEditor, FtlHyperParams};
+use crate::ledger::EditMode;
+use crate::mend::MendEditor;
+use crate::reminder::{SelfReminder, SelfReminderEditor};
+use crate::trained::TrainedDeltaEditor;
+use crate::train::load_artefact;
+
+/// Every method [`build_method`] knows, with a line of description, in the order user interfaces list them.
+pub const METHODS: &[(&str, &str)] = &[
+    ("dinm", "DINM: locate the toxic layer, then edit its down projection (the paper's method)"),
+    ("ft-l", "FT-L: fine-tune one fixed layer's down projection on the safe response"),
+    ("self-reminder", "Self-Reminder: wrap post-edit inputs in a reminder, weights untouched"),
+    ("trained", "a trained SFT, DPO or Ext-Sub artefact (`artefact` names its directory)"),
+    ("mend", "MEND with a trained hyper-network (`artefact` names its directory)"),
+];
+
+/// Whether to follow the reference implementation or the paper where they read differently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Reading {
+    /// The reference implementation's behaviour (the default, so results compare with published runs).
+    #[default]
+    Reference,
+    /// The paper's reading of the loss and a layer located per record.
+    Paper,
+}
+
+/// What a method may be configured with; each method reads the fields it needs and ignores the rest.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct MethodOptions {
+    /// DINM: a hyper-parameter file (YAML or JSON with the reference's keys); wins over `preset`.
+    pub hparams_file: Option<PathBuf>,
+    /// DINM: a preset name (`llama-7b`, the default, or `mistral-7b`).
+    pub preset: Option<String>,
+    /// DINM: reference or paper behaviour.
+    pub reading: Reading,
+    /// DINM: how edit inputs are laid out.
+    pub edit_format: PromptFormat,
+    /// Single edits (the SafeEdit protocol) or accumulating ones (DINM, FT-L, MEND).
+    pub mode: EditMode,
+    /// FT-L: the tuned layer (the reference's 21 when absent).
+    pub ftl_layer: Option<usize>,
+    /// Self-Reminder: the assistant's name in the reminder (the published wording says ChatGPT).
+    pub reminder_name: Option<String>,
+    /// Trained and MEND methods: the artefact directory.
+    pub artefact: Option<PathBuf>,
+}
+
+/// A method ready to run, with what a run manifest records about it.
+#[non_exhaustive]
+pub struct BuiltMethod {
+    /// The editor.
+    pub editor: Box<dyn Editor>,
+    /// The method's hyper-parameters, as recorded in run manifests.
+    pub hyper_parameters: Value,
+    /// The method's named options (reference/paper choices, artefacts), as recorded in run manifests.
+    pub options: Value,
+    /// The suffix system prompt the protocol appends to evaluation inputs (DINM's, from its hyper-parameters).
+    pub suffix_system_prompt: String,
+    /// Whether the method only rewrites prompts (then evaluation inputs carry no suffix by default).
+    pub prompt_only: bool,
+}
+
+impl std::fmt::Debug for BuiltMethod {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BuiltMethod")
+            .field("method", &self.editor.method())
+            .field("hyper_parameters", &self.hyper_parameters)
+            .field("options", &self.options)
+            .field("prompt_only", &self.prompt_only)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds the method called `name` (one of [`METHODS`]); artefacts are loaded onto `device`.
+pub fn build_method(name: &str, options: &MethodOptions, device: Device) -> Result<BuiltMethod> {
+    let dinm = dinm_hparams(options)?;
+    let suffix_system_prompt = dinm.suffix_system_prompt.clone();
+    let built = |editor: Box<dyn Editor>, hyper_parameters: Value, method_options: Value| {
+        BuiltMethod {
+            editor,
+            hyper_parameters,
+            options: method_options,
+            suffix_system_prompt: suffix_system_prompt.clone(),
+            prompt_only: false,
+        }
+    };
+    Ok(match name {
+        "dinm" => {
+            let mut dinm_options = match options.reading {
+                Reading::Reference => DinmOptions::reference(),
+                Reading::Paper => DinmOptions::paper(),
+            };
+            dinm_options.prompt_format = options.edit_format;
+            dinm_options.mode = options.mode;
+            let hyper_parameters = to_value(&dinm)?;
+            let method_options = to_value(&dinm_options)?;
+            built(Box::new(DinmEditor::new(dinm, dinm_options)?), hyper_parameters, method_options)
+        }
+        "ft-l" => {
+            let mut hparams = FtlHyperParams::llama2_7b();
+            if let Some(layer) = options.ftl_layer {
+                hparams = hparams.at_layer(layer);
+            }
+            let hyper_parameters = to_value(&hparams)?;
+            let editor = FtlEditor::new(hparams, options.mode)?;
+            built(Box::new(editor), hyper_parameters, json!({ "mode": options.mode }))
+        }
+        "self-reminder" => {
+            let reminder = match &options.reminder_name {
+                Some(assistant) => SelfReminder::for_assistant(assistant),
+                None => SelfReminder::original(),
+            };
+            let method_options = to_value(&reminder)?;
+            let editor = SelfReminderEditor::new(reminder)?;
+            BuiltMethod { prompt_only: true, ..built(Box::new(editor), json!({}), method_options) }
+        }
+        "trained" => {
+            let dir = artefact(name, options)?;
+            let (info, _) = load_artefact(dir)?;
+            let editor = TrainedDeltaEditor::from_dir(dir)?;
+            built(
+                Box::new(editor),
+                to_value(&info.config)?,
+                json!({ "artefact": dir, "sources": info.sources }),
+            )
+        }
+        "mend" => {
+            let dir = artefact(name, options)?;
+            let (editor, training) = MendEditor::from_artefact(dir, device, options.mode)?;
+            built(
+                Box::new(editor),
+                to_value(&training.config)?,
+                json!({ "artefact": dir, "mode": options.mode }),
+            )
+        }
+        other => {
+            let known: Vec<&str> = METHODS.iter().map(|(n, _)| *n).collect();
+            return Err(EditError::InvalidRequest(format!(
+                "unknown method `{other}` (known: {})",
+                known.join(", ")
+            )));
+        }
+    })
+}
+
+/// DINM's hyper-parameters from the file or preset the options name (the default preset otherwise).
+fn dinm_hparams(options: &MethodOptions) -> Result<DinmHyperParams> {
+    if let Some(path) = &options.hparams_file {
+        return DinmHyperParams::from_file(path);
+    }
+    let name = options.preset.as_deref().unwrap_or(DinmPreset::Llama2_7bChat.name());
+    let preset = DinmPreset::from_name(name).ok_or_else(|| {
+        let known: Vec<&str> = DinmPreset::ALL.iter().map(|p| p.name()).collect();
+        EditError::InvalidRequest(format!(
+            "unknown DINM preset `{name}` (known: {})",
+            known.join(", ")
+        ))
+    })?;
+    Ok(preset.hparams())
+}
+
+fn artefact<'a>(method: &str, options: &'a MethodOptions) -> Result<&'a std::path::Path> {
+    options.artefact.as_deref().ok_or_else(|| {
+        EditError::InvalidRequest(format!(
+            "method `{method}` needs an artefact directory (written by its training run)"
+        ))
+    })
+}
+
+fn to_value(value: &impl serde::Serialize) -> Result<Value> {
+    serde_json::to_value(value)
+        .map_err(|e| EditError::InvalidRequest(format!("cannot record the settings: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_listed_method_without_artefact_builds_or_asks_for_one() {
+        for (name, _) in METHODS {
+            match build_method(name, &MethodOptions::default(), Device::Cpu) {
+                Ok(built) => assert!(!built.editor.method().is_empty()),
+                Err(EditError::InvalidRequest(m)) => {
+                    assert!(m.contains("artefact"), "{name}: {m}")
+                }
+                Err(other) => panic!("{name}: {other}"),
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_names_list_the_known_ones() {
+        let err = build_method("rome", &MethodOptions::default(), Device::Cpu).unwrap_err();
+        assert!(err.to_string().contains("dinm, ft-l"), "{err}");
+        let options = MethodOptions { preset: Some("gpt-2".into()), ..MethodOptions::default() };
+        let err = build_method("dinm", &options, Device::Cpu).unwrap_err();
+        assert!(err.to_string().contains("llama-7b"), "{err}");
+    }
+
+    #[test]
+    fn options_reach_the_editor() {
+        let options = MethodOptions {
+            reading: Reading::Paper,
+            mode: EditMode::Sequential,
+            ..MethodOptions::default()
+        };
+        let built = build_method("dinm", &options, Device::Cpu).unwrap();
+        assert_eq!(built.editor.mode(), EditMode::Sequential);
+        assert_eq!(built.options["weighting"], "paper");
+        let reminder = build_method("self-reminder", &MethodOptions::default(), Device::Cpu)
+            .unwrap();
+        assert!(reminder.prompt_only);
+        assert!(reminder.editor.wrap_input("q").contains('q'));
+    }
+}
