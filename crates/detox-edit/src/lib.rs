@@ -21,7 +21,9 @@ pub mod trained;
 
 pub use delta::Delta;
 pub use dinm::StepLoss;
-pub use editor::{Batching, EditDetails, EditInput, EditOutcome, EditTimings, Editor, PromptEncoder};
+pub use editor::{
+    Batching, EditDetails, EditInput, EditOutcome, EditTimings, Editor, PromptEncoder,
+};
 pub use error::{EditError, Result};
 pub use ftl::{FtlEditor, FtlHyperParams};
 pub use ledger::{EditLedger, EditMode};

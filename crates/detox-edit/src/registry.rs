@@ -22,8 +22,8 @@ use crate::ftl::{FtlEditor, FtlHyperParams};
 use crate::ledger::EditMode;
 use crate::mend::MendEditor;
 use crate::reminder::{SelfReminder, SelfReminderEditor};
-use crate::trained::TrainedDeltaEditor;
 use crate::train::load_artefact;
+use crate::trained::TrainedDeltaEditor;
 
 /// Every method [`build_method`] knows, with a line of description, in the order user interfaces list them.
 pub const METHODS: &[(&str, &str)] = &[
@@ -96,15 +96,14 @@ impl std::fmt::Debug for BuiltMethod {
 pub fn build_method(name: &str, options: &MethodOptions, device: Device) -> Result<BuiltMethod> {
     let dinm = dinm_hparams(options)?;
     let suffix_system_prompt = dinm.suffix_system_prompt.clone();
-    let built = |editor: Box<dyn Editor>, hyper_parameters: Value, method_options: Value| {
-        BuiltMethod {
+    let built =
+        |editor: Box<dyn Editor>, hyper_parameters: Value, method_options: Value| BuiltMethod {
             editor,
             hyper_parameters,
             options: method_options,
             suffix_system_prompt: suffix_system_prompt.clone(),
             prompt_only: false,
-        }
-    };
+        };
     Ok(match name {
         "dinm" => {
             let mut dinm_options = match options.reading {
@@ -229,8 +228,8 @@ mod tests {
         let built = build_method("dinm", &options, Device::Cpu).unwrap();
         assert_eq!(built.editor.mode(), EditMode::Sequential);
         assert_eq!(built.options["weighting"], "paper");
-        let reminder = build_method("self-reminder", &MethodOptions::default(), Device::Cpu)
-            .unwrap();
+        let reminder =
+            build_method("self-reminder", &MethodOptions::default(), Device::Cpu).unwrap();
         assert!(reminder.prompt_only);
         assert!(reminder.editor.wrap_input("q").contains('q'));
     }

@@ -27,6 +27,16 @@ pub fn default_device() -> Device {
     Device::cuda_if_available()
 }
 
+/// The version of the libtorch this process runs on (e.g. `2.11.0`), read from the `build-version` file next to
+/// the loaded library's folder; `None` when libtorch was not loaded from such a folder.
+pub fn libtorch_version() -> Option<String> {
+    let lib = loaded_library_dir("libtorch_cpu.so")?;
+    let text =
+        std::fs::read_to_string(std::path::Path::new(&lib).parent()?.join("build-version")).ok()?;
+    // The file may carry a local build tag (`2.11.0+cpu`); manifests record the release.
+    Some(text.trim().split('+').next().unwrap_or_default().to_string()).filter(|v| !v.is_empty())
+}
+
 /// One CUDA device as the driver describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GpuInfo {

@@ -96,6 +96,14 @@ pub enum Error {
         /// Bytes available.
         available: u64,
     },
+    /// A device or dtype named by the user cannot be used in this process.
+    #[error("device `{asked}`: {reason}")]
+    Device {
+        /// What was asked for, as written.
+        asked: String,
+        /// Why it cannot be used, and what to do about it.
+        reason: String,
+    },
 }
 
 /// Results of the runtime.

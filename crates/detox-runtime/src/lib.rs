@@ -17,6 +17,7 @@ pub mod error;
 pub mod generate;
 pub mod gguf;
 pub mod kv_cache;
+pub mod load;
 pub mod memory;
 pub mod model;
 pub mod refill;
@@ -29,6 +30,7 @@ pub use config::{Architecture, Config, RopeScaling};
 pub use error::{Error, Result};
 pub use generate::{generate, FinishReason, Generated, GenerationConfig, Sampling};
 pub use kv_cache::KvCache;
+pub use load::{load_model, LoadedModel, ModelFormat};
 pub use model::{
     CausalLm, DeviceMap, ForwardOptions, ForwardOutput, GradientFactors, LinearProbe,
     LogitsSelection, PartSizes, PositionIds, Snapshot,
