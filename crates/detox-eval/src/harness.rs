@@ -163,6 +163,14 @@ pub fn run(
     settings: &HarnessSettings,
     mut on_record: impl FnMut(&RunRecord),
 ) -> Result<Summary> {
+    if settings.batch_records > 1 && editor.mode() == EditMode::Sequential {
+        return Err(EvalError::Invalid(format!(
+            "{} edits sequentially (each edit builds on the previous one), so its records cannot be processed \
+             {} at a time: use one record at a time",
+            editor.method(),
+            settings.batch_records
+        )));
+    }
     std::fs::create_dir_all(&settings.out_dir)
         .map_err(|source| EvalError::Io { path: settings.out_dir.clone(), source })?;
     manifest.write_or_check(&settings.out_dir.join("manifest.json"))?;
@@ -194,14 +202,6 @@ pub fn run(
         return Err(EvalError::Invalid(format!(
             "{} holds record {stray}, which is not in this selection",
             log.path().display()
-        )));
-    }
-    if settings.batch_records > 1 && editor.mode() == EditMode::Sequential {
-        return Err(EvalError::Invalid(format!(
-            "{} edits sequentially (each edit builds on the previous one), so its records cannot be processed \
-             {} at a time: use one record at a time",
-            editor.method(),
-            settings.batch_records
         )));
     }
     let todo: Vec<&BenchmarkCase> = cases.iter().filter(|c| !done.contains(&c.id)).collect();
