@@ -19,6 +19,7 @@ pub mod gguf;
 pub mod kv_cache;
 pub mod memory;
 pub mod model;
+pub mod padding;
 pub mod refill;
 pub mod roberta;
 pub mod tokenizer;

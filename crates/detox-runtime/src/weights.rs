@@ -241,7 +241,9 @@ pub fn save_safetensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()>
         })
         .collect::<Result<_>>()?;
     detox_io::write_atomic_with(path, |tmp| {
-        Tensor::write_safetensors(&cpu, tmp)
-            .map_err(|source| Error::Torch { context: format!("writing {}", tmp.display()), source })
+        Tensor::write_safetensors(&cpu, tmp).map_err(|source| Error::Torch {
+            context: format!("writing {}", tmp.display()),
+            source,
+        })
     })
 }

@@ -137,7 +137,8 @@ fn read_state(dir: &Path) -> Result<Option<State>> {
 
 /// Writes `bytes` to `path` durably (see [`detox_io::write_atomic`]), with the editors' error type.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    detox_io::write_atomic(path, bytes).map_err(|e| EditError::Io { path: e.path, source: e.source })
+    detox_io::write_atomic(path, bytes)
+        .map_err(|e| EditError::Io { path: e.path, source: e.source })
 }
 
 /// An FNV-1a 64 hash of token-id sequences, to tell training data apart in fingerprints.
