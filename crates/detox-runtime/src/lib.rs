@@ -13,6 +13,7 @@
 pub mod backend;
 pub mod chat;
 pub mod config;
+mod dynlib;
 pub mod error;
 pub mod generate;
 pub mod gguf;
