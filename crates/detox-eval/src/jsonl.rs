@@ -178,12 +178,14 @@ mod tests {
     }
 
     #[test]
-    fn atomic_write_replaces_whole_files() {
+    fn a_failed_durable_write_is_an_io_error_naming_the_file() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("summary.json");
-        write_atomic(&path, b"first").unwrap();
-        write_atomic(&path, b"second").unwrap();
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "second");
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary file left");
+        let path = dir.path().join("missing").join("summary.json");
+        match write_atomic(&path, b"{}") {
+            Err(EvalError::Io { path: failed, .. }) => {
+                assert_eq!(failed, detox_io::temporary_sibling(&path))
+            }
+            other => panic!("expected an I/O error, got {other:?}"),
+        }
     }
 }

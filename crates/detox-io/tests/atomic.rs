@@ -54,33 +54,39 @@ impl From<Error> for Custom {
     }
 }
 
-#[test]
-fn a_path_writer_fills_the_temporary_then_commits() {
+/// Writes `old`, then runs `fill` through [`write_atomic_with`] and returns its result with what `path` holds.
+fn replace_with(
+    fill: impl FnOnce(&Path) -> Result<(), Custom>,
+) -> (Result<(), Custom>, Vec<u8>, Vec<String>) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("weights.bin");
     write_atomic(&path, b"old").unwrap();
-    write_atomic_with(&path, |tmp: &Path| {
+    let result = write_atomic_with(&path, |tmp: &Path| {
         assert_eq!(tmp, temporary_sibling(&path));
+        fill(tmp)
+    });
+    (result, std::fs::read(&path).unwrap(), entries(dir.path()))
+}
+
+#[test]
+fn a_path_writer_fills_the_temporary_then_commits() {
+    let (result, contents, names) = replace_with(|tmp| {
         std::fs::write(tmp, b"new").map_err(|e| Custom::Serialiser(e.to_string()))
-    })
-    .unwrap();
-    assert_eq!(std::fs::read(&path).unwrap(), b"new");
-    assert_eq!(entries(dir.path()), ["weights.bin"]);
+    });
+    result.unwrap();
+    assert_eq!(contents, b"new");
+    assert_eq!(names, ["weights.bin"]);
 }
 
 #[test]
 fn a_failing_writer_keeps_the_old_file_and_cleans_up() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("weights.bin");
-    write_atomic(&path, b"old").unwrap();
-    let err = write_atomic_with(&path, |tmp: &Path| {
+    let (result, contents, names) = replace_with(|tmp| {
         std::fs::write(tmp, b"half").unwrap();
         Err(Custom::Serialiser("out of space".into()))
-    })
-    .unwrap_err();
-    assert!(matches!(err, Custom::Serialiser(ref m) if m == "out of space"), "{err:?}");
-    assert_eq!(std::fs::read(&path).unwrap(), b"old");
-    assert_eq!(entries(dir.path()), ["weights.bin"]);
+    });
+    assert!(matches!(result, Err(Custom::Serialiser(ref m)) if m == "out of space"), "{result:?}");
+    assert_eq!(contents, b"old");
+    assert_eq!(names, ["weights.bin"]);
 }
 
 #[test]
