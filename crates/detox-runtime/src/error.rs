@@ -23,6 +23,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A file could not be written durably.
+    #[error(transparent)]
+    Write(#[from] detox_io::Error),
     /// A JSON file is malformed.
     #[error("{} is not valid JSON: {source}", path.display())]
     Json {

@@ -13,6 +13,7 @@
 pub mod backend;
 pub mod chat;
 pub mod config;
+mod dynlib;
 pub mod error;
 pub mod generate;
 pub mod gguf;
@@ -20,6 +21,7 @@ pub mod kv_cache;
 pub mod load;
 pub mod memory;
 pub mod model;
+pub mod padding;
 pub mod refill;
 pub mod roberta;
 pub mod tokenizer;
