@@ -79,7 +79,7 @@ pub struct DinmHyperParams {
     pub tokenizer_class: Option<String>,
     /// The reference's CUDA ordinal; recorded only (the caller chooses the device).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub device: Option<serde_yaml::Value>,
+    pub device: Option<serde_norway::Value>,
 }
 
 fn one() -> usize {
@@ -163,7 +163,7 @@ impl DinmHyperParams {
                 reason: error.to_string(),
             })?
         } else {
-            serde_yaml::from_str(&text).map_err(|error| EditError::HyperParams {
+            serde_norway::from_str(&text).map_err(|error| EditError::HyperParams {
                 path: path.to_path_buf(),
                 reason: error.to_string(),
             })?
