@@ -21,7 +21,7 @@ use detox_eval::manifest::{sha256_file, RunManifest};
 use detox_eval::respond::{Decoding, PromptStyle};
 use detox_examples::{kind_name, load_model_on, parse_devices, parse_kind};
 use detox_metrics::{PhraseJudge, SafetyJudge};
-use detox_runtime::Sampling;
+use detox_runtime::{Sampling, Truncation};
 use safeedit::{load_split, Mode, Split, Subset};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -48,6 +48,12 @@ enum Options {
 enum Style {
     Raw,
     Chat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Keep {
+    Last,
+    First,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -115,12 +121,16 @@ struct Args {
     /// Safety judge: `phrase` (embedded approximation) or `classifier:<dir>` (the SafeEdit classifier).
     #[arg(long, default_value = "phrase")]
     judge: String,
-    /// Most new tokens per response.
-    #[arg(long, default_value_t = 600)]
-    max_new_tokens: usize,
-    /// Longest input in tokens.
-    #[arg(long, default_value_t = 1000)]
-    max_input_tokens: usize,
+    /// Most new tokens per response (default: the hyper-parameters' `max_output_length`, 600 in the presets).
+    #[arg(long)]
+    max_new_tokens: Option<usize>,
+    /// Longest input in tokens (default: the hyper-parameters' `max_length - max_output_length`, 400 in the
+    /// presets, as the reference's evaluation computes it).
+    #[arg(long)]
+    max_input_tokens: Option<usize>,
+    /// Which tokens of a longer input are kept: the last ones (the reference) or the first ones.
+    #[arg(long, value_enum, default_value_t = Keep::Last)]
+    truncation: Keep,
     /// Inputs generated together.
     #[arg(long, default_value_t = 5)]
     batch_size: usize,
@@ -272,11 +282,15 @@ fn main() -> Result<()> {
         Some(temperature) => Sampling::TopP { temperature, top_p: 0.9, seed: args.seed },
         None => Sampling::Greedy,
     };
-    let decoding = Decoding {
-        max_new_tokens: args.max_new_tokens,
-        max_input_tokens: args.max_input_tokens,
-        sampling,
-        batch_size: args.batch_size,
+    let limits = hparams.decoding_limits();
+    let context_len = model.config().max_position_embeddings as usize;
+    let mut decoding = Decoding { sampling, batch_size: args.batch_size, ..Decoding::default() }
+        .with_limits(&limits, context_len);
+    decoding.max_new_tokens = args.max_new_tokens.unwrap_or(decoding.max_new_tokens);
+    decoding.max_input_tokens = args.max_input_tokens.unwrap_or(decoding.max_input_tokens);
+    decoding.truncation = match args.truncation {
+        Keep::Last => Truncation::KeepLast,
+        Keep::First => Truncation::KeepFirst,
     };
     let prompt_style = match args.prompt_style {
         Style::Raw => PromptStyle::Raw,
@@ -291,7 +305,7 @@ fn main() -> Result<()> {
         Suffix::Both => SuffixPolicy::Both,
         Suffix::Neither => SuffixPolicy::Neither,
     };
-    let batch_records = records_per_batch(&args, &model)?;
+    let batch_records = records_per_batch(&args, &model, &decoding)?;
     let report = detox_runtime::backend::BackendReport::probe();
     let gpu = report
         .gpus
@@ -391,7 +405,11 @@ fn artefact_dir(args: &Args) -> Result<&std::path::Path> {
 }
 
 /// `--batch-records`, checked against (or, for `auto`, chosen from) the free memory of a GPU.
-fn records_per_batch(args: &Args, model: &detox_runtime::CausalLm) -> Result<usize> {
+fn records_per_batch(
+    args: &Args,
+    model: &detox_runtime::CausalLm,
+    decoding: &Decoding,
+) -> Result<usize> {
     use detox_runtime::memory::{device_memory, fit_count, generation_row_bytes};
     let asked = match args.batch_records.as_str() {
         "auto" => None,
@@ -404,7 +422,7 @@ fn records_per_batch(args: &Args, model: &detox_runtime::CausalLm) -> Result<usi
         return Ok(asked.unwrap_or(8));
     };
     let (config, kind) = (model.config(), model.kind());
-    let (prompt, new) = (args.max_input_tokens, args.max_new_tokens);
+    let (prompt, new) = (decoding.max_input_tokens, decoding.max_new_tokens);
     let weight =
         (config.hidden_size * config.intermediate_size) as u64 * kind.elt_size_in_bytes() as u64;
     // Five generation rows, the batched edit's share, and the record's edited weight during generation.
