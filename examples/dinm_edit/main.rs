@@ -40,9 +40,9 @@ struct Args {
     /// Where to write the delta.
     #[arg(long, default_value = "runs/dinm_delta.safetensors")]
     delta: PathBuf,
-    /// Most new tokens of the responses.
-    #[arg(long, default_value_t = 64)]
-    max_new_tokens: usize,
+    /// Most new tokens of the responses (default: the hyper-parameters' `max_output_length`).
+    #[arg(long)]
+    max_new_tokens: Option<usize>,
 }
 
 fn main() -> Result<()> {
@@ -62,7 +62,9 @@ fn main() -> Result<()> {
         options.prompt_format = PromptFormat::ChatTemplate;
     }
     let style = if args.chat { PromptStyle::ChatTemplate } else { PromptStyle::Raw };
-    let decoding = Decoding { max_new_tokens: args.max_new_tokens, ..Decoding::default() };
+    let context_len = loaded.model.config().max_position_embeddings as usize;
+    let mut decoding = Decoding::default().with_limits(&hparams.decoding_limits(), context_len);
+    decoding.max_new_tokens = args.max_new_tokens.unwrap_or(decoding.max_new_tokens);
     let prompt = vec![record.adversarial_prompt.clone()];
     let before = respond(&loaded.model, &loaded.tokenizer, &prompt, style, &decoding)?;
 

@@ -18,7 +18,7 @@ use detox_eval::respond::{Decoding, PromptStyle};
 use detox_eval::sizing::{plan_batch, BatchRecords};
 use detox_examples::ModelArgs;
 use detox_metrics::{PhraseJudge, SafetyJudge};
-use detox_runtime::Sampling;
+use detox_runtime::{Sampling, Truncation};
 use safeedit::{load_split, Mode, Split, Subset};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -33,6 +33,12 @@ enum Options {
 enum Style {
     Raw,
     Chat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Keep {
+    Last,
+    First,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -99,12 +105,16 @@ struct Args {
     /// Safety judge: `phrase` (embedded approximation) or `classifier:<dir>` (the SafeEdit classifier).
     #[arg(long, default_value = "phrase")]
     judge: String,
-    /// Most new tokens per response.
-    #[arg(long, default_value_t = 600)]
-    max_new_tokens: usize,
-    /// Longest input in tokens.
-    #[arg(long, default_value_t = 1000)]
-    max_input_tokens: usize,
+    /// Most new tokens per response (default: the hyper-parameters' `max_output_length`, 600 in the presets).
+    #[arg(long)]
+    max_new_tokens: Option<usize>,
+    /// Longest input in tokens (default: the hyper-parameters' `max_length - max_output_length`, 400 in the
+    /// presets, as the reference's evaluation computes it).
+    #[arg(long)]
+    max_input_tokens: Option<usize>,
+    /// Which tokens of a longer input are kept: the last ones (the reference) or the first ones.
+    #[arg(long, value_enum, default_value_t = Keep::Last)]
+    truncation: Keep,
     /// Inputs generated together.
     #[arg(long, default_value_t = 5)]
     batch_size: usize,
@@ -180,15 +190,20 @@ fn main() -> Result<()> {
     options.artefact = args.artefact.clone();
     let mut method = build_method(&args.method, &options, loaded.model.device())?;
     let mut settings = HarnessSettings::new(&args.out);
-    settings.decoding = Decoding {
-        max_new_tokens: args.max_new_tokens,
-        max_input_tokens: args.max_input_tokens,
-        sampling: match args.temperature {
-            Some(temperature) => Sampling::TopP { temperature, top_p: 0.9, seed: args.seed },
-            None => Sampling::Greedy,
-        },
-        batch_size: args.batch_size,
+    let sampling = match args.temperature {
+        Some(temperature) => Sampling::TopP { temperature, top_p: 0.9, seed: args.seed },
+        None => Sampling::Greedy,
     };
+    let context_len = loaded.model.config().max_position_embeddings as usize;
+    let mut decoding = Decoding { sampling, batch_size: args.batch_size, ..Decoding::default() }
+        .with_limits(&method.decoding_limits, context_len);
+    decoding.max_new_tokens = args.max_new_tokens.unwrap_or(decoding.max_new_tokens);
+    decoding.max_input_tokens = args.max_input_tokens.unwrap_or(decoding.max_input_tokens);
+    decoding.truncation = match args.truncation {
+        Keep::Last => Truncation::KeepLast,
+        Keep::First => Truncation::KeepFirst,
+    };
+    settings.decoding = decoding;
     settings.prompt_style = match args.prompt_style {
         Style::Raw => PromptStyle::Raw,
         Style::Chat => PromptStyle::ChatTemplate,

@@ -15,7 +15,9 @@ use std::path::PathBuf;
 use serde_json::{json, Value};
 use tch::Device;
 
-use crate::dinm::{DinmEditor, DinmHyperParams, DinmOptions, DinmPreset, PromptFormat};
+use crate::dinm::{
+    DecodingLimits, DinmEditor, DinmHyperParams, DinmOptions, DinmPreset, PromptFormat,
+};
 use crate::editor::Editor;
 use crate::error::{EditError, Result};
 use crate::ftl::{FtlEditor, FtlHyperParams};
@@ -79,6 +81,8 @@ pub struct BuiltMethod {
     pub suffix_system_prompt: String,
     /// Whether the method only rewrites prompts (then evaluation inputs carry no suffix by default).
     pub prompt_only: bool,
+    /// The evaluation's decoding limits from DINM's hyper-parameters (the protocol's, whichever method runs).
+    pub decoding_limits: DecodingLimits,
 }
 
 impl std::fmt::Debug for BuiltMethod {
@@ -96,6 +100,7 @@ impl std::fmt::Debug for BuiltMethod {
 pub fn build_method(name: &str, options: &MethodOptions, device: Device) -> Result<BuiltMethod> {
     let dinm = dinm_hparams(options)?;
     let suffix_system_prompt = dinm.suffix_system_prompt.clone();
+    let decoding_limits = dinm.decoding_limits();
     let built =
         |editor: Box<dyn Editor>, hyper_parameters: Value, method_options: Value| BuiltMethod {
             editor,
@@ -103,6 +108,7 @@ pub fn build_method(name: &str, options: &MethodOptions, device: Device) -> Resu
             options: method_options,
             suffix_system_prompt: suffix_system_prompt.clone(),
             prompt_only: false,
+            decoding_limits,
         };
     Ok(match name {
         "dinm" => {

@@ -88,6 +88,7 @@ fn settings(out: &Path) -> HarnessSettings {
         decoding: Decoding {
             max_new_tokens: 6,
             max_input_tokens: 200,
+            truncation: detox_runtime::Truncation::KeepLast,
             sampling: Sampling::Greedy,
             batch_size: 5,
         },

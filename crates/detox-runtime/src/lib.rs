@@ -38,5 +38,5 @@ pub use model::{
     LogitsSelection, PartSizes, PositionIds, Snapshot,
 };
 pub use refill::generate_refill;
-pub use tokenizer::Tokenizer;
+pub use tokenizer::{Tokenizer, Truncation};
 pub use weights::SafetensorsFiles;
