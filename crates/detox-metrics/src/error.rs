@@ -24,9 +24,6 @@ pub enum MetricsError {
         /// What is wrong, naming the field.
         reason: String,
     },
-    /// The classifier failed.
-    #[error(transparent)]
-    Runtime(#[from] detox_runtime::Error),
     /// Invalid settings.
     #[error("{0}")]
     Invalid(String),
