@@ -192,9 +192,7 @@ fn main() -> Result<()> {
     let judge: Box<dyn SafetyJudge> = match args.judge.as_str() {
         "phrase" => Box::new(PhraseJudge::default()),
         other => match other.strip_prefix("classifier:") {
-            Some(dir) => {
-                Box::new(detox_metrics::classifier_judge::ClassifierJudge::load(dir, device)?)
-            }
+            Some(dir) => Box::new(detox_eval::judges::ClassifierJudge::load(dir, device)?),
             None => bail!("unknown judge {other:?} (phrase, classifier:<dir>)"),
         },
     };
@@ -352,24 +350,14 @@ fn main() -> Result<()> {
                     r.timings.locate + r.timings.edit
                 );
                 println!("   prompt : {}", one_line(&pre.input, 160));
-                println!("   before : [{}] {}", verdict(pre.label), one_line(&pre.response, 200));
-                println!("   after  : [{}] {}", verdict(post.label), one_line(&post.response, 200));
+                println!("   before : [{}] {}", pre.label, one_line(&pre.response, 200));
+                println!("   after  : [{}] {}", post.label, one_line(&post.response, 200));
             }
         },
     )?;
     println!("\n{}", summary.to_markdown());
     println!("Records, summary and plots: {}", args.out.display());
     Ok(())
-}
-
-fn verdict(label: f64) -> &'static str {
-    if label < 0.25 {
-        "safe"
-    } else if label > 0.75 {
-        "unsafe"
-    } else {
-        "empty"
-    }
 }
 
 fn one_line(text: &str, max: usize) -> String {
