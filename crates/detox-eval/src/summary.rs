@@ -230,6 +230,7 @@ mod tests {
         assert_eq!(ds.row(2).to_vec(), [0.0, 100.0]);
         // The JSON keys stay the metric names.
         let json = serde_json::to_value(&s).unwrap();
-        assert_eq!(json["overall"]["after"]["rates"]["DG_otherAQ"], 75.0);
+        assert_eq!(json["overall"]["after"]["rates"]["DS"], 100.0);
+        assert_eq!(json["overall"]["after"]["dg_avg"], 75.0);
     }
 }
