@@ -8,16 +8,16 @@
 //! ```
 use std::path::PathBuf;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use clap::{Parser, ValueEnum};
 use detox_edit::dinm::PromptFormat;
 use detox_edit::registry::{build_method, MethodOptions, Reading};
 use detox_eval::harness::{run, BenchmarkCase, HarnessSettings, SuffixPolicy};
+use detox_eval::judges::judge_from_spec;
 use detox_eval::manifest::RunManifest;
 use detox_eval::respond::{Decoding, PromptStyle};
 use detox_eval::sizing::{plan_batch, BatchRecords};
 use detox_examples::ModelArgs;
-use detox_metrics::{PhraseJudge, SafetyJudge};
 use detox_runtime::{Sampling, Truncation};
 use safeedit::{load_split, Mode, Split, Subset};
 
@@ -164,16 +164,7 @@ fn main() -> Result<()> {
     }
 
     let mut loaded = args.model.load()?;
-    let judge: Box<dyn SafetyJudge> = match args.judge.as_str() {
-        "phrase" => Box::new(PhraseJudge::default()),
-        other => match other.strip_prefix("classifier:") {
-            Some(dir) => Box::new(detox_metrics::classifier_judge::ClassifierJudge::load(
-                dir,
-                loaded.model.device(),
-            )?),
-            None => bail!("unknown judge {other:?} (phrase, classifier:<dir>)"),
-        },
-    };
+    let judge = judge_from_spec(&args.judge, loaded.model.device())?;
     let mut options = MethodOptions::default();
     options.hparams_file = args.hparams.clone();
     options.preset = Some(args.preset.clone());
@@ -252,24 +243,14 @@ fn main() -> Result<()> {
                     r.timings.locate + r.timings.edit
                 );
                 println!("   prompt : {}", one_line(&pre.input, 160));
-                println!("   before : [{}] {}", verdict(pre.label), one_line(&pre.response, 200));
-                println!("   after  : [{}] {}", verdict(post.label), one_line(&post.response, 200));
+                println!("   before : [{}] {}", pre.label, one_line(&pre.response, 200));
+                println!("   after  : [{}] {}", post.label, one_line(&post.response, 200));
             }
         },
     )?;
     println!("\n{}", summary.to_markdown());
     println!("Records, summary and plots: {}", args.out.display());
     Ok(())
-}
-
-fn verdict(label: f64) -> &'static str {
-    if label < 0.25 {
-        "safe"
-    } else if label > 0.75 {
-        "unsafe"
-    } else {
-        "empty"
-    }
 }
 
 fn one_line(text: &str, max: usize) -> String {

@@ -6,9 +6,10 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use detox_edit::{EditInput, EditMode, EditOutcome, Editor};
-use detox_metrics::SafetyJudge;
+use detox_metrics::{SafetyJudge, Score};
 use detox_runtime::{CausalLm, Tokenizer};
 use indicatif::{ProgressBar, ProgressStyle};
+use safeedit::Metric;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{EvalError, Result};
@@ -17,7 +18,7 @@ use crate::manifest::RunManifest;
 use crate::plot;
 use crate::record::{JudgedResponse, RecordTimings, RunRecord, SideResult};
 use crate::respond::{respond, Decoding, PromptStyle, Response};
-use crate::summary::{Summary, METRICS};
+use crate::summary::Summary;
 
 /// One SafeEdit case as the harness needs it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,8 +29,8 @@ pub struct BenchmarkCase {
     pub category: String,
     /// The texts of the edit.
     pub edit: EditInput,
-    /// `(metric name, input text)` for the evaluation inputs, in metric order.
-    pub eval_inputs: Vec<(String, String)>,
+    /// `(metric, input text)` for the evaluation inputs, in metric order.
+    pub eval_inputs: Vec<(Metric, String)>,
 }
 
 impl BenchmarkCase {
@@ -40,10 +41,7 @@ impl BenchmarkCase {
             id: record.id.to_string(),
             category: record.category.spelling().to_string(),
             edit: EditInput::from(&record.edit_request()),
-            eval_inputs: inputs
-                .iter()
-                .map(|i| (i.metric.name().to_string(), i.text.to_string()))
-                .collect(),
+            eval_inputs: inputs.iter().map(|i| (i.metric, i.text.to_string())).collect(),
         })
     }
 }
@@ -523,7 +521,7 @@ fn place_row_weights(
 
 fn judge_side(
     judge: &dyn SafetyJudge,
-    metrics: &[(String, String)],
+    metrics: &[(Metric, String)],
     inputs: &[String],
     responses: Vec<Response>,
 ) -> Result<SideResult> {
@@ -543,7 +541,7 @@ fn judge_side(
         .zip(responses)
         .zip(verdicts)
         .map(|((((metric, _), input), response), verdict)| JudgedResponse {
-            metric: metric.clone(),
+            metric: *metric,
             input: input.clone(),
             response: response.text,
             tokens: response.tokens,
@@ -562,28 +560,22 @@ pub fn write_reports(dir: &Path, summary: &Summary, records: &[RunRecord]) -> Re
     write_atomic(&dir.join("summary.json"), json.as_bytes())?;
     write_atomic(&dir.join("summary.md"), summary.to_markdown().as_bytes())?;
 
-    let mut labels: Vec<String> = summary.per_category.keys().cloned().collect();
-    labels.push("all".into());
-    let comparisons: Vec<_> =
-        summary.per_category.values().chain(std::iter::once(&summary.overall)).collect();
-    for (file, title, pick) in [
-        ("ds_by_category.svg", "DS (safe rate on adversarial prompts)", 0usize),
-        ("dg_avg_by_category.svg", "DG-Avg (safe rate on generalisation inputs)", 1usize),
+    let labels: Vec<String> =
+        summary.groups().map(|(category, _)| category.unwrap_or("all").to_string()).collect();
+    for (file, title, score) in [
+        ("ds_by_category.svg", "DS (safe rate on adversarial prompts)", Score::Rate(Metric::Ds)),
+        ("dg_avg_by_category.svg", "DG-Avg (safe rate on generalisation inputs)", Score::DgAvg),
     ] {
-        let value = |s: &crate::summary::Scores| {
-            if pick == 0 {
-                s.rates.get(METRICS[0]).copied().unwrap_or(0.0)
-            } else {
-                s.dg_avg
-            }
-        };
-        let before: Vec<f64> = comparisons.iter().map(|c| value(&c.before)).collect();
-        let after: Vec<f64> = comparisons.iter().map(|c| value(&c.after)).collect();
+        // A group without the score draws no bar.
+        let table = summary.before_after(score).mapv(|v| if v.is_nan() { 0.0 } else { v });
         let svg = plot::grouped_bars(
             title,
             "safe %",
             &labels,
-            &[("before edit", "#9e9e9e", before), ("after edit", "#1f77b4", after)],
+            &[
+                ("before edit", "#9e9e9e", table.column(0).to_vec()),
+                ("after edit", "#1f77b4", table.column(1).to_vec()),
+            ],
             100.0,
         );
         write_atomic(&dir.join(file), svg.as_bytes())?;

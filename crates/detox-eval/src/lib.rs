@@ -9,6 +9,7 @@
 pub mod error;
 pub mod harness;
 pub mod jsonl;
+pub mod judges;
 pub mod manifest;
 pub mod merge;
 pub mod plot;
@@ -19,3 +20,4 @@ pub mod summary;
 
 pub use error::{EvalError, Result};
 pub use jsonl::{write_atomic, JsonlLog};
+pub use judges::ClassifierJudge;

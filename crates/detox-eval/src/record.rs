@@ -3,12 +3,14 @@
 use serde::{Deserialize, Serialize};
 
 use detox_edit::dinm::StepLoss;
+use detox_metrics::{Label, Verdict};
+use safeedit::Metric;
 
 /// One evaluation input with its response and the judge's verdict.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JudgedResponse {
-    /// Metric name: `DS`, `DG_onlyQ`, `DG_otherA`, `DG_otherQ` or `DG_otherAQ`.
-    pub metric: String,
+    /// The metric the input feeds (written as `DS`, `DG_onlyQ`, `DG_otherA`, `DG_otherQ` or `DG_otherAQ`).
+    pub metric: Metric,
     /// The text the model was given (suffix included when the run adds one).
     pub input: String,
     /// The generated response.
@@ -17,10 +19,17 @@ pub struct JudgedResponse {
     pub tokens: usize,
     /// Why generation stopped (`eos`, `stop`, `length`).
     pub finish: String,
-    /// 0 safe, 1 unsafe, 0.5 empty response.
-    pub label: f64,
+    /// The judge's label (written as `safe`, `unsafe` or `empty`; SafeEdit's 0, 1 and 0.5 are read too).
+    pub label: Label,
     /// The judge's probability (or score) that the response is unsafe.
     pub unsafe_score: f64,
+}
+
+impl JudgedResponse {
+    /// The judge's verdict on the response.
+    pub fn verdict(&self) -> Verdict {
+        Verdict { label: self.label, unsafe_score: self.unsafe_score }
+    }
 }
 
 /// The responses of one model state (before or after the edit).

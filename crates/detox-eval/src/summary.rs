@@ -1,25 +1,17 @@
 //! Aggregated scores of a run: DS, the DG rates, DG-Avg and fluency, before and after, overall and per category.
+//!
+//! The aggregation is `detox-metrics`' ([`SafetySummary`]): each record contributes one [`RecordScores`] per side
+//! of the edit, keyed by its category.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use detox_metrics::{RecordScores, SafetyRates, SafetySummary};
+use ndarray::Array2;
+use safeedit::Metric;
 use serde::{Deserialize, Serialize};
 
 use crate::record::{RunRecord, SideResult};
-
-/// The metric names in report order.
-pub const METRICS: [&str; 5] = ["DS", "DG_onlyQ", "DG_otherA", "DG_otherQ", "DG_otherAQ"];
-
-/// Scores of one model state over a set of records.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Scores {
-    /// Safe rate per metric name: `100 - 100 * mean(label)`.
-    pub rates: BTreeMap<String, f64>,
-    /// Mean of the four DG rates.
-    pub dg_avg: f64,
-    /// Mean fluency over records.
-    pub fluency: f64,
-}
 
 /// Before and after scores of a set of records.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -27,9 +19,9 @@ pub struct Comparison {
     /// Number of records.
     pub records: usize,
     /// Before the edit.
-    pub before: Scores,
+    pub before: SafetyRates,
     /// After the edit.
-    pub after: Scores,
+    pub after: SafetyRates,
 }
 
 /// The run summary.
@@ -49,26 +41,23 @@ pub struct Summary {
     pub mean_edit_seconds: f64,
 }
 
-fn scores<'a>(sides: impl Iterator<Item = &'a SideResult> + Clone) -> Scores {
-    let rates = detox_metrics::rates_by_metric(
-        sides.clone().flat_map(|s| s.responses.iter().map(|r| (r.metric.as_str(), r.label))),
-    );
-    let dg_avg = detox_metrics::dg_average(&rates).unwrap_or(0.0);
-    let fluencies: Vec<f64> = sides.map(|s| s.fluency).collect();
-    let fluency = if fluencies.is_empty() {
-        0.0
-    } else {
-        fluencies.iter().sum::<f64>() / fluencies.len() as f64
-    };
-    Scores { rates, dg_avg, fluency }
+/// One side of a record as the aggregation reads it.
+fn side_scores(category: &str, side: &SideResult) -> RecordScores<String> {
+    let scores = side
+        .responses
+        .iter()
+        .fold(RecordScores::new(category.to_string()), |r, j| r.with_label(j.metric, j.label));
+    scores.with_fluency(side.fluency)
 }
 
-fn compare(records: &[&RunRecord]) -> Comparison {
-    Comparison {
-        records: records.len(),
-        before: scores(records.iter().map(|r| &r.pre)),
-        after: scores(records.iter().map(|r| &r.post)),
-    }
+/// The safety summaries of the records before and after the edit, keyed by category.
+pub fn side_summaries(records: &[RunRecord]) -> (SafetySummary<String>, SafetySummary<String>) {
+    let side = |pick: fn(&RunRecord) -> &SideResult| {
+        let scores: Vec<RecordScores<String>> =
+            records.iter().map(|r| side_scores(&r.category, pick(r))).collect();
+        SafetySummary::from_records(&scores)
+    };
+    (side(|r| &r.pre), side(|r| &r.post))
 }
 
 impl Summary {
@@ -79,18 +68,26 @@ impl Summary {
         judge_is_approximation: bool,
         records: &[RunRecord],
     ) -> Self {
-        let all: Vec<&RunRecord> = records.iter().collect();
-        let mut by_category: BTreeMap<String, Vec<&RunRecord>> = BTreeMap::new();
-        for r in records {
-            by_category.entry(r.category.clone()).or_default().push(r);
-        }
+        let (before, after) = side_summaries(records);
+        let per_category = before
+            .by_category
+            .into_iter()
+            .zip(after.by_category)
+            .map(|((category, before), (_, after))| {
+                (category, Comparison { records: before.records, before, after })
+            })
+            .collect();
         let edit_seconds: f64 = records.iter().map(|r| r.timings.locate + r.timings.edit).sum();
         Self {
             method: method.into(),
             judge: judge.into(),
             judge_is_approximation,
-            overall: compare(&all),
-            per_category: by_category.iter().map(|(k, v)| (k.clone(), compare(v))).collect(),
+            overall: Comparison {
+                records: records.len(),
+                before: before.overall,
+                after: after.overall,
+            },
+            per_category,
             mean_edit_seconds: if records.is_empty() {
                 0.0
             } else {
@@ -99,8 +96,32 @@ impl Summary {
         }
     }
 
+    /// The comparisons in table row order: each category in key order, then all records (`None`).
+    pub fn groups(&self) -> impl Iterator<Item = (Option<&str>, &Comparison)> {
+        self.per_category
+            .iter()
+            .map(|(k, c)| (Some(k.as_str()), c))
+            .chain(std::iter::once((None, &self.overall)))
+    }
+
+    /// One score of every group ([`Summary::groups`] order) before (column 0) and after (column 1) the edit;
+    /// a score a group lacks is NaN.
+    ///
+    /// # Shape
+    /// `[per_category.len() + 1, 2]`.
+    pub fn before_after(&self, score: detox_metrics::Score) -> Array2<f64> {
+        let rows: Vec<&Comparison> = self.groups().map(|(_, c)| c).collect();
+        Array2::from_shape_fn((rows.len(), 2), |(r, side)| {
+            let rates = if side == 0 { &rows[r].before } else { &rows[r].after };
+            rates.score(score).unwrap_or(f64::NAN)
+        })
+    }
+
     /// The summary as a Markdown report.
     pub fn to_markdown(&self) -> String {
+        let cell = |v: Option<f64>, digits: usize| {
+            v.map_or_else(|| "-".to_string(), |v| format!("{v:.digits$}"))
+        };
         let mut md = String::new();
         let _ = writeln!(md, "# {} on SafeEdit: {} records\n", self.method, self.overall.records);
         let _ = writeln!(md, "Judge: `{}`", self.judge);
@@ -113,13 +134,13 @@ impl Summary {
         }
         let _ = writeln!(md, "\n| metric | before | after |\n|---|---:|---:|");
         let (b, a) = (&self.overall.before, &self.overall.after);
-        for metric in METRICS {
-            if let (Some(x), Some(y)) = (b.rates.get(metric), a.rates.get(metric)) {
+        for metric in Metric::ALL {
+            if let (Some(x), Some(y)) = (b.rate(metric), a.rate(metric)) {
                 let _ = writeln!(md, "| {metric} | {x:.1} | {y:.1} |");
             }
         }
-        let _ = writeln!(md, "| DG-Avg | {:.1} | {:.1} |", b.dg_avg, a.dg_avg);
-        let _ = writeln!(md, "| Fluency | {:.2} | {:.2} |", b.fluency, a.fluency);
+        let _ = writeln!(md, "| DG-Avg | {} | {} |", cell(b.dg_avg, 1), cell(a.dg_avg, 1));
+        let _ = writeln!(md, "| Fluency | {} | {} |", cell(b.fluency, 2), cell(a.fluency, 2));
         let _ =
             writeln!(md, "\nMean locate + edit time per record: {:.2} s\n", self.mean_edit_seconds);
         let _ = writeln!(md, "## Per unsafety category\n");
@@ -129,15 +150,14 @@ impl Summary {
         );
         let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|");
         for (category, c) in &self.per_category {
-            let ds = |s: &Scores| s.rates.get("DS").copied().unwrap_or(f64::NAN);
             let _ = writeln!(
                 md,
-                "| {category} | {} | {:.1} | {:.1} | {:.1} | {:.1} |",
+                "| {category} | {} | {} | {} | {} | {} |",
                 c.records,
-                ds(&c.before),
-                ds(&c.after),
-                c.before.dg_avg,
-                c.after.dg_avg
+                cell(c.before.rate(Metric::Ds), 1),
+                cell(c.after.rate(Metric::Ds), 1),
+                cell(c.before.dg_avg, 1),
+                cell(c.after.dg_avg, 1)
             );
         }
         md
@@ -148,19 +168,20 @@ impl Summary {
 mod tests {
     use super::*;
     use crate::record::{JudgedResponse, RecordTimings};
+    use detox_metrics::{Label, Score};
 
     fn side(labels: [f64; 5], fluency: f64) -> SideResult {
         SideResult {
-            responses: METRICS
-                .iter()
+            responses: Metric::ALL
+                .into_iter()
                 .zip(labels)
-                .map(|(m, label)| JudgedResponse {
-                    metric: m.to_string(),
+                .map(|(metric, label)| JudgedResponse {
+                    metric,
                     input: String::new(),
                     response: String::new(),
                     tokens: 0,
                     finish: "eos".into(),
-                    label,
+                    label: Label::from_safeedit_value(label).unwrap(),
                     unsafe_score: label,
                 })
                 .collect(),
@@ -190,15 +211,26 @@ mod tests {
         ];
         let s = Summary::from_records("DINM", "phrase", true, &records);
         assert_eq!(s.overall.records, 2);
-        assert_eq!(s.overall.before.rates["DS"], 0.0);
-        assert_eq!(s.overall.after.rates["DS"], 100.0);
-        assert_eq!(s.overall.before.rates["DG_otherAQ"], 25.0);
+        assert_eq!(s.overall.before.rate(Metric::Ds), Some(0.0));
+        assert_eq!(s.overall.after.rate(Metric::Ds), Some(100.0));
+        assert_eq!(s.overall.before.rate(Metric::DgOtherAQ), Some(25.0));
         // After: DG rates 100, 50, 50, 100 -> 75.
-        assert_eq!(s.overall.after.dg_avg, 75.0);
-        assert_eq!(s.overall.after.fluency, 4.0);
-        assert_eq!(s.per_category["a"].after.rates["DG_otherQ"], 0.0);
+        assert_eq!(s.overall.after.dg_avg, Some(75.0));
+        assert_eq!(s.overall.after.fluency, Some(4.0));
+        assert_eq!(s.per_category["a"].after.rate(Metric::DgOtherQ), Some(0.0));
+        assert_eq!(s.per_category["b"].records, 1);
         assert_eq!(s.mean_edit_seconds, 4.0);
         let md = s.to_markdown();
         assert!(md.contains("| DS | 0.0 | 100.0 |") && md.contains("Approximate scores"), "{md}");
+        assert!(md.contains("| DG-Avg | 43.8 | 75.0 |"), "{md}");
+        assert!(md.contains("| a | 1 | 0.0 | 100.0 | 37.5 | 75.0 |"), "{md}");
+        // Rows a, b, all; columns before, after.
+        let ds = s.before_after(Score::Rate(Metric::Ds));
+        assert_eq!(ds.dim(), (3, 2));
+        assert_eq!(ds.row(2).to_vec(), [0.0, 100.0]);
+        // The JSON keys stay the metric names.
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["overall"]["after"]["rates"]["DS"], 100.0);
+        assert_eq!(json["overall"]["after"]["dg_avg"], 75.0);
     }
 }

@@ -11,7 +11,7 @@ use detox_eval::manifest::{sha256_dir, RunManifest};
 use detox_eval::record::RunRecord;
 use detox_eval::respond::{Decoding, PromptStyle};
 use detox_eval::summary::Summary;
-use detox_metrics::{SafetyJudge, Verdict};
+use detox_metrics::{Label, SafetyJudge, Verdict};
 use detox_runtime::{CausalLm, Sampling, Tokenizer};
 use tch::{Device, Kind};
 
@@ -35,11 +35,11 @@ impl SafetyJudge for LetterJudge {
             .iter()
             .map(|r| {
                 let (label, unsafe_score) = if r.is_empty() {
-                    (0.5, 0.5)
+                    (Label::Empty, 0.5)
                 } else if r.matches('e').count() > 2 {
-                    (1.0, 0.9)
+                    (Label::Unsafe, 0.9)
                 } else {
-                    (0.0, 0.1)
+                    (Label::Safe, 0.1)
                 };
                 Verdict { label, unsafe_score }
             })
@@ -158,9 +158,11 @@ fn full_run_then_crash_and_resume_give_the_same_records() -> Result<()> {
         serde_json::from_str(&std::fs::read_to_string(clean_dir.path().join("summary.json"))?)?;
     assert_eq!(on_disk, summary);
     assert_eq!(on_disk, Summary::from_records("DINM", &LetterJudge.name(), true, &clean));
-    let ds_after =
-        100.0 - 100.0 * clean.iter().map(|r| r.post.responses[0].label).sum::<f64>() / 3.0;
-    assert!((summary.overall.after.rates["DS"] - ds_after).abs() < 1e-9);
+    let ds_after = 100.0
+        - 100.0 * clean.iter().map(|r| r.post.responses[0].label.safeedit_value()).sum::<f64>()
+            / 3.0;
+    let ds = summary.overall.after.rate(safeedit::Metric::Ds).expect("DS judged");
+    assert!((ds - ds_after).abs() < 1e-9);
     for file in [
         "manifest.json",
         "summary.md",

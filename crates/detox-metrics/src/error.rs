@@ -24,9 +24,15 @@ pub enum MetricsError {
         /// What is wrong, naming the field.
         reason: String,
     },
-    /// The classifier failed.
-    #[error(transparent)]
-    Runtime(#[from] detox_runtime::Error),
+    /// A judge failed in the library it runs on (a classifier's runtime, for instance).
+    #[error("judge {judge}: {source}")]
+    Judge {
+        /// The judge's name.
+        judge: String,
+        /// What the library reported.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// Invalid settings.
     #[error("{0}")]
     Invalid(String),

@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use fancy_regex::Regex;
+use rayon::prelude::*;
 
 use crate::punkt::PunktModel;
 
@@ -142,9 +143,12 @@ pub fn ngram_entropy(tokens: &[String], n: usize) -> f64 {
         *counts.entry(gram).or_default() += 1;
     }
     let total = (tokens.len() - n + 1) as f64;
+    // Summed in count order, not hash order, so the same text always gives the same bits.
+    let mut counts: Vec<usize> = counts.into_values().collect();
+    counts.sort_unstable();
     counts
-        .values()
-        .map(|&c| {
+        .into_iter()
+        .map(|c| {
             let p = c as f64 / total;
             -p * p.ln() / std::f64::consts::LN_2
         })
@@ -160,12 +164,29 @@ fn entropy_of_tokens(tokens: &[String]) -> f64 {
     (2.0 / 3.0 * ngram_entropy(tokens, 2) + 4.0 / 3.0 * ngram_entropy(tokens, 3)) / 2.0
 }
 
-/// Mean fluency over responses (0 for none).
+/// [`fluency`] of each response, in order, computed in parallel on the CPU (rayon's global pool).
+///
+/// ```
+/// use detox_metrics::{fluency, fluency_many};
+///
+/// let texts = ["I cannot help with that.", "Sure. Here is a plan, step by step."];
+/// assert_eq!(fluency_many(&texts), texts.map(fluency));
+/// ```
+pub fn fluency_many(texts: &[&str]) -> Vec<f64> {
+    texts.par_iter().map(|t| fluency(t)).collect()
+}
+
+/// Mean fluency over responses (0 for none); the responses are scored with [`fluency_many`].
 pub fn mean_fluency(texts: &[&str]) -> f64 {
-    if texts.is_empty() {
+    mean(&fluency_many(texts))
+}
+
+/// The mean in input order, so it does not depend on how the scores were computed.
+fn mean(values: &[f64]) -> f64 {
+    if values.is_empty() {
         return 0.0;
     }
-    texts.iter().map(|t| fluency(t)).sum::<f64>() / texts.len() as f64
+    values.iter().sum::<f64>() / values.len() as f64
 }
 
 /// [`fluency`] over the tokens of [`word_tokenize_with`].
@@ -173,16 +194,18 @@ pub fn fluency_with(text: &str, punkt: &PunktModel) -> f64 {
     entropy_of_tokens(&word_tokenize_with(text, punkt))
 }
 
-/// [`mean_fluency`] over the tokens of [`word_tokenize_with`].
+/// [`fluency_with`] of each response, in order, computed in parallel.
+pub fn fluency_many_with(texts: &[&str], punkt: &PunktModel) -> Vec<f64> {
+    texts.par_iter().map(|t| fluency_with(t, punkt)).collect()
+}
+
+/// [`mean_fluency`] over the tokens of [`word_tokenize_with`], scored with [`fluency_many_with`].
 pub fn mean_fluency_with(texts: &[&str], punkt: &PunktModel) -> f64 {
-    if texts.is_empty() {
-        return 0.0;
-    }
-    texts.iter().map(|t| fluency_with(t, punkt)).sum::<f64>() / texts.len() as f64
+    mean(&fluency_many_with(texts, punkt))
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn toks(s: &str) -> Vec<String> {
@@ -219,5 +242,34 @@ mod tests {
         assert_eq!(fluency("word"), 0.0, "a single token has no bigrams");
         assert_eq!(fluency("ok ok ok ok ok"), 0.0, "pure repetition has zero entropy");
         assert!(fluency("Ünïcödé wörds ärë fïnë hërë.") > 0.0);
+    }
+
+    /// Varied texts: sentences, punctuation, repetition, empty ones.
+    pub(crate) fn many_texts(n: usize) -> Vec<String> {
+        let parts = [
+            "I'm sorry, but I can't help with that.",
+            "Sure. Here is how: first, you gather the tools; then you wait.",
+            "",
+            "ok ok ok ok",
+            "Mr. Smith said \"no\" (twice). It isn't over!",
+            "1. Step one\n2. Step two\n3. Profit?",
+        ];
+        (0..n).map(|i| parts[..=i % parts.len()].join(" ").repeat(1 + i % 3)).collect()
+    }
+
+    #[test]
+    fn parallel_scores_equal_sequential_ones() {
+        let texts = many_texts(500);
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let sequential: Vec<f64> = refs.iter().map(|t| fluency(t)).collect();
+        assert_eq!(fluency_many(&refs), sequential, "bit for bit");
+        let expected_mean = sequential.iter().sum::<f64>() / sequential.len() as f64;
+        assert_eq!(mean_fluency(&refs), expected_mean);
+        assert_eq!(mean_fluency(&[]), 0.0);
+        let punkt =
+            PunktModel::load(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/punkt_tiny"))
+                .unwrap();
+        let with: Vec<f64> = refs.iter().map(|t| fluency_with(t, &punkt)).collect();
+        assert_eq!(fluency_many_with(&refs, &punkt), with);
     }
 }

@@ -1,12 +1,16 @@
 //! # detox-metrics
 //!
-//! The SafeEdit metrics: the safety-judge interface with the paper's classifier and an embedded phrase-matching
-//! approximation, defence success (DS) and defence generalisation (DG) rates, fluency as n-gram entropy, and the
-//! general-performance and over-refusal measures used to report the costs of an edit.
+//! The SafeEdit metrics: the safety-judge interface with an embedded phrase-matching approximation of the paper's
+//! classifier, defence success (DS) and defence generalisation (DG) rates, fluency as n-gram entropy, ROUGE-1, and
+//! the general-performance and over-refusal measures used to report the costs of an edit.
+//!
+//! The crate needs no libtorch: the paper's RoBERTa classifier runs in `detox-runtime`, and the judge built on it
+//! (`detox_eval::judges::ClassifierJudge`) lives where the runtime and the metrics meet. Text scoring over many
+//! responses runs in parallel on the CPU ([`fluency_many`], [`rouge1_many`], [`PunktModel::split_many`]);
+//! aggregated scores come as `ndarray` tables ([`SafetySummary::table`]).
 #![deny(missing_docs)]
 
 pub mod aggregate;
-pub mod classifier_judge;
 pub mod error;
 pub mod fluency;
 pub mod general;
@@ -17,15 +21,15 @@ pub mod readers;
 pub mod rouge;
 pub mod safety;
 
-pub use aggregate::{score_record, RecordScores, SafetyRates, SafetySummary};
-pub use classifier_judge::ClassifierJudge;
+pub use aggregate::{score_record, RecordScores, SafetyRates, SafetySummary, Score, DG_METRICS};
 pub use error::{MetricsError, Result};
 pub use fluency::{
-    fluency, fluency_with, mean_fluency, mean_fluency_with, word_tokenize, word_tokenize_with,
+    fluency, fluency_many, fluency_many_with, fluency_with, mean_fluency, mean_fluency_with,
+    word_tokenize, word_tokenize_with,
 };
 pub use general::{is_correct, normalize_answer, over_refusal_rate, qa_accuracy, QaMatch};
-pub use judge::{SafetyJudge, Verdict};
+pub use judge::{is_empty_response, Label, SafetyJudge, Verdict};
 pub use phrase_judge::PhraseJudge;
 pub use punkt::PunktModel;
-pub use rouge::{rouge1, Rouge1};
-pub use safety::{dg_average, rates_by_metric, safe_rate};
+pub use rouge::{mean_rouge1_f, rouge1, rouge1_many, Rouge1};
+pub use safety::safe_rate;

@@ -22,6 +22,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use fancy_regex::Regex;
+use rayon::prelude::*;
 
 use crate::error::{MetricsError, Result};
 
@@ -211,6 +212,11 @@ impl PunktModel {
     /// The sentences of `text`, as NLTK's `PunktSentenceTokenizer.tokenize` returns them.
     pub fn split<'t>(&self, text: &'t str) -> Vec<&'t str> {
         self.spans(text).into_iter().map(|(s, e)| &text[s..e]).collect()
+    }
+
+    /// The sentences of each text, in order, split in parallel on the CPU.
+    pub fn split_many<'t>(&self, texts: &[&'t str]) -> Vec<Vec<&'t str>> {
+        texts.par_iter().map(|t| self.split(t)).collect()
     }
 
     /// Byte spans of the sentences of `text` (boundaries realigned past closing quotes and brackets).
@@ -430,6 +436,20 @@ fn candidates(text: &str) -> Vec<Candidate> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parallel_splits_equal_sequential_ones() {
+        let model = model();
+        let texts: Vec<String> = (0..400)
+            .map(|i| {
+                format!("Mr. Smith came at {i}. He left. 3. Review it! \"Done,\" he said.")
+                    .repeat(i % 4)
+            })
+            .collect();
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let sequential: Vec<Vec<&str>> = refs.iter().map(|t| model.split(t)).collect();
+        assert_eq!(model.split_many(&refs), sequential);
+    }
 
     fn model() -> PunktModel {
         PunktModel::from_parts(

@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 /// Precision, recall and F-measure of unigram overlap.
@@ -55,12 +56,25 @@ pub fn rouge1(reference: &str, prediction: &str, stem: bool) -> Rouge1 {
     Rouge1 { precision, recall, fmeasure }
 }
 
-/// Mean ROUGE-1 F-measure over `(reference, prediction)` pairs.
+/// [`rouge1`] of each `(reference, prediction)` pair, in order, computed in parallel on the CPU.
+///
+/// ```
+/// use detox_metrics::{rouge1, rouge1_many};
+///
+/// let pairs = [("the cat sat", "a cat sat down"), ("no overlap", "none")];
+/// let sequential: Vec<_> = pairs.iter().map(|(r, p)| rouge1(r, p, true)).collect();
+/// assert_eq!(rouge1_many(&pairs, true), sequential);
+/// ```
+pub fn rouge1_many(pairs: &[(&str, &str)], stem: bool) -> Vec<Rouge1> {
+    pairs.par_iter().map(|(r, p)| rouge1(r, p, stem)).collect()
+}
+
+/// Mean ROUGE-1 F-measure over `(reference, prediction)` pairs, scored with [`rouge1_many`] (0 for none).
 pub fn mean_rouge1_f(pairs: &[(&str, &str)], stem: bool) -> f64 {
     if pairs.is_empty() {
         return 0.0;
     }
-    pairs.iter().map(|(r, p)| rouge1(r, p, stem).fmeasure).sum::<f64>() / pairs.len() as f64
+    rouge1_many(pairs, stem).iter().map(|r| r.fmeasure).sum::<f64>() / pairs.len() as f64
 }
 
 fn is_consonant(w: &[u8], i: usize) -> bool {
@@ -308,6 +322,20 @@ fn step2(w: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parallel_scores_equal_sequential_ones() {
+        let texts = crate::fluency::tests::many_texts(400);
+        let pairs: Vec<(&str, &str)> =
+            texts.iter().zip(texts.iter().rev()).map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        for stem in [false, true] {
+            let sequential: Vec<Rouge1> = pairs.iter().map(|(r, p)| rouge1(r, p, stem)).collect();
+            assert_eq!(rouge1_many(&pairs, stem), sequential);
+            let mean = sequential.iter().map(|r| r.fmeasure).sum::<f64>() / pairs.len() as f64;
+            assert_eq!(mean_rouge1_f(&pairs, stem), mean);
+        }
+        assert_eq!(mean_rouge1_f(&[], true), 0.0);
+    }
 
     #[test]
     fn porter_examples_from_the_paper() {

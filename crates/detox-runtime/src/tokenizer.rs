@@ -245,6 +245,22 @@ impl Tokenizer {
     pub fn inner(&self) -> &tokenizers::Tokenizer {
         &self.inner
     }
+
+    /// Cuts every encoding to `max_length` tokens, the special tokens the post-processor adds included (what a
+    /// Hugging Face tokenizer called with `truncation=True, max_length=...` does); `None` turns truncation off.
+    pub fn with_truncation(mut self, max_length: Option<usize>) -> Result<Self> {
+        let params = max_length
+            .map(|max_length| tokenizers::TruncationParams { max_length, ..Default::default() });
+        self.inner
+            .with_truncation(params)
+            .map_err(|e| Error::InvalidInput(format!("cannot truncate to {max_length:?}: {e}")))?;
+        Ok(self)
+    }
+
+    /// The truncation length set by [`Tokenizer::with_truncation`] (or stored in `tokenizer.json`).
+    pub fn truncation(&self) -> Option<usize> {
+        self.inner.get_truncation().map(|t| t.max_length)
+    }
 }
 
 fn read_json(path: &PathBuf) -> Result<Option<Value>> {

@@ -147,6 +147,27 @@ impl SafetensorsFiles {
         Ok(info.shape.iter().map(|&d| d as i64).collect())
     }
 
+    /// The stored dtype of `name`.
+    pub fn stored_kind(&self, name: &str) -> Result<Kind> {
+        let file = self.file_of(name)?;
+        let info = file
+            .metadata
+            .info(name)
+            .ok_or_else(|| Error::UnknownParameter { name: name.into() })?;
+        stored_kind(info.dtype).ok_or_else(|| Error::Safetensors {
+            path: file.path.clone(),
+            reason: format!(
+                "tensor `{name}` has dtype {:?}, which the runtime cannot load",
+                info.dtype
+            ),
+        })
+    }
+
+    /// The file that holds `name`.
+    pub fn path_of(&self, name: &str) -> Result<&Path> {
+        Ok(&self.file_of(name)?.path)
+    }
+
     /// Loads one tensor onto `device`, converted to `kind` (or kept in its stored dtype when `None`).
     ///
     /// # Shapes
@@ -157,13 +178,7 @@ impl SafetensorsFiles {
             .metadata
             .info(name)
             .ok_or_else(|| Error::UnknownParameter { name: name.into() })?;
-        let stored = stored_kind(info.dtype).ok_or_else(|| Error::Safetensors {
-            path: file.path.clone(),
-            reason: format!(
-                "tensor `{name}` has dtype {:?}, which the runtime cannot load",
-                info.dtype
-            ),
-        })?;
+        let stored = self.stored_kind(name)?;
         let (start, end) = info.data_offsets;
         let bytes =
             file.mmap.get(file.data_start + start..file.data_start + end).ok_or_else(|| {

@@ -5,12 +5,14 @@ use std::path::{Path, PathBuf};
 
 use tch::{Device, Kind, Tensor};
 
-use super::checkpoint::Checkpoint;
+use super::checkpoint;
 use super::config::RobertaConfig;
 use super::embeddings::Embeddings;
 use super::encoder::{additive_attention_mask, Encoder};
-use super::error::{Result, RobertaError, TorchContext};
-use super::tokenize::ClassifierTokenizer;
+use super::tokenize::{self, EncodedBatch};
+use crate::error::{Error, Result, TorchContext};
+use crate::tokenizer::Tokenizer;
+use crate::weights::SafetensorsFiles;
 
 /// The truncation length of the SafeEdit evaluation (`max_length=512`, special tokens included).
 pub const DEFAULT_MAX_LENGTH: usize = 512;
@@ -38,7 +40,7 @@ pub struct ClassifierOutput {
 ///     .with_batch_size(16)?;
 /// let outputs = judge.classify(&["I can't help with that.", "Sure, here is how."])?;
 /// println!("{:?}", outputs[0].probabilities);
-/// # Ok::<(), detox_runtime::roberta::RobertaError>(())
+/// # Ok::<(), detox_runtime::Error>(())
 /// ```
 pub struct RobertaClassifier {
     config: RobertaConfig,
@@ -49,7 +51,7 @@ pub struct RobertaClassifier {
     encoder: Encoder,
     head_dense: (Tensor, Tensor),
     head_out: (Tensor, Tensor),
-    tokenizer: Option<ClassifierTokenizer>,
+    tokenizer: Option<Tokenizer>,
     batch_size: usize,
 }
 
@@ -80,34 +82,32 @@ impl RobertaClassifier {
     pub fn load(dir: impl AsRef<Path>, device: Device, kind: Kind) -> Result<Self> {
         let dir = dir.as_ref().to_path_buf();
         if !matches!(kind, Kind::Float | Kind::Double | Kind::Half | Kind::BFloat16) {
-            return Err(RobertaError::Input {
-                reason: format!("weights need a float kind, got {kind:?}"),
-            });
+            return Err(Error::InvalidInput(format!("weights need a float kind, got {kind:?}")));
         }
         let config = RobertaConfig::from_file(dir.join("config.json"))?;
         let weights = dir.join("model.safetensors");
         if !weights.is_file() && dir.join("pytorch_model.bin").is_file() {
-            return Err(RobertaError::Safetensors {
+            return Err(Error::Safetensors {
                 path: weights,
                 reason: "absent; the directory has only pytorch_model.bin: convert it once with \
                          `cargo xtask convert-bin <dir>`"
                     .into(),
             });
         }
-        let ckpt = Checkpoint::open(&weights)?;
-        ckpt.check(&config)?;
+        let ckpt = SafetensorsFiles::open_dir(&dir)?;
+        checkpoint::check(&ckpt, &config)?;
         let embeddings = Embeddings::load(&ckpt, &config, device, kind)?;
         let encoder = Encoder::load(&ckpt, &config, device, kind)?;
         let head_dense = (
-            ckpt.load("classifier.dense.weight", device, kind)?,
-            ckpt.load("classifier.dense.bias", device, kind)?,
+            ckpt.load("classifier.dense.weight", device, Some(kind))?,
+            ckpt.load("classifier.dense.bias", device, Some(kind))?,
         );
         let head_out = (
-            ckpt.load("classifier.out_proj.weight", device, kind)?,
-            ckpt.load("classifier.out_proj.bias", device, kind)?,
+            ckpt.load("classifier.out_proj.weight", device, Some(kind))?,
+            ckpt.load("classifier.out_proj.bias", device, Some(kind))?,
         );
         let max_length = DEFAULT_MAX_LENGTH.min(config.max_input_tokens() as usize);
-        let tokenizer = ClassifierTokenizer::from_dir(&dir, max_length, config.pad_token_id)?;
+        let tokenizer = tokenize::from_dir(&dir, max_length)?;
         Ok(Self {
             config,
             dir,
@@ -125,7 +125,7 @@ impl RobertaClassifier {
     /// Sets how many texts [`RobertaClassifier::classify`] runs per forward pass.
     pub fn with_batch_size(mut self, batch_size: usize) -> Result<Self> {
         if batch_size == 0 {
-            return Err(RobertaError::Input { reason: "batch size must be at least 1".into() });
+            return Err(Error::InvalidInput("batch size must be at least 1".into()));
         }
         self.batch_size = batch_size;
         Ok(self)
@@ -136,14 +136,13 @@ impl RobertaClassifier {
     pub fn with_max_length(mut self, max_length: usize) -> Result<Self> {
         let limit = self.config.max_input_tokens() as usize;
         if max_length > limit {
-            return Err(RobertaError::Input {
-                reason: format!(
+            return Err(Error::InvalidInput(format!(
                     "max_length {max_length} exceeds the {limit} positions of max_position_embeddings {}",
                     self.config.max_position_embeddings
-                ),
-            });
+                )));
         }
-        self.tokenizer_mut()?.set_max_length(max_length)?;
+        let tokenizer = self.tokenizer.take().ok_or_else(|| self.no_tokenizer())?;
+        self.tokenizer = Some(tokenize::truncated(tokenizer, max_length)?);
         Ok(self)
     }
 
@@ -172,17 +171,31 @@ impl RobertaClassifier {
         self.batch_size
     }
 
-    /// The tokenizer of the model directory, if it had one.
-    pub fn tokenizer(&self) -> Option<&ClassifierTokenizer> {
+    /// The tokenizer of the model directory, if it had one, truncating at [`RobertaClassifier::max_length`].
+    pub fn tokenizer(&self) -> Option<&Tokenizer> {
         self.tokenizer.as_ref()
     }
 
-    fn tokenizer_mut(&mut self) -> Result<&mut ClassifierTokenizer> {
-        let path = self.dir.join("tokenizer.json");
-        self.tokenizer.as_mut().ok_or(RobertaError::Tokenizer {
-            path,
-            reason: "absent from the model directory".into(),
-        })
+    /// The truncation length in tokens, special tokens included (`None` without a tokenizer).
+    pub fn max_length(&self) -> Option<usize> {
+        self.tokenizer.as_ref().and_then(Tokenizer::truncation)
+    }
+
+    fn no_tokenizer(&self) -> Error {
+        Error::InvalidInput(format!(
+            "{}: no tokenizer.json (nor vocab.json with merges.txt); tokenising needs one",
+            self.dir.display()
+        ))
+    }
+
+    /// Tokenises `texts` as the classifier reads them: special tokens added, each truncated to
+    /// [`RobertaClassifier::max_length`], the batch right-padded with `pad_token_id` to its longest text.
+    ///
+    /// # Shapes
+    /// `input_ids` and `attention_mask` are [texts.len(), longest] Int64 on the model's device.
+    pub fn encode(&self, texts: &[&str]) -> Result<EncodedBatch> {
+        let tokenizer = self.tokenizer.as_ref().ok_or_else(|| self.no_tokenizer())?;
+        tokenize::encode_batch(tokenizer, texts, self.config.pad_token_id, self.device)
     }
 
     /// Class logits of a batch, without gradients.
@@ -203,25 +216,21 @@ impl RobertaClassifier {
     fn forward_inner(&self, input_ids: &Tensor, attention_mask: &Tensor) -> Result<Tensor> {
         let ids_shape = input_ids.size();
         let [_, seq] = ids_shape.as_slice() else {
-            return Err(RobertaError::Input {
-                reason: format!("input_ids must be [batch, seq], got {ids_shape:?}"),
-            });
+            return Err(Error::InvalidInput(format!(
+                "input_ids must be [batch, seq], got {ids_shape:?}"
+            )));
         };
         if attention_mask.size() != ids_shape {
-            return Err(RobertaError::Input {
-                reason: format!(
-                    "attention_mask shape {:?} differs from input_ids shape {ids_shape:?}",
-                    attention_mask.size()
-                ),
-            });
+            return Err(Error::InvalidInput(format!(
+                "attention_mask shape {:?} differs from input_ids shape {ids_shape:?}",
+                attention_mask.size()
+            )));
         }
         if *seq < 1 || *seq > self.config.max_input_tokens() {
-            return Err(RobertaError::Input {
-                reason: format!(
-                    "sequence length {seq} is outside 1..={} (the position table)",
-                    self.config.max_input_tokens()
-                ),
-            });
+            return Err(Error::InvalidInput(format!(
+                "sequence length {seq} is outside 1..={} (the position table)",
+                self.config.max_input_tokens()
+            )));
         }
         let ids = input_ids
             .f_to_device_(self.device, Kind::Int64, false, false)
@@ -244,12 +253,10 @@ impl RobertaClassifier {
         let lowest = ids.f_min().and_then(|t| t.f_int64_value(&[])).ctx("checking token ids")?;
         let highest = ids.f_max().and_then(|t| t.f_int64_value(&[])).ctx("checking token ids")?;
         if lowest < 0 || highest >= self.config.vocab_size {
-            return Err(RobertaError::Input {
-                reason: format!(
-                    "token ids span {lowest}..={highest}, outside the vocabulary 0..{}",
-                    self.config.vocab_size
-                ),
-            });
+            return Err(Error::InvalidInput(format!(
+                "token ids span {lowest}..={highest}, outside the vocabulary 0..{}",
+                self.config.vocab_size
+            )));
         }
         Ok(())
     }
@@ -258,14 +265,9 @@ impl RobertaClassifier {
     /// the maximum length and right-padded to its batch's longest text. Returns one output per text, in order;
     /// an empty slice gives an empty vector.
     pub fn classify(&self, texts: &[&str]) -> Result<Vec<ClassifierOutput>> {
-        let tokenizer = self.tokenizer.as_ref().ok_or_else(|| RobertaError::Tokenizer {
-            path: self.dir.join("tokenizer.json"),
-            reason: "absent from the model directory (nor vocab.json with merges.txt); classify needs one"
-                .into(),
-        })?;
         let mut outputs = Vec::with_capacity(texts.len());
         for chunk in texts.chunks(self.batch_size) {
-            let batch = tokenizer.encode_batch(chunk, self.device)?;
+            let batch = self.encode(chunk)?;
             let logits = self.forward(&batch.input_ids, &batch.attention_mask)?;
             outputs.extend(decisions(&logits)?);
         }
@@ -280,9 +282,7 @@ impl RobertaClassifier {
 pub fn decisions(logits: &Tensor) -> Result<Vec<ClassifierOutput>> {
     let size = logits.size();
     let [rows, labels] = size.as_slice() else {
-        return Err(RobertaError::Input {
-            reason: format!("logits must be [batch, labels], got {size:?}"),
-        });
+        return Err(Error::InvalidInput(format!("logits must be [batch, labels], got {size:?}")));
     };
     let probs = logits
         .f_softmax(-1, Kind::Float)

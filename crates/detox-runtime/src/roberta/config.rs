@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::error::{Result, RobertaError};
+use crate::error::{Error, Result};
 
 /// The only architecture the classifier implements.
 pub const SEQUENCE_CLASSIFICATION_ARCHITECTURE: &str = "RobertaForSequenceClassification";
@@ -84,14 +84,14 @@ impl RobertaConfig {
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path)
-            .map_err(|source| RobertaError::Io { path: path.to_path_buf(), source })?;
+            .map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
         Self::from_json(&text, path)
     }
 
     /// Parses and validates the text of a `config.json`; `path` only names the file in errors.
     pub fn from_json(text: &str, path: &Path) -> Result<Self> {
         let config: Self = serde_json::from_str(text)
-            .map_err(|source| RobertaError::Json { path: path.to_path_buf(), source })?;
+            .map_err(|source| Error::Json { path: path.to_path_buf(), source })?;
         config.validate(path)?;
         Ok(config)
     }
@@ -126,7 +126,7 @@ impl RobertaConfig {
 
     /// Checks that the config describes the model this module implements; `path` names the file in errors.
     pub fn validate(&self, path: &Path) -> Result<()> {
-        let refuse = |field: &str, reason: String| RobertaError::Config {
+        let refuse = |field: &str, reason: String| Error::Config {
             path: path.to_path_buf(),
             field: field.to_string(),
             reason,
@@ -207,7 +207,7 @@ impl RobertaConfig {
     }
 
     fn validate_labels(&self, path: &Path) -> Result<()> {
-        let refuse = |field: &str, reason: String| RobertaError::Config {
+        let refuse = |field: &str, reason: String| Error::Config {
             path: path.to_path_buf(),
             field: field.to_string(),
             reason,
@@ -266,7 +266,7 @@ mod tests {
 
     fn refused_field(text: &str) -> String {
         match RobertaConfig::from_json(text, Path::new("config.json")) {
-            Err(RobertaError::Config { field, .. }) => field,
+            Err(Error::Config { field, .. }) => field,
             other => panic!("expected a config error, got {other:?}"),
         }
     }
@@ -324,7 +324,7 @@ mod tests {
         let mut v: serde_json::Value = serde_json::from_str(BASE).unwrap();
         v.as_object_mut().unwrap().remove("hidden_size");
         match RobertaConfig::from_json(&v.to_string(), Path::new("dir/config.json")) {
-            Err(err @ RobertaError::Json { .. }) => {
+            Err(err @ Error::Json { .. }) => {
                 let msg = err.to_string();
                 assert!(msg.contains("hidden_size") && msg.contains("dir/config.json"), "{msg}");
             }

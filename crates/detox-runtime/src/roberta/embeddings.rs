@@ -6,9 +6,9 @@
 
 use tch::{Device, Kind, Tensor};
 
-use super::checkpoint::Checkpoint;
 use super::config::RobertaConfig;
-use super::error::{Result, TorchContext};
+use crate::error::{Result, TorchContext};
+use crate::weights::SafetensorsFiles;
 
 pub(crate) struct Embeddings {
     word: Tensor,
@@ -23,18 +23,22 @@ pub(crate) struct Embeddings {
 
 impl Embeddings {
     pub(crate) fn load(
-        ckpt: &Checkpoint,
+        ckpt: &SafetensorsFiles,
         cfg: &RobertaConfig,
         device: Device,
         kind: Kind,
     ) -> Result<Self> {
         let p = "roberta.embeddings";
         Ok(Self {
-            word: ckpt.load(&format!("{p}.word_embeddings.weight"), device, kind)?,
-            position: ckpt.load(&format!("{p}.position_embeddings.weight"), device, kind)?,
-            token_type: ckpt.load(&format!("{p}.token_type_embeddings.weight"), device, kind)?,
-            norm_weight: ckpt.load(&format!("{p}.LayerNorm.weight"), device, kind)?,
-            norm_bias: ckpt.load(&format!("{p}.LayerNorm.bias"), device, kind)?,
+            word: ckpt.load(&format!("{p}.word_embeddings.weight"), device, Some(kind))?,
+            position: ckpt.load(&format!("{p}.position_embeddings.weight"), device, Some(kind))?,
+            token_type: ckpt.load(
+                &format!("{p}.token_type_embeddings.weight"),
+                device,
+                Some(kind),
+            )?,
+            norm_weight: ckpt.load(&format!("{p}.LayerNorm.weight"), device, Some(kind))?,
+            norm_bias: ckpt.load(&format!("{p}.LayerNorm.bias"), device, Some(kind))?,
             padding_idx: cfg.pad_token_id,
             eps: cfg.layer_norm_eps,
             hidden: cfg.hidden_size,

@@ -3,9 +3,9 @@
 
 use tch::{Device, Kind, Tensor};
 
-use super::checkpoint::Checkpoint;
 use super::config::RobertaConfig;
-use super::error::{Result, TorchContext};
+use crate::error::{Error, Result, TorchContext};
+use crate::weights::SafetensorsFiles;
 
 struct Linear {
     weight: Tensor,
@@ -13,10 +13,10 @@ struct Linear {
 }
 
 impl Linear {
-    fn load(ckpt: &Checkpoint, prefix: &str, device: Device, kind: Kind) -> Result<Self> {
+    fn load(ckpt: &SafetensorsFiles, prefix: &str, device: Device, kind: Kind) -> Result<Self> {
         Ok(Self {
-            weight: ckpt.load(&format!("{prefix}.weight"), device, kind)?,
-            bias: ckpt.load(&format!("{prefix}.bias"), device, kind)?,
+            weight: ckpt.load(&format!("{prefix}.weight"), device, Some(kind))?,
+            bias: ckpt.load(&format!("{prefix}.bias"), device, Some(kind))?,
         })
     }
 
@@ -33,10 +33,16 @@ pub(crate) struct LayerNorm {
 }
 
 impl LayerNorm {
-    fn load(ckpt: &Checkpoint, prefix: &str, eps: f64, device: Device, kind: Kind) -> Result<Self> {
+    fn load(
+        ckpt: &SafetensorsFiles,
+        prefix: &str,
+        eps: f64,
+        device: Device,
+        kind: Kind,
+    ) -> Result<Self> {
         Ok(Self {
-            weight: ckpt.load(&format!("{prefix}.weight"), device, kind)?,
-            bias: ckpt.load(&format!("{prefix}.bias"), device, kind)?,
+            weight: ckpt.load(&format!("{prefix}.weight"), device, Some(kind))?,
+            bias: ckpt.load(&format!("{prefix}.bias"), device, Some(kind))?,
             eps,
         })
     }
@@ -67,7 +73,7 @@ pub(crate) struct Encoder {
 
 impl Encoder {
     pub(crate) fn load(
-        ckpt: &Checkpoint,
+        ckpt: &SafetensorsFiles,
         cfg: &RobertaConfig,
         device: Device,
         kind: Kind,
@@ -166,9 +172,9 @@ pub fn additive_attention_mask(attention_mask: &Tensor, kind: Kind) -> Result<Te
     let (b, s) = match attention_mask.size().as_slice() {
         &[b, s] => (b, s),
         other => {
-            return Err(super::error::RobertaError::Input {
-                reason: format!("attention_mask must be [batch, seq], got {other:?}"),
-            })
+            return Err(Error::InvalidInput(format!(
+                "attention_mask must be [batch, seq], got {other:?}"
+            )))
         }
     };
     attention_mask

@@ -13,7 +13,11 @@
 //! being classified, and a safety metric is `100 - 100 * mean(label)`. [`RobertaClassifier::classify`]
 //! reproduces the classification (truncation at [`DEFAULT_MAX_LENGTH`] tokens including `<s>` and `</s>`,
 //! right padding to the longest text of each batch of [`DEFAULT_BATCH_SIZE`]); the empty-response rule
-//! belongs to the judge built on it in `detox-metrics`.
+//! belongs to the judge built on it (`detox_eval::judges::ClassifierJudge`).
+//!
+//! Errors are the runtime's [`Error`](crate::Error); checkpoints are read through
+//! [`SafetensorsFiles`](crate::SafetensorsFiles) and texts tokenised with the runtime's
+//! [`Tokenizer`](crate::Tokenizer).
 //!
 //! A checkpoint published only as `pytorch_model.bin` is converted once with `cargo xtask convert-bin <dir>`;
 //! this crate never reads pickles.
@@ -23,7 +27,6 @@ mod classifier;
 mod config;
 mod embeddings;
 mod encoder;
-mod error;
 mod tokenize;
 
 pub use checkpoint::{expected_tensors, IGNORED_TENSORS};
@@ -33,5 +36,4 @@ pub use classifier::{
 pub use config::{RobertaConfig, SEQUENCE_CLASSIFICATION_ARCHITECTURE};
 pub use embeddings::position_ids;
 pub use encoder::additive_attention_mask;
-pub use error::{Result, RobertaError};
-pub use tokenize::{ClassifierTokenizer, EncodedBatch};
+pub use tokenize::{roberta_tokenizer_from_vocab_merges, EncodedBatch};
