@@ -1,6 +1,4 @@
-// Test binaries and examples find libtorch through an rpath, so no LD_LIBRARY_PATH is needed.
+// Tests and examples find libtorch through an rpath, so they start without LD_LIBRARY_PATH.
 fn main() {
-    if let Ok(dir) = std::env::var("DEP_TCH_LIBTORCH_LIB") {
-        println!("cargo:rustc-link-arg=-Wl,-rpath,{dir}");
-    }
+    detox_build::link_libtorch_rpath();
 }

@@ -1,6 +1,7 @@
-// Test binaries and examples find libtorch through an rpath, so no LD_LIBRARY_PATH is needed.
+// Tests find libtorch through an rpath, so they start without LD_LIBRARY_PATH. Dependents' build scripts
+// receive the folder as DEP_DETOX_RUNTIME_LIBTORCH_LIB (the `links` key), so they need no torch-sys of their own.
 fn main() {
-    if let Ok(dir) = std::env::var("DEP_TCH_LIBTORCH_LIB") {
-        println!("cargo:rustc-link-arg=-Wl,-rpath,{dir}");
+    if let Some(dir) = detox_build::link_libtorch_rpath() {
+        println!("cargo::metadata=libtorch_lib={}", dir.display());
     }
 }

@@ -1,52 +1,212 @@
 //! `cargo xtask test`: the project's whole check, the one command CI runs.
 
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
+use serde_json::Value;
 
 use crate::paths::workspace_root;
 
 /// One cargo invocation of the check, with the environment it needs.
 struct Step {
     label: &'static str,
-    args: &'static [&'static str],
-    env: Option<(&'static str, &'static str)>,
+    args: Vec<String>,
+    /// Variables to set (`Some`) or remove (`None`).
+    env: Vec<(&'static str, Option<String>)>,
+    /// Text the command's standard output must contain.
+    expect: Option<&'static str>,
 }
 
-const STEPS: &[Step] = &[
-    Step { label: "format", args: &["fmt", "--all", "--", "--check"], env: None },
-    Step {
-        label: "lint",
-        args: &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"],
-        env: None,
-    },
-    Step { label: "test", args: &["test", "--workspace"], env: None },
-    Step {
-        label: "docs",
-        args: &["doc", "--workspace", "--no-deps"],
-        env: Some(("RUSTDOCFLAGS", "-D warnings")),
-    },
-];
+impl Step {
+    fn new(label: &'static str, args: &[&str]) -> Self {
+        Self {
+            label,
+            args: args.iter().map(|a| a.to_string()).collect(),
+            env: Vec::new(),
+            expect: None,
+        }
+    }
 
-/// Set-up if needed, then fmt, clippy, tests and docs, each with warnings denied. Stops at the first failure.
+    fn env(mut self, key: &'static str, value: Option<&str>) -> Self {
+        self.env.push((key, value.map(str::to_owned)));
+        self
+    }
+}
+
+/// A crate the workspace publishes, as `cargo metadata` describes it.
+#[derive(Debug, PartialEq, Eq)]
+struct Library {
+    name: String,
+    /// Whether it has the `doc-only` feature (it links libtorch otherwise).
+    doc_only: bool,
+}
+
+/// The workspace's publishable library crates: members with a `lib` target and no `publish = false`.
+fn libraries(metadata: &Value) -> Result<Vec<Library>> {
+    let members =
+        metadata["workspace_members"].as_array().context("cargo metadata: workspace_members")?;
+    let packages = metadata["packages"].as_array().context("cargo metadata: packages")?;
+    let mut found = Vec::new();
+    for package in packages.iter().filter(|p| members.contains(&p["id"])) {
+        let unpublished =
+            package["publish"].as_array().is_some_and(|registries| registries.is_empty());
+        let has_lib = package["targets"].as_array().is_some_and(|targets| {
+            targets
+                .iter()
+                .any(|t| t["kind"].as_array().is_some_and(|k| k.iter().any(|k| k == "lib")))
+        });
+        if has_lib && !unpublished {
+            let name = package["name"].as_str().context("cargo metadata: package name")?;
+            found.push(Library {
+                name: name.to_owned(),
+                doc_only: package["features"].get("doc-only").is_some(),
+            });
+        }
+    }
+    found.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(found)
+}
+
+fn workspace_libraries(cargo: &str) -> Result<Vec<Library>> {
+    let output = Command::new(cargo)
+        .args(["metadata", "--format-version", "1", "--no-deps"])
+        .current_dir(workspace_root())
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running cargo metadata")?;
+    if !output.status.success() {
+        bail!("cargo metadata exited with {}", output.status);
+    }
+    libraries(&serde_json::from_slice(&output.stdout).context("parsing cargo metadata")?)
+}
+
+/// The environment of a build with no libtorch anywhere: a libtorch-linking crate must then build only with
+/// `doc-only`. Its own target folder keeps the main build's artefacts (and torch-sys's C++) untouched.
+fn without_libtorch(step: Step) -> Step {
+    let target = workspace_root().join("target/no-libtorch");
+    step.env("LIBTORCH", Some("/nonexistent/libtorch"))
+        .env("LIBTORCH_LIB", None)
+        .env("LIBTORCH_USE_PYTORCH", None)
+        .env("CARGO_TARGET_DIR", Some(&target.display().to_string()))
+}
+
+/// `-p` for each library, then `--features` naming each `doc-only` feature.
+fn library_args(libraries: &[Library]) -> Vec<String> {
+    let mut args: Vec<String> =
+        libraries.iter().flat_map(|l| ["-p".to_owned(), l.name.clone()]).collect();
+    let features: Vec<String> =
+        libraries.iter().filter(|l| l.doc_only).map(|l| format!("{}/doc-only", l.name)).collect();
+    if !features.is_empty() {
+        args.extend(["--features".to_owned(), features.join(",")]);
+    }
+    args
+}
+
+fn steps(libraries: &[Library]) -> Vec<Step> {
+    let mut docs_offline =
+        without_libtorch(Step::new("docs without libtorch", &["doc", "--no-deps"]))
+            .env("RUSTDOCFLAGS", Some("-D warnings"));
+    docs_offline.args.extend(library_args(libraries));
+    // Verification builds every package from its .crate alone, which is what catches a file missing from an
+    // `include` list; with `doc-only` it needs no libtorch and no C++ build.
+    let mut package = without_libtorch(Step::new("package", &["package", "--allow-dirty"]));
+    package.args.extend(library_args(libraries));
+    let mut downstream =
+        Step::new("downstream crate", &["run", "--quiet", "-p", "detox-downstream"])
+            .env("LD_LIBRARY_PATH", None);
+    downstream.expect = Some("weights restored bit-exactly");
+    vec![
+        Step::new("format", &["fmt", "--all", "--", "--check"]),
+        Step::new("lint", &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]),
+        Step::new("test", &["test", "--workspace"]),
+        Step::new("docs", &["doc", "--workspace", "--no-deps"])
+            .env("RUSTDOCFLAGS", Some("-D warnings")),
+        downstream,
+        docs_offline,
+        package,
+    ]
+}
+
+fn run_step(cargo: &str, step: &Step) -> Result<()> {
+    let command_line = format!("cargo {}", step.args.join(" "));
+    println!("==> {}: {command_line}", step.label);
+    let mut command = Command::new(cargo);
+    command.args(&step.args).current_dir(workspace_root());
+    for (key, value) in &step.env {
+        match value {
+            Some(value) => command.env(key, value),
+            None => command.env_remove(key),
+        };
+    }
+    let (status, stdout) = if step.expect.is_some() {
+        let output = command
+            .stderr(Stdio::inherit())
+            .output()
+            .with_context(|| format!("running {command_line}"))?;
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        print!("{stdout}");
+        (output.status, stdout)
+    } else {
+        (command.status().with_context(|| format!("running {command_line}"))?, String::new())
+    };
+    if !status.success() {
+        bail!("{} failed: `{command_line}` exited with {status}", step.label);
+    }
+    if let Some(expected) = step.expect {
+        if !stdout.contains(expected) {
+            bail!("{} failed: `{command_line}` did not print {expected:?}", step.label);
+        }
+    }
+    Ok(())
+}
+
+/// Set-up if needed, then fmt, clippy, tests, docs, the downstream crate, docs and packages without libtorch,
+/// each with warnings denied. Stops at the first failure.
 pub fn run_all() -> Result<()> {
     crate::libtorch::ensure(false)?;
     // The runtime's integration tests load the real embedded model.
     crate::smollm2::ensure()?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    for step in STEPS {
-        let command_line = format!("cargo {}", step.args.join(" "));
-        println!("==> {}: {command_line}", step.label);
-        let mut command = Command::new(&cargo);
-        command.args(step.args).current_dir(workspace_root());
-        if let Some((key, value)) = step.env {
-            command.env(key, value);
-        }
-        let status = command.status().with_context(|| format!("running {command_line}"))?;
-        if !status.success() {
-            bail!("{} failed: `{command_line}` exited with {status}", step.label);
-        }
+    let libraries = workspace_libraries(&cargo)?;
+    for step in steps(&libraries) {
+        run_step(&cargo, &step)?;
     }
     println!("==> all checks passed");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn libraries_are_the_published_lib_members() {
+        let metadata = serde_json::json!({
+            "workspace_members": ["a", "b", "c", "d"],
+            "packages": [
+                {"id": "a", "name": "tool", "publish": [], "features": {},
+                 "targets": [{"kind": ["lib"]}]},
+                {"id": "b", "name": "runtime", "publish": null, "features": {"doc-only": ["tch/doc-only"]},
+                 "targets": [{"kind": ["lib"]}, {"kind": ["custom-build"]}]},
+                {"id": "c", "name": "dataset", "publish": null, "features": {},
+                 "targets": [{"kind": ["lib"]}]},
+                {"id": "d", "name": "app", "publish": null, "features": {},
+                 "targets": [{"kind": ["bin"]}]},
+                {"id": "e", "name": "dependency", "publish": null, "features": {},
+                 "targets": [{"kind": ["lib"]}]}
+            ]
+        });
+        let found = libraries(&metadata).unwrap();
+        assert_eq!(
+            found,
+            [
+                Library { name: "dataset".into(), doc_only: false },
+                Library { name: "runtime".into(), doc_only: true }
+            ]
+        );
+        assert_eq!(
+            library_args(&found),
+            ["-p", "dataset", "-p", "runtime", "--features", "runtime/doc-only"]
+        );
+    }
 }

@@ -31,7 +31,8 @@ enum Task {
         #[arg(long)]
         verify: bool,
     },
-    /// The project's whole check: set-up if needed, fmt, clippy, tests and docs, all warnings denied.
+    /// The project's whole check: set-up if needed, fmt, clippy, tests, docs, the downstream crate run without
+    /// LD_LIBRARY_PATH, then every library crate's docs and verified package built without libtorch (`doc-only`).
     Test,
     /// The main job on the embedded default: DINM on SmolLM2-135M-Instruct over the bundled sample records
     /// (one per unsafety category), CPU, embedded judge; prints responses before/after and the summary.

@@ -85,6 +85,23 @@ pub struct BuiltMethod {
     pub decoding_limits: DecodingLimits,
 }
 
+impl BuiltMethod {
+    /// A method of one's own, to run through the same harness and manifests as the registry's: `editor` with
+    /// the hyper-parameters to record, no named options, the protocol's suffix system prompt and decoding limits
+    /// (those of the default DINM preset).
+    pub fn new(editor: Box<dyn Editor>, hyper_parameters: Value) -> Self {
+        let protocol = DinmPreset::Llama2_7bChat.hparams();
+        Self {
+            prompt_only: false,
+            options: json!({}),
+            suffix_system_prompt: protocol.suffix_system_prompt.clone(),
+            decoding_limits: protocol.decoding_limits(),
+            editor,
+            hyper_parameters,
+        }
+    }
+}
+
 impl std::fmt::Debug for BuiltMethod {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BuiltMethod")
