@@ -1,0 +1,76 @@
+//! Chat templates: the model's own Jinja template (`tokenizer_config.json` or GGUF metadata) rendered as
+//! transformers' `apply_chat_template(..., tokenize=False)` renders it, with `minijinja` in the environment
+//! transformers sets up (`trim_blocks`, `lstrip_blocks`, loop controls, `raise_exception`, `strftime_now`, a
+//! `tojson` that writes like Python's `json.dumps`, and Python string methods such as `.strip()`).
+
+mod clock;
+mod json;
+mod template;
+
+use serde::{Deserialize, Serialize};
+
+pub use clock::{Clock, DateTime};
+pub use template::ChatTemplate;
+
+/// Who speaks a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Instructions for the assistant.
+    System,
+    /// The user.
+    User,
+    /// The model.
+    Assistant,
+}
+
+/// One chat message, as the `messages` a template iterates over (`{"role": ..., "content": ...}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    /// The speaker.
+    pub role: Role,
+    /// The text.
+    pub content: String,
+}
+
+impl Message {
+    /// A user message.
+    pub fn user(content: impl Into<String>) -> Self {
+        Self { role: Role::User, content: content.into() }
+    }
+
+    /// A system message.
+    pub fn system(content: impl Into<String>) -> Self {
+        Self { role: Role::System, content: content.into() }
+    }
+
+    /// An assistant message.
+    pub fn assistant(content: impl Into<String>) -> Self {
+        Self { role: Role::Assistant, content: content.into() }
+    }
+}
+
+/// How a prompt is laid out before it is encoded: the benchmark's raw text, or one user turn of the model's chat
+/// template. Editors, training data and evaluation prompts all take this one setting, so the layout an edit was
+/// made with and the layout it is evaluated with are named the same way in manifests and artefacts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PromptLayout {
+    /// The text as it is, encoded with the tokenizer's own special tokens (the SafeEdit reference's layout).
+    #[default]
+    #[serde(alias = "raw_reference", alias = "plain")]
+    Raw,
+    /// The text as the single user turn of the model's chat template, followed by the generation prompt.
+    #[serde(alias = "chat")]
+    ChatTemplate,
+}
+
+impl PromptLayout {
+    /// The name used on command lines and in manifests: `raw` or `chat_template`.
+    pub fn name(self) -> &'static str {
+        match self {
+            PromptLayout::Raw => "raw",
+            PromptLayout::ChatTemplate => "chat_template",
+        }
+    }
+}
