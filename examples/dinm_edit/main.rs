@@ -8,10 +8,11 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use detox_edit::dinm::{DinmEditor, DinmHyperParams, DinmOptions, DinmPreset, PromptFormat};
+use detox_edit::dinm::{DinmEditor, DinmHyperParams, DinmOptions, DinmPreset};
 use detox_edit::{EditInput, Editor};
-use detox_eval::respond::{respond, Decoding, PromptStyle};
+use detox_eval::respond::{respond, Decoding};
 use detox_examples::{load_model, parse_device, parse_kind};
+use detox_runtime::PromptLayout;
 use safeedit::{load_split, Mode, Split};
 
 /// Edit one record with DINM.
@@ -68,9 +69,9 @@ fn main() -> Result<()> {
     };
     let mut options = if args.paper { DinmOptions::paper() } else { DinmOptions::reference() };
     if args.chat {
-        options.prompt_format = PromptFormat::ChatTemplate;
+        options.prompt_format = PromptLayout::ChatTemplate;
     }
-    let style = if args.chat { PromptStyle::ChatTemplate } else { PromptStyle::Raw };
+    let style = if args.chat { PromptLayout::ChatTemplate } else { PromptLayout::Raw };
     let decoding = Decoding { max_new_tokens: args.max_new_tokens, ..Decoding::default() };
     let prompt = vec![record.adversarial_prompt.clone()];
     let before = respond(&loaded.model, &loaded.tokenizer, &prompt, style, &decoding)?;

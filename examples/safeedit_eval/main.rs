@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
-use detox_edit::dinm::{DinmEditor, DinmHyperParams, DinmOptions, DinmPreset, PromptFormat};
+use detox_edit::dinm::{DinmEditor, DinmHyperParams, DinmOptions, DinmPreset};
 use detox_edit::mend::{MendConfig, MendEditor};
 use detox_edit::{
     EditMode, Editor, FtlEditor, FtlHyperParams, SelfReminder, SelfReminderEditor,
@@ -18,10 +18,10 @@ use detox_edit::{
 };
 use detox_eval::harness::{run, BenchmarkCase, HarnessSettings, SuffixPolicy};
 use detox_eval::manifest::{sha256_file, RunManifest};
-use detox_eval::respond::{Decoding, PromptStyle};
+use detox_eval::respond::Decoding;
 use detox_examples::{kind_name, load_model_on, parse_devices, parse_kind};
 use detox_metrics::{PhraseJudge, SafetyJudge};
-use detox_runtime::Sampling;
+use detox_runtime::{PromptLayout, Sampling};
 use safeedit::{load_split, Mode, Split, Subset};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -42,12 +42,6 @@ enum Options {
     Reference,
     /// The paper's reading of the loss and a layer per record.
     Paper,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum Style {
-    Raw,
-    Chat,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -93,12 +87,12 @@ struct Args {
     /// Reference or paper behaviour where they differ.
     #[arg(long, value_enum, default_value_t = Options::Reference)]
     options: Options,
-    /// How DINM lays out its edit inputs: raw text (reference) or the chat template.
-    #[arg(long, value_enum, default_value_t = Style::Raw)]
-    edit_format: Style,
-    /// How evaluation inputs are shown to the model: raw text (reference) or the chat template.
-    #[arg(long, value_enum, default_value_t = Style::Raw)]
-    prompt_style: Style,
+    /// How DINM lays out its edit inputs: `raw` text (reference) or the `chat` template.
+    #[arg(long, default_value_t = PromptLayout::Raw)]
+    edit_format: PromptLayout,
+    /// How evaluation inputs are shown to the model: `raw` text (reference) or the `chat` template.
+    #[arg(long, default_value_t = PromptLayout::Raw)]
+    prompt_style: PromptLayout,
     /// Where the suffix system prompt is appended to evaluation inputs (default: post-edit only for editing
     /// methods, neither for Self-Reminder).
     #[arg(long, value_enum)]
@@ -208,10 +202,7 @@ fn main() -> Result<()> {
         Options::Reference => DinmOptions::reference(),
         Options::Paper => DinmOptions::paper(),
     };
-    options.prompt_format = match args.edit_format {
-        Style::Raw => PromptFormat::RawReference,
-        Style::Chat => PromptFormat::ChatTemplate,
-    };
+    options.prompt_format = args.edit_format;
     let (mut editor, method_hparams, method_options): (
         Box<dyn Editor>,
         serde_json::Value,
@@ -278,10 +269,7 @@ fn main() -> Result<()> {
         sampling,
         batch_size: args.batch_size,
     };
-    let prompt_style = match args.prompt_style {
-        Style::Raw => PromptStyle::Raw,
-        Style::Chat => PromptStyle::ChatTemplate,
-    };
+    let prompt_style = args.prompt_style;
     let default_suffix = match args.method {
         Method::SelfReminder => Suffix::Neither,
         Method::Dinm | Method::FtL | Method::Trained | Method::Mend => Suffix::PostEditOnly,

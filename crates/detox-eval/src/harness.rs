@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use detox_edit::{EditInput, EditOutcome, Editor};
 use detox_metrics::SafetyJudge;
-use detox_runtime::{CausalLm, Tokenizer};
+use detox_runtime::{CausalLm, PromptLayout, Tokenizer};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
@@ -16,7 +16,7 @@ use crate::jsonl::{write_atomic, JsonlLog};
 use crate::manifest::RunManifest;
 use crate::plot;
 use crate::record::{JudgedResponse, RecordTimings, RunRecord, SideResult};
-use crate::respond::{respond, Decoding, PromptStyle, Response};
+use crate::respond::{respond, Decoding, Response};
 use crate::summary::{Summary, METRICS};
 
 /// One SafeEdit case as the harness needs it.
@@ -69,7 +69,7 @@ pub struct HarnessSettings {
     /// Decoding.
     pub decoding: Decoding,
     /// Prompt layout of evaluation inputs.
-    pub prompt_style: PromptStyle,
+    pub prompt_style: PromptLayout,
     /// Where the suffix goes.
     pub suffix_policy: SuffixPolicy,
     /// The suffix text (DINM's suffix system prompt).

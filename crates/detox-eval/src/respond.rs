@@ -1,22 +1,12 @@
 //! Turning evaluation inputs into model responses: prompt layout, truncation, batched generation, decoding.
 
 use detox_runtime::{
-    generate, generate_refill, CausalLm, FinishReason, GenerationConfig, Sampling, Tokenizer,
+    generate, generate_refill, CausalLm, FinishReason, GenerationConfig, PromptLayout, Sampling,
+    Tokenizer,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::error::{EvalError, Result};
-
-/// How an evaluation input is shown to the model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PromptStyle {
-    /// The raw text, with the tokenizer's special prefix (the reference implementation).
-    #[default]
-    Raw,
-    /// The model's chat template, one user turn with the generation prompt.
-    ChatTemplate,
-}
 
 /// Decoding settings, explicit so that runs are reproducible (the reference leaves them to the checkpoint).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -54,23 +44,16 @@ pub struct Response {
     pub finish: String,
 }
 
-/// Encodes `input` as `style` says, truncated to `max_input_tokens`.
+/// Encodes `input` laid out as `layout` says, truncated to `max_input_tokens`.
 pub fn encode_prompt(
     tokenizer: &Tokenizer,
     input: &str,
-    style: PromptStyle,
+    layout: PromptLayout,
     max_input_tokens: usize,
 ) -> Result<Vec<i64>> {
-    let mut ids = match style {
-        PromptStyle::Raw => tokenizer.encode(input, true)?,
-        PromptStyle::ChatTemplate => {
-            let template = tokenizer.chat_template().ok_or_else(|| {
-                EvalError::Invalid(
-                    "the chat-template prompt style needs a tokenizer with a chat template".into(),
-                )
-            })?;
-            tokenizer.encode(&template.user_prompt(input)?, false)?
-        }
+    let mut ids = match layout {
+        PromptLayout::Raw => tokenizer.encode(input, true)?,
+        PromptLayout::ChatTemplate => tokenizer.encode(&tokenizer.chat_prompt(input)?, false)?,
     };
     ids.truncate(max_input_tokens.max(1));
     if ids.is_empty() {
@@ -85,7 +68,7 @@ pub fn respond(
     model: &CausalLm,
     tokenizer: &Tokenizer,
     inputs: &[String],
-    style: PromptStyle,
+    layout: PromptLayout,
     decoding: &Decoding,
 ) -> Result<Vec<Response>> {
     let eos = tokenizer.eos_ids().to_vec();
@@ -103,7 +86,7 @@ pub fn respond(
     };
     let prompts = inputs
         .iter()
-        .map(|text| encode_prompt(tokenizer, text, style, decoding.max_input_tokens))
+        .map(|text| encode_prompt(tokenizer, text, layout, decoding.max_input_tokens))
         .collect::<Result<Vec<_>>>()?;
     let slots = decoding.batch_size.max(1);
     // More inputs than rows: keep the rows busy, refilling each as soon as its response ends.

@@ -181,6 +181,19 @@ impl Tokenizer {
         self.chat_template.as_ref()
     }
 
+    /// `user` as the single user turn of the chat template, with the generation prompt
+    /// ([`ChatTemplate::user_prompt`]); an error when the model has no template.
+    pub fn chat_prompt(&self, user: &str) -> Result<String> {
+        self.chat_template
+            .as_ref()
+            .ok_or_else(|| {
+                Error::InvalidInput(
+                    "the chat-template prompt layout needs a tokenizer with a chat template".into(),
+                )
+            })?
+            .user_prompt(user)
+    }
+
     /// A stop check for [`generate`](crate::generate::generate): true once a row's decoded continuation contains any of `stops`.
     pub fn stop_strings<'a>(&'a self, stops: &'a [String]) -> impl Fn(usize, &[i64]) -> bool + 'a {
         move |_, ids| match self.decode(ids, true) {

@@ -74,3 +74,47 @@ impl PromptLayout {
         }
     }
 }
+
+impl std::fmt::Display for PromptLayout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for PromptLayout {
+    type Err = String;
+
+    /// `raw` (also `plain`, `raw_reference`) or `chat_template` (also `chat`); `-` and `_` alike.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().replace('-', "_").as_str() {
+            "raw" | "plain" | "raw_reference" => Ok(PromptLayout::Raw),
+            "chat_template" | "chat" => Ok(PromptLayout::ChatTemplate),
+            _ => Err(format!("unknown prompt layout `{s}`: expected `raw` or `chat_template`")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layouts_read_the_names_earlier_manifests_and_command_lines_used() {
+        for (text, layout) in [
+            ("raw", PromptLayout::Raw),
+            ("raw_reference", PromptLayout::Raw),
+            ("plain", PromptLayout::Raw),
+            ("chat_template", PromptLayout::ChatTemplate),
+            ("chat", PromptLayout::ChatTemplate),
+        ] {
+            let json: PromptLayout = serde_json::from_str(&format!("\"{text}\"")).unwrap();
+            assert_eq!((json, text.parse::<PromptLayout>().unwrap()), (layout, layout));
+        }
+        assert_eq!("chat-template".parse::<PromptLayout>().unwrap(), PromptLayout::ChatTemplate);
+        assert_eq!(
+            serde_json::to_string(&PromptLayout::ChatTemplate).unwrap(),
+            "\"chat_template\""
+        );
+        assert!("jinja".parse::<PromptLayout>().unwrap_err().contains("jinja"));
+    }
+}
