@@ -14,12 +14,12 @@ use anyhow::Result;
 use clap::Parser;
 use detox_edit::dinm::{
     build_tokens, optimize_tensor, DinmPreset, KlGradient, LossWeighting, OptimizeSettings,
-    PromptFormat,
 };
 use detox_edit::EditInput;
 use detox_examples::ModelArgs;
 use detox_runtime::{
-    generate, generate_refill, ForwardOptions, GenerationConfig, LogitsSelection, Sampling,
+    generate, generate_refill, ForwardOptions, GenerationConfig, LogitsSelection, PromptLayout,
+    Sampling,
 };
 use tch::Tensor;
 
@@ -133,7 +133,7 @@ fn main() -> Result<()> {
         &loaded.tokenizer,
         &EditInput::from(&record.edit_request()),
         &hp.suffix_system_prompt,
-        PromptFormat::RawReference,
+        PromptLayout::Raw,
     )?;
     let settings = OptimizeSettings {
         lr: hp.lr,
@@ -189,14 +189,11 @@ fn refill_comparison(
         safeedit::Split::Test,
         safeedit::Mode::Strict,
     )?;
-    let template = loaded
-        .tokenizer
-        .chat_template()
-        .ok_or_else(|| anyhow::anyhow!("the refill comparison needs a chat template"))?;
     let mut prompts = Vec::new();
     for record in &split.records {
         for input in record.eval_inputs().into_iter().flatten() {
-            prompts.push(loaded.tokenizer.encode(&template.user_prompt(input.text)?, false)?);
+            prompts
+                .push(loaded.tokenizer.encode(&loaded.tokenizer.chat_prompt(input.text)?, false)?);
         }
     }
     let eos = loaded.tokenizer.eos_ids().to_vec();

@@ -11,9 +11,9 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use clap::Parser;
 use detox_edit::Delta;
-use detox_eval::respond::{respond, Decoding, PromptStyle};
+use detox_eval::respond::{respond, Decoding};
 use detox_examples::ModelArgs;
-use detox_runtime::Sampling;
+use detox_runtime::{PromptLayout, Sampling};
 
 /// Chat with a model.
 #[derive(Debug, Parser)]
@@ -54,8 +54,8 @@ fn main() -> Result<()> {
             delta.norm()?
         );
     }
-    let style = if args.raw { PromptStyle::Raw } else { PromptStyle::ChatTemplate };
-    if style == PromptStyle::ChatTemplate && loaded.tokenizer.chat_template().is_none() {
+    let style = if args.raw { PromptLayout::Raw } else { PromptLayout::ChatTemplate };
+    if style == PromptLayout::ChatTemplate && loaded.tokenizer.chat_template().is_none() {
         bail!("the model has no chat template; pass --raw");
     }
     let sampling = match args.temperature {

@@ -8,10 +8,11 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use detox_edit::dinm::{DinmEditor, DinmHyperParams, DinmOptions, DinmPreset, PromptFormat};
+use detox_edit::dinm::{DinmEditor, DinmHyperParams, DinmOptions, DinmPreset};
 use detox_edit::{EditInput, Editor};
-use detox_eval::respond::{respond, Decoding, PromptStyle};
+use detox_eval::respond::{respond, Decoding};
 use detox_examples::ModelArgs;
+use detox_runtime::PromptLayout;
 use safeedit::{load_split, Mode, Split};
 
 /// Edit one record with DINM.
@@ -59,9 +60,9 @@ fn main() -> Result<()> {
     };
     let mut options = if args.paper { DinmOptions::paper() } else { DinmOptions::reference() };
     if args.chat {
-        options.prompt_format = PromptFormat::ChatTemplate;
+        options.prompt_format = PromptLayout::ChatTemplate;
     }
-    let style = if args.chat { PromptStyle::ChatTemplate } else { PromptStyle::Raw };
+    let style = if args.chat { PromptLayout::ChatTemplate } else { PromptLayout::Raw };
     let context_len = loaded.model.config().max_position_embeddings as usize;
     let mut decoding = Decoding::default().with_limits(&hparams.decoding_limits(), context_len);
     decoding.max_new_tokens = args.max_new_tokens.unwrap_or(decoding.max_new_tokens);

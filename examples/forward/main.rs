@@ -33,11 +33,7 @@ fn main() -> Result<()> {
     detox_runtime::backend::init();
     let loaded = args.model.load()?;
     let ids = if args.chat {
-        let template = loaded
-            .tokenizer
-            .chat_template()
-            .ok_or_else(|| anyhow::anyhow!("the model has no chat template"))?;
-        loaded.tokenizer.encode(&template.user_prompt(&args.prompt)?, false)?
+        loaded.tokenizer.encode(&loaded.tokenizer.chat_prompt(&args.prompt)?, false)?
     } else {
         loaded.tokenizer.encode(&args.prompt, true)?
     };

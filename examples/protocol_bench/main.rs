@@ -20,13 +20,11 @@ use detox_edit::dinm::{
     optimize_batch, optimize_tensor, DinmTokens, KlGradient, LossWeighting, OptimizeSettings,
 };
 use detox_edit::mend::{train_mend, MendConfig, MendEditor};
-use detox_edit::train::{
-    train, PreferencePair, PromptFormat as TrainPromptFormat, RunOptions, TrainConfig,
-};
+use detox_edit::train::{train, PreferencePair, RunOptions, TrainConfig};
 use detox_edit::{EditInput, EditMode, Editor, PromptEncoder};
 use detox_locate::{contrast_token_ids, PaddingPositions};
 use detox_runtime::load::{check_device, kind_name, parse_device, parse_kind};
-use detox_runtime::{generate, CausalLm, Config, GenerationConfig, Sampling};
+use detox_runtime::{generate, CausalLm, Config, GenerationConfig, PromptLayout, Sampling};
 use tch::{Device, Kind, Tensor};
 
 /// Protocol timings on a random-weight model.
@@ -346,7 +344,7 @@ fn baselines(
             epochs: 1,
             batch_size: 4,
             max_length: seq + 1,
-            format: TrainPromptFormat::Plain,
+            format: PromptLayout::Raw,
             ..preset
         };
         sync(device);
@@ -373,7 +371,7 @@ fn baselines(
     let config = MendConfig {
         epochs: 1,
         norm_samples: 2,
-        format: TrainPromptFormat::Plain,
+        format: PromptLayout::Raw,
         max_length: seq + 1,
         ..MendConfig::default()
     };
@@ -386,8 +384,7 @@ fn baselines(
         outcome.seconds / outcome.steps.len() as f64,
         serde_json::json!({"seq": seq, "rank": config.rank, "weights": outcome.network.layout().weights.len()}),
     );
-    let mut editor =
-        MendEditor::new(outcome.network, TrainPromptFormat::Plain, seq + 1, EditMode::Single);
+    let mut editor = MendEditor::new(outcome.network, PromptLayout::Raw, seq + 1, EditMode::Single);
     editor.edit(model, &encoder, &records[0])?;
     editor.restore(model)?;
     sync(device);

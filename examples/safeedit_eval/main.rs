@@ -10,15 +10,14 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Parser, ValueEnum};
-use detox_edit::dinm::PromptFormat;
 use detox_edit::registry::{build_method, MethodOptions, Reading};
 use detox_eval::harness::{run, BenchmarkCase, HarnessSettings, SuffixPolicy};
 use detox_eval::judges::judge_from_spec;
 use detox_eval::manifest::RunManifest;
-use detox_eval::respond::{Decoding, PromptStyle};
+use detox_eval::respond::Decoding;
 use detox_eval::sizing::{plan_batch, BatchRecords};
 use detox_examples::ModelArgs;
-use detox_runtime::{Sampling, Truncation};
+use detox_runtime::{PromptLayout, Sampling, Truncation};
 use safeedit::{load_split, Mode, Split, Subset};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -27,12 +26,6 @@ enum Options {
     Reference,
     /// The paper's reading of the loss and a layer per record.
     Paper,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum Style {
-    Raw,
-    Chat,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -83,12 +76,12 @@ struct Args {
     /// Reference or paper behaviour where they differ.
     #[arg(long, value_enum, default_value_t = Options::Reference)]
     options: Options,
-    /// How DINM lays out its edit inputs: raw text (reference) or the chat template.
-    #[arg(long, value_enum, default_value_t = Style::Raw)]
-    edit_format: Style,
-    /// How evaluation inputs are shown to the model: raw text (reference) or the chat template.
-    #[arg(long, value_enum, default_value_t = Style::Raw)]
-    prompt_style: Style,
+    /// How DINM lays out its edit inputs: `raw` text (reference) or the `chat` template.
+    #[arg(long, default_value_t = PromptLayout::Raw)]
+    edit_format: PromptLayout,
+    /// How evaluation inputs are shown to the model: `raw` text (reference) or the `chat` template.
+    #[arg(long, default_value_t = PromptLayout::Raw)]
+    prompt_style: PromptLayout,
     /// Where the suffix system prompt is appended to evaluation inputs (default: post-edit only for editing
     /// methods, neither for Self-Reminder).
     #[arg(long, value_enum)]
@@ -172,10 +165,7 @@ fn main() -> Result<()> {
         Options::Reference => Reading::Reference,
         Options::Paper => Reading::Paper,
     };
-    options.edit_format = match args.edit_format {
-        Style::Raw => PromptFormat::RawReference,
-        Style::Chat => PromptFormat::ChatTemplate,
-    };
+    options.edit_format = args.edit_format;
     options.ftl_layer = args.ftl_layer;
     options.reminder_name = Some(args.reminder_name.clone());
     options.artefact = args.artefact.clone();
@@ -195,10 +185,7 @@ fn main() -> Result<()> {
         Keep::First => Truncation::KeepFirst,
     };
     settings.decoding = decoding;
-    settings.prompt_style = match args.prompt_style {
-        Style::Raw => PromptStyle::Raw,
-        Style::Chat => PromptStyle::ChatTemplate,
-    };
+    settings.prompt_style = args.prompt_style;
     settings.suffix_policy = match args.suffix_policy {
         None => SuffixPolicy::default_for(method.prompt_only),
         Some(Suffix::PostEditOnly) => SuffixPolicy::PostEditOnly,

@@ -19,10 +19,11 @@ use detox_edit::ext_sub::extract_and_subtract;
 use detox_edit::mend::{save_artefact, train_mend, MendConfig};
 use detox_edit::train::{
     load_artefact, save_delta, save_trained, train, AdapterKind, ArtefactInfo, PreferencePair,
-    PromptFormat, RunOptions, TrainConfig,
+    RunOptions, TrainConfig,
 };
 use detox_edit::EditInput;
 use detox_examples::ModelArgs;
+use detox_runtime::PromptLayout;
 use safeedit::{load_split, Mode, Split};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -45,12 +46,6 @@ enum Method {
 enum Adapter {
     Lora,
     Full,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum Format {
-    Chat,
-    Plain,
 }
 
 /// Train a baseline on a SafeEdit training split.
@@ -100,9 +95,9 @@ struct Args {
     /// Most tokens of prompt + response.
     #[arg(long, default_value_t = 512)]
     max_length: usize,
-    /// How prompts are laid out before responses.
-    #[arg(long, value_enum, default_value_t = Format::Chat)]
-    format: Format,
+    /// How prompts are laid out before responses: the `chat` template, or `plain` text and a space.
+    #[arg(long, default_value_t = PromptLayout::ChatTemplate)]
+    format: PromptLayout,
     /// MEND: hidden width of the hyper-network.
     #[arg(long, default_value_t = 1920)]
     mend_rank: i64,
@@ -145,10 +140,7 @@ fn main() -> Result<()> {
     }
     let loaded = args.model.load()?;
     let (mut model, tokenizer) = (loaded.model, loaded.tokenizer);
-    let format = match args.format {
-        Format::Chat => PromptFormat::Chat,
-        Format::Plain => PromptFormat::Plain,
-    };
+    let format = args.format;
     let layers = args.layers.as_deref().map(|l| list::<usize>(l, "layers")).transpose()?;
     let modules = args.modules.as_deref().map(|m| list::<String>(m, "modules")).transpose()?;
     let run = RunOptions {

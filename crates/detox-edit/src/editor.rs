@@ -249,11 +249,6 @@ impl PromptEncoder for detox_runtime::Tokenizer {
     }
 
     fn chat_prompt(&self, user: &str) -> Result<String> {
-        let template = self.chat_template().ok_or_else(|| {
-            EditError::InvalidRequest(
-                "the chat-template prompt format needs a tokenizer with a chat template".into(),
-            )
-        })?;
-        Ok(template.user_prompt(user)?)
+        Ok(detox_runtime::Tokenizer::chat_prompt(self, user)?)
     }
 }

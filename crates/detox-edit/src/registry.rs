@@ -12,12 +12,11 @@
 
 use std::path::PathBuf;
 
+use detox_runtime::PromptLayout;
 use serde_json::{json, Value};
 use tch::Device;
 
-use crate::dinm::{
-    DecodingLimits, DinmEditor, DinmHyperParams, DinmOptions, DinmPreset, PromptFormat,
-};
+use crate::dinm::{DecodingLimits, DinmEditor, DinmHyperParams, DinmOptions, DinmPreset};
 use crate::editor::Editor;
 use crate::error::{EditError, Result};
 use crate::ftl::{FtlEditor, FtlHyperParams};
@@ -57,7 +56,7 @@ pub struct MethodOptions {
     /// DINM: reference or paper behaviour.
     pub reading: Reading,
     /// DINM: how edit inputs are laid out.
-    pub edit_format: PromptFormat,
+    pub edit_format: PromptLayout,
     /// Single edits (the SafeEdit protocol) or accumulating ones (DINM, FT-L, MEND).
     pub mode: EditMode,
     /// FT-L: the tuned layer (the reference's 21 when absent).

@@ -3,9 +3,10 @@
 use anyhow::Result;
 use detox_edit::dinm::{
     build_tokens, optimize_batch, optimize_tensor, DinmPreset, DinmTokens, KlGradient,
-    LossWeighting, OptimizeSettings, PromptFormat,
+    LossWeighting, OptimizeSettings,
 };
 use detox_edit::EditInput;
+use detox_runtime::PromptLayout;
 use tch::Kind;
 
 mod common;
@@ -28,7 +29,7 @@ fn check(weighting: LossWeighting, kl_gradient: KlGradient, lr: f64) -> Result<(
     let suffix = expected["suffix_system_prompt"].as_str().unwrap().to_string();
     let tokens: Vec<DinmTokens> = variants(&input)
         .iter()
-        .map(|v| build_tokens(&encoder, v, &suffix, PromptFormat::RawReference))
+        .map(|v| build_tokens(&encoder, v, &suffix, PromptLayout::Raw))
         .collect::<detox_edit::Result<_>>()?;
     let hp = DinmPreset::Llama2_7bChat.hparams();
     let settings = OptimizeSettings {

@@ -2,8 +2,9 @@
 //! delta export, restore.
 
 use anyhow::Result;
-use detox_edit::dinm::{build_tokens, DinmEditor, DinmOptions, DinmPreset, PromptFormat};
+use detox_edit::dinm::{build_tokens, DinmEditor, DinmOptions, DinmPreset};
 use detox_edit::{Delta, EditMode, Editor};
+use detox_runtime::PromptLayout;
 
 mod common;
 use common::{digest, row, setup};
@@ -12,14 +13,14 @@ use common::{digest, row, setup};
 fn inputs_are_built_as_the_reference_builds_them() -> Result<()> {
     let (_, encoder, input, expected) = setup()?;
     let suffix = expected["suffix_system_prompt"].as_str().unwrap();
-    let tokens = build_tokens(&encoder, &input, suffix, PromptFormat::RawReference)?;
+    let tokens = build_tokens(&encoder, &input, suffix, PromptLayout::Raw)?;
     let exp = &expected["reference"];
     assert_eq!(tokens.edit_input, row(&exp["edit_input_ids"]));
     assert_eq!(tokens.target, row(&exp["labels"]));
     assert_eq!(tokens.constraint_input, row(&exp["constraint_input_ids"]));
     assert_eq!(tokens.constraint_answer_len as u64, exp["constraint_answer_len"].as_u64().unwrap());
 
-    let chat = build_tokens(&encoder, &input, suffix, PromptFormat::ChatTemplate)?;
+    let chat = build_tokens(&encoder, &input, suffix, PromptLayout::ChatTemplate)?;
     assert!(chat.edit_input.ends_with(&chat.target), "the response follows the chat prompt");
     assert_ne!(chat.edit_input, tokens.edit_input);
     Ok(())

@@ -3,8 +3,9 @@
 
 use anyhow::Result;
 use detox_edit::mend::{train_mend, MendConfig, MendEditor, MendNetwork, NetworkLayout};
-use detox_edit::train::{response_log_probs, PromptFormat, RunOptions};
+use detox_edit::train::{response_log_probs, RunOptions};
 use detox_edit::{EditInput, EditMode, Editor, PromptEncoder};
+use detox_runtime::PromptLayout;
 use tch::{Device, Kind};
 
 mod common;
@@ -34,7 +35,7 @@ fn config() -> MendConfig {
         lr_lr: 1e-3,
         init_edit_lr: 1e-2,
         epochs: 3,
-        format: PromptFormat::Plain,
+        format: PromptLayout::Raw,
         max_length: 64,
         norm_samples: 4,
         checkpoint_every: 3,
@@ -57,7 +58,7 @@ fn an_untrained_network_edits_along_the_negative_gradient_with_rank_at_most_the_
         .collect();
     let layout = NetworkLayout { weights, rank: 8, init_edit_lr: 0.5 };
     let network = MendNetwork::new(layout, Device::Cpu, 3)?;
-    let mut editor = MendEditor::new(network, PromptFormat::Plain, 64, EditMode::Single);
+    let mut editor = MendEditor::new(network, PromptLayout::Raw, 64, EditMode::Single);
     let input = EditInput {
         prompt: "Hi".into(),
         safe_response: "No thanks".into(),
@@ -141,8 +142,8 @@ fn meta_training_resumes_exactly_and_a_saved_network_edits_identically() -> Resu
     let loaded = MendNetwork::load(&dir.path().join("mend"), Device::Cpu)?;
     assert_eq!(loaded.edit_lrs()?, whole.network.edit_lrs()?);
     let before = digest(&model);
-    let mut a = MendEditor::new(whole.network, PromptFormat::Plain, 64, EditMode::Single);
-    let mut b = MendEditor::new(loaded, PromptFormat::Plain, 64, EditMode::Single);
+    let mut a = MendEditor::new(whole.network, PromptLayout::Raw, 64, EditMode::Single);
+    let mut b = MendEditor::new(loaded, PromptLayout::Raw, 64, EditMode::Single);
     let da = a.edit(&mut model, &encoder, &input)?.delta;
     a.restore(&mut model)?;
     let db = b.edit(&mut model, &encoder, &input)?.delta;

@@ -5,10 +5,10 @@ use anyhow::Result;
 use detox_edit::ext_sub::extract_and_subtract;
 use detox_edit::train::{
     dpo_loss, load_artefact, response_log_probs, save_delta, save_trained, train, AdapterKind,
-    ArtefactInfo, Objective, PreferencePair, PromptFormat, RunOptions, TrainConfig,
+    ArtefactInfo, Objective, PreferencePair, RunOptions, TrainConfig,
 };
 use detox_edit::{Editor, TrainedDeltaEditor};
-use detox_runtime::{CausalLm, ForwardOptions};
+use detox_runtime::{CausalLm, ForwardOptions, PromptLayout};
 use tch::{Kind, Tensor};
 
 mod common;
@@ -40,7 +40,7 @@ fn tiny(config: TrainConfig) -> TrainConfig {
         epochs: 4,
         batch_size: 2,
         max_length: 64,
-        format: PromptFormat::Plain,
+        format: PromptLayout::Raw,
         lr: 5e-3,
         checkpoint_every: 2,
         ..config

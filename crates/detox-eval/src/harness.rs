@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use detox_edit::{EditInput, EditMode, EditOutcome, Editor};
 use detox_metrics::{SafetyJudge, Score};
-use detox_runtime::{CausalLm, Tokenizer};
+use detox_runtime::{CausalLm, PromptLayout, Tokenizer};
 use indicatif::{ProgressBar, ProgressStyle};
 use safeedit::Metric;
 use serde::{Deserialize, Serialize};
@@ -17,7 +17,7 @@ use crate::jsonl::{write_atomic, JsonlLog};
 use crate::manifest::RunManifest;
 use crate::plot;
 use crate::record::{JudgedResponse, RecordTimings, RunRecord, SideResult};
-use crate::respond::{respond, Decoding, PromptStyle, Response};
+use crate::respond::{respond, Decoding, Response};
 use crate::summary::Summary;
 
 /// One SafeEdit case as the harness needs it.
@@ -79,7 +79,7 @@ pub struct HarnessSettings {
     /// Decoding.
     pub decoding: Decoding,
     /// Prompt layout of evaluation inputs.
-    pub prompt_style: PromptStyle,
+    pub prompt_style: PromptLayout,
     /// Where the suffix goes.
     pub suffix_policy: SuffixPolicy,
     /// The suffix text (DINM's suffix system prompt).
@@ -105,7 +105,7 @@ impl HarnessSettings {
         Self {
             out_dir: out_dir.into(),
             decoding: Decoding::default(),
-            prompt_style: PromptStyle::default(),
+            prompt_style: PromptLayout::default(),
             suffix_policy: SuffixPolicy::default(),
             suffix: detox_edit::dinm::SUFFIX_SYSTEM_PROMPT.to_string(),
             pre_edit_cache: None,

@@ -2,23 +2,12 @@
 
 use detox_edit::dinm::DecodingLimits;
 use detox_runtime::{
-    generate, generate_refill, CausalLm, FinishReason, GenerationConfig, Sampling, Tokenizer,
-    Truncation,
+    generate, generate_refill, CausalLm, FinishReason, GenerationConfig, PromptLayout, Sampling,
+    Tokenizer, Truncation,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::error::{EvalError, Result};
-
-/// How an evaluation input is shown to the model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PromptStyle {
-    /// The raw text, with the tokenizer's special prefix (the reference implementation).
-    #[default]
-    Raw,
-    /// The model's chat template, one user turn with the generation prompt.
-    ChatTemplate,
-}
 
 /// Decoding settings, explicit so that runs are reproducible (the reference leaves them to the checkpoint).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -76,24 +65,17 @@ pub struct Response {
     pub finish: String,
 }
 
-/// Encodes `input` as `style` says, cut to `max_input_tokens` as `truncation` says.
+/// Encodes `input` laid out as `layout` says, cut to `max_input_tokens` as `truncation` says.
 pub fn encode_prompt(
     tokenizer: &Tokenizer,
     input: &str,
-    style: PromptStyle,
+    layout: PromptLayout,
     max_input_tokens: usize,
     truncation: Truncation,
 ) -> Result<Vec<i64>> {
-    let mut ids = match style {
-        PromptStyle::Raw => tokenizer.encode(input, true)?,
-        PromptStyle::ChatTemplate => {
-            let template = tokenizer.chat_template().ok_or_else(|| {
-                EvalError::Invalid(
-                    "the chat-template prompt style needs a tokenizer with a chat template".into(),
-                )
-            })?;
-            tokenizer.encode(&template.user_prompt(input)?, false)?
-        }
+    let mut ids = match layout {
+        PromptLayout::Raw => tokenizer.encode(input, true)?,
+        PromptLayout::ChatTemplate => tokenizer.encode(&tokenizer.chat_prompt(input)?, false)?,
     };
     truncation.apply(&mut ids, max_input_tokens.max(1));
     if ids.is_empty() {
@@ -108,7 +90,7 @@ pub fn respond(
     model: &CausalLm,
     tokenizer: &Tokenizer,
     inputs: &[String],
-    style: PromptStyle,
+    layout: PromptLayout,
     decoding: &Decoding,
 ) -> Result<Vec<Response>> {
     let eos = tokenizer.eos_ids().to_vec();
@@ -127,7 +109,7 @@ pub fn respond(
     let prompts = inputs
         .iter()
         .map(|text| {
-            encode_prompt(tokenizer, text, style, decoding.max_input_tokens, decoding.truncation)
+            encode_prompt(tokenizer, text, layout, decoding.max_input_tokens, decoding.truncation)
         })
         .collect::<Result<Vec<_>>>()?;
     let slots = decoding.batch_size.max(1);

@@ -9,10 +9,10 @@ use detox_edit::Editor;
 use detox_eval::harness::{run, BenchmarkCase, HarnessSettings, SuffixPolicy};
 use detox_eval::manifest::{sha256_dir, RunManifest};
 use detox_eval::record::RunRecord;
-use detox_eval::respond::{Decoding, PromptStyle};
+use detox_eval::respond::Decoding;
 use detox_eval::summary::Summary;
 use detox_metrics::{Label, SafetyJudge, Verdict};
-use detox_runtime::{CausalLm, Sampling, Tokenizer};
+use detox_runtime::{CausalLm, PromptLayout, Sampling, Tokenizer};
 use tch::{Device, Kind};
 
 fn model_dir() -> PathBuf {
@@ -92,7 +92,7 @@ fn settings(out: &Path) -> HarnessSettings {
             sampling: Sampling::Greedy,
             batch_size: 5,
         },
-        prompt_style: PromptStyle::Raw,
+        prompt_style: PromptLayout::Raw,
         suffix_policy: SuffixPolicy::PostEditOnly,
         suffix: detox_edit::dinm::SUFFIX_SYSTEM_PROMPT.into(),
         pre_edit_cache: None,
@@ -474,9 +474,7 @@ fn sha256_of_weights(model: &CausalLm) -> Vec<u8> {
 #[test]
 fn trained_baselines_and_mend_run_through_the_harness_and_restore_exactly() -> Result<()> {
     use detox_edit::mend::{MendEditor, MendNetwork, NetworkLayout};
-    use detox_edit::train::{
-        train, AdapterKind, PreferencePair, PromptFormat, RunOptions, TrainConfig,
-    };
+    use detox_edit::train::{train, AdapterKind, PreferencePair, RunOptions, TrainConfig};
     let tokenizer = Tokenizer::from_model_dir(model_dir())?;
     let mut model = CausalLm::load(model_dir(), Device::Cpu, Kind::Float)?;
     let weights_before = sha256_of_weights(&model);
@@ -492,7 +490,7 @@ fn trained_baselines_and_mend_run_through_the_harness_and_restore_exactly() -> R
     let config = TrainConfig {
         adapter: AdapterKind::Lora { rank: 4, alpha: 8.0 },
         modules: vec!["down_proj".into()],
-        format: PromptFormat::Plain,
+        format: PromptLayout::Raw,
         lr: 1e-2,
         epochs: 2,
         batch_size: 2,
@@ -514,7 +512,7 @@ fn trained_baselines_and_mend_run_through_the_harness_and_restore_exactly() -> R
         .collect();
     let network =
         MendNetwork::new(NetworkLayout { weights, rank: 8, init_edit_lr: 1e-2 }, Device::Cpu, 0)?;
-    let mend = MendEditor::new(network, PromptFormat::Plain, 200, detox_edit::EditMode::Single);
+    let mend = MendEditor::new(network, PromptLayout::Raw, 200, detox_edit::EditMode::Single);
 
     let editors: Vec<(Box<dyn Editor>, &str)> =
         vec![(Box::new(sft), "SFT"), (Box::new(mend), "MEND")];

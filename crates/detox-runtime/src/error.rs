@@ -81,6 +81,22 @@ pub enum Error {
         /// The shape that was given.
         actual: Vec<i64>,
     },
+    /// A chat template does not compile, or fails while rendering.
+    #[error("chat template {origin}: {reason}")]
+    ChatTemplate {
+        /// Where the template came from (a file and field, a GGUF key).
+        origin: String,
+        /// What went wrong, with the template line where known.
+        reason: String,
+    },
+    /// A chat template refused the conversation through `raise_exception`.
+    #[error("chat template {origin} refused the conversation: {message}")]
+    TemplateRaised {
+        /// Where the template came from.
+        origin: String,
+        /// The message the template raised.
+        message: String,
+    },
     /// A caller-supplied input is invalid (empty batch, token id out of range, ...).
     #[error("invalid input: {0}")]
     InvalidInput(String),

@@ -27,7 +27,7 @@ pub mod roberta;
 pub mod tokenizer;
 pub mod weights;
 
-pub use chat::{ChatTemplate, Message, Role};
+pub use chat::{ChatTemplate, Message, PromptLayout, Role};
 pub use config::{Architecture, Config, RopeScaling};
 pub use error::{Error, Result};
 pub use generate::{generate, FinishReason, Generated, GenerationConfig, Sampling};

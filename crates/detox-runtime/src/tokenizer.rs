@@ -95,7 +95,8 @@ impl Tokenizer {
     }
 
     /// Reads a Hugging Face model directory: `tokenizer.json`, and when present `tokenizer_config.json` (BOS,
-    /// EOS and pad tokens, chat template) and `config.json` / `generation_config.json` (EOS ids).
+    /// EOS and pad tokens, chat template), `chat_template.jinja` and `config.json` / `generation_config.json`
+    /// (EOS ids).
     pub fn from_model_dir(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref();
         let mut tok = Self::from_file(dir.join("tokenizer.json"))?;
@@ -108,10 +109,8 @@ impl Tokenizer {
                 tok.eos_ids.push(eos);
             }
             tok.pad_id = cfg.get("pad_token").and_then(token_text).and_then(|t| tok.token_id(t));
-            if let Some(source) = cfg.get("chat_template").and_then(Value::as_str) {
-                tok.chat_template = Some(ChatTemplate::detect(source)?);
-            }
         }
+        tok.chat_template = ChatTemplate::from_model_dir(dir)?;
         for file in ["generation_config.json", "config.json"] {
             if let Some(cfg) = read_json(&dir.join(file))? {
                 match cfg.get("eos_token_id") {
@@ -224,6 +223,19 @@ impl Tokenizer {
     /// The chat template, if the model has one.
     pub fn chat_template(&self) -> Option<&ChatTemplate> {
         self.chat_template.as_ref()
+    }
+
+    /// `user` as the single user turn of the chat template, with the generation prompt
+    /// ([`ChatTemplate::user_prompt`]); an error when the model has no template.
+    pub fn chat_prompt(&self, user: &str) -> Result<String> {
+        self.chat_template
+            .as_ref()
+            .ok_or_else(|| {
+                Error::InvalidInput(
+                    "the chat-template prompt layout needs a tokenizer with a chat template".into(),
+                )
+            })?
+            .user_prompt(user)
     }
 
     /// A stop check for [`generate`](crate::generate::generate): true once a row's decoded continuation contains any of `stops`.

@@ -1,26 +1,105 @@
-//! Chat renderings against the published Jinja templates (`tests/fixtures/chat/generate.py`).
+//! Chat templates against transformers' `apply_chat_template(..., tokenize=False)` on the published templates of
+//! Llama-2-chat, Llama-3.1/3.2-Instruct, Mistral-7B-Instruct-v0.2, Qwen2-Instruct and SmolLM2-Instruct
+//! (`tests/fixtures/chat_templates/generate.py`).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use anyhow::Result;
-use detox_runtime::{ChatTemplate, Message};
+use anyhow::{ensure, Context, Result};
+use detox_runtime::chat::{Clock, DateTime};
+use detox_runtime::{ChatTemplate, Error, Message};
+
+const TEMPLATES: [&str; 6] = [
+    "llama-2-chat",
+    "llama-3.1-instruct",
+    "llama-3.2-instruct",
+    "mistral-instruct-v0.2",
+    "qwen2-instruct",
+    "smollm2-instruct",
+];
+
+fn fixture(name: &str) -> Result<(PathBuf, serde_json::Value)> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/chat_templates")
+        .join(format!("{name}.json"));
+    let text = std::fs::read_to_string(&path).with_context(|| path.display().to_string())?;
+    Ok((path.clone(), serde_json::from_str(&text).with_context(|| path.display().to_string())?))
+}
+
+/// The generator's fixed `datetime.now()`, e.g. `2025-03-07T14:05:09`.
+fn fixed_clock(iso: &str) -> Result<Clock> {
+    let n: Vec<u32> = iso.split(['-', 'T', ':']).map(str::parse).collect::<Result<_, _>>()?;
+    ensure!(n.len() == 6, "bad timestamp {iso}");
+    let t = DateTime {
+        year: n[0] as i32,
+        month: n[1],
+        day: n[2],
+        hour: n[3],
+        minute: n[4],
+        second: n[5],
+    };
+    t.validate().map_err(anyhow::Error::msg)?;
+    Ok(Clock::Fixed(t))
+}
 
 #[test]
-fn renderings_match_the_jinja_templates() -> Result<()> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/chat/expected.json");
-    let expected: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path)?)?;
-    let cases = expected["cases"].as_array().unwrap();
-    assert_eq!(cases.len(), 12);
-    for case in cases {
-        let family = case["family"].as_str().unwrap();
-        let source = expected["templates"][family].as_str().unwrap();
-        let template = ChatTemplate::detect(source)?;
-        let messages: Vec<Message> = serde_json::from_value(case["messages"].clone())?;
-        let rendered = template.render(&messages, true);
-        match case["rendered"].as_str() {
-            Some(want) => assert_eq!(rendered?, want, "{family}: {messages:?}"),
-            None => assert!(rendered.is_err(), "{family} refuses {messages:?}"),
+fn renders_exactly_as_transformers_apply_chat_template() -> Result<()> {
+    for name in TEMPLATES {
+        let (path, fx) = fixture(name)?;
+        let template = ChatTemplate::from_tokenizer_config(&fx["tokenizer_config"], &path)?
+            .context("the fixture has a chat_template")?
+            .with_clock(fixed_clock(fx["now"].as_str().context("now")?)?);
+        let cases = fx["cases"].as_array().context("cases")?;
+        ensure!(cases.len() == 7, "{name}: expected 7 cases");
+        for case in cases {
+            let title = case["title"].as_str().context("title")?;
+            let messages: Vec<Message> = serde_json::from_value(case["messages"].clone())?;
+            let add_generation_prompt = case["add_generation_prompt"].as_bool().context("flag")?;
+            let rendered = template.render(&messages, add_generation_prompt);
+            match (case.get("rendered").and_then(|v| v.as_str()), case.get("error")) {
+                (Some(want), _) => assert_eq!(rendered?, want, "{name}: {title}"),
+                (None, Some(want)) => match rendered {
+                    Err(Error::TemplateRaised { message, origin }) => {
+                        assert_eq!(Some(message.as_str()), want.as_str(), "{name}: {title}");
+                        assert!(origin.contains(&format!("{name}.json")), "{origin}");
+                    }
+                    other => {
+                        panic!("{name}: {title}: expected the template's exception, got {other:?}")
+                    }
+                },
+                _ => panic!("{name}: {title}: the case has neither `rendered` nor `error`"),
+            }
         }
     }
+    Ok(())
+}
+
+#[test]
+fn dated_templates_follow_the_injected_clock() -> Result<()> {
+    let (path, fx) = fixture("llama-3.2-instruct")?;
+    let template =
+        ChatTemplate::from_tokenizer_config(&fx["tokenizer_config"], &path)?.context("template")?;
+    let on = |y, m, d| {
+        template.clone().with_clock(Clock::Fixed(DateTime::date(y, m, d))).user_prompt("Hi")
+    };
+    assert!(on(2024, 12, 25)?.contains("\nToday Date: 25 Dec 2024\n"));
+    assert!(on(2031, 1, 2)?.contains("\nToday Date: 02 Jan 2031\n"));
+    Ok(())
+}
+
+#[test]
+fn model_directories_read_tokenizer_config_and_chat_template_jinja() -> Result<()> {
+    let (_, fx) = fixture("llama-2-chat")?;
+    let dir = tempfile::tempdir()?;
+    std::fs::write(dir.path().join("tokenizer_config.json"), fx["tokenizer_config"].to_string())?;
+    let from_config = ChatTemplate::from_model_dir(dir.path())?.context("template")?;
+    assert_eq!(from_config.user_prompt(" Hi ")?, "<s>[INST] Hi [/INST]");
+    // A chat_template.jinja beside it wins, as in transformers; the special tokens still come from the config.
+    std::fs::write(
+        dir.path().join("chat_template.jinja"),
+        "{{ bos_token }}{{ messages[0].content | trim }}\n",
+    )?;
+    let from_jinja = ChatTemplate::from_model_dir(dir.path())?.context("template")?;
+    assert_eq!(from_jinja.user_prompt(" Hi ")?, "<s>Hi");
+    assert!(from_jinja.origin().ends_with("chat_template.jinja"), "{}", from_jinja.origin());
     Ok(())
 }

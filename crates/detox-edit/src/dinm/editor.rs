@@ -3,14 +3,14 @@
 use std::time::Instant;
 
 use detox_locate::{contrast_token_ids, LayerPolicy, LayerSelection, LocateInput, LocateOptions};
-use detox_runtime::CausalLm;
+use detox_runtime::{CausalLm, PromptLayout};
 use serde::{Deserialize, Serialize};
 
 use super::batch::optimize_batch;
 use super::hparams::DinmHyperParams;
 use super::inputs::build_tokens;
 use super::optimize::{optimize_tensor, DinmTokens, OptimizeSettings};
-use super::options::{KlGradient, LossWeighting, PromptFormat};
+use super::options::{KlGradient, LossWeighting};
 use crate::delta::Delta;
 use crate::editor::{
     refuse_sequential_batch, Batching, EditDetails, EditInput, EditOutcome, EditTimings, Editor,
@@ -27,7 +27,7 @@ pub struct DinmOptions {
     /// Whether the KL term carries gradients.
     pub kl_gradient: KlGradient,
     /// How the inputs are laid out.
-    pub prompt_format: PromptFormat,
+    pub prompt_format: PromptLayout,
     /// What the locator contrasts.
     pub locate: LocateOptions,
     /// How the layer is chosen across records (the reference keeps the first record's layer).
@@ -48,7 +48,7 @@ impl DinmOptions {
         Self {
             weighting: LossWeighting::Reference,
             kl_gradient: KlGradient::Detached,
-            prompt_format: PromptFormat::RawReference,
+            prompt_format: PromptLayout::Raw,
             locate: LocateOptions::default(),
             layer_selection: LayerSelection::FirstRecordSticky,
             mode: EditMode::Single,

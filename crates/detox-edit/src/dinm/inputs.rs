@@ -1,23 +1,24 @@
 //! Building DINM's token inputs from the texts of a record, as the reference lays them out.
 
 use super::optimize::DinmTokens;
-use super::options::PromptFormat;
+use detox_runtime::PromptLayout;
+
 use crate::editor::{EditInput, PromptEncoder};
 use crate::error::{EditError, Result};
 
 /// Encodes the edit and constraint inputs of `input`.
 ///
-/// With [`PromptFormat::RawReference`] (the default) the texts are joined exactly as the reference joins them:
+/// With [`PromptLayout::Raw`] (the default) the texts are joined exactly as the reference joins them:
 /// the edit input is `prompt + " " + suffix + " " + " " + safe` (the target carries its own leading space), the
 /// target is `" " + safe` encoded on its own (special prefix included), and the constraint input is
 /// `constraint_prompt + " " + suffix + " " + answer`, whose last `len(encode(answer))` positions are compared.
-/// With [`PromptFormat::ChatTemplate`] the prompt plus suffix is rendered as the user turn of the model's chat
+/// With [`PromptLayout::ChatTemplate`] the prompt plus suffix is rendered as the user turn of the model's chat
 /// template and the response follows the assistant prefix; no special prefix is added to the rendered text.
 pub fn build_tokens(
     encoder: &dyn PromptEncoder,
     input: &EditInput,
     suffix: &str,
-    format: PromptFormat,
+    layout: PromptLayout,
 ) -> Result<DinmTokens> {
     for (field, text) in [
         ("prompt", &input.prompt),
@@ -31,8 +32,8 @@ pub fn build_tokens(
     }
     let prompt = format!("{} {}", input.prompt, suffix);
     let constraint_prompt = format!("{} {}", input.constraint_prompt, suffix);
-    match format {
-        PromptFormat::RawReference => {
+    match layout {
+        PromptLayout::Raw => {
             let target = format!(" {}", input.safe_response);
             Ok(DinmTokens {
                 edit_input: encoder.encode(&format!("{prompt} {target}"), true)?,
@@ -43,7 +44,7 @@ pub fn build_tokens(
                 constraint_answer_len: encoder.encode(&input.constraint_answer, true)?.len(),
             })
         }
-        PromptFormat::ChatTemplate => {
+        PromptLayout::ChatTemplate => {
             let target = encoder.encode(&input.safe_response, false)?;
             let mut edit_input = encoder.encode(&encoder.chat_prompt(&prompt)?, false)?;
             edit_input.extend_from_slice(&target);

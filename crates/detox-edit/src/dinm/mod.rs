@@ -16,4 +16,4 @@ pub use editor::{DinmEditor, DinmOptions};
 pub use hparams::{DecodingLimits, DinmHyperParams, DinmPreset, SUFFIX_SYSTEM_PROMPT};
 pub use inputs::build_tokens;
 pub use optimize::{optimize_tensor, DinmTokens, OptimizeSettings, StepLoss, TrainedTensor};
-pub use options::{KlGradient, LossWeighting, PromptFormat};
+pub use options::{KlGradient, LossWeighting};

@@ -27,15 +27,3 @@ pub enum KlGradient {
     /// Gradients flow through the KL term too, as the paper's objective describes.
     Differentiable,
 }
-
-/// How the edit and constraint inputs are laid out as text.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PromptFormat {
-    /// Raw text as the reference builds it: `prompt + " " + suffix`, then `" "` and the target with its own
-    /// leading space (two spaces before the response).
-    #[default]
-    RawReference,
-    /// The model's chat template: the prompt (with the suffix) as the user turn, the target as the assistant turn.
-    ChatTemplate,
-}

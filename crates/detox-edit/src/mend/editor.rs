@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use detox_runtime::{CausalLm, LinearProbe};
+use detox_runtime::{CausalLm, LinearProbe, PromptLayout};
 use tch::Device;
 
 use super::network::MendNetwork;
@@ -13,13 +13,12 @@ use crate::delta::{add_in_fp32, Delta};
 use crate::editor::{EditInput, EditOutcome, EditTimings, Editor, PromptEncoder};
 use crate::error::Result;
 use crate::ledger::{EditLedger, EditMode};
-use crate::train::PromptFormat;
 
 /// Edits with a trained [`MendNetwork`].
 #[derive(Debug)]
 pub struct MendEditor {
     network: MendNetwork,
-    format: PromptFormat,
+    format: PromptLayout,
     max_length: usize,
     mode: EditMode,
     ledger: EditLedger,
@@ -29,7 +28,7 @@ impl MendEditor {
     /// An editor with `network`; prompts are formatted as in training.
     pub fn new(
         network: MendNetwork,
-        format: PromptFormat,
+        format: PromptLayout,
         max_length: usize,
         mode: EditMode,
     ) -> Self {
@@ -40,7 +39,7 @@ impl MendEditor {
     pub fn load(
         dir: &Path,
         device: Device,
-        format: PromptFormat,
+        format: PromptLayout,
         max_length: usize,
         mode: EditMode,
     ) -> Result<Self> {

@@ -1,12 +1,12 @@
 //! The token-level pieces MEND's training and editing share: inputs, the edit gradient's factors and losses.
 
-use detox_runtime::{CausalLm, ForwardOptions, GradientFactors, LinearProbe};
+use detox_runtime::{CausalLm, ForwardOptions, GradientFactors, LinearProbe, PromptLayout};
 use tch::{Kind, Tensor};
 
 use crate::editor::{EditInput, PromptEncoder};
 use crate::error::{torch, EditError, Result};
 use crate::train::objective::response_log_probs_probed;
-use crate::train::PromptFormat;
+use crate::train::prompt_ids;
 
 /// One record's token ids.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,18 +20,13 @@ pub(crate) struct MendTokens {
 pub(crate) fn encode_input(
     encoder: &dyn PromptEncoder,
     input: &EditInput,
-    format: PromptFormat,
+    layout: PromptLayout,
     max_length: usize,
 ) -> Result<MendTokens> {
-    let prompt_ids = |text: &str| -> Result<Vec<i64>> {
-        let text = match format {
-            PromptFormat::Chat => encoder.chat_prompt(text)?,
-            PromptFormat::Plain => format!("{text} "),
-        };
-        encoder.encode(&text, true)
-    };
-    let (prompt, constraint_prompt) =
-        (prompt_ids(&input.prompt)?, prompt_ids(&input.constraint_prompt)?);
+    let (prompt, constraint_prompt) = (
+        prompt_ids(encoder, &input.prompt, layout)?,
+        prompt_ids(encoder, &input.constraint_prompt, layout)?,
+    );
     let room = |p: &[i64], field: &str| -> Result<usize> {
         if p.is_empty() || p.len() >= max_length {
             return Err(EditError::InvalidRequest(format!(

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use detox_runtime::{CausalLm, GradientFactors, LinearProbe};
+use detox_runtime::{CausalLm, GradientFactors, LinearProbe, PromptLayout};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
@@ -19,7 +19,7 @@ use crate::editor::{EditInput, PromptEncoder};
 use crate::error::{torch, EditError, Result};
 use crate::train::checkpoint::{self, hash_ids};
 use crate::train::trainer::epoch_order;
-use crate::train::{target_parameters, PromptFormat, RunOptions};
+use crate::train::{target_parameters, RunOptions};
 
 /// MEND's training settings (names and defaults of the reference's `hparams/MEND/llama-7b.yaml` where it has
 /// them).
@@ -44,7 +44,7 @@ pub struct MendConfig {
     /// Passes over the training records.
     pub epochs: usize,
     /// How prompts are put before responses.
-    pub format: PromptFormat,
+    pub format: PromptLayout,
     /// Most tokens of prompt + response.
     pub max_length: usize,
     /// How many training records measure the normalisation statistics.
@@ -69,7 +69,7 @@ impl Default for MendConfig {
             edit_weight: 0.1,
             locality_weight: 1.0,
             epochs: 1,
-            format: PromptFormat::Chat,
+            format: PromptLayout::ChatTemplate,
             max_length: 512,
             norm_samples: 16,
             seed: 0,

@@ -1,5 +1,6 @@
 //! Training examples: SafeEdit's (safe, unsafe) generation pairs and their token ids.
 
+use detox_runtime::PromptLayout;
 use serde::{Deserialize, Serialize};
 
 use crate::editor::PromptEncoder;
@@ -26,18 +27,6 @@ impl From<&safeedit::EditRequest> for PreferencePair {
     }
 }
 
-/// How a prompt is put before its response.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PromptFormat {
-    /// The model's chat template around the prompt as one user turn; the response is the assistant's reply.
-    /// The default: chat models are evaluated through their template.
-    #[default]
-    Chat,
-    /// The raw prompt followed by a space, as the editing baselines of the reference join them.
-    Plain,
-}
-
 /// A pair's token ids: the prompt, with the tokenizer's special prefix, and each response continuing it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EncodedPair {
@@ -49,23 +38,34 @@ pub struct EncodedPair {
     pub rejected: Vec<i64>,
 }
 
+/// The ids of a prompt that a response continues: with [`PromptLayout::Raw`] the text and a space, with the
+/// tokenizer's special prefix (as the reference's editing baselines join them); with
+/// [`PromptLayout::ChatTemplate`] the text as the user turn of the model's template, which already holds its
+/// special tokens.
+pub fn prompt_ids(
+    encoder: &dyn PromptEncoder,
+    text: &str,
+    layout: PromptLayout,
+) -> Result<Vec<i64>> {
+    match layout {
+        PromptLayout::Raw => encoder.encode(&format!("{text} "), true),
+        PromptLayout::ChatTemplate => encoder.encode(&encoder.chat_prompt(text)?, false),
+    }
+}
+
 /// Encodes `pairs`; responses are cut so that prompt + response fit `max_length` tokens. Errors name the pair
 /// (by position) and the field that has no tokens left.
 pub fn encode_pairs(
     encoder: &dyn PromptEncoder,
     pairs: &[PreferencePair],
-    format: PromptFormat,
+    layout: PromptLayout,
     max_length: usize,
 ) -> Result<Vec<EncodedPair>> {
     pairs
         .iter()
         .enumerate()
         .map(|(i, pair)| {
-            let prompt_text = match format {
-                PromptFormat::Chat => encoder.chat_prompt(&pair.prompt)?,
-                PromptFormat::Plain => format!("{} ", pair.prompt),
-            };
-            let prompt = encoder.encode(&prompt_text, true)?;
+            let prompt = prompt_ids(encoder, &pair.prompt, layout)?;
             if prompt.is_empty() || prompt.len() >= max_length {
                 return Err(EditError::InvalidRequest(format!(
                     "training pair {i}: field `prompt` takes {} tokens, max_length is {max_length}",

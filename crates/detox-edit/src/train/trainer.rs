@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use detox_runtime::CausalLm;
+use detox_runtime::{CausalLm, PromptLayout};
 use safeedit::SplitMix64;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -12,7 +12,7 @@ use tch::{Kind, Tensor};
 
 use super::adapter::{target_parameters, AdapterKind, Adapters};
 use super::checkpoint::{self, hash_ids};
-use super::data::{encode_pairs, EncodedPair, PreferencePair, PromptFormat};
+use super::data::{encode_pairs, EncodedPair, PreferencePair};
 use super::objective::{dpo_loss, dpo_margin, response_log_probs, sft_loss, vector};
 use crate::adam::Adam;
 use crate::editor::PromptEncoder;
@@ -67,7 +67,7 @@ pub struct TrainConfig {
     /// Most tokens of prompt + response; longer responses are cut.
     pub max_length: usize,
     /// How prompts are put before responses.
-    pub format: PromptFormat,
+    pub format: PromptLayout,
     /// Seeds the data order and LoRA's initialisation.
     pub seed: u64,
     /// Steps between checkpoints (a checkpoint is also written when the run ends or stops).
@@ -88,7 +88,7 @@ impl TrainConfig {
             epochs: 3,
             batch_size: 4,
             max_length: 512,
-            format: PromptFormat::Chat,
+            format: PromptLayout::ChatTemplate,
             seed: 0,
             checkpoint_every: 50,
         }

@@ -6,7 +6,7 @@
 pub mod dequant;
 pub mod reader;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use serde_json::{json, Map, Value as Json};
@@ -30,10 +30,38 @@ pub struct GgufModel {
     pub tensors: HashMap<String, Tensor>,
     /// `tokenizer.json` rebuilt from the GGUF vocabulary.
     pub tokenizer_json: Json,
-    /// The Jinja chat template stored in the file, if any.
-    pub chat_template: Option<String>,
-    /// BOS and EOS token strings.
-    pub special_tokens: (Option<String>, Option<String>),
+    /// The chat template stored in the file (`tokenizer.chat_template`), with the special tokens it reads.
+    pub chat_template: Option<ChatTemplate>,
+    /// The special tokens the file names, by transformers' attribute name (`bos_token` -> `<|im_start|>`).
+    pub special_tokens: BTreeMap<String, String>,
+}
+
+/// The GGUF metadata keys holding the id of each special token transformers names (llama.cpp spells the separator
+/// key `seperator`).
+const SPECIAL_TOKEN_KEYS: [(&str, &str); 7] = [
+    ("bos_token", "tokenizer.ggml.bos_token_id"),
+    ("eos_token", "tokenizer.ggml.eos_token_id"),
+    ("unk_token", "tokenizer.ggml.unknown_token_id"),
+    ("sep_token", "tokenizer.ggml.seperator_token_id"),
+    ("pad_token", "tokenizer.ggml.padding_token_id"),
+    ("cls_token", "tokenizer.ggml.cls_token_id"),
+    ("mask_token", "tokenizer.ggml.mask_token_id"),
+];
+
+/// The special tokens of a GGUF file: the text in `tokenizer.ggml.tokens` of each `tokenizer.ggml.*_token_id`,
+/// under transformers' attribute names (`bos_token`, `eos_token`, `unk_token`, `sep_token`, `pad_token`,
+/// `cls_token`, `mask_token`).
+pub fn special_tokens(file: &GgufFile) -> Result<BTreeMap<String, String>> {
+    let tokens = file.get("tokenizer.ggml.tokens").and_then(Value::as_array).unwrap_or_default();
+    let mut out = BTreeMap::new();
+    for (name, key) in SPECIAL_TOKEN_KEYS {
+        let Some(id) = file.get(key).and_then(Value::as_u64) else { continue };
+        let text = tokens.get(id as usize).and_then(Value::as_str).ok_or_else(|| {
+            meta_err(file, key, &format!("token id {id} is not in tokenizer.ggml.tokens"))
+        })?;
+        out.insert(name.to_string(), text.to_string());
+    }
+    Ok(out)
 }
 
 fn meta_err(file: &GgufFile, key: &str, what: &str) -> Error {
@@ -196,35 +224,24 @@ impl GgufModel {
         }
         let config = Config::from_value(&config_json, file.path())?;
         let tokenizer_json = tokenizer_json(&file)?;
-        let token_text = |id: Option<u64>| {
-            id.and_then(|i| tokens.get(i as usize)).and_then(Value::as_str).map(str::to_string)
-        };
-        Ok(Self {
-            config_json,
-            config,
-            tensors,
-            tokenizer_json,
-            chat_template: file
-                .get("tokenizer.chat_template")
-                .and_then(Value::as_str)
-                .map(str::to_string),
-            special_tokens: (token_text(bos), token_text(eos)),
-        })
+        let chat_template = ChatTemplate::from_gguf(&file)?;
+        let special_tokens = special_tokens(&file)?;
+        Ok(Self { config_json, config, tensors, tokenizer_json, chat_template, special_tokens })
     }
 
-    /// The tokenizer, with BOS/EOS ids and the chat template.
+    /// The tokenizer, with BOS/EOS/pad ids and the chat template: the same as [`Tokenizer::from_model_dir`] reads
+    /// back from [`GgufModel::export_hf_dir`]'s directory.
     pub fn tokenizer(&self) -> Result<Tokenizer> {
         let inner =
             tokenizers::Tokenizer::from_bytes(self.tokenizer_json.to_string().as_bytes())
                 .map_err(|e| Error::InvalidInput(format!("rebuilt tokenizer is invalid: {e}")))?;
-        let template = match &self.chat_template {
-            Some(source) => Some(ChatTemplate::detect(source)?),
-            None => None,
-        };
-        Ok(Tokenizer::new(inner)
+        let tokenizer = Tokenizer::new(inner);
+        let pad = self.special_tokens.get("pad_token").and_then(|t| tokenizer.token_id(t));
+        Ok(tokenizer
             .with_bos(self.config.bos_token_id)
             .with_eos(self.config.eos_token_ids.clone())
-            .with_chat_template(template))
+            .with_pad(pad)
+            .with_chat_template(self.chat_template.clone()))
     }
 
     /// Builds the model on `device` in `kind` (the host copies are kept).
@@ -245,15 +262,10 @@ impl GgufModel {
             .collect::<Result<_>>()?;
         named.sort_by(|a, b| a.0.cmp(&b.0));
         crate::weights::save_safetensors(&dir.join("model.safetensors"), &named)?;
-        let mut tok_cfg = Map::new();
-        if let Some(bos) = &self.special_tokens.0 {
-            tok_cfg.insert("bos_token".into(), json!(bos));
-        }
-        if let Some(eos) = &self.special_tokens.1 {
-            tok_cfg.insert("eos_token".into(), json!(eos));
-        }
+        let mut tok_cfg: Map<String, Json> =
+            self.special_tokens.iter().map(|(name, text)| (name.clone(), json!(text))).collect();
         if let Some(t) = &self.chat_template {
-            tok_cfg.insert("chat_template".into(), json!(t));
+            tok_cfg.insert("chat_template".into(), json!(t.source()));
         }
         for (file, value) in [
             ("config.json", &self.config_json),
