@@ -1,6 +1,6 @@
 //! Decoder configuration, read from a Hugging Face `config.json` with the same field names.
 //!
-//! The file is deserialised into a struct that mirrors what transformers writes ([`hf`]), older and newer
+//! The file is deserialised into a struct that mirrors what transformers writes (module `hf`), older and newer
 //! versions alike: `torch_dtype` or `dtype`, `rope_theta` + `rope_scaling` (with `rope_type` or the older `type`)
 //! or transformers 5's `rope_parameters`, `sliding_window` absent or `null`. Keys the runtime does not read
 //! (training switches, bookkeeping, fields a newer transformers adds) are ignored. The keys it needs are checked
