@@ -62,12 +62,10 @@ fn main() -> Result<()> {
         Some(temperature) => Sampling::TopP { temperature, top_p: 0.9, seed: args.seed },
         None => Sampling::Greedy,
     };
-    let decoding = Decoding {
-        max_new_tokens: args.max_new_tokens,
-        sampling,
-        batch_size: 1,
-        ..Decoding::default()
-    };
+    let mut decoding = Decoding::default();
+    decoding.max_new_tokens = args.max_new_tokens;
+    decoding.sampling = sampling;
+    decoding.batch_size = 1;
     let answer = |prompt: &str| -> Result<String> {
         Ok(respond(&loaded.model, &loaded.tokenizer, &[prompt.to_string()], style, &decoding)?
             .remove(0)

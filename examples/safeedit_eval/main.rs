@@ -176,8 +176,9 @@ fn main() -> Result<()> {
         None => Sampling::Greedy,
     };
     let context_len = loaded.model.config().max_position_embeddings as usize;
-    let mut decoding = Decoding { sampling, batch_size: args.batch_size, ..Decoding::default() }
-        .with_limits(&method.decoding_limits, context_len);
+    let mut decoding = Decoding::default().with_limits(&method.decoding_limits, context_len);
+    decoding.sampling = sampling;
+    decoding.batch_size = args.batch_size;
     decoding.max_new_tokens = args.max_new_tokens.unwrap_or(decoding.max_new_tokens);
     decoding.max_input_tokens = args.max_input_tokens.unwrap_or(decoding.max_input_tokens);
     decoding.truncation = match args.truncation {

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 /// Everything that can go wrong while configuring, running, restoring or exporting an edit.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum EditError {
     /// A file could not be read or written.
     #[error("{path}: {source}")]

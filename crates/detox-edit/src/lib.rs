@@ -40,19 +40,19 @@
 //! ```
 #![deny(missing_docs)]
 
-pub mod adam;
-pub mod delta;
+mod adam;
+mod delta;
 pub mod dinm;
-pub mod editor;
-pub mod error;
+mod editor;
+mod error;
 pub mod ext_sub;
-pub mod ftl;
-pub mod ledger;
+mod ftl;
+mod ledger;
 pub mod mend;
 pub mod registry;
-pub mod reminder;
+mod reminder;
 pub mod train;
-pub mod trained;
+mod trained;
 
 pub use delta::Delta;
 pub use dinm::StepLoss;

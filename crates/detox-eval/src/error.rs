@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 /// Everything that can go wrong during a benchmark run.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum EvalError {
     /// A file could not be read or written.
     #[error("{}: {source}", path.display())]

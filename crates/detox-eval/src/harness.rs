@@ -73,6 +73,7 @@ impl SuffixPolicy {
 
 /// Settings of a run.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct HarnessSettings {
     /// The run directory (manifest, records, summary, plots).
     pub out_dir: PathBuf,

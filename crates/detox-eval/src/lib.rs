@@ -6,9 +6,9 @@
 //! duplicating records.
 #![deny(missing_docs)]
 
-pub mod error;
+mod error;
 pub mod harness;
-pub mod jsonl;
+mod jsonl;
 pub mod judges;
 pub mod manifest;
 pub mod merge;

@@ -18,6 +18,7 @@ use crate::harness::HarnessSettings;
 
 /// What produced a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct RunManifest {
     /// Version of the detox crates.
     pub detox_version: String,

@@ -58,6 +58,7 @@ pub struct RecordTimings {
 
 /// Everything recorded for one SafeEdit case.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct RunRecord {
     /// The case id (the dataset's `id`, as text).
     pub id: String,

@@ -2,8 +2,8 @@
 
 use detox_edit::dinm::DecodingLimits;
 use detox_runtime::{
-    generate, generate_refill, CausalLm, FinishReason, GenerationConfig, PromptLayout, Sampling,
-    Tokenizer, Truncation,
+    generate, generate_refill, CausalLm, GenerationConfig, PromptLayout, Sampling, Tokenizer,
+    Truncation,
 };
 use serde::{Deserialize, Serialize};
 
@@ -11,6 +11,7 @@ use crate::error::{EvalError, Result};
 
 /// Decoding settings, explicit so that runs are reproducible (the reference leaves them to the checkpoint).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Decoding {
     /// Most new tokens per response (the reference's `max_output_length`, 600).
     pub max_new_tokens: usize,
@@ -124,12 +125,7 @@ pub fn respond(
         out.push(Response {
             text: tokenizer.decode(&generated.tokens, true)?,
             tokens: generated.tokens.len(),
-            finish: match generated.finish {
-                FinishReason::Eos => "eos",
-                FinishReason::StopSequence => "stop",
-                FinishReason::Length => "length",
-            }
-            .into(),
+            finish: generated.finish.name().into(),
         });
     }
     Ok(out)

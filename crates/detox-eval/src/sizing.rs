@@ -46,6 +46,7 @@ impl FromStr for BatchRecords {
 
 /// The chosen number of records and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct BatchPlan {
     /// Records processed together.
     pub records: usize,
@@ -61,7 +62,7 @@ pub fn bytes_per_record(model: &CausalLm, decoding: &Decoding) -> u64 {
     let weight =
         (config.hidden_size * config.intermediate_size) as u64 * kind.elt_size_in_bytes() as u64;
     5 * generation_row_bytes(config, kind, prompt, new)
-        + detox_edit::dinm::batch::memory_per_record(config, kind, prompt)
+        + detox_edit::dinm::memory_per_record(config, kind, prompt)
         + weight
 }
 

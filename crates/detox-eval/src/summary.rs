@@ -26,6 +26,7 @@ pub struct Comparison {
 
 /// The run summary.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Summary {
     /// The method.
     pub method: String,

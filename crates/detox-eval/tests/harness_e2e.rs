@@ -5,14 +5,15 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use detox_edit::dinm::{DinmEditor, DinmOptions, DinmPreset};
+use detox_edit::registry::BuiltMethod;
 use detox_edit::Editor;
 use detox_eval::harness::{run, BenchmarkCase, HarnessSettings, SuffixPolicy};
-use detox_eval::manifest::{sha256_dir, RunManifest};
+use detox_eval::manifest::RunManifest;
 use detox_eval::record::RunRecord;
-use detox_eval::respond::Decoding;
 use detox_eval::summary::Summary;
 use detox_metrics::{Label, SafetyJudge, Verdict};
-use detox_runtime::{CausalLm, PromptLayout, Sampling, Tokenizer};
+use detox_runtime::{load_model, CausalLm, PromptLayout, Tokenizer};
+use safeedit::Subset;
 use tch::{Device, Kind};
 
 fn model_dir() -> PathBuf {
@@ -60,45 +61,22 @@ fn cases() -> Vec<BenchmarkCase> {
 }
 
 fn manifest(hparams: &detox_edit::dinm::DinmHyperParams) -> Result<RunManifest> {
-    Ok(RunManifest {
-        detox_version: env!("CARGO_PKG_VERSION").into(),
-        libtorch_version: "2.11.0".into(),
-        device: "cpu".into(),
-        dtype: "float32".into(),
-        model_path: model_dir().display().to_string(),
-        model_sha256: sha256_dir(&model_dir())?,
-        dataset_path: "in-memory".into(),
-        dataset_sha256: "0".into(),
-        selection: "all".into(),
-        method: "DINM".into(),
-        hyper_parameters: serde_json::to_value(hparams)?,
-        method_options: serde_json::to_value(DinmOptions::reference())?,
-        decoding: serde_json::json!({"max_new_tokens": 6}),
-        prompt_style: "raw".into(),
-        suffix_policy: "post_edit_only".into(),
-        judge: LetterJudge.name(),
-        judge_is_approximation: true,
-        seed: 0,
-    })
+    let loaded = load_model(&model_dir(), &[Device::Cpu], Kind::Float)?;
+    let editor = DinmEditor::new(hparams.clone(), DinmOptions::reference())?;
+    let method = BuiltMethod::new(Box::new(editor), serde_json::to_value(hparams)?);
+    let data =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets/safeedit_sample_test.json");
+    let scratch = tempfile::tempdir()?;
+    let settings = settings(scratch.path());
+    Ok(RunManifest::capture(&loaded, &data, &Subset::All, &method, &LetterJudge, &settings, 0)?)
 }
 
 fn settings(out: &Path) -> HarnessSettings {
-    HarnessSettings {
-        out_dir: out.to_path_buf(),
-        decoding: Decoding {
-            max_new_tokens: 6,
-            max_input_tokens: 200,
-            truncation: detox_runtime::Truncation::KeepLast,
-            sampling: Sampling::Greedy,
-            batch_size: 5,
-        },
-        prompt_style: PromptLayout::Raw,
-        suffix_policy: SuffixPolicy::PostEditOnly,
-        suffix: detox_edit::dinm::SUFFIX_SYSTEM_PROMPT.into(),
-        pre_edit_cache: None,
-        progress: false,
-        batch_records: 1,
-    }
+    let mut settings = HarnessSettings::new(out);
+    settings.decoding.max_new_tokens = 6;
+    settings.decoding.max_input_tokens = 200;
+    settings.progress = false;
+    settings
 }
 
 fn read_records(dir: &Path) -> Result<Vec<RunRecord>> {
@@ -342,7 +320,8 @@ fn compare_paths(
     let mut results = Vec::new();
     for batch_records in [1, 4] {
         let dir = root.path().join(format!("batch{batch_records}"));
-        let settings = HarnessSettings { batch_records, ..settings(&dir) };
+        let mut settings = settings(&dir);
+        settings.batch_records = batch_records;
         let mut editor = make()?;
         run(&mut model, &tokenizer, editor.as_mut(), &LetterJudge, cases, m, &settings, |_| {})?;
         results.push(read_records(&dir)?);
@@ -563,7 +542,8 @@ fn editors_without_a_batched_path_edit_batches_one_record_at_a_time() -> Result<
     let mut sequential =
         FtlEditor::new(FtlHyperParams::llama2_7b().at_layer(1), EditMode::Sequential)?;
     let out = tempfile::tempdir()?;
-    let settings = HarnessSettings { batch_records: 2, ..settings(out.path()) };
+    let mut settings = settings(out.path());
+    settings.batch_records = 2;
     let err =
         run(&mut model, &tokenizer, &mut sequential, &LetterJudge, &cases, &m, &settings, |_| {})
             .unwrap_err()

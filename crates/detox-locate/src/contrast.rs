@@ -10,6 +10,7 @@ use crate::options::PaddingPositions;
 
 /// Every layer's distance between the two responses and the winner.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct LayerDistances {
     /// Frobenius distance between the `[sequence, hidden]` states of the two responses after each transformer
     /// layer (index 0 is the first layer; the embedding output is not included).

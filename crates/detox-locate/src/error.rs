@@ -2,6 +2,7 @@
 
 /// Everything that can go wrong while locating the toxic layer.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum LocateError {
     /// The model failed to run.
     #[error(transparent)]

@@ -10,10 +10,10 @@
 //! layer's distance is reported, not only the winner, so that it can be plotted.
 #![deny(missing_docs)]
 
-pub mod contrast;
-pub mod error;
-pub mod options;
-pub mod policy;
+mod contrast;
+mod error;
+mod options;
+mod policy;
 
 pub use contrast::{contrast_token_ids, LayerDistances};
 pub use error::{LocateError, Result};

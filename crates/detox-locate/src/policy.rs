@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 /// How the layer to edit is chosen across records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum LayerSelection {
     /// Every record is edited at its own toxic layer (the paper).
     PerRecord,

@@ -209,6 +209,7 @@ impl Display for Score {
 
 /// Rates overall and per category.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct SafetySummary<K: Ord> {
     /// Over all records.
     pub overall: SafetyRates,

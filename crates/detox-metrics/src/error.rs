@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 /// Everything that can go wrong while judging or scoring.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum MetricsError {
     /// A file could not be read.
     #[error("{}: {source}", path.display())]

@@ -10,26 +10,26 @@
 //! aggregated scores come as `ndarray` tables ([`SafetySummary::table`]).
 #![deny(missing_docs)]
 
-pub mod aggregate;
-pub mod error;
-pub mod fluency;
-pub mod general;
-pub mod judge;
-pub mod phrase_judge;
-pub mod punkt;
+mod aggregate;
+mod error;
+mod fluency;
+mod general;
+mod judge;
+mod phrase_judge;
+mod punkt;
 pub mod readers;
 pub mod rouge;
-pub mod safety;
+mod safety;
 
 pub use aggregate::{score_record, RecordScores, SafetyRates, SafetySummary, Score, DG_METRICS};
 pub use error::{MetricsError, Result};
 pub use fluency::{
     fluency, fluency_many, fluency_many_with, fluency_with, mean_fluency, mean_fluency_with,
-    word_tokenize, word_tokenize_with,
+    ngram_entropy, split_sentences, tokenize_sentence, word_tokenize, word_tokenize_with,
 };
 pub use general::{is_correct, normalize_answer, over_refusal_rate, qa_accuracy, QaMatch};
 pub use judge::{is_empty_response, Label, SafetyJudge, Verdict};
-pub use phrase_judge::PhraseJudge;
+pub use phrase_judge::{PhraseJudge, DEFAULT_COMPLIANCE, DEFAULT_REFUSALS};
 pub use punkt::PunktModel;
 pub use rouge::{mean_rouge1_f, rouge1, rouge1_many, Rouge1};
 pub use safety::safe_rate;

@@ -42,6 +42,7 @@ pub fn libtorch_version() -> Option<String> {
 
 /// One CUDA device as the driver describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct GpuInfo {
     /// CUDA ordinal.
     pub index: usize,
@@ -53,6 +54,7 @@ pub struct GpuInfo {
 
 /// What the libtorch backend offers this process; printed by `cargo xtask doctor`.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct BackendReport {
     /// Whether `libtorch_cuda.so` was loaded by [`init`].
     pub cuda_backend_loaded: bool,

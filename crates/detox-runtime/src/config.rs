@@ -20,6 +20,7 @@ use crate::error::{Error, Result};
 
 /// The decoder families the runtime implements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Architecture {
     /// `LlamaForCausalLM` (Llama-2, Llama-3, SmolLM2 and other Llama-shaped models).
     Llama,
@@ -60,6 +61,7 @@ impl Architecture {
 
 /// How rotary position embeddings are scaled.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum RopeScaling {
     /// Plain RoPE (`rope_type: "default"` or no scaling).
     Default,

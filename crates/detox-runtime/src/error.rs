@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 /// Everything that can go wrong while loading, running or editing a model.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// A libtorch call failed; `context` says which operation.
     #[error("{context}: {source}")]

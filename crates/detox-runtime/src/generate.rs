@@ -60,6 +60,7 @@ impl GenerationConfig {
 /// Why a row stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum FinishReason {
     /// It produced an end-of-sequence token.
     Eos,
@@ -69,8 +70,20 @@ pub enum FinishReason {
     Length,
 }
 
+impl FinishReason {
+    /// The short name records use: `eos`, `stop` or `length`.
+    pub fn name(self) -> &'static str {
+        match self {
+            FinishReason::Eos => "eos",
+            FinishReason::StopSequence => "stop",
+            FinishReason::Length => "length",
+        }
+    }
+}
+
 /// The continuation of one prompt.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Generated {
     /// Generated token ids, without the prompt and without the EOS token.
     pub tokens: Vec<i64>,

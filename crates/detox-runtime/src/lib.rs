@@ -12,25 +12,25 @@
 
 pub mod backend;
 pub mod chat;
-pub mod config;
+mod config;
 mod dynlib;
-pub mod error;
-pub mod generate;
+mod error;
+mod generate;
 pub mod gguf;
-pub mod kv_cache;
+mod kv_cache;
 pub mod load;
 pub mod memory;
-pub mod model;
+mod model;
 pub mod padding;
-pub mod refill;
+mod refill;
 pub mod roberta;
-pub mod tokenizer;
+mod tokenizer;
 pub mod weights;
 
 pub use chat::{ChatTemplate, Message, PromptLayout, Role};
 pub use config::{Architecture, Config, RopeScaling};
 pub use error::{Error, Result};
-pub use generate::{generate, FinishReason, Generated, GenerationConfig, Sampling};
+pub use generate::{generate, FinishReason, Generated, GenerationConfig, Sampling, StopCheck};
 pub use kv_cache::KvCache;
 pub use load::{load_model, LoadedModel, ModelFormat};
 pub use model::{

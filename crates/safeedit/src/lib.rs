@@ -28,11 +28,11 @@
 #[doc = include_str!("../../../docs/safeedit.md")]
 pub struct SafeEditGuide;
 
-pub mod category;
-pub mod load;
-pub mod record;
-pub mod select;
-pub mod views;
+mod category;
+mod load;
+mod record;
+mod select;
+mod views;
 
 pub use category::{CategoryKind, UnsafetyCategory};
 pub use load::{

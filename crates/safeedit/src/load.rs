@@ -18,6 +18,7 @@ use crate::record::{NlpccRecord, SafeEditRecord};
 
 /// What is wrong with one field of one record.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ProblemKind {
     /// The record is not a JSON object.
     NotAnObject,
@@ -89,6 +90,7 @@ impl fmt::Display for Problem {
 
 /// Errors of loading and writing files.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SafeEditError {
     /// The file could not be read or written.
     #[error("{}: {source}", path.display())]

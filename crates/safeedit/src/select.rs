@@ -79,6 +79,7 @@ impl SplitMix64 {
 
 /// A subset that cannot select anything meaningful.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum SubsetError {
     /// `Shard { count: 0, .. }`.
     #[error("a shard needs at least one shard in all (count is 0)")]

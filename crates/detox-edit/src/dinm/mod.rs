@@ -4,16 +4,18 @@
 //! most), then tune only that layer's `mlp.down_proj.weight` for a few Adam steps on the safe response, while a KL
 //! term keeps the model's answer to a benign knowledge question close to its pre-edit distribution.
 
-pub mod batch;
-pub mod editor;
-pub mod hparams;
-pub mod inputs;
-pub mod optimize;
-pub mod options;
+mod batch;
+mod editor;
+mod hparams;
+mod inputs;
+mod optimize;
+mod options;
 
-pub use batch::optimize_batch;
+pub use batch::{memory_per_record, optimize_batch};
 pub use editor::{DinmEditor, DinmOptions};
-pub use hparams::{DecodingLimits, DinmHyperParams, DinmPreset, SUFFIX_SYSTEM_PROMPT};
+pub use hparams::{
+    DecodingLimits, DinmHyperParams, DinmPreset, SUFFIX_SYSTEM_PROMPT, UNBOUNDED_FROM,
+};
 pub use inputs::build_tokens;
 pub use optimize::{optimize_tensor, DinmTokens, OptimizeSettings, StepLoss, TrainedTensor};
 pub use options::{KlGradient, LossWeighting};

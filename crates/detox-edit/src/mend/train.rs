@@ -121,6 +121,7 @@ pub struct MendStep {
 
 /// The result of [`train_mend`].
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct MendOutcome {
     /// The trained network.
     pub network: MendNetwork,

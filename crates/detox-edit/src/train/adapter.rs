@@ -15,6 +15,7 @@ use crate::error::{torch, EditError, Result};
 /// How the chosen weights are trained.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum AdapterKind {
     /// Every entry of the chosen weights is trained (fp32 master copies).
     Full,

@@ -31,6 +31,7 @@ pub enum Side {
 /// What the run minimises.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "name", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Objective {
     /// Token-mean negative log-likelihood of one side's responses.
     Sft {
@@ -155,6 +156,7 @@ pub struct RunOptions {
 
 /// The result of [`train`].
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct TrainOutcome {
     /// The trained tensors.
     pub adapters: Adapters,

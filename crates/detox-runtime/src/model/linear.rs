@@ -16,7 +16,7 @@ use crate::error::{Error, Result, TorchContext};
 /// - `weight`: `[out, in]` (shared), `[batch, out, in]` (per row) or `[k, out, in]` with `batch = k · g`
 /// - `bias`: `[out]`
 /// - returns `[batch, seq, out]`
-pub fn linear(xs: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+pub(crate) fn linear(xs: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     if weight.dim() == 2 {
         return xs.f_linear(weight, bias).ctx("linear projection");
     }

@@ -18,11 +18,10 @@ use std::path::Path;
 use tch::{Device, Kind, Tensor};
 
 pub use device_map::{DeviceMap, PartSizes};
-pub use linear::linear;
-pub use norm::rms_norm;
+pub(crate) use norm::rms_norm;
 pub use params::Snapshot;
 pub use probe::{GradientFactors, LinearProbe};
-pub use rope::{apply_rope, Rope};
+pub(crate) use rope::Rope;
 
 use crate::config::Config;
 use crate::error::{Error, Result, TorchContext};
@@ -73,6 +72,7 @@ pub struct ForwardOptions<'a> {
 
 /// The result of a forward pass.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct ForwardOutput {
     /// `[batch, seq, vocab]` (or `[batch, 1, vocab]` with [`LogitsSelection::Last`]), in the model dtype.
     pub logits: Tensor,

@@ -10,7 +10,7 @@ use crate::error::{Result, TorchContext};
 /// - `xs`: `[..., hidden]`, any floating dtype
 /// - `weight`: `[hidden]`
 /// - returns the shape and dtype of `xs`
-pub fn rms_norm(xs: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
+pub(crate) fn rms_norm(xs: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
     let kind = xs.kind();
     let x32 = xs.f_to_kind(Kind::Float).ctx("rms_norm upcast")?;
     let variance =

@@ -9,7 +9,7 @@ use crate::error::{Result, TorchContext};
 
 /// Precomputed inverse frequencies of one model.
 #[derive(Debug)]
-pub struct Rope {
+pub(crate) struct Rope {
     inv_freq: Tensor,
 }
 
@@ -84,7 +84,7 @@ impl Rope {
 /// - `xs`: `[batch, heads, seq, head_dim]`
 /// - `cos`, `sin`: `[batch, 1, seq, head_dim]`
 /// - returns the shape of `xs`
-pub fn apply_rope(xs: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+pub(crate) fn apply_rope(xs: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     let half = xs.size()[3] / 2;
     let x1 = xs.f_narrow(-1, 0, half).ctx("rope")?;
     let x2 = xs.f_narrow(-1, half, half).ctx("rope")?;
