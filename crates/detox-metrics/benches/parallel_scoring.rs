@@ -38,18 +38,27 @@ fn responses(n: usize) -> Vec<String> {
         .collect()
 }
 
-/// The best of `runs` timings of `f`.
-fn best_of<T>(runs: usize, mut f: impl FnMut() -> T) -> (Duration, T) {
-    let mut best = None;
-    let mut out = None;
-    for _ in 0..runs {
+/// The best of `runs` timings of `sequential` and of `parallel`, run alternately so that a change in machine load
+/// affects both; both results must be equal.
+fn compare<T: PartialEq + std::fmt::Debug>(
+    runs: usize,
+    sequential: impl Fn() -> T,
+    parallel: impl Fn() -> T,
+) -> (Duration, Duration) {
+    let time = |f: &dyn Fn() -> T| {
         let started = Instant::now();
         let value = f();
-        let elapsed = started.elapsed();
-        best = Some(best.map_or(elapsed, |b: Duration| b.min(elapsed)));
-        out = Some(value);
+        (started.elapsed(), value)
+    };
+    let (mut best_seq, mut best_par) = (Duration::MAX, Duration::MAX);
+    for _ in 0..runs {
+        let (seq, a) = time(&sequential);
+        let (par, b) = time(&parallel);
+        assert_eq!(a, b, "the parallel result differs from the sequential one");
+        best_seq = best_seq.min(seq);
+        best_par = best_par.min(par);
     }
-    (best.unwrap_or_default(), out.expect("at least one run"))
+    (best_seq, best_par)
 }
 
 fn main() {
@@ -64,13 +73,13 @@ fn main() {
         refs.iter().zip(refs.iter().rev()).map(|(a, b)| (*a, *b)).collect();
     println!("{n} responses, {} rayon threads", rayon::current_num_threads());
 
-    let (seq_f, a) = best_of(3, || refs.iter().map(|t| fluency(t)).collect::<Vec<_>>());
-    let (par_f, b) = best_of(3, || fluency_many(&refs));
-    assert_eq!(a, b, "parallel fluency differs from sequential");
-    let (seq_r, a) =
-        best_of(3, || pairs.iter().map(|(r, p)| rouge1(r, p, true)).collect::<Vec<_>>());
-    let (par_r, b) = best_of(3, || rouge1_many(&pairs, true));
-    assert_eq!(a, b, "parallel ROUGE-1 differs from sequential");
+    let (seq_f, par_f) =
+        compare(5, || refs.iter().map(|t| fluency(t)).collect::<Vec<_>>(), || fluency_many(&refs));
+    let (seq_r, par_r) = compare(
+        5,
+        || pairs.iter().map(|(r, p)| rouge1(r, p, true)).collect::<Vec<_>>(),
+        || rouge1_many(&pairs, true),
+    );
 
     let row = |what: &str, seq: Duration, par: Duration| {
         println!(
