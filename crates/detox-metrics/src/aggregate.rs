@@ -9,7 +9,7 @@
 //! `ndarray::Array2` (groups by [`Score`]s).
 //!
 //! ```
-//! use detox_metrics::aggregate::{RecordScores, SafetySummary, Score};
+//! use detox_metrics::{RecordScores, SafetySummary, Score};
 //! use detox_metrics::Label::{Empty, Safe, Unsafe};
 //! use safeedit::Metric;
 //!

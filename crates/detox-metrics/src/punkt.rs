@@ -10,7 +10,7 @@
 //! model, [`crate::fluency::word_tokenize`] uses its rule-based splitter.
 //!
 //! ```no_run
-//! use detox_metrics::punkt::PunktModel;
+//! use detox_metrics::PunktModel;
 //!
 //! let english = PunktModel::load("nltk_data/tokenizers/punkt_tab/english")?;
 //! assert_eq!(english.split("Mr. Smith left. He paid."), ["Mr. Smith left.", "He paid."]);

@@ -282,8 +282,8 @@ impl CausalLm {
     ///
     /// The new tensor is used as given (it may carry gradients, e.g. a cast of an fp32 master copy being trained).
     /// It must have the parameter's shape, or for a 2-D linear weight also `[k, out, in]`: one weight per batch
-    /// row, or per group of consecutive rows (forward passes must then use a batch of `k · g` rows; see
-    /// [`linear`]).
+    /// row, or per group of consecutive rows (forward passes must then use a batch of `k · g` rows, group `i`'s
+    /// rows multiplied by weight `i`).
     pub fn replace_parameter(&mut self, name: &str, tensor: Tensor) -> Result<Tensor> {
         let id = self.params.id(name)?;
         let projection = name.ends_with("_proj.weight");
