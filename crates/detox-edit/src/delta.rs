@@ -113,7 +113,7 @@ impl Delta {
                 }
                 .into());
             }
-            let edited = add_in_fp32(&current, diff, model.kind())?;
+            let edited = add_in_fp32(current, diff, model.kind())?;
             drop(model.replace_parameter(name, edited)?);
         }
         Ok(snapshot)

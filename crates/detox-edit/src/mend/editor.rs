@@ -78,7 +78,7 @@ impl Editor for MendEditor {
         let kind = model.kind();
         for (name, edit) in names.iter().zip(&edits) {
             let current = model.parameter(name)?;
-            let edited = add_in_fp32(&current, edit, kind)?;
+            let edited = add_in_fp32(current, edit, kind)?;
             delta.add(name, edit)?;
             drop(model.replace_parameter(name, edited)?);
         }
