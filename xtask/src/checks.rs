@@ -180,6 +180,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn this_workspace_publishes_its_library_crates_only() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let found = workspace_libraries(&cargo).unwrap();
+        let names: Vec<&str> = found.iter().map(|l| l.name.as_str()).collect();
+        for library in ["safeedit", "detox-build", "detox-runtime", "detox-edit", "detox-eval"] {
+            assert!(names.contains(&library), "{library} in {names:?}");
+        }
+        for program in ["xtask", "detox-examples", "detox-downstream"] {
+            assert!(!names.contains(&program), "{program} in {names:?}");
+        }
+        assert!(found.iter().any(|l| l.name == "detox-runtime" && l.doc_only));
+    }
+
+    #[test]
     fn libraries_are_the_published_lib_members() {
         let metadata = serde_json::json!({
             "workspace_members": ["a", "b", "c", "d"],

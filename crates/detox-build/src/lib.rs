@@ -17,10 +17,8 @@
 //! ```
 //!
 //! ```no_run
-//! // build.rs
-//! fn main() {
-//!     detox_build::link_libtorch_rpath();
-//! }
+//! // The whole of build.rs's `main`:
+//! detox_build::link_libtorch_rpath();
 //! ```
 //!
 //! The folder is found, in this order, from:
