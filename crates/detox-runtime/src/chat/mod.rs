@@ -10,7 +10,7 @@ mod template;
 use serde::{Deserialize, Serialize};
 
 pub use clock::{Clock, DateTime};
-pub use template::ChatTemplate;
+pub use template::{ChatTemplate, SPECIAL_TOKEN_NAMES};
 
 /// Who speaks a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
