@@ -31,8 +31,6 @@
 //! or documentation built without libtorch); otherwise a Cargo warning says that `LD_LIBRARY_PATH` will be
 //! needed. This crate has no dependencies and never fails a build.
 #![deny(missing_docs)]
-// The example above is a whole build script, so its `fn main` is the point.
-#![allow(clippy::needless_doctest_main)]
 
 use std::path::PathBuf;
 
