@@ -2,13 +2,17 @@
 //!
 //! This crate builds without libtorch: `cargo xtask setup` is what installs it.
 
+mod active;
 mod bench;
 mod checks;
 mod convert_bin;
+mod cuda_libs;
 mod demo;
 mod doctor;
 mod download;
+mod elf;
 mod libtorch;
+mod nvidia;
 mod paths;
 mod smollm2;
 
@@ -25,11 +29,19 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Task {
-    /// Provision libtorch 2.11.0 into `.libtorch/` (or check the one `LIBTORCH` names). Idempotent.
+    /// Provision libtorch 2.11.0 (or check the one `LIBTORCH` names). Idempotent. The CUDA 13 build goes to
+    /// `.libtorch-cuda/`, the CPU-only one to `.libtorch-cpu/`; `.libtorch` links to the one in use. Without a
+    /// flag: CUDA when an NVIDIA driver is installed, else the build in use, else CPU-only.
     Setup {
         /// Re-hash every extracted file against the wheel's RECORD even when already provisioned.
         #[arg(long)]
         verify: bool,
+        /// Provision and use the CUDA 13 build (about 2.8 GB download), even without a GPU.
+        #[arg(long, conflicts_with = "cpu")]
+        cuda: bool,
+        /// Provision and use the small CPU-only build (about 0.5 GB), even with a GPU.
+        #[arg(long)]
+        cpu: bool,
     },
     /// The project's whole check: set-up if needed, fmt, clippy, tests and docs, all warnings denied.
     Test,
@@ -70,7 +82,14 @@ enum Task {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.task {
-        Task::Setup { verify } => libtorch::ensure(verify).map(|_| ()),
+        Task::Setup { verify, cuda, cpu } => {
+            let choice = match (cuda, cpu) {
+                (true, _) => libtorch::Choice::Cuda,
+                (_, true) => libtorch::Choice::Cpu,
+                _ => libtorch::Choice::Detect,
+            };
+            libtorch::ensure_build(choice, verify).map(|_| ())
+        }
         Task::Test => checks::run_all(),
         Task::Doctor => doctor::run(),
         Task::Smollm2 => smollm2::ensure().map(|_| ()),
