@@ -17,7 +17,7 @@ use detox_edit::dinm::{
     PromptFormat,
 };
 use detox_edit::EditInput;
-use detox_examples::{load_model, parse_device, parse_kind};
+use detox_examples::ModelArgs;
 use detox_runtime::{
     generate, generate_refill, ForwardOptions, GenerationConfig, LogitsSelection, Sampling,
 };
@@ -26,9 +26,8 @@ use tch::Tensor;
 /// Runtime timings.
 #[derive(Debug, Parser)]
 struct Args {
-    /// A Hugging Face model directory or a .gguf file.
-    #[arg(long, default_value = "models/SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf")]
-    model: PathBuf,
+    #[command(flatten)]
+    model: ModelArgs,
     /// Prompt length for prefill.
     #[arg(long, default_value_t = 400)]
     prompt: usize,
@@ -47,12 +46,6 @@ struct Args {
     /// Export a .gguf model as a Hugging Face directory here (for the Python peer).
     #[arg(long)]
     export_hf: Option<PathBuf>,
-    /// `cpu`, `cuda`, `cuda:N` or `auto`.
-    #[arg(long, default_value = "cpu")]
-    device: String,
-    /// `f32`, `bf16` or `f16`.
-    #[arg(long, default_value = "f32")]
-    dtype: String,
     /// Also time answering the sample records' evaluation inputs (chat template, greedy) in fixed batches of
     /// `--batch` against `--batch` rows refilled as responses end, with at most this many new tokens.
     #[arg(long)]
@@ -73,13 +66,13 @@ fn sync(device: tch::Device) {
 fn main() -> Result<()> {
     let args = Args::parse();
     detox_runtime::backend::init();
-    let device = parse_device(&args.device)?;
-    let kind = parse_kind(&args.dtype)?;
+    let device = args.model.device()?;
     if let Some(dir) = &args.export_hf {
-        detox_runtime::gguf::GgufModel::open(&args.model)?.export_hf_dir(dir, tch::Kind::Float)?;
+        detox_runtime::gguf::GgufModel::open(&args.model.model)?
+            .export_hf_dir(dir, tch::Kind::Float)?;
         println!("{{\"exported\": \"{}\"}}", dir.display());
     }
-    let mut loaded = load_model(&args.model, device, kind)?;
+    let mut loaded = args.model.load()?;
     let threads = tch::get_num_threads();
     let emit = |what: &str, ms: f64| {
         println!("{{\"impl\": \"detox\", \"what\": \"{what}\", \"ms\": {ms:.3}, \"threads\": {threads}, \"device\": \"{device:?}\"}}")
@@ -185,7 +178,7 @@ fn main() -> Result<()> {
 
 /// Fixed batches against refilled rows on the same prompts; both must give the same responses.
 fn refill_comparison(
-    loaded: &detox_examples::LoadedModel,
+    loaded: &detox_runtime::LoadedModel,
     args: &Args,
     new: usize,
     device: tch::Device,

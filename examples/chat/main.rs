@@ -12,15 +12,14 @@ use anyhow::{bail, Result};
 use clap::Parser;
 use detox_edit::Delta;
 use detox_eval::respond::{respond, Decoding, PromptStyle};
-use detox_examples::{load_model, parse_device, parse_kind};
+use detox_examples::ModelArgs;
 use detox_runtime::Sampling;
 
 /// Chat with a model.
 #[derive(Debug, Parser)]
 struct Args {
-    /// A Hugging Face model directory or a .gguf file.
-    #[arg(long, default_value = "models/SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf")]
-    model: PathBuf,
+    #[command(flatten)]
+    model: ModelArgs,
     /// A delta written by an editor (e.g. the dinm_edit example) to apply first.
     #[arg(long)]
     delta: Option<PathBuf>,
@@ -39,19 +38,12 @@ struct Args {
     /// Seed for sampling.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// `cpu`, `cuda`, `cuda:N` or `auto`.
-    #[arg(long, default_value = "auto")]
-    device: String,
-    /// `f32`, `bf16` or `f16`.
-    #[arg(long, default_value = "f32")]
-    dtype: String,
 }
 
 fn main() -> Result<()> {
     let args = Args::parse();
     detox_runtime::backend::init();
-    let mut loaded =
-        load_model(&args.model, parse_device(&args.device)?, parse_kind(&args.dtype)?)?;
+    let mut loaded = args.model.load()?;
     if let Some(path) = &args.delta {
         let delta = Delta::load(path)?;
         let _original = delta.apply(&mut loaded.model)?;

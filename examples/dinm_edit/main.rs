@@ -11,15 +11,14 @@ use clap::Parser;
 use detox_edit::dinm::{DinmEditor, DinmHyperParams, DinmOptions, DinmPreset, PromptFormat};
 use detox_edit::{EditInput, Editor};
 use detox_eval::respond::{respond, Decoding, PromptStyle};
-use detox_examples::{load_model, parse_device, parse_kind};
+use detox_examples::ModelArgs;
 use safeedit::{load_split, Mode, Split};
 
 /// Edit one record with DINM.
 #[derive(Debug, Parser)]
 struct Args {
-    /// A Hugging Face model directory or a .gguf file.
-    #[arg(long, default_value = "models/SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf")]
-    model: PathBuf,
+    #[command(flatten)]
+    model: ModelArgs,
     /// A SafeEdit file (test, train or validation split).
     #[arg(long, default_value = "datasets/safeedit_sample_test.json")]
     data: PathBuf,
@@ -41,27 +40,19 @@ struct Args {
     /// Where to write the delta.
     #[arg(long, default_value = "runs/dinm_delta.safetensors")]
     delta: PathBuf,
-    /// Most new tokens of the responses.
-    #[arg(long, default_value_t = 64)]
-    max_new_tokens: usize,
-    /// `cpu`, `cuda`, `cuda:N` or `auto`.
-    #[arg(long, default_value = "auto")]
-    device: String,
-    /// `f32`, `bf16` or `f16`.
-    #[arg(long, default_value = "f32")]
-    dtype: String,
+    /// Most new tokens of the responses (default: the hyper-parameters' `max_output_length`).
+    #[arg(long)]
+    max_new_tokens: Option<usize>,
 }
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    detox_runtime::backend::init();
-    let device = parse_device(&args.device)?;
     let records = load_split(&args.data, Split::Train, Mode::Strict)?.records;
     let record = records
         .iter()
         .find(|r| r.id == args.id)
         .with_context(|| format!("no record with id {} in {}", args.id, args.data.display()))?;
-    let mut loaded = load_model(&args.model, device, parse_kind(&args.dtype)?)?;
+    let mut loaded = args.model.load()?;
     let hparams = match &args.hparams {
         Some(p) => DinmHyperParams::from_file(p)?,
         None => DinmPreset::from_name(&args.preset).context("unknown preset")?.hparams(),
@@ -71,7 +62,9 @@ fn main() -> Result<()> {
         options.prompt_format = PromptFormat::ChatTemplate;
     }
     let style = if args.chat { PromptStyle::ChatTemplate } else { PromptStyle::Raw };
-    let decoding = Decoding { max_new_tokens: args.max_new_tokens, ..Decoding::default() };
+    let context_len = loaded.model.config().max_position_embeddings as usize;
+    let mut decoding = Decoding::default().with_limits(&hparams.decoding_limits(), context_len);
+    decoding.max_new_tokens = args.max_new_tokens.unwrap_or(decoding.max_new_tokens);
     let prompt = vec![record.adversarial_prompt.clone()];
     let before = respond(&loaded.model, &loaded.tokenizer, &prompt, style, &decoding)?;
 

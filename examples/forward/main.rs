@@ -8,16 +8,15 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Parser;
-use detox_examples::{load_model, parse_device, parse_kind};
+use detox_examples::ModelArgs;
 use detox_runtime::ForwardOptions;
 use tch::Tensor;
 
 /// Write logits and hidden states of one prompt.
 #[derive(Debug, Parser)]
 struct Args {
-    /// A Hugging Face model directory or a .gguf file.
-    #[arg(long, default_value = "models/SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf")]
-    model: PathBuf,
+    #[command(flatten)]
+    model: ModelArgs,
     /// The prompt (encoded with the tokenizer's special tokens).
     #[arg(long)]
     prompt: String,
@@ -27,18 +26,12 @@ struct Args {
     /// Output file.
     #[arg(long, default_value = "runs/forward.safetensors")]
     out: PathBuf,
-    /// `cpu`, `cuda`, `cuda:N` or `auto`.
-    #[arg(long, default_value = "auto")]
-    device: String,
-    /// `f32`, `bf16` or `f16`.
-    #[arg(long, default_value = "f32")]
-    dtype: String,
 }
 
 fn main() -> Result<()> {
     let args = Args::parse();
     detox_runtime::backend::init();
-    let loaded = load_model(&args.model, parse_device(&args.device)?, parse_kind(&args.dtype)?)?;
+    let loaded = args.model.load()?;
     let ids = if args.chat {
         let template = loaded
             .tokenizer

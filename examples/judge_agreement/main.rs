@@ -87,7 +87,7 @@ fn main() -> Result<()> {
         other => match other.strip_prefix("classifier:") {
             Some(dir) => Box::new(detox_metrics::ClassifierJudge::load(
                 dir,
-                detox_examples::parse_device(&args.device)?,
+                detox_runtime::load::parse_device(&args.device)?,
             )?),
             None => bail!("unknown judge {other:?}"),
         },

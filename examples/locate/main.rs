@@ -7,16 +7,15 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Parser;
-use detox_examples::{load_model, parse_device, parse_kind};
+use detox_examples::ModelArgs;
 use detox_locate::{contrast_token_ids, LocateInput, PaddingPositions};
 use safeedit::{load_split, Mode, Split, Subset};
 
 /// Per-layer distances between the hidden states of each record's safe and unsafe responses.
 #[derive(Debug, Parser)]
 struct Args {
-    /// A Hugging Face model directory or a .gguf file.
-    #[arg(long, default_value = "models/SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf")]
-    model: PathBuf,
+    #[command(flatten)]
+    model: ModelArgs,
     /// A SafeEdit file.
     #[arg(long, default_value = "datasets/safeedit_sample_test.json")]
     data: PathBuf,
@@ -32,18 +31,12 @@ struct Args {
     /// Where to write the plot.
     #[arg(long, default_value = "runs/layer_distances.svg")]
     plot: PathBuf,
-    /// `cpu`, `cuda`, `cuda:N` or `auto`.
-    #[arg(long, default_value = "auto")]
-    device: String,
-    /// `f32`, `bf16` or `f16`.
-    #[arg(long, default_value = "f32")]
-    dtype: String,
 }
 
 fn main() -> Result<()> {
     let args = Args::parse();
     detox_runtime::backend::init();
-    let loaded = load_model(&args.model, parse_device(&args.device)?, parse_kind(&args.dtype)?)?;
+    let loaded = args.model.load()?;
     let records = Subset::First { n: args.first }
         .apply(&load_split(&args.data, Split::Train, Mode::Strict)?.records);
     let input = if args.with_prompt { LocateInput::WithPrompt } else { LocateInput::ResponsesOnly };

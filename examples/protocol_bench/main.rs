@@ -24,8 +24,8 @@ use detox_edit::train::{
     train, PreferencePair, PromptFormat as TrainPromptFormat, RunOptions, TrainConfig,
 };
 use detox_edit::{EditInput, EditMode, Editor, PromptEncoder};
-use detox_examples::{kind_name, parse_device, parse_kind};
 use detox_locate::{contrast_token_ids, PaddingPositions};
+use detox_runtime::load::{check_device, kind_name, parse_device, parse_kind};
 use detox_runtime::{generate, CausalLm, Config, GenerationConfig, Sampling};
 use tch::{Device, Kind, Tensor};
 
@@ -149,6 +149,7 @@ fn main() -> Result<()> {
     let args = Args::parse();
     detox_runtime::backend::init();
     let device = parse_device(&args.device)?;
+    check_device(device)?;
     let kind = parse_kind(&args.dtype)?;
     let config = config(&args.shape)?;
     let emit = |what: &str, value: f64, extra: serde_json::Value| {

@@ -16,13 +16,13 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
 use detox_edit::ext_sub::extract_and_subtract;
-use detox_edit::mend::{train_mend, MendConfig};
+use detox_edit::mend::{save_artefact, train_mend, MendConfig};
 use detox_edit::train::{
     load_artefact, save_delta, save_trained, train, AdapterKind, ArtefactInfo, PreferencePair,
     PromptFormat, RunOptions, TrainConfig,
 };
 use detox_edit::EditInput;
-use detox_examples::{load_model_on, parse_devices, parse_kind};
+use detox_examples::ModelArgs;
 use safeedit::{load_split, Mode, Split};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -62,9 +62,8 @@ struct Args {
     /// Artefact directory (its `checkpoint/` holds the resumable state).
     #[arg(long)]
     out: PathBuf,
-    /// A Hugging Face model directory or a .gguf file.
-    #[arg(long, default_value = "models/SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf")]
-    model: PathBuf,
+    #[command(flatten)]
+    model: ModelArgs,
     /// A SafeEdit training-split file.
     #[arg(long, default_value = "datasets/safeedit_sample_train.json")]
     data: PathBuf,
@@ -122,12 +121,6 @@ struct Args {
     /// Stop after this many steps in total (the run resumes later).
     #[arg(long)]
     stop_after: Option<usize>,
-    /// `cpu`, `cuda`, `cuda:N` or `auto`; a list spreads the layers over several devices.
-    #[arg(long, default_value = "auto")]
-    device: String,
-    /// `f32`, `bf16` or `f16`.
-    #[arg(long, default_value = "f32")]
-    dtype: String,
 }
 
 fn list<T: std::str::FromStr>(text: &str, what: &str) -> Result<Vec<T>> {
@@ -150,9 +143,7 @@ fn main() -> Result<()> {
     if records.is_empty() {
         bail!("{} holds no training records", args.data.display());
     }
-    let devices = parse_devices(&args.device)?;
-    let kind = parse_kind(&args.dtype)?;
-    let loaded = load_model_on(&args.model, &devices, kind)?;
+    let loaded = args.model.load()?;
     let (mut model, tokenizer) = (loaded.model, loaded.tokenizer);
     let format = match args.format {
         Format::Chat => PromptFormat::Chat,
@@ -195,11 +186,7 @@ fn main() -> Result<()> {
             );
             return Ok(());
         }
-        outcome.network.save(&args.out)?;
-        let summary = serde_json::json!({
-            "method": "MEND", "config": config, "steps": outcome.steps, "seconds": outcome.seconds,
-        });
-        std::fs::write(args.out.join("mend_training.json"), serde_json::to_vec_pretty(&summary)?)?;
+        save_artefact(&args.out, &config, &outcome)?;
         println!("MEND network written to {} ({:.1} s)", args.out.display(), outcome.seconds);
         return Ok(());
     }

@@ -113,15 +113,23 @@ impl Delta {
                 }
                 .into());
             }
-            let edited = current
-                .f_to_kind(Kind::Float)
-                .map_err(torch("applying delta"))?
-                .f_add(&diff.f_to_device(current.device()).map_err(torch("applying delta"))?)
-                .map_err(torch("applying delta"))?
-                .f_to_kind(model.kind())
-                .map_err(torch("applying delta"))?;
+            let edited = add_in_fp32(&current, diff, model.kind())?;
             drop(model.replace_parameter(name, edited)?);
         }
         Ok(snapshot)
     }
+}
+
+/// `weight + diff`, added in fp32 on `weight`'s device and cast to `kind`: how every edit, trained adapter and
+/// stored delta lands on a model weight, so that applying the same difference twice gives the same bits.
+///
+/// # Shapes
+/// `weight` and `diff` have the same shape (any float dtypes; `diff` on any device); returns that shape in `kind`
+/// on `weight`'s device. Gradients flow through both operands.
+pub(crate) fn add_in_fp32(weight: &Tensor, diff: &Tensor, kind: Kind) -> Result<Tensor> {
+    weight
+        .f_to_kind(Kind::Float)
+        .and_then(|w| w.f_add(&diff.f_to_device(weight.device())?))
+        .and_then(|w| w.f_to_kind(kind))
+        .map_err(torch("adding a weight difference"))
 }

@@ -1,8 +1,43 @@
 //! # detox-edit
 //!
-//! Knowledge-editing algorithms for detoxification behind one `Editor` interface: DINM (Detoxifying with
-//! Intraoperative Neural Monitoring, Wang et al., ACL 2024) first, then the baselines its paper compares with.
-//! Every edit can be restored bit-exactly and exported as a delta in safetensors.
+//! Knowledge-editing algorithms for detoxification behind one [`Editor`] interface: DINM (Detoxifying with
+//! Intraoperative Neural Monitoring, Wang et al., ACL 2024) first, then the baselines its paper compares with
+//! (FT-L, SFT, DPO, Ext-Sub, MEND, Self-Reminder). Every edit can be restored bit-exactly and exported as a
+//! [`Delta`] in safetensors.
+//!
+//! Methods are built by name through [`registry::build_method`], which also loads the artefacts a method was
+//! trained into. A method of your own implements [`Editor`]: `method`, `edit` and `restore`; batches of records,
+//! input wrapping and resumption have defaults.
+//!
+//! ```no_run
+//! use detox_edit::{Delta, EditInput, EditLedger, EditMode, EditOutcome, Editor, PromptEncoder, Result};
+//! use detox_runtime::CausalLm;
+//!
+//! /// Scales one layer's down projection: a toy edit with an exact restore.
+//! struct Damp {
+//!     ledger: EditLedger,
+//! }
+//!
+//! impl Editor for Damp {
+//!     fn method(&self) -> &'static str {
+//!         "damp"
+//!     }
+//!
+//!     fn edit(&mut self, model: &mut CausalLm, _: &dyn PromptEncoder, _: &EditInput) -> Result<EditOutcome> {
+//!         let name = "model.layers.0.mlp.down_proj.weight";
+//!         self.ledger.begin(model, EditMode::Single, &[name])?;
+//!         let weight = model.parameter(name)?.shallow_clone();
+//!         let mut delta = Delta::new();
+//!         delta.add(name, &(&weight * -0.1))?;
+//!         drop(delta.apply(model)?);
+//!         Ok(EditOutcome::new("damp", delta).at_layer(0))
+//!     }
+//!
+//!     fn restore(&mut self, model: &mut CausalLm) -> Result<()> {
+//!         self.ledger.restore(model)
+//!     }
+//! }
+//! ```
 #![deny(missing_docs)]
 
 pub mod adam;
@@ -21,7 +56,9 @@ pub mod trained;
 
 pub use delta::Delta;
 pub use dinm::StepLoss;
-pub use editor::{Batching, EditDetails, EditInput, EditOutcome, EditTimings, Editor, PromptEncoder};
+pub use editor::{
+    Batching, EditDetails, EditInput, EditOutcome, EditTimings, Editor, PromptEncoder,
+};
 pub use error::{EditError, Result};
 pub use ftl::{FtlEditor, FtlHyperParams};
 pub use ledger::{EditLedger, EditMode};

@@ -15,15 +15,17 @@ use std::path::PathBuf;
 use serde_json::{json, Value};
 use tch::Device;
 
-use crate::dinm::{DinmEditor, DinmHyperParams, DinmOptions, DinmPreset, PromptFormat};
+use crate::dinm::{
+    DecodingLimits, DinmEditor, DinmHyperParams, DinmOptions, DinmPreset, PromptFormat,
+};
 use crate::editor::Editor;
 use crate::error::{EditError, Result};
 use crate::ftl::{FtlEditor, FtlHyperParams};
 use crate::ledger::EditMode;
 use crate::mend::MendEditor;
 use crate::reminder::{SelfReminder, SelfReminderEditor};
-use crate::trained::TrainedDeltaEditor;
 use crate::train::load_artefact;
+use crate::trained::TrainedDeltaEditor;
 
 /// Every method [`build_method`] knows, with a line of description, in the order user interfaces list them.
 pub const METHODS: &[(&str, &str)] = &[
@@ -79,6 +81,8 @@ pub struct BuiltMethod {
     pub suffix_system_prompt: String,
     /// Whether the method only rewrites prompts (then evaluation inputs carry no suffix by default).
     pub prompt_only: bool,
+    /// The evaluation's decoding limits from DINM's hyper-parameters (the protocol's, whichever method runs).
+    pub decoding_limits: DecodingLimits,
 }
 
 impl std::fmt::Debug for BuiltMethod {
@@ -96,15 +100,16 @@ impl std::fmt::Debug for BuiltMethod {
 pub fn build_method(name: &str, options: &MethodOptions, device: Device) -> Result<BuiltMethod> {
     let dinm = dinm_hparams(options)?;
     let suffix_system_prompt = dinm.suffix_system_prompt.clone();
-    let built = |editor: Box<dyn Editor>, hyper_parameters: Value, method_options: Value| {
-        BuiltMethod {
+    let decoding_limits = dinm.decoding_limits();
+    let built =
+        |editor: Box<dyn Editor>, hyper_parameters: Value, method_options: Value| BuiltMethod {
             editor,
             hyper_parameters,
             options: method_options,
             suffix_system_prompt: suffix_system_prompt.clone(),
             prompt_only: false,
-        }
-    };
+            decoding_limits,
+        };
     Ok(match name {
         "dinm" => {
             let mut dinm_options = match options.reading {
@@ -229,8 +234,8 @@ mod tests {
         let built = build_method("dinm", &options, Device::Cpu).unwrap();
         assert_eq!(built.editor.mode(), EditMode::Sequential);
         assert_eq!(built.options["weighting"], "paper");
-        let reminder = build_method("self-reminder", &MethodOptions::default(), Device::Cpu)
-            .unwrap();
+        let reminder =
+            build_method("self-reminder", &MethodOptions::default(), Device::Cpu).unwrap();
         assert!(reminder.prompt_only);
         assert!(reminder.editor.wrap_input("q").contains('q'));
     }

@@ -61,6 +61,18 @@ pub enum SuffixPolicy {
     Neither,
 }
 
+impl SuffixPolicy {
+    /// The protocol's default for a method: post-edit only for editing methods, neither for prompt-only methods
+    /// (whose wrapped input stands in for the suffix).
+    pub fn default_for(prompt_only: bool) -> Self {
+        if prompt_only {
+            SuffixPolicy::Neither
+        } else {
+            SuffixPolicy::PostEditOnly
+        }
+    }
+}
+
 /// Settings of a run.
 #[derive(Debug, Clone)]
 pub struct HarnessSettings {
@@ -80,11 +92,29 @@ pub struct HarnessSettings {
     /// Draw a progress bar on standard error.
     pub progress: bool,
     /// Records processed together (1: one at a time, the reference's flow). With more, a chunk's uncached
-    /// pre-edit inputs are generated in one batch, the editor edits the chunk in one call where it can
-    /// ([`Editor::edit_batch`]; otherwise records go one at a time), and the post-edit inputs of records edited at
-    /// the same tensors are generated in one batch in which each record's rows use its own edited weights.
-    /// Results are written per record either way.
+    /// pre-edit inputs are generated in one batch, the editor edits the chunk in one call
+    /// ([`Editor::edit_batch`]: together where the method can, see [`Editor::batching`]), and the post-edit
+    /// inputs of records edited at the same projections are generated in one batch in which each record's rows
+    /// use its own edited weights. Results are written per record either way. Editors in sequential mode take one
+    /// record at a time.
     pub batch_records: usize,
+}
+
+impl HarnessSettings {
+    /// The protocol's settings for a run written to `out_dir`: default decoding, raw prompts, the suffix system
+    /// prompt after post-edit inputs, a progress bar, one record at a time.
+    pub fn new(out_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            out_dir: out_dir.into(),
+            decoding: Decoding::default(),
+            prompt_style: PromptStyle::default(),
+            suffix_policy: SuffixPolicy::default(),
+            suffix: detox_edit::dinm::SUFFIX_SYSTEM_PROMPT.to_string(),
+            pre_edit_cache: None,
+            progress: true,
+            batch_records: 1,
+        }
+    }
 }
 
 /// A cached pre-edit generation.
@@ -133,6 +163,14 @@ pub fn run(
     settings: &HarnessSettings,
     mut on_record: impl FnMut(&RunRecord),
 ) -> Result<Summary> {
+    if settings.batch_records > 1 && editor.mode() == EditMode::Sequential {
+        return Err(EvalError::Invalid(format!(
+            "{} edits sequentially (each edit builds on the previous one), so its records cannot be processed \
+             {} at a time: use one record at a time",
+            editor.method(),
+            settings.batch_records
+        )));
+    }
     std::fs::create_dir_all(&settings.out_dir)
         .map_err(|source| EvalError::Io { path: settings.out_dir.clone(), source })?;
     manifest.write_or_check(&settings.out_dir.join("manifest.json"))?;
@@ -166,14 +204,6 @@ pub fn run(
             log.path().display()
         )));
     }
-    if settings.batch_records > 1 && editor.mode() == EditMode::Sequential {
-        return Err(EvalError::Invalid(format!(
-            "{} edits sequentially (each edit builds on the previous one), so its records cannot be processed \
-             {} at a time: use one record at a time",
-            editor.method(),
-            settings.batch_records
-        )));
-    }
     let todo: Vec<&BenchmarkCase> = cases.iter().filter(|c| !done.contains(&c.id)).collect();
     let earlier: Vec<usize> = log.records().iter().filter_map(|r| r.layer).collect();
     editor.resume_after(&earlier);
@@ -183,10 +213,16 @@ pub fn run(
         let records = match chunk {
             [case] => {
                 bar.set_message(format!("record {}", case.id));
-                vec![run_case(model, tokenizer, editor, judge, case, manifest, settings, &mut cache)?]
+                vec![run_case(
+                    model, tokenizer, editor, judge, case, manifest, settings, &mut cache,
+                )?]
             }
             _ => {
-                bar.set_message(format!("records {} to {}", chunk[0].id, chunk[chunk.len() - 1].id));
+                bar.set_message(format!(
+                    "records {} to {}",
+                    chunk[0].id,
+                    chunk[chunk.len() - 1].id
+                ));
                 run_chunk(model, tokenizer, editor, judge, chunk, manifest, settings, &mut cache)?
             }
         };

@@ -114,16 +114,10 @@ impl<T: Serialize + DeserializeOwned> JsonlLog<T> {
     }
 }
 
-/// Writes `contents` to `path` atomically: a temporary file in the same directory, synced, then renamed.
+/// Writes `contents` to `path` durably (see [`detox_io::write_atomic`]), with the harness's error type.
 pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.partial"));
-    let io = |source| EvalError::Io { path: tmp.clone(), source };
-    let mut file = File::create(&tmp).map_err(io)?;
-    file.write_all(contents).map_err(io)?;
-    file.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(|source| EvalError::Io { path: path.to_path_buf(), source })
+    detox_io::write_atomic(path, contents)
+        .map_err(|e| EvalError::Io { path: e.path, source: e.source })
 }
 
 #[cfg(test)]
@@ -184,12 +178,14 @@ mod tests {
     }
 
     #[test]
-    fn atomic_write_replaces_whole_files() {
+    fn a_failed_durable_write_is_an_io_error_naming_the_file() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("summary.json");
-        write_atomic(&path, b"first").unwrap();
-        write_atomic(&path, b"second").unwrap();
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "second");
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary file left");
+        let path = dir.path().join("missing").join("summary.json");
+        match write_atomic(&path, b"{}") {
+            Err(EvalError::Io { path: failed, .. }) => {
+                assert_eq!(failed, detox_io::temporary_sibling(&path))
+            }
+            other => panic!("expected an I/O error, got {other:?}"),
+        }
     }
 }

@@ -14,6 +14,7 @@ pub mod merge;
 pub mod plot;
 pub mod record;
 pub mod respond;
+pub mod sizing;
 pub mod summary;
 
 pub use error::{EvalError, Result};

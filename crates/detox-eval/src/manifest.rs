@@ -7,7 +7,14 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use detox_edit::registry::BuiltMethod;
+use detox_metrics::SafetyJudge;
+use detox_runtime::backend;
+use detox_runtime::load::{device_name, kind_name, LoadedModel, ModelFormat};
+use safeedit::Subset;
+
 use crate::error::{EvalError, Result};
+use crate::harness::HarnessSettings;
 
 /// What produced a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -51,6 +58,45 @@ pub struct RunManifest {
 }
 
 impl RunManifest {
+    /// Describes the run about to be made: the model as loaded (its checkpoint hashed), the dataset file and the
+    /// records selected from it, the method as the registry built it, the judge, and the harness settings.
+    pub fn capture(
+        model: &LoadedModel,
+        dataset: &Path,
+        selection: &Subset,
+        method: &BuiltMethod,
+        judge: &dyn SafetyJudge,
+        settings: &HarnessSettings,
+        seed: u64,
+    ) -> Result<Self> {
+        let model_sha256 = match model.format {
+            ModelFormat::Directory => sha256_dir(&model.path)?,
+            _ => sha256_file(&model.path)?,
+        };
+        Ok(Self {
+            detox_version: env!("CARGO_PKG_VERSION").into(),
+            libtorch_version: backend::libtorch_version().unwrap_or_else(|| "unknown".into()),
+            device: describe_devices(&model.model.device_map().devices()),
+            dtype: kind_name(model.model.kind()),
+            model_path: model.path.display().to_string(),
+            model_sha256,
+            dataset_path: dataset.display().to_string(),
+            dataset_sha256: sha256_file(dataset)?,
+            selection: selection.to_string(),
+            method: method.editor.method().into(),
+            hyper_parameters: method.hyper_parameters.clone(),
+            method_options: method.options.clone(),
+            decoding: serde_json::to_value(&settings.decoding).map_err(|e| {
+                EvalError::Serialize { what: "the decoding settings".into(), reason: e.to_string() }
+            })?,
+            prompt_style: format!("{:?}", settings.prompt_style),
+            suffix_policy: format!("{:?}", settings.suffix_policy),
+            judge: judge.name(),
+            judge_is_approximation: judge.is_approximation(),
+            seed,
+        })
+    }
+
     /// The fields that must agree for a run to be resumed, with their values as text.
     fn identity(&self) -> Vec<(&'static str, String)> {
         vec![
@@ -98,6 +144,22 @@ impl RunManifest {
         })?;
         crate::jsonl::write_atomic(path, text.as_bytes())
     }
+}
+
+/// Devices as manifests record them: `cpu`, or `cuda:0 (NVIDIA H100 80GB HBM3)`, comma-separated when a model
+/// is spread over several.
+fn describe_devices(devices: &[tch::Device]) -> String {
+    let gpus = backend::BackendReport::probe().gpus;
+    let one = |device: &tch::Device| match device {
+        tch::Device::Cuda(i) => {
+            match gpus.iter().find(|g| g.index == *i).and_then(|g| g.name.clone()) {
+                Some(name) => format!("{} ({name})", device_name(*device)),
+                None => device_name(*device),
+            }
+        }
+        other => device_name(*other),
+    };
+    devices.iter().map(one).collect::<Vec<_>>().join(", ")
 }
 
 /// SHA-256 of a file, hex.

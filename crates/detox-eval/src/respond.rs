@@ -1,7 +1,9 @@
 //! Turning evaluation inputs into model responses: prompt layout, truncation, batched generation, decoding.
 
+use detox_edit::dinm::DecodingLimits;
 use detox_runtime::{
     generate, generate_refill, CausalLm, FinishReason, GenerationConfig, Sampling, Tokenizer,
+    Truncation,
 };
 use serde::{Deserialize, Serialize};
 
@@ -23,9 +25,13 @@ pub enum PromptStyle {
 pub struct Decoding {
     /// Most new tokens per response (the reference's `max_output_length`, 600).
     pub max_new_tokens: usize,
-    /// Inputs longer than this many tokens keep their first tokens (the reference's `max_length` with
-    /// right-side truncation).
+    /// Longest input in tokens; a longer one is cut as `truncation` says. The reference's safety evaluation
+    /// allows `max_length - max_output_length` (400) tokens.
     pub max_input_tokens: usize,
+    /// Which tokens of an over-long input are kept: the last ones by default, as the reference does
+    /// ([`Truncation::KeepFirst`] is the tokenizer-style alternative).
+    #[serde(default)]
+    pub truncation: Truncation,
     /// Greedy (default) or sampling.
     pub sampling: Sampling,
     /// How many inputs are generated together (rows; with more inputs, rows are refilled as responses end).
@@ -36,9 +42,25 @@ impl Default for Decoding {
     fn default() -> Self {
         Self {
             max_new_tokens: 600,
-            max_input_tokens: 1000,
+            max_input_tokens: 400,
+            truncation: Truncation::KeepLast,
             sampling: Sampling::Greedy,
             batch_size: 5,
+        }
+    }
+}
+
+impl Decoding {
+    /// These settings with the limits of a hyper-parameter file
+    /// ([`detox_edit::dinm::DinmHyperParams::decoding_limits`]). An input the reference leaves unbounded is
+    /// bounded by the model's context, `context_len` (its `max_position_embeddings`), less the new tokens.
+    pub fn with_limits(self, limits: &DecodingLimits, context_len: usize) -> Self {
+        let unbounded = context_len.saturating_sub(limits.max_new_tokens).max(1);
+        Self {
+            max_new_tokens: limits.max_new_tokens,
+            max_input_tokens: limits.max_input_tokens.unwrap_or(unbounded),
+            truncation: limits.truncation,
+            ..self
         }
     }
 }
@@ -54,12 +76,13 @@ pub struct Response {
     pub finish: String,
 }
 
-/// Encodes `input` as `style` says, truncated to `max_input_tokens`.
+/// Encodes `input` as `style` says, cut to `max_input_tokens` as `truncation` says.
 pub fn encode_prompt(
     tokenizer: &Tokenizer,
     input: &str,
     style: PromptStyle,
     max_input_tokens: usize,
+    truncation: Truncation,
 ) -> Result<Vec<i64>> {
     let mut ids = match style {
         PromptStyle::Raw => tokenizer.encode(input, true)?,
@@ -72,7 +95,7 @@ pub fn encode_prompt(
             tokenizer.encode(&template.user_prompt(input)?, false)?
         }
     };
-    ids.truncate(max_input_tokens.max(1));
+    truncation.apply(&mut ids, max_input_tokens.max(1));
     if ids.is_empty() {
         return Err(EvalError::Invalid(format!("the input {input:?} encodes to no tokens")));
     }
@@ -103,7 +126,9 @@ pub fn respond(
     };
     let prompts = inputs
         .iter()
-        .map(|text| encode_prompt(tokenizer, text, style, decoding.max_input_tokens))
+        .map(|text| {
+            encode_prompt(tokenizer, text, style, decoding.max_input_tokens, decoding.truncation)
+        })
         .collect::<Result<Vec<_>>>()?;
     let slots = decoding.batch_size.max(1);
     // More inputs than rows: keep the rows busy, refilling each as soon as its response ends.
@@ -126,4 +151,36 @@ pub fn respond(
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use detox_edit::dinm::DinmPreset;
+
+    use super::*;
+
+    #[test]
+    fn the_default_limits_are_the_reference_presets() {
+        let preset = DinmPreset::Llama2_7bChat.hparams().decoding_limits();
+        assert_eq!(Decoding::default(), Decoding::default().with_limits(&preset, 4096));
+        let mut hparams = DinmPreset::Llama2_7bChat.hparams();
+        hparams.max_output_length = 300;
+        let shorter = Decoding::default().with_limits(&hparams.decoding_limits(), 4096);
+        assert_eq!((shorter.max_new_tokens, shorter.max_input_tokens), (300, 700));
+        hparams.max_length = 4000;
+        let unbounded = Decoding::default().with_limits(&hparams.decoding_limits(), 4096);
+        assert_eq!(unbounded.max_input_tokens, 4096 - 300, "bounded by the context only");
+    }
+
+    #[test]
+    fn decoding_written_before_the_truncation_field_reads_as_keep_last() {
+        let mut old = serde_json::to_value(Decoding {
+            truncation: Truncation::KeepFirst,
+            ..Decoding::default()
+        })
+        .unwrap();
+        old.as_object_mut().unwrap().remove("truncation");
+        let read: Decoding = serde_json::from_value(old).unwrap();
+        assert_eq!(read, Decoding::default());
+    }
 }

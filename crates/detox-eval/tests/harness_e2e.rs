@@ -88,6 +88,7 @@ fn settings(out: &Path) -> HarnessSettings {
         decoding: Decoding {
             max_new_tokens: 6,
             max_input_tokens: 200,
+            truncation: detox_runtime::Truncation::KeepLast,
             sampling: Sampling::Greedy,
             batch_size: 5,
         },
@@ -540,5 +541,34 @@ fn trained_baselines_and_mend_run_through_the_harness_and_restore_exactly() -> R
         assert!(changed > 0, "{method}: the edit changes some responses");
         assert_eq!(sha256_of_weights(&model), weights_before, "{method}: weights restored exactly");
     }
+    Ok(())
+}
+
+#[test]
+fn editors_without_a_batched_path_edit_batches_one_record_at_a_time() -> Result<()> {
+    use detox_edit::{Batching, EditMode, FtlEditor, FtlHyperParams};
+    let cases = many_cases(5)?;
+    let m = manifest(&DinmPreset::Llama2_7bChat.hparams())?;
+    let make = || -> Result<Box<dyn Editor>> {
+        let hparams = FtlHyperParams { num_steps: 3, ..FtlHyperParams::llama2_7b().at_layer(1) };
+        Ok(Box::new(FtlEditor::new(hparams, EditMode::Single)?))
+    };
+    assert_eq!(make()?.batching(), Batching::OneAtATime);
+    let records = compare_paths(&make, &cases, &m)?;
+    assert!(records.iter().all(|r| r.layer == Some(1) && r.steps.len() == 3));
+
+    // Sequential edits build on each other: a batch of records is refused before anything runs.
+    let tokenizer = Tokenizer::from_model_dir(model_dir())?;
+    let mut model = CausalLm::load(model_dir(), Device::Cpu, Kind::Float)?;
+    let mut sequential =
+        FtlEditor::new(FtlHyperParams::llama2_7b().at_layer(1), EditMode::Sequential)?;
+    let out = tempfile::tempdir()?;
+    let settings = HarnessSettings { batch_records: 2, ..settings(out.path()) };
+    let err =
+        run(&mut model, &tokenizer, &mut sequential, &LetterJudge, &cases, &m, &settings, |_| {})
+            .unwrap_err()
+            .to_string();
+    assert!(err.contains("sequentially"), "{err}");
+    assert!(!out.path().join("records.jsonl").exists(), "nothing was written");
     Ok(())
 }

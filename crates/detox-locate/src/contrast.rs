@@ -1,8 +1,9 @@
 //! The hidden-state contrast itself, on token ids.
 
+use detox_runtime::padding::{left_pad, LeftPadded};
 use detox_runtime::{CausalLm, ForwardOptions};
 use serde::{Deserialize, Serialize};
-use tch::{Kind, Tensor};
+use tch::{Device, Kind};
 
 use crate::error::{torch, LocateError, Result};
 use crate::options::PaddingPositions;
@@ -48,17 +49,7 @@ pub fn contrast_token_ids(
     if safe.is_empty() || unsafe_.is_empty() {
         return Err(LocateError::InvalidInput("a response encodes to no tokens".into()));
     }
-    let width = safe.len().max(unsafe_.len());
-    let mut ids = Vec::with_capacity(2 * width);
-    let mut mask = Vec::with_capacity(2 * width);
-    for row in [safe, unsafe_] {
-        let pad = width - row.len();
-        ids.extend(std::iter::repeat_n(pad_id, pad).chain(row.iter().copied()));
-        mask.extend(std::iter::repeat_n(0i64, pad).chain(std::iter::repeat_n(1, row.len())));
-    }
-    let width = width as i64;
-    let ids = Tensor::from_slice(&ids).f_view([2, width]).map_err(torch("batching"))?;
-    let mask = Tensor::from_slice(&mask).f_view([2, width]).map_err(torch("batching"))?;
+    let LeftPadded { ids, mask, .. } = left_pad(&[safe, unsafe_], pad_id, Device::Cpu)?;
     let _guard = tch::no_grad_guard();
     let options = ForwardOptions {
         attention_mask: Some(&mask),

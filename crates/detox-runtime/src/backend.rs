@@ -5,10 +5,13 @@
 //! library once with `RTLD_GLOBAL` so its CUDA kernels register themselves. On a machine without CUDA the load
 //! fails harmlessly and everything runs on the CPU, so one binary serves both.
 
-use std::ffi::{c_char, c_int, c_void, CStr, CString};
+use std::ffi::{c_char, c_int, c_void, CStr};
+
 use std::sync::OnceLock;
 
 use tch::{Cuda, Device};
+
+use crate::dynlib;
 
 /// The outcome of [`init`], computed once per process.
 static CUDA_BACKEND_LOADED: OnceLock<bool> = OnceLock::new();
@@ -25,6 +28,16 @@ pub fn init() -> bool {
 pub fn default_device() -> Device {
     init();
     Device::cuda_if_available()
+}
+
+/// The version of the libtorch this process runs on (e.g. `2.11.0`), read from the `build-version` file next to
+/// the loaded library's folder; `None` when libtorch was not loaded from such a folder.
+pub fn libtorch_version() -> Option<String> {
+    let lib = loaded_library_dir("libtorch_cpu.so")?;
+    let text =
+        std::fs::read_to_string(std::path::Path::new(&lib).parent()?.join("build-version")).ok()?;
+    // The file may carry a local build tag (`2.11.0+cpu`); manifests record the release.
+    Some(text.trim().split('+').next().unwrap_or_default().to_string()).filter(|v| !v.is_empty())
 }
 
 /// One CUDA device as the driver describes it.
@@ -107,26 +120,19 @@ impl std::fmt::Display for BackendReport {
 }
 
 fn dlopen_global(library: &str) -> Option<*mut c_void> {
-    let name = CString::new(library).ok()?;
-    // SAFETY: `name` is a valid NUL-terminated string; dlopen has no other preconditions.
-    let handle = unsafe { libc::dlopen(name.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
-    (!handle.is_null()).then_some(handle)
+    dynlib::open(library, libc::RTLD_NOW | libc::RTLD_GLOBAL)
 }
 
-/// The directory of an already loaded shared library, read from the process's memory map (Linux).
+/// The directory of an already loaded shared library.
 fn loaded_library_dir(library: &str) -> Option<String> {
-    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
-    maps.lines()
-        .filter_map(|line| line.split_whitespace().nth(5))
-        .map(std::path::Path::new)
-        .find(|path| path.file_name().is_some_and(|name| name == library))
-        .and_then(|path| path.parent())
-        .map(|dir| dir.display().to_string())
+    let path = dynlib::loaded_library(|name| name == library)?;
+    path.parent().map(|dir| dir.display().to_string())
 }
 
 /// Device names come from the CUDA driver API (`libcuda.so.1`), which libtorch does not expose.
 mod driver {
     use super::*;
+    use crate::dynlib::symbol;
 
     type CuInit = unsafe extern "C" fn(flags: u32) -> c_int;
     type CuDeviceGet = unsafe extern "C" fn(device: *mut c_int, ordinal: c_int) -> c_int;
@@ -135,15 +141,6 @@ mod driver {
     type CuDeviceTotalMem = unsafe extern "C" fn(bytes: *mut usize, device: c_int) -> c_int;
 
     const CUDA_SUCCESS: c_int = 0;
-
-    fn symbol<T>(handle: *mut c_void, name: &str) -> Option<T> {
-        let name = CString::new(name).ok()?;
-        // SAFETY: valid handle and NUL-terminated name.
-        let address = unsafe { libc::dlsym(handle, name.as_ptr()) };
-        // SAFETY: the caller names the exact C signature of the driver entry point in `T`.
-        (!address.is_null())
-            .then(|| unsafe { std::mem::transmute_copy::<*mut c_void, T>(&address) })
-    }
 
     pub(super) fn describe(index: usize) -> (Option<String>, Option<u64>) {
         let Some(handle) = dlopen_global("libcuda.so.1") else { return (None, None) };

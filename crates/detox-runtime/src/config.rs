@@ -1,14 +1,21 @@
 //! Decoder configuration, read from a Hugging Face `config.json` with the same field names.
 //!
-//! The parser is strict: a field that would change the computation in a way the runtime does not implement
-//! (another activation, a quantisation config, an unknown RoPE variant, a field it has never heard of) is refused
-//! with an error naming the file and the field instead of being ignored. Fields that only matter for training or
-//! bookkeeping (`initializer_range`, `use_cache`, `transformers_version`, ...) are accepted.
+//! The file is deserialised into a struct that mirrors what transformers writes ([`hf`]), older and newer
+//! versions alike: `torch_dtype` or `dtype`, `rope_theta` + `rope_scaling` (with `rope_type` or the older `type`)
+//! or transformers 5's `rope_parameters`, `sliding_window` absent or `null`. Keys the runtime does not read
+//! (training switches, bookkeeping, fields a newer transformers adds) are ignored. The keys it needs are checked
+//! with an error naming the file and the key: missing, of the wrong type, or holding a value that would change the
+//! computation in a way the runtime does not implement (another activation, a quantisation config, a RoPE variant
+//! other than default, linear and llama3), which is refused rather than ignored. Keys transformers gives a default
+//! take that default, per family.
+
+mod hf;
 
 use std::path::{Path, PathBuf};
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
+use self::hf::{HfConfig, HfRope, OneOrMany, Presence};
 use crate::error::{Error, Result};
 
 /// The decoder families the runtime implements.
@@ -120,83 +127,13 @@ pub struct Config {
     pub saved_dtype: Option<String>,
 }
 
-/// Keys that carry no meaning for inference or editing and are therefore accepted and not interpreted.
-const INERT_KEYS: &[&str] = &[
-    "_name_or_path",
-    "attention_dropout",
-    "initializer_range",
-    "use_cache",
-    "transformers_version",
-    "pretraining_tp",
-    "output_attentions",
-    "output_hidden_states",
-    "return_dict",
-    "is_llama_config",
-    "transformers.js_config",
-    "use_mrope",
-    "bos_token",
-    "eos_token",
-    "id2label",
-    "label2id",
-    "problem_type",
-    "chunk_size_feed_forward",
-    "tokenizer_class",
-    "max_length",
-    "min_length",
-    "do_sample",
-    "temperature",
-    "top_p",
-    "top_k",
-    "num_beams",
-    "repetition_penalty",
-    "generation_config",
-    "embd_pdrop",
-    "resid_pdrop",
-];
-
-/// Keys the parser interprets.
-const KNOWN_KEYS: &[&str] = &[
-    "architectures",
-    "model_type",
-    "vocab_size",
-    "hidden_size",
-    "intermediate_size",
-    "num_hidden_layers",
-    "num_attention_heads",
-    "num_key_value_heads",
-    "head_dim",
-    "hidden_act",
-    "max_position_embeddings",
-    "rms_norm_eps",
-    "rope_theta",
-    "rope_scaling",
-    "rope_parameters",
-    "rope_interleaved",
-    "partial_rotary_factor",
-    "tie_word_embeddings",
-    "attention_bias",
-    "mlp_bias",
-    "sliding_window",
-    "use_sliding_window",
-    "max_window_layers",
-    "layer_types",
-    "bos_token_id",
-    "eos_token_id",
-    "pad_token_id",
-    "torch_dtype",
-    "dtype",
-    "quantization_config",
-];
-
 impl Config {
     /// Reads and validates a `config.json`.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path)
             .map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
-        let value: Value = serde_json::from_str(&text)
-            .map_err(|source| Error::Json { path: path.to_path_buf(), source })?;
-        Self::from_value(&value, path)
+        Self::from_json_str(&text, path)
     }
 
     /// Parses a configuration from JSON text; `origin` names it in errors.
@@ -209,12 +146,18 @@ impl Config {
 
     /// Parses a configuration from an already decoded JSON value; `origin` names it in errors.
     pub fn from_value(value: &Value, origin: &Path) -> Result<Self> {
-        let obj = value.as_object().ok_or_else(|| Error::Config {
-            path: origin.to_path_buf(),
-            field: "<root>".into(),
-            reason: "expected a JSON object".into(),
+        let raw: HfConfig = serde_path_to_error::deserialize(value).map_err(|error| {
+            let field = match error.path().to_string() {
+                root if root == "." => "<root>".to_string(),
+                path => path,
+            };
+            Error::Config {
+                path: origin.to_path_buf(),
+                field,
+                reason: error.into_inner().to_string(),
+            }
         })?;
-        Parser { obj, path: origin.to_path_buf() }.parse()
+        Converter { raw: &raw, path: origin.to_path_buf() }.convert()
     }
 
     /// Number of query heads sharing one key/value head.
@@ -223,81 +166,57 @@ impl Config {
     }
 }
 
-struct Parser<'a> {
-    obj: &'a Map<String, Value>,
+/// Turns the deserialised keys into a [`Config`], applying transformers' defaults and the runtime's limits.
+struct Converter<'a> {
+    raw: &'a HfConfig,
     path: PathBuf,
 }
 
-impl Parser<'_> {
+impl Converter<'_> {
     fn err(&self, field: &str, reason: impl Into<String>) -> Error {
         Error::Config { path: self.path.clone(), field: field.into(), reason: reason.into() }
     }
 
-    fn present(&self, key: &str) -> Option<&Value> {
-        self.obj.get(key).filter(|v| !v.is_null())
+    fn positive(&self, key: &str, value: Option<i64>) -> Result<i64> {
+        let value = value.ok_or_else(|| self.err(key, "missing"))?;
+        if value <= 0 {
+            return Err(self.err(key, format!("must be positive, found {value}")));
+        }
+        Ok(value)
     }
 
-    fn int(&self, key: &str) -> Result<Option<i64>> {
-        match self.present(key) {
-            None => Ok(None),
-            Some(v) => v
-                .as_i64()
-                .map(Some)
-                .ok_or_else(|| self.err(key, format!("expected an integer, found {v}"))),
-        }
-    }
-
-    fn required_int(&self, key: &str) -> Result<i64> {
-        let v = self.int(key)?.ok_or_else(|| self.err(key, "missing"))?;
-        if v <= 0 {
-            return Err(self.err(key, format!("must be positive, found {v}")));
-        }
-        Ok(v)
-    }
-
-    fn float(&self, key: &str) -> Result<Option<f64>> {
-        match self.present(key) {
-            None => Ok(None),
-            Some(v) => v
-                .as_f64()
-                .map(Some)
-                .ok_or_else(|| self.err(key, format!("expected a number, found {v}"))),
-        }
-    }
-
-    fn bool(&self, key: &str) -> Result<Option<bool>> {
-        match self.present(key) {
-            None => Ok(None),
-            Some(v) => v
-                .as_bool()
-                .map(Some)
-                .ok_or_else(|| self.err(key, format!("expected true or false, found {v}"))),
-        }
-    }
-
-    fn parse(&self) -> Result<Config> {
-        for key in self.obj.keys() {
-            if !KNOWN_KEYS.contains(&key.as_str()) && !INERT_KEYS.contains(&key.as_str()) {
-                return Err(self.err(key, "unsupported configuration field; refusing to ignore it"));
-            }
-        }
+    fn convert(&self) -> Result<Config> {
+        let raw = self.raw;
         let architecture = self.architecture()?;
-        if self.present("quantization_config").is_some() {
+        if raw.quantization_config.is_some() {
             return Err(self.err(
                 "quantization_config",
                 "quantised checkpoints are not supported; load a floating-point checkpoint",
             ));
         }
-        let act = self.present("hidden_act").and_then(Value::as_str).unwrap_or("silu");
-        if act != "silu" {
+        // transformers maps both names to the same SiLU module.
+        let act = raw.hidden_act.as_deref().unwrap_or("silu");
+        if act != "silu" && act != "swish" {
             return Err(self.err("hidden_act", format!("only `silu` is supported, found `{act}`")));
         }
-        if self.bool("rope_interleaved")? == Some(true) {
+        if raw.rope_interleaved == Some(true) {
             return Err(self.err("rope_interleaved", "interleaved RoPE is not supported"));
         }
-        let hidden_size = self.required_int("hidden_size")?;
-        let num_attention_heads = self.required_int("num_attention_heads")?;
-        let num_key_value_heads = self.int("num_key_value_heads")?.unwrap_or(num_attention_heads);
+        let vocab_size = self.positive("vocab_size", raw.vocab_size)?;
+        let hidden_size = self.positive("hidden_size", raw.hidden_size)?;
+        let intermediate_size = self.positive("intermediate_size", raw.intermediate_size)?;
+        let num_hidden_layers = self.positive("num_hidden_layers", raw.num_hidden_layers)? as usize;
+        let num_attention_heads = self.positive("num_attention_heads", raw.num_attention_heads)?;
+        let num_key_value_heads = match raw.num_key_value_heads {
+            Presence::Value(kv) => kv,
+            Presence::Null => num_attention_heads,
+            // The constructors' defaults: Llama copies the query heads, Mistral has 8, Qwen2 32.
+            Presence::Absent => match architecture {
+                Architecture::Llama => num_attention_heads,
+                Architecture::Mistral => 8,
+                Architecture::Qwen2 => 32,
+            },
+        };
         if num_key_value_heads <= 0 || num_attention_heads % num_key_value_heads != 0 {
             return Err(self.err(
                 "num_key_value_heads",
@@ -306,13 +225,18 @@ impl Parser<'_> {
                 ),
             ));
         }
-        let head_dim = match self.int("head_dim")? {
-            Some(d) => d,
+        let head_dim = match raw.head_dim {
+            Some(d) if d > 0 => d,
+            Some(d) => return Err(self.err("head_dim", format!("must be positive, found {d}"))),
             None if hidden_size % num_attention_heads == 0 => hidden_size / num_attention_heads,
             None => {
-                return Err(
-                    self.err("head_dim", "missing and hidden_size is not divisible by the heads")
-                )
+                return Err(self.err(
+                    "hidden_size",
+                    format!(
+                        "{hidden_size} is not divisible by num_attention_heads = {num_attention_heads} \
+                         and head_dim is not given"
+                    ),
+                ))
             }
         };
         if head_dim % 2 != 0 {
@@ -320,46 +244,54 @@ impl Parser<'_> {
                 self.err("head_dim", format!("RoPE needs an even head_dim, found {head_dim}"))
             );
         }
-        let num_hidden_layers = self.required_int("num_hidden_layers")? as usize;
         let (rope_theta, rope_scaling) = self.rope()?;
-        let default_bias = architecture == Architecture::Qwen2;
-        let attention_bias = self.bool("attention_bias")?.unwrap_or(default_bias);
+        let attention_bias = raw.attention_bias.unwrap_or(architecture == Architecture::Qwen2);
         if architecture == Architecture::Qwen2 && !attention_bias {
             return Err(self.err("attention_bias", "Qwen2 always has q/k/v biases"));
         }
+        let max_position_embeddings = match raw.max_position_embeddings {
+            Some(n) => self.positive("max_position_embeddings", Some(n))?,
+            None => match architecture {
+                Architecture::Llama => 2048,
+                Architecture::Mistral => 4096 * 32,
+                Architecture::Qwen2 => 32768,
+            },
+        };
+        let rms_norm_eps = raw.rms_norm_eps.unwrap_or(1e-6);
+        if !(rms_norm_eps.is_finite() && rms_norm_eps > 0.0) {
+            return Err(self.err("rms_norm_eps", format!("must be positive, found {rms_norm_eps}")));
+        }
         Ok(Config {
             architecture,
-            vocab_size: self.required_int("vocab_size")?,
+            vocab_size,
             hidden_size,
-            intermediate_size: self.required_int("intermediate_size")?,
+            intermediate_size,
             num_hidden_layers,
             num_attention_heads,
             num_key_value_heads,
             head_dim,
-            max_position_embeddings: self.int("max_position_embeddings")?.unwrap_or(2048),
-            rms_norm_eps: self.float("rms_norm_eps")?.unwrap_or(1e-6),
+            max_position_embeddings,
+            rms_norm_eps,
             rope_theta,
             rope_scaling,
-            tie_word_embeddings: self.bool("tie_word_embeddings")?.unwrap_or(false),
+            tie_word_embeddings: raw.tie_word_embeddings.unwrap_or(false),
             attention_bias,
-            mlp_bias: self.bool("mlp_bias")?.unwrap_or(false),
+            mlp_bias: raw.mlp_bias.unwrap_or(false),
             sliding_windows: self.sliding_windows(architecture, num_hidden_layers)?,
-            bos_token_id: self.int("bos_token_id")?,
-            eos_token_ids: self.eos_ids()?,
-            pad_token_id: self.int("pad_token_id")?,
-            saved_dtype: self
-                .present("dtype")
-                .or_else(|| self.present("torch_dtype"))
-                .and_then(Value::as_str)
-                .map(str::to_string),
+            bos_token_id: raw.bos_token_id,
+            eos_token_ids: match &raw.eos_token_id {
+                None => Vec::new(),
+                Some(OneOrMany::One(id)) => vec![*id],
+                Some(OneOrMany::Many(ids)) => ids.clone(),
+            },
+            pad_token_id: raw.pad_token_id,
+            saved_dtype: raw.dtype.clone().or_else(|| raw.torch_dtype.clone()),
         })
     }
 
     fn architecture(&self) -> Result<Architecture> {
-        let model_type = self
-            .present("model_type")
-            .and_then(Value::as_str)
-            .ok_or_else(|| self.err("model_type", "missing"))?;
+        let model_type =
+            self.raw.model_type.as_deref().ok_or_else(|| self.err("model_type", "missing"))?;
         let arch = Architecture::from_model_type(model_type).ok_or_else(|| {
             self.err(
                 "model_type",
@@ -368,70 +300,86 @@ impl Parser<'_> {
                 ),
             )
         })?;
-        if let Some(classes) = self.present("architectures") {
-            let classes = classes
-                .as_array()
-                .ok_or_else(|| self.err("architectures", "expected a list of class names"))?;
-            for class in classes {
-                let name = class.as_str().unwrap_or_default();
-                if Architecture::from_class_name(name) != Some(arch) {
-                    return Err(self.err(
-                        "architectures",
-                        format!("`{name}` is not the causal-LM class of model_type `{model_type}`"),
-                    ));
-                }
+        for name in self.raw.architectures.iter().flatten() {
+            if Architecture::from_class_name(name) != Some(arch) {
+                return Err(self.err(
+                    "architectures",
+                    format!("`{name}` is not the causal-LM class of model_type `{model_type}`"),
+                ));
             }
         }
         Ok(arch)
     }
 
     fn rope(&self) -> Result<(f64, RopeScaling)> {
-        // transformers 5 writes `rope_parameters` (theta inside); older files use `rope_theta` and
-        // `rope_scaling`. Both spellings describe the same computation.
-        let (params, field) = match (self.present("rope_parameters"), self.present("rope_scaling"))
-        {
-            (Some(p), _) => (Some(p), "rope_parameters"),
-            (None, Some(s)) => (Some(s), "rope_scaling"),
-            (None, None) => (None, "rope_scaling"),
-        };
-        let params = match params {
-            Some(p) => Some(p.as_object().ok_or_else(|| self.err(field, "expected an object"))?),
-            None => None,
-        };
-        let nested_theta = params.and_then(|p| p.get("rope_theta")).and_then(Value::as_f64);
-        let theta = self.float("rope_theta")?.or(nested_theta).unwrap_or(10000.0);
-        if self.float("partial_rotary_factor")?.is_some_and(|f| f != 1.0) {
+        let raw = self.raw;
+        if raw.partial_rotary_factor.is_some_and(|f| f != 1.0) {
             return Err(
                 self.err("partial_rotary_factor", "partial rotary embeddings are not supported")
             );
         }
-        let Some(params) = params else { return Ok((theta, RopeScaling::Default)) };
-        if params.get("partial_rotary_factor").and_then(Value::as_f64).is_some_and(|f| f != 1.0) {
-            return Err(self.err(field, "partial rotary embeddings are not supported"));
+        // transformers 5 writes `rope_parameters` (theta inside); older files use `rope_theta` and
+        // `rope_scaling`. Both spellings describe the same computation.
+        let (params, field): (Option<&HfRope>, &str) =
+            match (&raw.rope_parameters, &raw.rope_scaling) {
+                (Some(p), _) => (Some(p), "rope_parameters"),
+                (None, Some(s)) => (Some(s), "rope_scaling"),
+                (None, None) => (None, "rope_scaling"),
+            };
+        let nested_theta = params.and_then(|p| p.rope_theta);
+        if let (Some(outer), Some(inner)) = (raw.rope_theta, nested_theta) {
+            if outer != inner {
+                return Err(self.err(
+                    &format!("{field}.rope_theta"),
+                    format!("{inner} contradicts rope_theta = {outer}"),
+                ));
+            }
         }
-        let kind = params
-            .get("rope_type")
-            .or_else(|| params.get("type"))
-            .and_then(Value::as_str)
-            .unwrap_or("default");
-        let num = |key: &str| -> Result<f64> {
-            params
-                .get(key)
-                .and_then(Value::as_f64)
-                .ok_or_else(|| self.err(&format!("{field}.{key}"), "missing or not a number"))
+        let theta = nested_theta.or(raw.rope_theta).unwrap_or(10000.0);
+        if !(theta.is_finite() && theta > 0.0) {
+            return Err(self.err("rope_theta", format!("must be positive, found {theta}")));
+        }
+        let Some(params) = params else { return Ok((theta, RopeScaling::Default)) };
+        if params.full_attention.is_some() || params.sliding_attention.is_some() {
+            return Err(self.err(field, "RoPE parameters per layer type are not supported"));
+        }
+        if params.partial_rotary_factor.is_some_and(|f| f != 1.0) {
+            return Err(self.err(
+                &format!("{field}.partial_rotary_factor"),
+                "partial rotary embeddings are not supported",
+            ));
+        }
+        let (kind, kind_key) = match (&params.rope_type, &params.legacy_type) {
+            (Some(kind), _) => (kind.as_str(), "rope_type"),
+            (None, Some(kind)) => (kind.as_str(), "type"),
+            (None, None) => ("default", "rope_type"),
+        };
+        let num = |key: &str, value: Option<f64>| -> Result<f64> {
+            let value = value.ok_or_else(|| {
+                self.err(&format!("{field}.{key}"), format!("missing (needed by `{kind}` RoPE)"))
+            })?;
+            if !(value.is_finite() && value > 0.0) {
+                return Err(
+                    self.err(&format!("{field}.{key}"), format!("must be positive, found {value}"))
+                );
+            }
+            Ok(value)
         };
         let scaling = match kind {
             "default" => RopeScaling::Default,
-            "linear" => RopeScaling::Linear { factor: num("factor")? },
+            "linear" => RopeScaling::Linear { factor: num("factor", params.factor)? },
             "llama3" => RopeScaling::Llama3 {
-                factor: num("factor")?,
-                low_freq_factor: num("low_freq_factor")?,
-                high_freq_factor: num("high_freq_factor")?,
-                original_max_position_embeddings: num("original_max_position_embeddings")?,
+                factor: num("factor", params.factor)?,
+                low_freq_factor: num("low_freq_factor", params.low_freq_factor)?,
+                high_freq_factor: num("high_freq_factor", params.high_freq_factor)?,
+                original_max_position_embeddings: num(
+                    "original_max_position_embeddings",
+                    params.original_max_position_embeddings,
+                )?,
             },
             other => {
                 return Err(self.err(
-                    &format!("{field}.rope_type"),
+                    &format!("{field}.{kind_key}"),
                     format!("unsupported RoPE type `{other}` (supported: default, linear, llama3)"),
                 ))
             }
@@ -440,19 +388,39 @@ impl Parser<'_> {
     }
 
     fn sliding_windows(&self, arch: Architecture, layers: usize) -> Result<Vec<Option<i64>>> {
-        let window = self.int("sliding_window")?;
-        if let Some(types) = self.present("layer_types") {
-            let types = types.as_array().filter(|t| t.len() == layers).ok_or_else(|| {
-                self.err("layer_types", format!("expected a list of {layers} entries"))
-            })?;
+        let raw = self.raw;
+        // The Mistral and Qwen2 constructors default an absent window to 4096 tokens; `null` disables it.
+        let window = match raw.sliding_window {
+            Presence::Value(w) if w > 0 => Some(w),
+            Presence::Value(w) => {
+                return Err(self.err("sliding_window", format!("must be positive, found {w}")))
+            }
+            Presence::Null => None,
+            Presence::Absent => match arch {
+                Architecture::Llama => None,
+                Architecture::Mistral | Architecture::Qwen2 => Some(4096),
+            },
+        };
+        if let Some(types) = &raw.layer_types {
+            if types.len() != layers {
+                return Err(self.err(
+                    "layer_types",
+                    format!("expected {layers} entries (num_hidden_layers), found {}", types.len()),
+                ));
+            }
             return types
                 .iter()
                 .map(|t| match t.as_str() {
-                    Some("full_attention") => Ok(None),
-                    Some("sliding_attention") => window.map(Some).ok_or_else(|| {
-                        self.err("sliding_window", "layer_types uses sliding attention")
+                    "full_attention" => Ok(None),
+                    "sliding_attention" => window.map(Some).ok_or_else(|| {
+                        self.err(
+                            "sliding_window",
+                            "missing, but layer_types uses sliding attention",
+                        )
                     }),
-                    _ => Err(self.err("layer_types", format!("unsupported layer type {t}"))),
+                    other => {
+                        Err(self.err("layer_types", format!("unsupported layer type `{other}`")))
+                    }
                 })
                 .collect();
         }
@@ -465,25 +433,18 @@ impl Parser<'_> {
             }
             Architecture::Mistral => vec![window; layers],
             Architecture::Qwen2 => {
-                let used = self.bool("use_sliding_window")?.unwrap_or(false);
-                let from = self.int("max_window_layers")?.unwrap_or(28).max(0) as usize;
+                let used = raw.use_sliding_window.unwrap_or(false);
+                let from = match raw.max_window_layers {
+                    Some(n) if n < 0 => {
+                        return Err(self
+                            .err("max_window_layers", format!("must not be negative, found {n}")))
+                    }
+                    Some(n) => n as usize,
+                    None => 28,
+                };
                 (0..layers).map(|i| if used && i >= from { window } else { None }).collect()
             }
         })
-    }
-
-    fn eos_ids(&self) -> Result<Vec<i64>> {
-        match self.present("eos_token_id") {
-            None => Ok(Vec::new()),
-            Some(Value::Array(ids)) => ids
-                .iter()
-                .map(|v| v.as_i64().ok_or_else(|| self.err("eos_token_id", "expected integers")))
-                .collect(),
-            Some(v) => v
-                .as_i64()
-                .map(|id| vec![id])
-                .ok_or_else(|| self.err("eos_token_id", "expected an integer")),
-        }
     }
 }
 
@@ -524,25 +485,50 @@ mod tests {
     }
 
     #[test]
-    fn refuses_unknown_and_unsupported_fields() {
+    fn ignores_unknown_keys_and_refuses_unsupported_values() {
         let unknown = LLAMA.replace("\"initializer_range\"", "\"some_new_switch\"");
-        let err = parse(&unknown).unwrap_err().to_string();
-        assert!(err.contains("some_new_switch") && err.contains("config.json"), "{err}");
-        let gelu = LLAMA.replace("\"initializer_range\":0.02", "\"hidden_act\":\"gelu\"");
-        assert!(parse(&gelu).unwrap_err().to_string().contains("hidden_act"));
-        let yarn = LLAMA.replace("\"llama3\"", "\"yarn\"");
-        assert!(parse(&yarn).unwrap_err().to_string().contains("yarn"));
-        let gpt = LLAMA.replace("\"model_type\":\"llama\"", "\"model_type\":\"gpt2\"");
-        assert!(parse(&gpt).unwrap_err().to_string().contains("gpt2"));
+        assert_eq!(parse(&unknown).unwrap(), parse(LLAMA).unwrap());
+        let cases = [
+            (LLAMA.replace("\"initializer_range\":0.02", "\"hidden_act\":\"gelu\""), "hidden_act"),
+            (LLAMA.replace("\"llama3\"", "\"yarn\""), "rope_scaling.rope_type"),
+            (LLAMA.replace("\"model_type\":\"llama\"", "\"model_type\":\"gpt2\""), "model_type"),
+            (LLAMA.replace("\"hidden_size\":32,", ""), "hidden_size"),
+            (LLAMA.replace("\"hidden_size\":32", "\"hidden_size\":\"32\""), "hidden_size"),
+            (LLAMA.replace("\"hidden_size\":32", "\"hidden_size\":30"), "hidden_size"),
+            (LLAMA.replace("\"vocab_size\":100", "\"vocab_size\":0"), "vocab_size"),
+            (
+                LLAMA.replace("\"num_key_value_heads\":2", "\"num_key_value_heads\":3"),
+                "num_key_value_heads",
+            ),
+            (LLAMA.replace("\"low_freq_factor\":1.0,", ""), "rope_scaling.low_freq_factor"),
+            (LLAMA.replace("\"eos_token_id\":[1,2]", "\"eos_token_id\":[1,\"x\"]"), "eos_token_id"),
+            (
+                LLAMA.replace("\"initializer_range\":0.02", "\"quantization_config\":{\"bits\":4}"),
+                "quantization_config",
+            ),
+            (
+                LLAMA.replace("\"initializer_range\":0.02", "\"sliding_window\":16"),
+                "sliding_window",
+            ),
+        ];
+        for (json, key) in cases {
+            let err = parse(&json).unwrap_err().to_string();
+            assert!(
+                err.contains("config.json") && err.contains(&format!("`{key}")),
+                "{key}: {err}"
+            );
+        }
+        let not_object = parse("\"llama\"").unwrap_err().to_string();
+        assert!(not_object.contains("<root>"), "{not_object}");
     }
 
     #[test]
     fn windows_per_family() {
         let mistral = r#"{"model_type":"mistral","vocab_size":10,"hidden_size":8,"intermediate_size":8,
-            "num_hidden_layers":2,"num_attention_heads":2,"sliding_window":4}"#;
+            "num_hidden_layers":2,"num_attention_heads":2,"num_key_value_heads":2,"sliding_window":4}"#;
         assert_eq!(parse(mistral).unwrap().sliding_windows, vec![Some(4), Some(4)]);
         let qwen = r#"{"model_type":"qwen2","vocab_size":10,"hidden_size":8,"intermediate_size":8,
-            "num_hidden_layers":3,"num_attention_heads":2,"sliding_window":4,"use_sliding_window":true,
+            "num_hidden_layers":3,"num_attention_heads":2,"num_key_value_heads":1,"sliding_window":4,"use_sliding_window":true,
             "max_window_layers":1}"#;
         let c = parse(qwen).unwrap();
         assert_eq!(c.sliding_windows, vec![None, Some(4), Some(4)]);

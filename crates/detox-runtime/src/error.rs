@@ -23,6 +23,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A file could not be written durably.
+    #[error(transparent)]
+    Write(#[from] detox_io::Error),
     /// A JSON file is malformed.
     #[error("{} is not valid JSON: {source}", path.display())]
     Json {
@@ -95,6 +98,14 @@ pub enum Error {
         needed: u64,
         /// Bytes available.
         available: u64,
+    },
+    /// A device or dtype named by the user cannot be used in this process.
+    #[error("device `{asked}`: {reason}")]
+    Device {
+        /// What was asked for, as written.
+        asked: String,
+        /// Why it cannot be used, and what to do about it.
+        reason: String,
     },
 }
 

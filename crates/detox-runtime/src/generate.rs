@@ -8,6 +8,7 @@ use tch::{Kind, Tensor};
 
 use crate::error::{Error, Result, TorchContext};
 use crate::model::{CausalLm, ForwardOptions, LogitsSelection, PositionIds};
+use crate::padding::{left_pad, LeftPadded};
 
 /// How the next token is chosen.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -96,18 +97,8 @@ pub fn generate(
     let batch = prompts.len() as i64;
     let prompt_len = prompts.iter().map(Vec::len).max().unwrap_or(0) as i64;
     let max_new = config.max_new_tokens as i64;
-    let (ids, mask) = left_pad(prompts, config.pad_token_id);
-    let padded = prompts.iter().any(|p| p.len() as i64 != prompt_len);
-    let ids = Tensor::from_slice(&ids)
-        .f_view([batch, prompt_len])
-        .ctx("prompt ids")?
-        .f_to_device(device)
-        .ctx("prompt ids")?;
-    let mut full_mask = Tensor::from_slice(&mask)
-        .f_view([batch, prompt_len])
-        .ctx("prompt mask")?
-        .f_to_device(device)
-        .ctx("prompt mask")?;
+    let LeftPadded { ids, mask: mut full_mask, padded, .. } =
+        left_pad(prompts, config.pad_token_id, device)?;
     let mut cache = model.new_cache(batch, prompt_len + max_new.max(1))?;
     let eos = Tensor::from_slice(&config.eos_token_ids).f_to_device(device).ctx("eos ids")?;
     let mut unfinished = Tensor::f_ones([batch], (Kind::Bool, device)).ctx("flags")?;
@@ -218,18 +209,6 @@ fn sync(
         }
     }
     Ok(finish.iter().all(Option::is_some))
-}
-
-fn left_pad(prompts: &[Vec<i64>], pad: i64) -> (Vec<i64>, Vec<i64>) {
-    let width = prompts.iter().map(Vec::len).max().unwrap_or(0);
-    let mut ids = Vec::with_capacity(width * prompts.len());
-    let mut mask = Vec::with_capacity(width * prompts.len());
-    for p in prompts {
-        let padding = width - p.len();
-        ids.extend(std::iter::repeat_n(pad, padding).chain(p.iter().copied()));
-        mask.extend(std::iter::repeat_n(0i64, padding).chain(std::iter::repeat_n(1i64, p.len())));
-    }
-    (ids, mask)
 }
 
 /// Picks one token per row.

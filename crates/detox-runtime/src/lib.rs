@@ -13,12 +13,15 @@
 pub mod backend;
 pub mod chat;
 pub mod config;
+mod dynlib;
 pub mod error;
 pub mod generate;
 pub mod gguf;
 pub mod kv_cache;
+pub mod load;
 pub mod memory;
 pub mod model;
+pub mod padding;
 pub mod refill;
 pub mod roberta;
 pub mod tokenizer;
@@ -29,10 +32,11 @@ pub use config::{Architecture, Config, RopeScaling};
 pub use error::{Error, Result};
 pub use generate::{generate, FinishReason, Generated, GenerationConfig, Sampling};
 pub use kv_cache::KvCache;
+pub use load::{load_model, LoadedModel, ModelFormat};
 pub use model::{
     CausalLm, DeviceMap, ForwardOptions, ForwardOutput, GradientFactors, LinearProbe,
     LogitsSelection, PartSizes, PositionIds, Snapshot,
 };
 pub use refill::generate_refill;
-pub use tokenizer::Tokenizer;
+pub use tokenizer::{Tokenizer, Truncation};
 pub use weights::SafetensorsFiles;

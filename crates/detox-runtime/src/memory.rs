@@ -2,7 +2,7 @@
 //! chosen from free memory and a batch that cannot fit is refused with [`Error::OutOfMemory`] before any
 //! allocation fails.
 
-use std::ffi::{c_int, c_void, CString};
+use std::ffi::c_int;
 
 use tch::{Device, Kind};
 
@@ -74,35 +74,16 @@ pub fn fit_count(
 /// The CUDA runtime's memory query, reached through the library libtorch already loaded.
 mod cuda {
     use super::*;
+    use crate::dynlib::{self, symbol};
 
     type SetDevice = unsafe extern "C" fn(device: c_int) -> c_int;
     type GetDevice = unsafe extern "C" fn(device: *mut c_int) -> c_int;
     type MemGetInfo = unsafe extern "C" fn(free: *mut usize, total: *mut usize) -> c_int;
 
-    fn loaded_cudart() -> Option<String> {
-        let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
-        maps.lines().filter_map(|line| line.split_whitespace().nth(5)).find_map(|path| {
-            let name = std::path::Path::new(path).file_name()?.to_str()?;
-            name.starts_with("libcudart.so").then(|| path.to_string())
-        })
-    }
-
-    fn symbol<T>(handle: *mut c_void, name: &str) -> Option<T> {
-        let name = CString::new(name).ok()?;
-        // SAFETY: valid handle and NUL-terminated name.
-        let address = unsafe { libc::dlsym(handle, name.as_ptr()) };
-        // SAFETY: the caller names the exact C signature of the runtime entry point in `T`.
-        (!address.is_null())
-            .then(|| unsafe { std::mem::transmute_copy::<*mut c_void, T>(&address) })
-    }
-
     pub(super) fn mem_get_info(index: usize) -> Option<DeviceMemory> {
-        let path = CString::new(loaded_cudart()?).ok()?;
-        // SAFETY: a valid NUL-terminated path of a library already mapped into the process.
-        let handle = unsafe { libc::dlopen(path.as_ptr(), libc::RTLD_NOW | libc::RTLD_NOLOAD) };
-        if handle.is_null() {
-            return None;
-        }
+        let path = dynlib::loaded_library(|name| name.starts_with("libcudart.so"))?;
+        // RTLD_NOLOAD: only the copy libtorch already loaded, never a second runtime.
+        let handle = dynlib::open(path.to_str()?, libc::RTLD_NOW | libc::RTLD_NOLOAD)?;
         let set: SetDevice = symbol(handle, "cudaSetDevice")?;
         let get: GetDevice = symbol(handle, "cudaGetDevice")?;
         let info: MemGetInfo = symbol(handle, "cudaMemGetInfo")?;

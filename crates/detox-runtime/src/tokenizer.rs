@@ -7,6 +7,46 @@ use serde_json::Value;
 use crate::chat::ChatTemplate;
 use crate::error::{Error, Result};
 
+/// Which end of an over-long token sequence is kept.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Truncation {
+    /// Keep the last tokens, dropping from the left (a leading BOS included): what the SafeEdit evaluation does
+    /// with an input over its budget (`input_ids[:, -budget:]`), because the harmful question ends the
+    /// adversarial prompt. The default.
+    #[default]
+    KeepLast,
+    /// Keep the first tokens, dropping from the right: a Hugging Face tokenizer called with `truncation=True`
+    /// and its default `truncation_side="right"`.
+    KeepFirst,
+}
+
+impl Truncation {
+    /// Shortens `ids` to at most `max_len` tokens, keeping the end this variant names.
+    ///
+    /// ```
+    /// use detox_runtime::Truncation;
+    /// let mut ids = vec![1, 2, 3, 4, 5];
+    /// Truncation::KeepLast.apply(&mut ids, 3);
+    /// assert_eq!(ids, [3, 4, 5]);
+    /// Truncation::KeepFirst.apply(&mut ids, 2);
+    /// assert_eq!(ids, [3, 4]);
+    /// ```
+    pub fn apply(self, ids: &mut Vec<i64>, max_len: usize) {
+        if ids.len() <= max_len {
+            return;
+        }
+        match self {
+            Truncation::KeepFirst => ids.truncate(max_len),
+            Truncation::KeepLast => {
+                ids.drain(..ids.len() - max_len);
+            }
+        }
+    }
+}
+
 /// A tokenizer plus what the model directory says about its special tokens and chat template.
 #[derive(Debug, Clone)]
 pub struct Tokenizer {
@@ -29,8 +69,12 @@ fn token_text(v: &Value) -> Option<&str> {
 impl Tokenizer {
     /// Wraps a `tokenizers` tokenizer; special tokens and template are set with the `with_*` methods.
     pub fn new(mut inner: tokenizers::Tokenizer) -> Self {
-        // Batches are padded by the runtime itself (left padding with an explicit mask).
+        // Batches are padded by the runtime itself (left padding with an explicit mask), and inputs are cut by
+        // the caller's [`Truncation`]: a length stored in `tokenizer.json` would otherwise cut every encoding on
+        // the right, which transformers does not do unless asked (`truncation=True`).
         inner.with_padding(None);
+        // Clearing the truncation cannot fail: only new parameters are validated.
+        let _ = inner.with_truncation(None);
         Self { inner, bos_id: None, eos_ids: Vec::new(), pad_id: None, chat_template: None }
     }
 
@@ -212,4 +256,34 @@ fn read_json(path: &PathBuf) -> Result<Option<Value>> {
     serde_json::from_str(&text)
         .map(Some)
         .map_err(|source| Error::Json { path: path.clone(), source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokenizers::models::wordlevel::WordLevel;
+    use tokenizers::pre_tokenizers::whitespace::Whitespace;
+    use tokenizers::TruncationParams;
+
+    #[test]
+    fn a_truncation_stored_in_the_file_does_not_cut_encodings() {
+        let vocab = [("<unk>", 0), ("a", 1), ("b", 2), ("c", 3)]
+            .into_iter()
+            .map(|(t, i)| (t.to_string(), i))
+            .collect();
+        let model = WordLevel::builder().vocab(vocab).unk_token("<unk>".into()).build().unwrap();
+        let mut inner = tokenizers::Tokenizer::new(model);
+        inner.with_pre_tokenizer(Some(Whitespace {}));
+        inner
+            .with_truncation(Some(TruncationParams { max_length: 2, ..Default::default() }))
+            .unwrap();
+        assert_eq!(inner.encode("a b c a", false).unwrap().get_ids().len(), 2);
+        let tok = Tokenizer::new(inner);
+        let mut ids = tok.encode("a b c a", false).unwrap();
+        assert_eq!(ids, [1, 2, 3, 1]);
+        Truncation::KeepLast.apply(&mut ids, 3);
+        assert_eq!(ids, [2, 3, 1]);
+        Truncation::KeepFirst.apply(&mut ids, 5);
+        assert_eq!(ids, [2, 3, 1], "shorter sequences are kept whole");
+    }
 }

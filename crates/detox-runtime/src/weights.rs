@@ -231,13 +231,8 @@ fn stored_kind(dtype: Dtype) -> Option<Kind> {
     })
 }
 
-/// Writes named tensors to a safetensors file atomically (a temporary file in the same directory, then rename).
+/// Writes named tensors to a safetensors file durably (see [`detox_io::write_atomic_with`]).
 pub fn save_safetensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.partial",
-        path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
-    ));
     let cpu: Vec<(String, Tensor)> = tensors
         .iter()
         .map(|(n, t)| {
@@ -245,9 +240,10 @@ pub fn save_safetensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()>
             Ok((n.clone(), t.f_contiguous().ctx("making contiguous")?))
         })
         .collect::<Result<_>>()?;
-    Tensor::write_safetensors(&cpu, &tmp)
-        .map_err(|source| Error::Torch { context: format!("writing {}", tmp.display()), source })?;
-    let file = File::open(&tmp).map_err(|source| Error::Io { path: tmp.clone(), source })?;
-    file.sync_all().map_err(|source| Error::Io { path: tmp.clone(), source })?;
-    std::fs::rename(&tmp, path).map_err(|source| Error::Io { path: path.to_path_buf(), source })
+    detox_io::write_atomic_with(path, |tmp| {
+        Tensor::write_safetensors(&cpu, tmp).map_err(|source| Error::Torch {
+            context: format!("writing {}", tmp.display()),
+            source,
+        })
+    })
 }

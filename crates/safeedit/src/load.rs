@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::fs::File;
-use std::io::{BufReader, Read, Write};
+use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use serde::de::{DeserializeOwned, SeqAccess, Visitor};
@@ -216,8 +216,8 @@ pub fn load_nlpcc_from_reader(
     load_with(reader, origin, mode, check_nlpcc)
 }
 
-/// Writes records as a JSON array (4-space indented like the published files), atomically: the text goes to
-/// `<path>.partial`, is flushed to disk, then renamed over `path`.
+/// Writes records as a JSON array (4-space indented like the published files), durably (see
+/// [`detox_io::write_atomic`]): a crash leaves the old file or the whole new one.
 ///
 /// Category spellings and unknown keys are written as they were read, so a file loaded and written back holds
 /// the same JSON.
@@ -231,7 +231,6 @@ pub fn write_records<T: Serialize>(
     records: &[T],
 ) -> Result<(), SafeEditError> {
     let path = path.as_ref();
-    let io = |source| SafeEditError::Io { path: path.to_path_buf(), source };
     let mut buf = Vec::new();
     let formatter = serde_json::ser::PrettyFormatter::with_indent(b"    ");
     let mut ser = serde_json::Serializer::with_formatter(&mut buf, formatter);
@@ -239,13 +238,8 @@ pub fn write_records<T: Serialize>(
         .serialize(&mut ser)
         .map_err(|e| SafeEditError::Format { path: path.to_path_buf(), reason: e.to_string() })?;
     buf.push(b'\n');
-    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
-    tmp_name.push(".partial");
-    let tmp = path.with_file_name(tmp_name);
-    let mut file = File::create(&tmp).map_err(io)?;
-    file.write_all(&buf).map_err(io)?;
-    file.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
+    detox_io::write_atomic(path, &buf)
+        .map_err(|e| SafeEditError::Io { path: e.path, source: e.source })
 }
 
 struct Checker<'a> {

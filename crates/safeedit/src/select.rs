@@ -83,6 +83,9 @@ pub enum SubsetError {
     /// `Shard { count: 0, .. }`.
     #[error("a shard needs at least one shard in all (count is 0)")]
     NoShards,
+    /// A shard written as text is not `i/n` with whole numbers.
+    #[error("shard `{0}`: expected i/n with whole numbers (0-based i below n), e.g. 0/4")]
+    BadShard(String),
     /// `Shard { index, count }` with `index >= count`.
     #[error("shard index {index} is out of range for {count} shard(s) (indices are 0-based)")]
     ShardOutOfRange {
@@ -94,6 +97,23 @@ pub enum SubsetError {
 }
 
 impl Subset {
+    /// Reads a shard as users write it, `i/n` (0-based `i` below `n`), and checks it.
+    ///
+    /// ```
+    /// use safeedit::Subset;
+    /// assert_eq!(Subset::parse_shard("1/4").unwrap(), Subset::Shard { index: 1, count: 4 });
+    /// assert!(Subset::parse_shard("4/4").is_err());
+    /// ```
+    pub fn parse_shard(spec: &str) -> Result<Self, SubsetError> {
+        let bad = || SubsetError::BadShard(spec.to_string());
+        let (i, n) = spec.split_once('/').ok_or_else(bad)?;
+        let index = i.trim().parse().map_err(|_| bad())?;
+        let count = n.trim().parse().map_err(|_| bad())?;
+        let shard = Subset::Shard { index, count };
+        shard.check()?;
+        Ok(shard)
+    }
+
     /// Checks the subset's parameters; call it on user input before [`Subset::positions`], which selects nothing
     /// for an impossible shard.
     ///

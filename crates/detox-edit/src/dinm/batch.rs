@@ -1,94 +1,109 @@
-//! Independent DINM edits of the same tensor for several records at once.
+//! The DINM optimisation loop, for one record or several records that edit the same tensor.
 //!
-//! Each record gets its own copy of the tensor (the model holds a `[records, out, in]` stack, one weight per
-//! batch row), its own Adam moments and its own early stop. Because a row's loss depends only on its own weight
-//! and Adam is element-wise, the result equals running the records one at a time, up to floating-point
-//! reassociation in the batched matrix products.
+//! Each record gets its own copy of the tensor (with several records the model holds a `[records, out, in]`
+//! stack, one weight per batch row), its own Adam moments and its own early stop. Because a row's loss depends
+//! only on its own weight and Adam is element-wise, the result equals running the records one at a time, up to
+//! floating-point reassociation in the batched matrix products. One record is the plain case: an `[out, in]`
+//! weight and an unpadded input, exactly the reference's single edit.
 
 use std::time::Instant;
 
-use detox_runtime::{CausalLm, ForwardOptions, PositionIds};
+use detox_runtime::padding::{left_pad, LeftPadded};
+use detox_runtime::CausalLm;
 use tch::{Device, Kind, Tensor};
 
-use super::optimize::{DinmTokens, OptimizeSettings, StepLoss, TrainedTensor};
+use super::optimize::{check_tokens, DinmTokens, OptimizeSettings, StepLoss, TrainedTensor};
 use super::options::{KlGradient, LossWeighting};
 use crate::adam::Adam;
 use crate::error::{torch, EditError, Result};
 
-/// A left-padded batch with, per row, the positions whose values are scored.
+/// A left-padded batch whose rows each score their last positions: the window is the last `window` positions
+/// (shifted left by `shift`) that any row scores, and `labels` marks, per row, what each window position scores.
 struct ScoredBatch {
-    ids: Tensor,
-    mask: Tensor,
-    /// `[rows, seq]` int64: the label to score at each position (next-token targets), or -1.
-    labels: Tensor,
+    batch: LeftPadded,
+    /// Positions scored by the longest-scoring row.
+    window: i64,
+    /// Positions between the window's end and the sequence's end (1 for next-token prediction).
+    shift: i64,
+    /// `[rows, window, 1]` int64: the label gathered at each window position (0 where nothing is scored).
+    gather: Tensor,
+    /// `[rows, window]` fp32: 1 where the position is scored.
+    scored: Tensor,
 }
 
-/// Left-pads `rows` and marks the last `scored[i].len()` positions of row `i` (shifted by `shift`, 1 for next-token
-/// prediction) with the labels `scored[i]`.
-fn scored_batch(
-    rows: &[&[i64]],
-    scored: &[Vec<i64>],
-    shift: usize,
-    device: Device,
-) -> Result<ScoredBatch> {
-    let width = rows.iter().map(|r| r.len()).max().unwrap_or(0);
-    let n = rows.len();
-    let mut ids = vec![0i64; n * width];
-    let mut mask = vec![0i64; n * width];
-    let mut labels = vec![-1i64; n * width];
-    for (i, (row, marks)) in rows.iter().zip(scored).enumerate() {
-        let offset = width - row.len();
-        ids[i * width + offset..(i + 1) * width].copy_from_slice(row);
-        mask[i * width + offset..(i + 1) * width].iter_mut().for_each(|m| *m = 1);
-        let end = width - shift;
-        let start = end.checked_sub(marks.len()).ok_or_else(|| {
-            EditError::InvalidRequest(format!(
-                "row {i}: {} scored tokens in a {}-token input",
-                marks.len(),
-                row.len()
-            ))
-        })?;
-        labels[i * width + start..i * width + end].copy_from_slice(marks);
+impl ScoredBatch {
+    /// Left-pads `rows`; row `i` scores the labels `marks[i]` (`-1`: not scored) at its last positions, `shift`
+    /// positions before the end.
+    fn new(rows: &[&[i64]], marks: &[Vec<i64>], shift: usize, device: Device) -> Result<Self> {
+        let batch = left_pad(rows, 0, device)?;
+        let window = marks.iter().map(Vec::len).max().unwrap_or(0);
+        let mut labels = vec![-1i64; rows.len() * window];
+        for (i, (row, marks)) in rows.iter().zip(marks).enumerate() {
+            if marks.len() + shift > row.len() {
+                return Err(EditError::InvalidRequest(format!(
+                    "record {i}: {} scored tokens in a {}-token input",
+                    marks.len(),
+                    row.len()
+                )));
+            }
+            labels[(i + 1) * window - marks.len()..(i + 1) * window].copy_from_slice(marks);
+        }
+        let labels = Tensor::from_slice(&labels)
+            .f_view([rows.len() as i64, window as i64])
+            .and_then(|t| t.f_to_device(device))
+            .map_err(torch("labels"))?;
+        let gather =
+            labels.f_clamp_min(0).and_then(|t| t.f_unsqueeze(-1)).map_err(torch("labels"))?;
+        let scored =
+            labels.f_ge(0).and_then(|t| t.f_to_kind(Kind::Float)).map_err(torch("labels"))?;
+        Ok(Self { batch, window: window as i64, shift: shift as i64, gather, scored })
     }
-    let shape = [n as i64, width as i64];
-    let tensor = |v: &[i64]| -> Result<Tensor> {
-        Tensor::from_slice(v)
-            .f_view(shape)
-            .map_err(torch("batch"))?
-            .f_to_device(device)
-            .map_err(torch("batch"))
-    };
-    Ok(ScoredBatch { ids: tensor(&ids)?, mask: tensor(&mask)?, labels: tensor(&labels)? })
-}
 
-/// Log-probabilities of every position of a batch.
-///
-/// # Shapes
-/// Returns `[rows, seq, vocab]` fp32.
-fn log_probs(model: &CausalLm, batch: &ScoredBatch) -> Result<Tensor> {
-    let options = ForwardOptions {
-        attention_mask: Some(&batch.mask),
-        position_ids: PositionIds::FromMask,
-        ..Default::default()
-    };
-    model
-        .forward(&batch.ids, &options)?
-        .logits
-        .f_log_softmax(-1, Kind::Float)
-        .map_err(torch("log-softmax"))
-}
+    /// Log-probabilities over the window.
+    ///
+    /// # Shapes
+    /// Returns `[rows, window, vocab]` fp32.
+    fn log_probs(&self, model: &CausalLm) -> Result<Tensor> {
+        let logits = model.forward(&self.batch.ids, &self.batch.forward_options())?.logits;
+        let seq = logits.size()[1];
+        logits
+            .f_narrow(1, seq - self.shift - self.window, self.window)
+            .map_err(torch("prediction window"))?
+            .f_log_softmax(-1, Kind::Float)
+            .map_err(torch("log-softmax"))
+    }
 
-/// Per-row mean over scored positions of `values` `[rows, seq]`.
-fn row_mean(values: &Tensor, scored: &Tensor) -> Result<Tensor> {
-    let weights = scored.f_to_kind(Kind::Float).map_err(torch("row mean"))?;
-    let total = values
-        .f_mul(&weights)
-        .map_err(torch("row mean"))?
-        .f_sum_dim_intlist(-1, false, Kind::Float)
-        .map_err(torch("row mean"))?;
-    total
-        .f_div(&weights.f_sum_dim_intlist(-1, false, Kind::Float).map_err(torch("row mean"))?)
-        .map_err(torch("row mean"))
+    /// Per-row mean over the scored positions of `values` `[rows, window]`; returns `[rows]`.
+    fn row_mean(&self, values: &Tensor) -> Result<Tensor> {
+        let total = values
+            .f_mul(&self.scored)
+            .and_then(|t| t.f_sum_dim_intlist(-1, false, Kind::Float))
+            .map_err(torch("row mean"))?;
+        let count =
+            self.scored.f_sum_dim_intlist(-1, false, Kind::Float).map_err(torch("row mean"))?;
+        total.f_div(&count).map_err(torch("row mean"))
+    }
+
+    /// Mean negative log-likelihood of every row's labels; returns `[rows]` fp32.
+    fn nll(&self, model: &CausalLm) -> Result<Tensor> {
+        let picked = self
+            .log_probs(model)?
+            .f_gather(-1, &self.gather, false)
+            .and_then(|t| t.f_squeeze_dim(-1))
+            .map_err(torch("gather"))?;
+        self.row_mean(&picked)?.f_neg().map_err(torch("nll"))
+    }
+
+    /// Per-row mean over the answer positions of `KL(base || post)`, the reference's
+    /// `(p_base * (log p_base - log p_post)).sum(-1).mean()`; both `[rows, window, vocab]`, returns `[rows]`.
+    fn kl(&self, base: &Tensor, post: &Tensor) -> Result<Tensor> {
+        let per_position = base
+            .f_exp()
+            .and_then(|p| p.f_mul(&base.f_sub(post)?))
+            .and_then(|t| t.f_sum_dim_intlist(-1, false, Kind::Float))
+            .map_err(torch("KL"))?;
+        self.row_mean(&per_position)
+    }
 }
 
 /// An upper estimate of the device bytes one more record adds to [`optimize_batch`] on `config`'s model in
@@ -107,8 +122,8 @@ pub fn memory_per_record(config: &detox_runtime::Config, kind: Kind, seq: usize)
 }
 
 /// Edits `tensor_name` for every entry of `tokens` at once; see the module documentation. The model is left
-/// holding the stacked edited weights (`[records, out, in]`, model dtype), so that a batched generation can use
-/// them; restore it from a snapshot taken before.
+/// holding the edited weights in its dtype: the stack `[records, out, in]` for several records (so that a batched
+/// generation can use them; restore it from a snapshot taken before), the plain `[out, in]` weight for one.
 pub fn optimize_batch(
     model: &mut CausalLm,
     tensor_name: &str,
@@ -122,9 +137,18 @@ pub fn optimize_batch(
     if rows == 0 {
         return Ok(Vec::new());
     }
+    // `NLL + 0 * KL` is plain fine-tuning (FT-L): the constraint is not evaluated at all.
     let uses_kl = !(settings.weighting == LossWeighting::Paper && settings.kl_factor == 0.0);
+    for (i, t) in tokens.iter().enumerate() {
+        check_tokens(t, uses_kl).map_err(|e| match e {
+            EditError::InvalidRequest(m) if rows > 1 => {
+                EditError::InvalidRequest(format!("record {i}: {m}"))
+            }
+            other => other,
+        })?;
+    }
 
-    // Next-token labels: the logit at position p predicts token p + 1, so the scored positions are shifted by one.
+    // Next-token labels: the logit at position p predicts token p + 1, so the scored window ends one early.
     let targets: Vec<Vec<i64>> = tokens
         .iter()
         .map(|t| {
@@ -135,26 +159,17 @@ pub fn optimize_batch(
         })
         .collect();
     let edit_rows: Vec<&[i64]> = tokens.iter().map(|t| t.edit_input.as_slice()).collect();
-    let edit = scored_batch(&edit_rows, &targets, 1, device)?;
-    let scored_edit = edit.labels.f_ge(0).map_err(torch("labels"))?;
-    let gather_edit = edit
-        .labels
-        .f_clamp_min(0)
-        .map_err(torch("labels"))?
-        .f_unsqueeze(-1)
-        .map_err(torch("labels"))?;
-
+    let edit = ScoredBatch::new(&edit_rows, &targets, 1, device)?;
     let constraint = if uses_kl {
         let answers: Vec<Vec<i64>> =
             tokens.iter().map(|t| vec![0; t.constraint_answer_len]).collect();
         let rows: Vec<&[i64]> = tokens.iter().map(|t| t.constraint_input.as_slice()).collect();
-        let batch = scored_batch(&rows, &answers, 0, device)?;
-        let scored = batch.labels.f_ge(0).map_err(torch("answer span"))?;
+        let batch = ScoredBatch::new(&rows, &answers, 0, device)?;
         let base = {
             let _guard = tch::no_grad_guard();
-            log_probs(model, &batch)?
+            batch.log_probs(model)?
         };
-        Some((batch, scored, base))
+        Some((batch, base))
     } else {
         None
     };
@@ -172,11 +187,14 @@ pub fn optimize_batch(
             "`{tensor_name}` already holds per-row weights"
         )));
     }
-    let mut master = original
-        .f_unsqueeze(0)
-        .map_err(torch("stacking"))?
-        .f_repeat([rows, 1, 1])
-        .map_err(torch("stacking"))?
+    let stacked = rows > 1;
+    let master = if stacked {
+        original.f_unsqueeze(0).and_then(|t| t.f_repeat([rows, 1, 1]))
+    } else {
+        original.f_to_device_(weight_device, Kind::Float, false, true)
+    };
+    let mut master = master
+        .map_err(torch("fp32 master copy"))?
         .f_set_requires_grad(true)
         .map_err(torch("requires_grad"))?;
     let mut adam = Adam::new(&master, settings.lr, settings.weight_decay)?;
@@ -190,38 +208,20 @@ pub fn optimize_batch(
 
     let mut active = vec![true; tokens.len()];
     let mut steps: Vec<Vec<StepLoss>> = vec![Vec::new(); tokens.len()];
-    for _ in 0..settings.num_steps {
+    for step in 1..=settings.num_steps {
         let working = master.f_to_kind(kind).map_err(torch("casting the master copy"))?;
         drop(model.replace_parameter(tensor_name, working)?);
-        let logp = log_probs(model, &edit)?;
-        let seq = logp.size()[1];
-        let picked = logp
-            .f_narrow(1, 0, seq - 1)
-            .map_err(torch("shift"))?
-            .f_gather(-1, &gather_edit.f_narrow(1, 0, seq - 1).map_err(torch("shift"))?, false)
-            .map_err(torch("gather"))?
-            .f_squeeze_dim(-1)
-            .map_err(torch("gather"))?;
-        let nll = row_mean(&picked, &scored_edit.f_narrow(1, 0, seq - 1).map_err(torch("shift"))?)?
-            .f_neg()
-            .map_err(torch("nll"))?;
+        let nll = edit.nll(model)?;
         let kl = match &constraint {
-            Some((batch, scored, base)) => {
+            Some((batch, base)) => {
                 let post = match settings.kl_gradient {
                     KlGradient::Detached => {
                         let _guard = tch::no_grad_guard();
-                        log_probs(model, batch)?
+                        batch.log_probs(model)?
                     }
-                    KlGradient::Differentiable => log_probs(model, batch)?,
+                    KlGradient::Differentiable => batch.log_probs(model)?,
                 };
-                let per_position = base
-                    .f_exp()
-                    .map_err(torch("KL"))?
-                    .f_mul(&base.f_sub(&post).map_err(torch("KL"))?)
-                    .map_err(torch("KL"))?
-                    .f_sum_dim_intlist(-1, false, Kind::Float)
-                    .map_err(torch("KL"))?;
-                row_mean(&per_position, scored)?
+                batch.kl(base, &post)?
             }
             None => Tensor::f_zeros([rows], (Kind::Float, device)).map_err(torch("zero KL"))?,
         };
@@ -234,24 +234,26 @@ pub fn optimize_batch(
             }
         }
         .map_err(torch("loss"))?;
-        let read = |t: &Tensor| {
-            Vec::<f64>::try_from(
-                t.f_to_kind(Kind::Double)
-                    .map_err(torch("losses"))?
-                    .f_to_device(Device::Cpu)
-                    .map_err(torch("losses"))?,
-            )
-            .map_err(torch("losses"))
-        };
-        let (losses, nlls, kls) = (read(&loss)?, read(&nll)?, read(&kl)?);
+        // The step's only host synchronisation: every row's three losses in one read.
+        let values = Vec::<f64>::try_from(
+            Tensor::f_stack(&[loss.detach(), nll.detach(), kl.detach()], 0)
+                .and_then(|t| t.f_to_device(Device::Cpu))
+                .and_then(|t| t.f_to_kind(Kind::Double))
+                .and_then(|t| t.f_flatten(0, -1))
+                .map_err(torch("reading the losses"))?,
+        )
+        .map_err(torch("reading the losses"))?;
+        let (losses, rest) = values.split_at(tokens.len());
+        let (nlls, kls) = rest.split_at(tokens.len());
         for i in 0..tokens.len() {
             if !active[i] {
                 continue;
             }
             steps[i].push(StepLoss { loss: losses[i], nll: nlls[i], kl: kls[i] });
             if !losses[i].is_finite() {
+                let record = if stacked { format!("record {i}: ") } else { String::new() };
                 return Err(EditError::InvalidRequest(format!(
-                    "record {i}: the loss became {}",
+                    "{record}the loss became {} at step {step}",
                     losses[i]
                 )));
             }
@@ -262,30 +264,34 @@ pub fn optimize_batch(
         if active.iter().all(|a| !a) {
             break;
         }
-        let weights: Vec<f32> = active.iter().map(|&a| if a { 1.0 } else { 0.0 }).collect();
-        let weights =
-            Tensor::from_slice(&weights).f_to_device(device).map_err(torch("row weights"))?;
-        loss.f_mul(&weights)
-            .map_err(torch("loss"))?
-            .f_sum(Kind::Float)
-            .map_err(torch("loss"))?
-            .f_backward()
-            .map_err(torch("backward"))?;
+        let all_active = active.iter().all(|&a| a);
+        // Rows that stopped early contribute no gradient and keep their weight and moments.
+        let row_weights = if all_active {
+            None
+        } else {
+            let weights: Vec<f32> = active.iter().map(|&a| if a { 1.0 } else { 0.0 }).collect();
+            Some(Tensor::from_slice(&weights).f_to_device(device).map_err(torch("row weights"))?)
+        };
+        match &row_weights {
+            Some(w) => loss.f_mul(w).and_then(|l| l.f_sum(Kind::Float)),
+            None => loss.f_sum(Kind::Float),
+        }
+        .and_then(|l| l.f_backward())
+        .map_err(torch("backward"))?;
         let grad = master.grad();
         if !grad.defined() {
             return Err(EditError::InvalidRequest(format!("no gradient reached `{tensor_name}`")));
         }
-        if active.iter().all(|&a| a) {
-            adam.step(&mut master, &grad)?;
-        } else {
-            let mask = weights
-                .f_gt(0.5)
-                .map_err(torch("row mask"))?
-                .f_view([rows, 1, 1])
-                .map_err(torch("row mask"))?
-                .f_to_device(weight_device)
-                .map_err(torch("row mask"))?;
-            adam.step_rows(&mut master, &grad, &mask)?;
+        match &row_weights {
+            None => adam.step(&mut master, &grad)?,
+            Some(w) => {
+                let mask = w
+                    .f_gt(0.5)
+                    .and_then(|m| m.f_view([rows, 1, 1]))
+                    .and_then(|m| m.f_to_device(weight_device))
+                    .map_err(torch("row mask"))?;
+                adam.step_rows(&mut master, &grad, &mask)?;
+            }
         }
         master.zero_grad();
         if let Some((lo, hi)) = &bounds {
@@ -293,22 +299,22 @@ pub fn optimize_batch(
             let _ = master.f_clamp_tensor_(Some(lo), Some(hi)).map_err(torch("norm constraint"))?;
         }
     }
-    let edited = master.f_detach().map_err(torch("detaching"))?;
-    drop(model.replace_parameter(
-        tensor_name,
-        edited.f_to_kind(kind).map_err(torch("casting the edits"))?,
-    )?);
+    let edited = master.f_detach().map_err(torch("detaching the master copy"))?;
+    let final_value = edited
+        .f_to_device_(weight_device, kind, false, true)
+        .map_err(torch("casting the edits"))?;
+    drop(model.replace_parameter(tensor_name, final_value)?);
     let seconds = start.elapsed().as_secs_f64() / tokens.len() as f64;
     steps
         .into_iter()
         .enumerate()
         .map(|(i, steps)| {
-            Ok(TrainedTensor {
-                steps,
-                edited: edited.f_get(i as i64).map_err(torch("row"))?,
-                original: original.shallow_clone(),
-                seconds,
-            })
+            let edited = if stacked {
+                edited.f_get(i as i64).map_err(torch("row"))?
+            } else {
+                edited.shallow_clone()
+            };
+            Ok(TrainedTensor { steps, edited, original: original.shallow_clone(), seconds })
         })
         .collect()
 }

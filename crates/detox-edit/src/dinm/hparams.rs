@@ -1,11 +1,22 @@
 //! DINM hyper-parameters with the reference implementation's key names, its presets, and YAML/JSON loading.
 //!
-//! The keys are those of EasyEdit's `hparams/DINM/*.yaml`, so a user's existing file loads unchanged. Keys that
-//! only describe the Python environment (`model_name`, `model_class`, `tokenizer_class`, `device`) are accepted
-//! and kept for the run manifest but do not influence the edit; any other unknown key is an error.
+//! The keys are those of EasyEdit's `hparams/DINM/*.yaml`, so a user's existing file loads unchanged. Every key is
+//! either honoured or refused; none is silently ignored:
+//!
+//! | key | here |
+//! |---|---|
+//! | `alg_name` | checked: must be `DINM` |
+//! | `suffix_system_prompt`, `layers`, `num_steps`, `lr`, `weight_decay`, `kl_factor`, `norm_constraint`, `rewrite_module_tmp` | drive the edit as in the reference |
+//! | `batch_size` | checked: must be 1 (the reference asserts it) |
+//! | `max_length`, `max_output_length` | the evaluation's decoding limits ([`DinmHyperParams::decoding_limits`]); the edit itself does not read them, as in the reference |
+//! | `layer_module_tmp`, `mlp_module_tmp`, `attn_module_tmp`, `ln_f_module`, `lm_head_module` | optional; when given they must name the runtime's (Hugging Face Llama) layout, which is fixed, else the file is refused. The reference's DINM does not read them either |
+//! | `model_name`, `model_class`, `tokenizer_class`, `device`, `model_parallel` | informational: recorded with the run, not acted on. The caller chooses the model and the device (a device list spreads the layers, the counterpart of `model_parallel`) |
+//!
+//! Any other key is an error naming it.
 
 use std::path::Path;
 
+use detox_runtime::Truncation;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::error::{EditError, Result};
@@ -31,10 +42,10 @@ pub struct DinmHyperParams {
     /// Records per edit; DINM is a single-instance method and requires 1.
     #[serde(default = "one")]
     pub batch_size: usize,
-    /// Maximum length in tokens of the evaluation inputs (the reference truncates to this when generating).
+    /// The evaluation's token budget for input and response together; see [`DinmHyperParams::decoding_limits`].
     #[serde(default = "default_max_length")]
     pub max_length: usize,
-    /// Maximum number of generated tokens per evaluation input.
+    /// Most tokens generated per evaluation input.
     #[serde(default = "default_max_output_length")]
     pub max_output_length: usize,
     /// Adam learning rate.
@@ -55,17 +66,22 @@ pub struct DinmHyperParams {
     pub norm_constraint: Option<f64>,
     /// Name template of the edited tensor; `{}` is replaced by the layer index.
     pub rewrite_module_tmp: String,
-    /// Name template of a decoder layer.
-    pub layer_module_tmp: String,
-    /// Name template of a layer's MLP.
-    pub mlp_module_tmp: String,
-    /// Name template of a layer's attention.
-    pub attn_module_tmp: String,
-    /// Name of the final norm.
-    pub ln_f_module: String,
-    /// Name of the output head.
-    pub lm_head_module: String,
-    /// Whether the reference spreads the model over GPUs; recorded only.
+    /// Name template of a decoder layer; when given, must be the runtime's `model.layers.{}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer_module_tmp: Option<String>,
+    /// Name template of a layer's MLP; when given, must be the runtime's `model.layers.{}.mlp`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mlp_module_tmp: Option<String>,
+    /// Name template of a layer's attention; when given, must be the runtime's `model.layers.{}.self_attn`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attn_module_tmp: Option<String>,
+    /// Name of the final norm; when given, must be the runtime's `model.norm`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ln_f_module: Option<String>,
+    /// Name of the output head; when given, must be the runtime's `lm_head`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lm_head_module: Option<String>,
+    /// Whether the reference spreads the model over GPUs; recorded only (a device list does it here).
     #[serde(default)]
     pub model_parallel: bool,
     /// The reference's model path; recorded only.
@@ -79,7 +95,33 @@ pub struct DinmHyperParams {
     pub tokenizer_class: Option<String>,
     /// The reference's CUDA ordinal; recorded only (the caller chooses the device).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub device: Option<serde_yaml::Value>,
+    pub device: Option<serde_norway::Value>,
+}
+
+/// The module names of the runtime's decoder layout, which a file may restate but not change.
+const FIXED_MODULES: [(&str, &str); 5] = [
+    ("layer_module_tmp", "model.layers.{}"),
+    ("mlp_module_tmp", "model.layers.{}.mlp"),
+    ("attn_module_tmp", "model.layers.{}.self_attn"),
+    ("ln_f_module", "model.norm"),
+    ("lm_head_module", "lm_head"),
+];
+
+/// From this total budget on, the reference's safety evaluation generates all inputs of a record in one batch
+/// without bounding them; below it, one input at a time, each cut to its last `max_length - max_output_length`
+/// tokens (`test_safety_gen` in EasyEdit's `evaluate_utils.py`).
+pub const UNBOUNDED_FROM: usize = 1624;
+
+/// How long evaluation inputs and responses may be, as the reference's safety evaluation derives it from
+/// `max_length` and `max_output_length`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecodingLimits {
+    /// Most new tokens per response (`max_output_length`).
+    pub max_new_tokens: usize,
+    /// Longest input in tokens, `None` when the reference does not bound it.
+    pub max_input_tokens: Option<usize>,
+    /// Which tokens of a longer input are kept.
+    pub truncation: Truncation,
 }
 
 fn one() -> usize {
@@ -137,11 +179,11 @@ impl DinmPreset {
             kl_factor: 0.1,
             norm_constraint: None,
             rewrite_module_tmp: "model.layers.{}.mlp.down_proj.weight".to_owned(),
-            layer_module_tmp: "model.layers.{}".to_owned(),
-            mlp_module_tmp: "model.layers.{}.mlp".to_owned(),
-            attn_module_tmp: "model.layers.{}.self_attn".to_owned(),
-            ln_f_module: "model.norm".to_owned(),
-            lm_head_module: "lm_head".to_owned(),
+            layer_module_tmp: Some(FIXED_MODULES[0].1.to_owned()),
+            mlp_module_tmp: Some(FIXED_MODULES[1].1.to_owned()),
+            attn_module_tmp: Some(FIXED_MODULES[2].1.to_owned()),
+            ln_f_module: Some(FIXED_MODULES[3].1.to_owned()),
+            lm_head_module: Some(FIXED_MODULES[4].1.to_owned()),
             model_parallel: false,
             model_name: None,
             model_class: None,
@@ -163,7 +205,7 @@ impl DinmHyperParams {
                 reason: error.to_string(),
             })?
         } else {
-            serde_yaml::from_str(&text).map_err(|error| EditError::HyperParams {
+            serde_norway::from_str(&text).map_err(|error| EditError::HyperParams {
                 path: path.to_path_buf(),
                 reason: error.to_string(),
             })?
@@ -201,6 +243,31 @@ impl DinmHyperParams {
                 ));
             }
         }
+        if self.max_output_length == 0 {
+            return Err("max_output_length must be at least 1".to_owned());
+        }
+        if self.max_length < UNBOUNDED_FROM && self.max_length <= self.max_output_length {
+            return Err(format!(
+                "max_length ({}) must exceed max_output_length ({}): below {UNBOUNDED_FROM} it is the budget \
+                 of input and response together",
+                self.max_length, self.max_output_length
+            ));
+        }
+        let given = [
+            &self.layer_module_tmp,
+            &self.mlp_module_tmp,
+            &self.attn_module_tmp,
+            &self.ln_f_module,
+            &self.lm_head_module,
+        ];
+        for ((key, fixed), given) in FIXED_MODULES.iter().zip(given) {
+            if let Some(name) = given.as_deref().filter(|name| name != fixed) {
+                return Err(format!(
+                    "{key} is {name:?}, but the runtime's layout is fixed ({fixed:?}); remove the key or \
+                     restate that name"
+                ));
+            }
+        }
         if self.rewrite_module_tmp.matches("{}").count() != 1 {
             return Err(format!(
                 "rewrite_module_tmp {:?} must contain exactly one `{{}}` for the layer index",
@@ -208,6 +275,19 @@ impl DinmHyperParams {
             ));
         }
         Ok(())
+    }
+
+    /// The evaluation's decoding limits, as the reference's safety evaluation applies `max_length` and
+    /// `max_output_length`: responses get at most `max_output_length` new tokens; when `max_length` is below
+    /// [`UNBOUNDED_FROM`], an input longer than `max_length - max_output_length` tokens keeps its last tokens,
+    /// otherwise inputs are not bounded.
+    pub fn decoding_limits(&self) -> DecodingLimits {
+        DecodingLimits {
+            max_new_tokens: self.max_output_length,
+            max_input_tokens: (self.max_length < UNBOUNDED_FROM)
+                .then(|| self.max_length.saturating_sub(self.max_output_length)),
+            truncation: Truncation::KeepLast,
+        }
     }
 
     /// The name of the tensor edited at `layer` (e.g. `model.layers.29.mlp.down_proj.weight`).
@@ -361,6 +441,17 @@ model_parallel: false
                 "norm_constraint",
             ),
             (REFERENCE_LLAMA_YAML.replace("num_steps: 10", "num_stepz: 10"), "num_stepz"),
+            (REFERENCE_LLAMA_YAML.replace("batch_size: 1", "fp16: true"), "fp16"),
+            (
+                REFERENCE_LLAMA_YAML.replace("'model.layers.{}.mlp'", "'transformer.h.{}.mlp'"),
+                "mlp_module_tmp",
+            ),
+            (REFERENCE_LLAMA_YAML.replace("'lm_head'", "'embed_out'"), "lm_head_module"),
+            (REFERENCE_LLAMA_YAML.replace("max_length: 1000", "max_length: 600"), "max_length"),
+            (
+                REFERENCE_LLAMA_YAML.replace("max_output_length: 600", "max_output_length: 0"),
+                "max_output_length",
+            ),
             (
                 REFERENCE_LLAMA_YAML
                     .replace("'model.layers.{}.mlp.down_proj.weight'", "'down_proj'"),
@@ -376,6 +467,43 @@ model_parallel: false
         let missing = dir.path().join("absent.yaml");
         let message = DinmHyperParams::from_file(&missing).unwrap_err().to_string();
         assert!(message.contains("absent.yaml"), "{message}");
+    }
+
+    #[test]
+    fn max_length_and_max_output_length_set_the_decoding_limits() {
+        let dir = tempfile::tempdir().unwrap();
+        let load = |name: &str, text: &str| {
+            DinmHyperParams::from_file(&write(&dir, name, text)).unwrap().decoding_limits()
+        };
+        let reference = load("reference.yaml", REFERENCE_LLAMA_YAML);
+        assert_eq!(
+            reference,
+            DecodingLimits {
+                max_new_tokens: 600,
+                max_input_tokens: Some(400),
+                truncation: Truncation::KeepLast
+            }
+        );
+        assert_eq!(reference, DinmPreset::Llama2_7bChat.hparams().decoding_limits());
+        let shorter =
+            REFERENCE_LLAMA_YAML.replace("max_output_length: 600", "max_output_length: 300");
+        let shorter = load("shorter.yaml", &shorter);
+        assert_eq!((shorter.max_new_tokens, shorter.max_input_tokens), (300, Some(700)));
+        let batched = REFERENCE_LLAMA_YAML.replace("max_length: 1000", "max_length: 1624");
+        assert_eq!(load("batched.yaml", &batched).max_input_tokens, None);
+    }
+
+    #[test]
+    fn module_names_may_be_left_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let text: String = REFERENCE_LLAMA_YAML
+            .lines()
+            .filter(|line| !line.contains("_module") || line.starts_with("rewrite"))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        let loaded = DinmHyperParams::from_file(&write(&dir, "short.yaml", &text)).unwrap();
+        assert_eq!(loaded.mlp_module_tmp, None);
+        assert_eq!(loaded.rewrite_tensor_name(3), "model.layers.3.mlp.down_proj.weight");
     }
 
     #[test]

@@ -13,7 +13,7 @@ pub mod options;
 
 pub use batch::optimize_batch;
 pub use editor::{DinmEditor, DinmOptions};
-pub use hparams::{DinmHyperParams, DinmPreset, SUFFIX_SYSTEM_PROMPT};
+pub use hparams::{DecodingLimits, DinmHyperParams, DinmPreset, SUFFIX_SYSTEM_PROMPT};
 pub use inputs::build_tokens;
 pub use optimize::{optimize_tensor, DinmTokens, OptimizeSettings, StepLoss, TrainedTensor};
 pub use options::{KlGradient, LossWeighting, PromptFormat};

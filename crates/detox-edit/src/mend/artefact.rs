@@ -67,7 +67,11 @@ pub fn load_training(dir: &Path) -> Result<MendTraining> {
 impl MendEditor {
     /// The editor of the artefact saved in `dir` by [`save_artefact`], its network placed on `device`, prompts
     /// formatted as in training.
-    pub fn from_artefact(dir: &Path, device: Device, mode: EditMode) -> Result<(Self, MendTraining)> {
+    pub fn from_artefact(
+        dir: &Path,
+        device: Device,
+        mode: EditMode,
+    ) -> Result<(Self, MendTraining)> {
         let training = load_training(dir)?;
         let network = MendNetwork::load(dir, device)?;
         let editor =

@@ -5,13 +5,13 @@ use std::path::Path;
 use std::time::Instant;
 
 use detox_runtime::{CausalLm, LinearProbe};
-use tch::{Device, Kind};
+use tch::Device;
 
 use super::network::MendNetwork;
 use super::tokens::{edit_factors, encode_input};
-use crate::delta::Delta;
+use crate::delta::{add_in_fp32, Delta};
 use crate::editor::{EditInput, EditOutcome, EditTimings, Editor, PromptEncoder};
-use crate::error::{torch, Result};
+use crate::error::Result;
 use crate::ledger::{EditLedger, EditMode};
 use crate::train::PromptFormat;
 
@@ -82,11 +82,7 @@ impl Editor for MendEditor {
         let kind = model.kind();
         for (name, edit) in names.iter().zip(&edits) {
             let current = model.parameter(name)?;
-            let edited = current
-                .f_to_kind(Kind::Float)
-                .and_then(|w| w.f_add(&edit.f_to_device(current.device())?))
-                .and_then(|w| w.f_to_kind(kind))
-                .map_err(torch("MEND edit"))?;
+            let edited = add_in_fp32(&current, edit, kind)?;
             delta.add(name, edit)?;
             drop(model.replace_parameter(name, edited)?);
         }

@@ -14,6 +14,7 @@ use super::tokens::{
     answer_log_probs, edit_factors, encode_input, kl_divergence, target_nll, MendTokens,
 };
 use crate::adam::Adam;
+use crate::delta::add_in_fp32;
 use crate::editor::{EditInput, PromptEncoder};
 use crate::error::{torch, EditError, Result};
 use crate::train::checkpoint::{self, hash_ids};
@@ -252,12 +253,7 @@ pub fn train_mend(
             };
             let edits = network.edits(&factors)?;
             for ((name, original), edit) in names.iter().zip(&originals).zip(&edits) {
-                let edited = original
-                    .f_to_device(edit.device())
-                    .and_then(|o| o.f_add(edit))
-                    .and_then(|w| w.f_to_device(original.device()))
-                    .and_then(|w| w.f_to_kind(kind))
-                    .map_err(torch("edited weight"))?;
+                let edited = add_in_fp32(original, edit, kind)?;
                 drop(model.replace_parameter(name, edited)?);
             }
             let edit_nll = target_nll(model, &t.prompt, &t.target, pad)?;

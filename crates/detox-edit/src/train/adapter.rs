@@ -9,7 +9,7 @@ use detox_runtime::{CausalLm, SafetensorsFiles};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-use crate::delta::Delta;
+use crate::delta::{add_in_fp32, Delta};
 use crate::error::{torch, EditError, Result};
 
 /// How the chosen weights are trained.
@@ -206,14 +206,7 @@ impl Adapters {
         for e in &self.entries {
             let effective = match self.kind {
                 AdapterKind::Full => e.factors[0].f_to_kind(kind).map_err(torch("casting"))?,
-                AdapterKind::Lora { .. } => e
-                    .base
-                    .f_to_kind(Kind::Float)
-                    .map_err(torch("LoRA base"))?
-                    .f_add(&self.entry_delta(e)?)
-                    .map_err(torch("LoRA effective weight"))?
-                    .f_to_kind(kind)
-                    .map_err(torch("casting"))?,
+                AdapterKind::Lora { .. } => add_in_fp32(&e.base, &self.entry_delta(e)?, kind)?,
             };
             drop(model.replace_parameter(&e.name, effective)?);
         }

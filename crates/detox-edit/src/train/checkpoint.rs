@@ -135,12 +135,10 @@ fn read_state(dir: &Path) -> Result<Option<State>> {
     }
 }
 
-/// Writes `bytes` to `path` through a temporary file and a rename.
+/// Writes `bytes` to `path` durably (see [`detox_io::write_atomic`]), with the editors' error type.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.partial"));
-    std::fs::write(&tmp, bytes).map_err(|source| EditError::Io { path: tmp.clone(), source })?;
-    std::fs::rename(&tmp, path).map_err(|source| EditError::Io { path: path.into(), source })
+    detox_io::write_atomic(path, bytes)
+        .map_err(|e| EditError::Io { path: e.path, source: e.source })
 }
 
 /// An FNV-1a 64 hash of token-id sequences, to tell training data apart in fingerprints.

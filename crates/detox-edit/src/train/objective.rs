@@ -1,6 +1,7 @@
 //! The training objectives: response log-likelihoods, SFT's negative log-likelihood and DPO's loss.
 
-use detox_runtime::{CausalLm, ForwardOptions, LinearProbe, PositionIds};
+use detox_runtime::padding::left_pad;
+use detox_runtime::{CausalLm, ForwardOptions, LinearProbe};
 use tch::{Device, Kind, Tensor};
 
 use crate::error::{torch, EditError, Result};
@@ -38,33 +39,23 @@ pub(crate) fn response_log_probs_probed(
             "every scored row needs prompt and response tokens".into(),
         ));
     }
-    let len = rows.iter().map(|(p, r)| p.len() + r.len()).max().unwrap_or(0);
-    let (mut ids, mut mask, mut scored) = (Vec::new(), Vec::new(), Vec::new());
-    for (prompt, response) in rows {
-        let pad = len - prompt.len() - response.len();
-        ids.extend(std::iter::repeat_n(pad_id, pad));
-        ids.extend_from_slice(prompt);
-        ids.extend_from_slice(response);
-        mask.extend(std::iter::repeat_n(0i64, pad));
-        mask.extend(std::iter::repeat_n(1i64, prompt.len() + response.len()));
-        // Position t predicts token t + 1: a prediction is scored when its target is a response token.
-        scored.extend(std::iter::repeat_n(0f32, pad + prompt.len() - 1));
+    let sequences: Vec<Vec<i64>> = rows.iter().map(|(p, r)| [*p, *r].concat()).collect();
+    let device = model.device();
+    let batch = left_pad(&sequences, pad_id, device)?;
+    let (b, s) = (rows.len() as i64, batch.width as i64);
+    // Position t predicts token t + 1: a prediction is scored when its target is a response token.
+    let mut scored = Vec::with_capacity(rows.len() * batch.width);
+    for (_, response) in rows {
+        scored.extend(std::iter::repeat_n(0f32, batch.width - response.len() - 1));
         scored.extend(std::iter::repeat_n(1f32, response.len()));
     }
-    let (b, s) = (rows.len() as i64, len as i64);
-    let device = model.device();
-    let tensor = |t: Tensor| t.f_view([b, -1]).and_then(|t| t.f_to_device(device));
-    let ids = tensor(Tensor::from_slice(&ids)).map_err(torch("batch ids"))?;
-    let mask = tensor(Tensor::from_slice(&mask)).map_err(torch("batch mask"))?;
-    let scored = tensor(Tensor::from_slice(&scored)).map_err(torch("response mask"))?;
-    let padded = rows.iter().any(|(p, r)| p.len() + r.len() < len);
-    let options = ForwardOptions {
-        attention_mask: padded.then_some(&mask),
-        position_ids: if padded { PositionIds::FromMask } else { PositionIds::Sequential },
-        probe,
-        ..Default::default()
-    };
-    let logits = model.forward(&ids, &options)?.logits;
+    let scored = Tensor::from_slice(&scored)
+        .f_view([b, -1])
+        .and_then(|t| t.f_to_device(device))
+        .map_err(torch("response mask"))?;
+    let options = ForwardOptions { probe, ..batch.forward_options() };
+    let ids = &batch.ids;
+    let logits = model.forward(ids, &options)?.logits;
     let logp = logits
         .f_narrow(1, 0, s - 1)
         .map_err(torch("prediction window"))?

@@ -263,16 +263,10 @@ impl GgufModel {
             let path = dir.join(file);
             let text = serde_json::to_string_pretty(value)
                 .map_err(|source| Error::Json { path: path.clone(), source })?;
-            write_file_atomic(&path, text.as_bytes())?;
+            detox_io::write_atomic(&path, text.as_bytes())?;
         }
         Ok(())
     }
-}
-
-fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("partial");
-    std::fs::write(&tmp, bytes).map_err(|source| Error::Io { path: tmp.clone(), source })?;
-    std::fs::rename(&tmp, path).map_err(|source| Error::Io { path: path.to_path_buf(), source })
 }
 
 /// Rebuilds a Hugging Face `tokenizer.json` from `tokenizer.ggml.*` metadata (GPT-2-style byte-level BPE).

@@ -212,45 +212,23 @@ impl CausalLm {
             c.intermediate_size,
         );
         for (name, t) in self.params.iter() {
+            // A projection's weight is `[out, in]`, its bias `[out]`.
+            let linear = |out: i64, inp: i64| {
+                if name.ends_with("bias") {
+                    vec![out]
+                } else {
+                    vec![out, inp]
+                }
+            };
             let expected: Vec<i64> = match name.rsplit_once('.').map(|(m, _)| m).unwrap_or(name) {
                 "model.embed_tokens" | "lm_head" => vec![c.vocab_size, h],
                 "model.norm" => vec![h],
                 m if m.ends_with("layernorm") => vec![h],
-                m if m.ends_with("q_proj") => {
-                    if name.ends_with("bias") {
-                        vec![q]
-                    } else {
-                        vec![q, h]
-                    }
-                }
-                m if m.ends_with("k_proj") || m.ends_with("v_proj") => {
-                    if name.ends_with("bias") {
-                        vec![kv]
-                    } else {
-                        vec![kv, h]
-                    }
-                }
-                m if m.ends_with("o_proj") => {
-                    if name.ends_with("bias") {
-                        vec![h]
-                    } else {
-                        vec![h, q]
-                    }
-                }
-                m if m.ends_with("gate_proj") || m.ends_with("up_proj") => {
-                    if name.ends_with("bias") {
-                        vec![i]
-                    } else {
-                        vec![i, h]
-                    }
-                }
-                m if m.ends_with("down_proj") => {
-                    if name.ends_with("bias") {
-                        vec![h]
-                    } else {
-                        vec![h, i]
-                    }
-                }
+                m if m.ends_with("q_proj") => linear(q, h),
+                m if m.ends_with("k_proj") || m.ends_with("v_proj") => linear(kv, h),
+                m if m.ends_with("o_proj") => linear(h, q),
+                m if m.ends_with("gate_proj") || m.ends_with("up_proj") => linear(i, h),
+                m if m.ends_with("down_proj") => linear(h, i),
                 _ => continue,
             };
             if t.size() != expected {
