@@ -121,7 +121,7 @@ impl Build {
     fn sizes(self) -> &'static str {
         match self {
             Build::Cpu => "about 545 MB of wheels from PyPI, 0.5 GB on disk",
-            Build::Cuda => "about 2.8 GB of wheels from PyPI, 4.2 GB on disk",
+            Build::Cuda => "about 2.5 GB of wheels from PyPI, 3.4 GB on disk",
         }
     }
 }

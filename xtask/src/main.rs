@@ -11,6 +11,7 @@ mod demo;
 mod doctor;
 mod download;
 mod elf;
+mod gpu_check;
 mod libtorch;
 mod nvidia;
 mod paths;
@@ -36,7 +37,7 @@ enum Task {
         /// Re-hash every extracted file against the wheel's RECORD even when already provisioned.
         #[arg(long)]
         verify: bool,
-        /// Provision and use the CUDA 13 build (about 2.8 GB download), even without a GPU.
+        /// Provision and use the CUDA 13 build (about 2.5 GB download, 3.4 GB on disk), even without a GPU.
         #[arg(long, conflicts_with = "cpu")]
         cuda: bool,
         /// Provision and use the small CPU-only build (about 0.5 GB), even with a GPU.
@@ -65,6 +66,10 @@ enum Task {
     /// The protocol benchmark on a random-weight model of a given shape (Llama-2-7B by default, built on the GPU,
     /// never carried) against the transformers peer in the same session: a table of ratios to the peer and floor.
     Bench(bench::BenchArgs),
+    /// Prove the CUDA path on a GPU machine (at most 8 minutes): the ignored CUDA tests, the DINM edit and
+    /// generation in bf16 and fp32, and the protocol benchmark; writes report.md and report.jsonl and fails on any
+    /// failure. `--bundle DIR` only builds a prebuilt copy that runs without a Rust toolchain.
+    GpuCheck(gpu_check::GpuCheckArgs),
     /// Convert a model directory's pickled `pytorch_model.bin` into `model.safetensors` (needs python3 with
     /// torch and safetensors).
     ConvertBin {
@@ -96,6 +101,7 @@ fn main() -> Result<()> {
         Task::Demo { extra } => demo::run(&extra),
         Task::Download { target } => download::run(target),
         Task::Bench(args) => bench::run(&args),
+        Task::GpuCheck(args) => gpu_check::run(&args),
         Task::ConvertBin { dir, force, python } => convert_bin::run(&dir, force, &python),
     }
 }
