@@ -12,6 +12,16 @@ use crate::paths::{managed_libtorch, workspace_root};
 pub fn run() -> Result<()> {
     let libtorch = std::env::var_os("LIBTORCH").map(Into::into).unwrap_or_else(managed_libtorch);
     println!("LIBTORCH             : {}", libtorch.display());
+    if let Ok(target) = std::fs::read_link(&libtorch) {
+        println!("  links to           : {}", target.display());
+    }
+    let build = if libtorch.join("lib/libtorch_cuda.so").exists() { "CUDA 13" } else { "CPU-only" };
+    println!("libtorch build       : {build} (by its files; the runtime's view follows)");
+    println!(
+        "NVIDIA driver        : {}",
+        crate::nvidia::driver()
+            .unwrap_or_else(|| "none found (no nvidia-smi, no /proc/driver/nvidia)".to_owned())
+    );
     match read_version(&libtorch) {
         Ok(version) if version == TORCH_VERSION => {
             println!("libtorch version     : {version} (as required)")

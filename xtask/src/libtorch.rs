@@ -1,9 +1,12 @@
 //! Provisioning of libtorch 2.11.0 from PyPI wheels, without a Python environment.
 //!
-//! The `torch` wheel carries the C++ libraries and headers; libtorch_cpu also needs the CUDA runtime and CUPTI
-//! libraries from two small NVIDIA wheels, even on a CPU-only machine. We download the three wheels with pip,
-//! extract only what linking and running need (about 0.5 GB), check every extracted file against the SHA-256
-//! the wheel's own RECORD lists, and place the result atomically.
+//! Two builds coexist: the CPU-only one in `.libtorch-cpu/` and the CUDA 13 one in `.libtorch-cuda/`; the
+//! link `.libtorch`, which the build uses, points at one of them (see [`crate::active`]). The `torch` wheel
+//! carries the C++ libraries and headers; libtorch_cpu also needs the CUDA runtime and CUPTI libraries from two
+//! small NVIDIA wheels, even on a CPU-only machine. The CUDA build adds the torch wheel's CUDA libraries and
+//! the NVIDIA libraries they need ([`crate::cuda_libs`]). We download the wheels with pip, extract only what
+//! linking and running need, check every extracted file against the SHA-256 the wheel's own RECORD lists, and
+//! place the result atomically.
 
 use std::collections::HashMap;
 use std::fs;
@@ -15,20 +18,32 @@ use anyhow::{bail, Context, Result};
 use base64::Engine;
 use sha2::{Digest, Sha256};
 
+use crate::active;
 use crate::paths::{managed_libtorch, workspace_root};
 
 /// The libtorch version tch 0.24 is built for.
 pub const TORCH_VERSION: &str = "2.11.0";
 
-/// A wheel to fetch and the members of it to keep: (prefix inside the wheel, destination folder, files or
-/// `None` for the whole subtree).
-struct Wheel {
-    requirement: &'static str,
-    file_prefix: &'static str,
-    members: &'static [(&'static str, &'static str, Option<&'static [&'static str]>)],
+/// A wheel to fetch and the members of it to keep: (prefix inside the wheel, destination folder, what to keep).
+pub(crate) struct Wheel {
+    pub(crate) requirement: &'static str,
+    pub(crate) file_prefix: &'static str,
+    pub(crate) members: &'static [(&'static str, &'static str, Keep)],
 }
 
-const WHEELS: &[Wheel] = &[
+/// Which members under a wheel prefix are extracted.
+#[derive(Clone, Copy)]
+pub(crate) enum Keep {
+    /// Exactly these files, directly under the prefix.
+    Files(&'static [&'static str]),
+    /// The whole subtree.
+    Tree,
+    /// Every shared library directly under the prefix; the CUDA set-up later keeps only those the loader needs.
+    Libraries,
+}
+
+/// The wheels of the CPU-only build.
+const CPU_WHEELS: &[Wheel] = &[
     Wheel {
         requirement: "torch==2.11.0",
         file_prefix: "torch-2.11.0-",
@@ -36,25 +51,25 @@ const WHEELS: &[Wheel] = &[
             (
                 "torch/lib/",
                 "lib",
-                Some(&["libtorch_cpu.so", "libc10.so", "libgomp.so.1", "libtorch.so"]),
+                Keep::Files(&["libtorch_cpu.so", "libc10.so", "libgomp.so.1", "libtorch.so"]),
             ),
-            ("torch/include/", "include", None),
-            ("torch/share/", "share", None),
+            ("torch/include/", "include", Keep::Tree),
+            ("torch/share/", "share", Keep::Tree),
         ],
     },
     Wheel {
         requirement: "nvidia-cuda-runtime==13.0.96",
         file_prefix: "nvidia_cuda_runtime-13.0.96-",
-        members: &[("nvidia/cu13/lib/", "lib", Some(&["libcudart.so.13"]))],
+        members: &[("nvidia/cu13/lib/", "lib", Keep::Files(&["libcudart.so.13"]))],
     },
     Wheel {
         requirement: "nvidia-cuda-cupti==13.0.85",
         file_prefix: "nvidia_cuda_cupti-13.0.85-",
-        members: &[("nvidia/cu13/lib/", "lib", Some(&["libcupti.so.13"]))],
+        members: &[("nvidia/cu13/lib/", "lib", Keep::Files(&["libcupti.so.13"]))],
     },
 ];
 
-/// The libraries a usable libtorch folder must hold.
+/// The libraries a usable CPU-only libtorch folder must hold.
 const REQUIRED_LIBS: &[&str] = &[
     "libtorch_cpu.so",
     "libc10.so",
@@ -65,25 +80,129 @@ const REQUIRED_LIBS: &[&str] = &[
 ];
 
 /// Written last into a provisioned folder: one line per file, `<sha256 hex> <size> <relative path>`.
-const STAMP: &str = ".provisioned";
+pub(crate) const STAMP: &str = ".provisioned";
 
-/// Makes sure a libtorch 2.11.0 is available and returns its folder.
+/// The libtorch builds `cargo xtask setup` provisions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Build {
+    /// The small CPU-only build (about 0.5 GB).
+    Cpu,
+    /// The CUDA 13 build; it also runs on a machine without a GPU, on the CPU.
+    Cuda,
+}
+
+impl Build {
+    /// Both builds.
+    pub const ALL: [Build; 2] = [Build::Cpu, Build::Cuda];
+
+    /// The folder, relative to the workspace root, the build is provisioned into.
+    pub fn folder_name(self) -> &'static str {
+        match self {
+            Build::Cpu => ".libtorch-cpu",
+            Build::Cuda => ".libtorch-cuda",
+        }
+    }
+
+    /// How the build is named to the user.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Build::Cpu => "CPU-only",
+            Build::Cuda => "CUDA 13",
+        }
+    }
+
+    fn wheels(self) -> &'static [Wheel] {
+        match self {
+            Build::Cpu => CPU_WHEELS,
+            Build::Cuda => crate::cuda_libs::WHEELS,
+        }
+    }
+
+    fn sizes(self) -> &'static str {
+        match self {
+            Build::Cpu => "about 545 MB of wheels from PyPI, 0.5 GB on disk",
+            Build::Cuda => "about 2.5 GB of wheels from PyPI, 3.4 GB on disk",
+        }
+    }
+}
+
+/// Which build `cargo xtask setup` provisions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Choice {
+    /// The build `.libtorch` points at; on a fresh checkout, as [`Choice::Detect`].
+    Keep,
+    /// CUDA when an NVIDIA driver is installed; otherwise the build in use, or CPU-only on a fresh checkout.
+    Detect,
+    /// The CPU-only build.
+    Cpu,
+    /// The CUDA 13 build.
+    Cuda,
+}
+
+/// Makes sure a libtorch 2.11.0 is available and returns its folder: the build in use, or on a fresh checkout
+/// the one this machine wants.
 ///
 /// With `LIBTORCH` naming a folder other than the managed one, that folder is checked and used as it is.
 pub fn ensure(verify: bool) -> Result<PathBuf> {
+    ensure_build(Choice::Keep, verify)
+}
+
+/// Provisions (or checks) the build `choice` selects and points `.libtorch` at it.
+pub fn ensure_build(choice: Choice, verify: bool) -> Result<PathBuf> {
     let managed = managed_libtorch();
     if let Some(user) = user_libtorch(&managed) {
+        if matches!(choice, Choice::Cpu | Choice::Cuda) {
+            bail!(
+                "LIBTORCH={} is exported, so the build would ignore the folder `--cpu`/`--cuda` provisions: unset \
+                 LIBTORCH to let `cargo xtask setup` manage libtorch",
+                user.display()
+            );
+        }
         check_user_libtorch(&user)?;
         println!("libtorch {TORCH_VERSION} at {} (from LIBTORCH)", user.display());
         return Ok(user);
     }
-    if managed.join(STAMP).exists() {
-        check_stamp(&managed, verify)?;
-        println!("libtorch {TORCH_VERSION} already provisioned at {}", managed.display());
-        return Ok(managed);
+    let current = active::current()?;
+    let build = match (choice, current) {
+        (Choice::Cpu, _) => Build::Cpu,
+        (Choice::Cuda, _) => Build::Cuda,
+        (Choice::Keep, Some(build)) => build,
+        (Choice::Keep | Choice::Detect, _) => detect(current),
+    };
+    let folder = active::folder(build);
+    if folder.join(STAMP).exists() {
+        check_stamp(&folder, verify)?;
+        println!(
+            "libtorch {TORCH_VERSION} ({} build) already provisioned at {}",
+            build.describe(),
+            folder.display()
+        );
+    } else {
+        provision(build, &folder)?;
     }
-    provision(&managed)?;
+    active::switch(current, build)?;
     Ok(managed)
+}
+
+/// The build this machine wants: CUDA with an NVIDIA driver, else the one in use, else CPU-only.
+fn detect(current: Option<Build>) -> Build {
+    if let Some(driver) = crate::nvidia::driver() {
+        println!(
+            "NVIDIA driver found ({driver}): using the CUDA 13 build of libtorch; `cargo xtask setup --cpu` \
+             selects the small CPU-only build instead"
+        );
+        return Build::Cuda;
+    }
+    match current {
+        Some(build) => build,
+        None => {
+            println!(
+                "no NVIDIA driver found: using the CPU-only build of libtorch; `cargo xtask setup --cuda` \
+                 provisions the CUDA 13 build"
+            );
+            Build::Cpu
+        }
+    }
 }
 
 /// `LIBTORCH` as the user set it, unless it is the managed folder `.cargo/config.toml` points at.
@@ -171,7 +290,8 @@ fn check_stamp(dir: &Path, rehash: bool) -> Result<()> {
     }
     if !problems.is_empty() {
         bail!(
-            "the libtorch at {} is damaged ({}); delete that folder and run `cargo xtask setup` again",
+            "the libtorch at {} is damaged ({}); delete that folder and run `cargo xtask setup` again (with \
+             `--cuda` for the CUDA build)",
             dir.display(),
             problems.join("; ")
         );
@@ -179,31 +299,63 @@ fn check_stamp(dir: &Path, rehash: bool) -> Result<()> {
     Ok(())
 }
 
-fn provision(target: &Path) -> Result<()> {
+fn provision(build: Build, target: &Path) -> Result<()> {
     let root = workspace_root();
-    let wheels_dir = root.join(".libtorch.wheels");
-    let partial = root.join(".libtorch.partial");
+    let name = build.folder_name();
+    let wheels_dir = root.join(format!("{name}.wheels"));
+    let partial = root.join(format!("{name}.partial"));
     println!(
-        "Provisioning libtorch {TORCH_VERSION} into {} (about 545 MB from PyPI)",
-        target.display()
+        "Provisioning the {} build of libtorch {TORCH_VERSION} into {} ({})",
+        build.describe(),
+        target.display(),
+        build.sizes()
     );
-    download_wheels(&wheels_dir)?;
+    download_wheels(build.wheels(), &wheels_dir)?;
     if partial.exists() {
         fs::remove_dir_all(&partial).with_context(|| format!("removing {}", partial.display()))?;
     }
     fs::create_dir_all(&partial)?;
-    let mut stamp = String::new();
-    for wheel in WHEELS {
+    let mut extracted = Vec::new();
+    for wheel in build.wheels() {
         let path = find_wheel(&wheels_dir, wheel)?;
         println!("  extracting {}", path.file_name().unwrap_or_default().to_string_lossy());
-        extract_wheel(&path, wheel, &partial, &mut stamp)?;
+        let files = extract_wheel(&path, wheel, &partial)?;
+        extracted.push((wheel, files));
     }
-    for lib in REQUIRED_LIBS {
-        if !partial.join("lib").join(lib).exists() {
-            bail!(
-                "the wheels did not provide lib/{lib}; delete {} and retry",
-                wheels_dir.display()
+    let lib = partial.join("lib");
+    match build {
+        Build::Cpu => {
+            for name in REQUIRED_LIBS {
+                if !lib.join(name).exists() {
+                    bail!(
+                        "the wheels did not provide lib/{name}; delete {} and retry",
+                        wheels_dir.display()
+                    );
+                }
+            }
+        }
+        Build::Cuda => {
+            let keep = crate::cuda_libs::needed_libraries(&lib)?;
+            let removed = crate::cuda_libs::prune(&lib, &keep)?;
+            println!("  kept {} libraries the loader needs:", keep.len());
+            for (name, why) in &keep {
+                println!("    {name:<34} {why}");
+            }
+            println!(
+                "  left out {} libraries nothing needs: {}",
+                removed.len(),
+                removed.join(", ")
             );
+            for (wheel, files) in &mut extracted {
+                files.retain(|file| file.path.exists());
+                if files.is_empty() {
+                    bail!(
+                        "no library of {} is needed by torch {TORCH_VERSION}: remove it from the pins in \
+                         xtask/src/cuda_libs.rs",
+                        wheel.requirement
+                    );
+                }
+            }
         }
     }
     let version = read_version(&partial)?;
@@ -212,6 +364,11 @@ fn provision(target: &Path) -> Result<()> {
     }
     // torch-sys checks this file against the version it was built for.
     fs::write(partial.join("build-version"), format!("{TORCH_VERSION}\n"))?;
+    let stamp: String = extracted
+        .iter()
+        .flat_map(|(_, files)| files)
+        .map(|file| file.stamp_line.as_str())
+        .collect();
     let mut file = fs::File::create(partial.join(STAMP))?;
     file.write_all(stamp.as_bytes())?;
     file.sync_all()?;
@@ -221,7 +378,7 @@ fn provision(target: &Path) -> Result<()> {
     fs::rename(&partial, target)
         .with_context(|| format!("moving {} to {}", partial.display(), target.display()))?;
     fs::remove_dir_all(&wheels_dir).ok();
-    println!("libtorch {TORCH_VERSION} ready at {}", target.display());
+    println!("libtorch {TORCH_VERSION} ({} build) ready at {}", build.describe(), target.display());
     Ok(())
 }
 
@@ -241,7 +398,7 @@ pub(crate) fn find_pip_python() -> Result<&'static str> {
         )
 }
 
-fn download_wheels(dir: &Path) -> Result<()> {
+fn download_wheels(wheels: &[Wheel], dir: &Path) -> Result<()> {
     let python = find_pip_python()
         .context("libtorch is downloaded with pip; alternatively point LIBTORCH at an existing libtorch 2.11.0")?;
     fs::create_dir_all(dir)?;
@@ -255,23 +412,19 @@ fn download_wheels(dir: &Path) -> Result<()> {
         "--python-version",
         "3.11",
     ]);
-    for platform in [
-        "manylinux_2_28_x86_64",
-        "manylinux_2_27_x86_64",
-        "manylinux_2_25_x86_64",
-        "manylinux_2_17_x86_64",
-        "manylinux2014_x86_64",
-    ] {
-        command.args(["--platform", platform]);
+    // pip matches platform tags exactly, and the NVIDIA wheels use several glibc baselines.
+    for glibc_minor in (12..=28).rev() {
+        command.args(["--platform", &format!("manylinux_2_{glibc_minor}_x86_64")]);
     }
+    command.args(["--platform", "manylinux2014_x86_64", "--platform", "manylinux2010_x86_64"]);
     command.arg("--dest").arg(dir);
-    command.args(WHEELS.iter().map(|wheel| wheel.requirement));
+    command.args(wheels.iter().map(|wheel| wheel.requirement));
     let status = command.status().context("running pip")?;
     if !status.success() {
         bail!(
             "pip could not download the libtorch wheels ({}); check that this machine reaches PyPI (proxy, \
              network), then run `cargo xtask setup` again, or point LIBTORCH at an existing libtorch {TORCH_VERSION}",
-            WHEELS.iter().map(|wheel| wheel.requirement).collect::<Vec<_>>().join(", ")
+            wheels.iter().map(|wheel| wheel.requirement).collect::<Vec<_>>().join(", ")
         );
     }
     Ok(())
@@ -294,7 +447,14 @@ fn find_wheel(dir: &Path, wheel: &Wheel) -> Result<PathBuf> {
         })
 }
 
-fn extract_wheel(path: &Path, wheel: &Wheel, out: &Path, stamp: &mut String) -> Result<()> {
+/// One extracted file and its stamp line (`<sha256 hex> <size> <relative path>`).
+struct Extracted {
+    path: PathBuf,
+    stamp_line: String,
+}
+
+fn extract_wheel(path: &Path, wheel: &Wheel, out: &Path) -> Result<Vec<Extracted>> {
+    let mut extracted = Vec::new();
     let file = fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let mut archive = zip::ZipArchive::new(io::BufReader::new(file))
         .with_context(|| format!("{} is not a valid wheel; delete it and retry", path.display()))?;
@@ -311,6 +471,13 @@ fn extract_wheel(path: &Path, wheel: &Wheel, out: &Path, stamp: &mut String) -> 
             .get(&name)
             .with_context(|| format!("{name} is not listed in the RECORD of {}", path.display()))?;
         let dest = out.join(&relative);
+        if dest.exists() {
+            bail!(
+                "{name} of {} would overwrite {} from another wheel",
+                path.display(),
+                relative.display()
+            );
+        }
         if let Some(parent) = dest.parent() {
             fs::create_dir_all(parent)?;
         }
@@ -329,19 +496,24 @@ fn extract_wheel(path: &Path, wheel: &Wheel, out: &Path, stamp: &mut String) -> 
             use std::os::unix::fs::PermissionsExt;
             fs::set_permissions(&dest, fs::Permissions::from_mode(mode & 0o777))?;
         }
-        stamp.push_str(&format!("{} {} {}\n", hex(&digest), writer.bytes, relative.display()));
+        let stamp_line = format!("{} {} {}\n", hex(&digest), writer.bytes, relative.display());
+        extracted.push(Extracted { path: dest, stamp_line });
     }
-    Ok(())
+    Ok(extracted)
 }
 
 /// Where a wheel member goes inside the libtorch folder, or `None` if it is not kept.
-fn destination(wheel: &Wheel, name: &str) -> Option<PathBuf> {
-    wheel.members.iter().find_map(|(prefix, folder, files)| {
+pub(crate) fn destination(wheel: &Wheel, name: &str) -> Option<PathBuf> {
+    wheel.members.iter().find_map(|(prefix, folder, keep)| {
         let rest = name.strip_prefix(prefix)?;
-        match files {
-            Some(files) => files.contains(&rest).then(|| Path::new(folder).join(rest)),
-            None => Some(Path::new(folder).join(rest)),
-        }
+        let kept = match keep {
+            Keep::Files(files) => files.contains(&rest),
+            Keep::Tree => true,
+            Keep::Libraries => {
+                !rest.contains('/') && rest.starts_with("lib") && rest.contains(".so")
+            }
+        };
+        kept.then(|| Path::new(folder).join(rest))
     })
 }
 
@@ -464,7 +636,7 @@ mod tests {
 
     #[test]
     fn only_the_listed_members_are_kept() {
-        let torch = &WHEELS[0];
+        let torch = &CPU_WHEELS[0];
         assert_eq!(destination(torch, "torch/lib/libc10.so"), Some(PathBuf::from("lib/libc10.so")));
         assert_eq!(destination(torch, "torch/lib/libtorch_cuda.so"), None);
         assert_eq!(

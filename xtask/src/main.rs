@@ -2,13 +2,18 @@
 //!
 //! This crate builds without libtorch: `cargo xtask setup` is what installs it.
 
+mod active;
 mod bench;
 mod checks;
 mod convert_bin;
+mod cuda_libs;
 mod demo;
 mod doctor;
 mod download;
+mod elf;
+mod gpu_check;
 mod libtorch;
+mod nvidia;
 mod paths;
 mod smollm2;
 
@@ -25,11 +30,19 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Task {
-    /// Provision libtorch 2.11.0 into `.libtorch/` (or check the one `LIBTORCH` names). Idempotent.
+    /// Provision libtorch 2.11.0 (or check the one `LIBTORCH` names). Idempotent. The CUDA 13 build goes to
+    /// `.libtorch-cuda/`, the CPU-only one to `.libtorch-cpu/`; `.libtorch` links to the one in use. Without a
+    /// flag: CUDA when an NVIDIA driver is installed, else the build in use, else CPU-only.
     Setup {
         /// Re-hash every extracted file against the wheel's RECORD even when already provisioned.
         #[arg(long)]
         verify: bool,
+        /// Provision and use the CUDA 13 build (about 2.5 GB download, 3.4 GB on disk), even without a GPU.
+        #[arg(long, conflicts_with = "cpu")]
+        cuda: bool,
+        /// Provision and use the small CPU-only build (about 0.5 GB), even with a GPU.
+        #[arg(long)]
+        cpu: bool,
     },
     /// The project's whole check: set-up if needed, fmt, clippy, tests, docs, the downstream crate run without
     /// LD_LIBRARY_PATH, then every library crate's docs and verified package built without libtorch (`doc-only`).
@@ -54,6 +67,10 @@ enum Task {
     /// The protocol benchmark on a random-weight model of a given shape (Llama-2-7B by default, built on the GPU,
     /// never carried) against the transformers peer in the same session: a table of ratios to the peer and floor.
     Bench(bench::BenchArgs),
+    /// Prove the CUDA path on a GPU machine (at most 8 minutes): the ignored CUDA tests, the DINM edit and
+    /// generation in bf16 and fp32, and the protocol benchmark; writes report.md and report.jsonl and fails on any
+    /// failure. `--bundle DIR` only builds a prebuilt copy that runs without a Rust toolchain.
+    GpuCheck(gpu_check::GpuCheckArgs),
     /// Convert a model directory's pickled `pytorch_model.bin` into `model.safetensors` (needs python3 with
     /// torch and safetensors).
     ConvertBin {
@@ -71,13 +88,21 @@ enum Task {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.task {
-        Task::Setup { verify } => libtorch::ensure(verify).map(|_| ()),
+        Task::Setup { verify, cuda, cpu } => {
+            let choice = match (cuda, cpu) {
+                (true, _) => libtorch::Choice::Cuda,
+                (_, true) => libtorch::Choice::Cpu,
+                _ => libtorch::Choice::Detect,
+            };
+            libtorch::ensure_build(choice, verify).map(|_| ())
+        }
         Task::Test => checks::run_all(),
         Task::Doctor => doctor::run(),
         Task::Smollm2 => smollm2::ensure().map(|_| ()),
         Task::Demo { extra } => demo::run(&extra),
         Task::Download { target } => download::run(target),
         Task::Bench(args) => bench::run(&args),
+        Task::GpuCheck(args) => gpu_check::run(&args),
         Task::ConvertBin { dir, force, python } => convert_bin::run(&dir, force, &python),
     }
 }

@@ -9,8 +9,12 @@ use detox_edit::dinm::{
 use detox_runtime::{CausalLm, SafetensorsFiles};
 use tch::{Device, Kind};
 
+/// `DETOX_CRATE_DIR` when a prebuilt test runs away from its source tree (the gpu-check bundle).
 fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dinm")
+    std::env::var_os("DETOX_CRATE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+        .join("tests/fixtures/dinm")
 }
 
 fn first_row(v: &serde_json::Value) -> Vec<i64> {
@@ -19,11 +23,21 @@ fn first_row(v: &serde_json::Value) -> Vec<i64> {
 }
 
 fn check_variant(variant: &str, weighting: LossWeighting, kl_gradient: KlGradient) -> Result<()> {
+    check_variant_on(Device::Cpu, variant, weighting, kl_gradient)
+}
+
+/// The reference's losses and delta at fp32 on `device`, then a bit-exact restore of the edited weight.
+fn check_variant_on(
+    device: Device,
+    variant: &str,
+    weighting: LossWeighting,
+    kl_gradient: KlGradient,
+) -> Result<()> {
     let dir = fixtures();
     let expected: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json"))?)?;
     let exp = &expected[variant];
-    let mut model = CausalLm::load(dir.join("model"), Device::Cpu, Kind::Float)?;
+    let mut model = CausalLm::load(dir.join("model"), device, Kind::Float)?;
     let tokens = DinmTokens {
         edit_input: first_row(&exp["edit_input_ids"]),
         target: first_row(&exp["labels"]),
@@ -58,7 +72,7 @@ fn check_variant(variant: &str, weighting: LossWeighting, kl_gradient: KlGradien
             );
         }
     }
-    let delta = trained.edited - &trained.original;
+    let delta = (trained.edited - &trained.original).to_device(Device::Cpu);
     let want = SafetensorsFiles::open_files(&[dir.join(format!("delta_{variant}.safetensors"))])?
         .load("delta", Device::Cpu, None)?;
     let diff = (&delta - &want).abs().max().double_value(&[]);
@@ -67,9 +81,13 @@ fn check_variant(variant: &str, weighting: LossWeighting, kl_gradient: KlGradien
     assert!(diff <= 1e-3 * scale, "{variant}: delta differs by {diff} (max |delta| {scale})");
     let in_model = model.parameter(&name)?.shallow_clone() - before.get(&name).unwrap();
     assert!(
-        (in_model - &delta).abs().max().double_value(&[]) < 1e-6,
+        (in_model.to_device(Device::Cpu) - &delta).abs().max().double_value(&[]) < 1e-6,
         "the model holds the edited weight"
     );
+    model.restore(&before)?;
+    let restored = model.parameter(&name)?.to_device(Device::Cpu);
+    let original = before.get(&name).unwrap().to_device(Device::Cpu);
+    assert!(restored.equal(&original), "{variant}: restore is bit-exact on {device:?}");
     Ok(())
 }
 
@@ -81,4 +99,18 @@ fn reference_variant_matches_losses_and_delta() -> Result<()> {
 #[test]
 fn paper_variant_matches_losses_and_delta() -> Result<()> {
     check_variant("paper", LossWeighting::Paper, KlGradient::Differentiable)
+}
+
+#[test]
+#[ignore = "needs a CUDA device; run with --ignored on a GPU machine (cargo xtask gpu-check)"]
+fn reference_variant_matches_on_cuda_in_fp32() -> Result<()> {
+    detox_runtime::load::check_device(Device::Cuda(0))?;
+    check_variant_on(Device::Cuda(0), "reference", LossWeighting::Reference, KlGradient::Detached)
+}
+
+#[test]
+#[ignore = "needs a CUDA device; run with --ignored on a GPU machine (cargo xtask gpu-check)"]
+fn paper_variant_matches_on_cuda_in_fp32() -> Result<()> {
+    detox_runtime::load::check_device(Device::Cuda(0))?;
+    check_variant_on(Device::Cuda(0), "paper", LossWeighting::Paper, KlGradient::Differentiable)
 }

@@ -81,7 +81,7 @@ mod cuda {
     type MemGetInfo = unsafe extern "C" fn(free: *mut usize, total: *mut usize) -> c_int;
 
     pub(super) fn mem_get_info(index: usize) -> Option<DeviceMemory> {
-        let path = dynlib::loaded_library(|name| name.starts_with("libcudart.so"))?;
+        let path = dynlib::loaded_library(crate::backend::is_cudart)?;
         // RTLD_NOLOAD: only the copy libtorch already loaded, never a second runtime.
         let handle = dynlib::open(path.to_str()?, libc::RTLD_NOW | libc::RTLD_NOLOAD)?;
         let set: SetDevice = symbol(handle, "cudaSetDevice")?;

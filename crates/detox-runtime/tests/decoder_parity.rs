@@ -12,9 +12,20 @@ use tch::{Device, Kind, Tensor};
 
 const MODELS: &[&str] = &["llama", "llama3_tied_sharded", "mistral_window", "qwen2"];
 const TOLERANCE: f64 = 1e-4;
+/// bf16 keeps 8 bits of mantissa: on CUDA in bf16 the logits and hidden states may differ from the fp32
+/// reference by this fraction of the largest magnitude in the compared tensor.
+const BF16_RELATIVE_TOLERANCE: f64 = 5e-2;
+
+/// The crate folder holding `tests/fixtures`: `DETOX_CRATE_DIR` when a prebuilt test runs away from its
+/// source tree (the gpu-check bundle), else the one it was compiled in.
+fn crate_dir() -> PathBuf {
+    std::env::var_os("DETOX_CRATE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf())
+}
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/decoders").join(name)
+    crate_dir().join("tests/fixtures/decoders").join(name)
 }
 
 struct Expected {
@@ -36,7 +47,16 @@ fn prompts(json: &serde_json::Value) -> Vec<Vec<i64>> {
 
 fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
     assert_eq!(a.size(), b.size(), "shape");
-    (a.to_kind(Kind::Double) - b.to_kind(Kind::Double)).abs().max().double_value(&[])
+    let a = a.to_device(Device::Cpu).to_kind(Kind::Double);
+    (a - b.to_kind(Kind::Double)).abs().max().double_value(&[])
+}
+
+/// The allowed difference from the fp32 reference `want` for a model run in `kind`.
+fn tolerance(kind: Kind, want: &Tensor) -> f64 {
+    match kind {
+        Kind::BFloat16 => BF16_RELATIVE_TOLERANCE * want.abs().max().double_value(&[]).max(1.0),
+        _ => TOLERANCE,
+    }
 }
 
 fn left_padded(prompts: &[Vec<i64>], pad: i64) -> (Tensor, Tensor) {
@@ -58,41 +78,64 @@ fn left_padded(prompts: &[Vec<i64>], pad: i64) -> (Tensor, Tensor) {
 
 #[test]
 fn logits_and_hidden_states_match_transformers() -> Result<()> {
+    check_logits_and_hidden_states(Device::Cpu, Kind::Float)
+}
+
+#[test]
+#[ignore = "needs a CUDA device; run with --ignored on a GPU machine (cargo xtask gpu-check)"]
+fn logits_and_hidden_states_match_transformers_on_cuda_in_fp32() -> Result<()> {
+    detox_runtime::load::check_device(Device::Cuda(0))?;
+    check_logits_and_hidden_states(Device::Cuda(0), Kind::Float)
+}
+
+#[test]
+#[ignore = "needs a CUDA device; run with --ignored on a GPU machine (cargo xtask gpu-check)"]
+fn logits_and_hidden_states_match_transformers_on_cuda_in_bf16() -> Result<()> {
+    detox_runtime::load::check_device(Device::Cuda(0))?;
+    check_logits_and_hidden_states(Device::Cuda(0), Kind::BFloat16)
+}
+
+fn check_logits_and_hidden_states(device: Device, kind: Kind) -> Result<()> {
     for name in MODELS {
-        let model = CausalLm::load(fixture(name), Device::Cpu, Kind::Float)
-            .with_context(|| name.to_string())?;
+        let model =
+            CausalLm::load(fixture(name), device, kind).with_context(|| name.to_string())?;
         let exp = expected(name)?;
         let prompts = prompts(&exp.json);
         let layers = model.config().num_hidden_layers;
 
-        let single = Tensor::from_slice(&prompts[0]).unsqueeze(0);
+        let single = Tensor::from_slice(&prompts[0]).unsqueeze(0).to_device(device);
         let out = tch::no_grad(|| {
             model.forward(
                 &single,
                 &ForwardOptions { output_hidden_states: true, ..Default::default() },
             )
         })?;
-        let d = max_diff(&out.logits.squeeze_dim(0), &exp.tensors["single.logits"]);
-        assert!(d <= TOLERANCE, "{name}: single logits differ by {d}");
+        let want = &exp.tensors["single.logits"];
+        let d = max_diff(&out.logits.squeeze_dim(0), want);
+        assert!(d <= tolerance(kind, want), "{name}: single logits differ by {d}");
         let hidden = out.hidden_states.expect("hidden states");
         assert_eq!(hidden.len(), layers + 1, "{name}: number of hidden states");
         for (i, h) in hidden.iter().enumerate() {
-            let d = max_diff(&h.squeeze_dim(0), &exp.tensors[&format!("single.hidden.{i}")]);
-            assert!(d <= TOLERANCE, "{name}: hidden state {i} differs by {d}");
+            let want = &exp.tensors[&format!("single.hidden.{i}")];
+            let d = max_diff(&h.squeeze_dim(0), want);
+            assert!(d <= tolerance(kind, want), "{name}: hidden state {i} differs by {d}");
         }
 
         let (ids, mask) = left_padded(&prompts, 0);
+        let (ids, mask) = (ids.to_device(device), mask.to_device(device));
         let options = ForwardOptions {
             attention_mask: Some(&mask),
             output_hidden_states: true,
             ..Default::default()
         };
         let out = tch::no_grad(|| model.forward(&ids, &options))?;
-        let d = max_diff(&out.logits, &exp.tensors["batch.logits"]);
-        assert!(d <= TOLERANCE, "{name}: left-padded batch logits differ by {d}");
+        let want = &exp.tensors["batch.logits"];
+        let d = max_diff(&out.logits, want);
+        assert!(d <= tolerance(kind, want), "{name}: left-padded batch logits differ by {d}");
         for (i, h) in out.hidden_states.expect("hidden").iter().enumerate() {
-            let d = max_diff(h, &exp.tensors[&format!("batch.hidden.{i}")]);
-            assert!(d <= TOLERANCE, "{name}: batch hidden state {i} differs by {d}");
+            let want = &exp.tensors[&format!("batch.hidden.{i}")];
+            let d = max_diff(h, want);
+            assert!(d <= tolerance(kind, want), "{name}: batch hidden state {i} differs by {d}");
         }
     }
     Ok(())

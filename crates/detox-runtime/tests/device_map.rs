@@ -9,8 +9,13 @@ use anyhow::Result;
 use detox_runtime::{generate, CausalLm, DeviceMap, ForwardOptions, GenerationConfig, PositionIds};
 use tch::{Device, Kind, Tensor};
 
+/// `DETOX_CRATE_DIR` when a prebuilt test runs away from its source tree (the gpu-check bundle).
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/decoders").join(name)
+    std::env::var_os("DETOX_CRATE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf())
+        .join("tests/fixtures/decoders")
+        .join(name)
 }
 
 fn padded_batch() -> (Tensor, Tensor) {
@@ -62,8 +67,7 @@ fn a_map_for_the_wrong_layer_count_is_refused() -> Result<()> {
 #[test]
 #[ignore = "needs a CUDA device; run with --include-ignored on a GPU machine"]
 fn layers_split_over_cpu_and_cuda_match_the_cpu_model() -> Result<()> {
-    detox_runtime::backend::init();
-    assert!(tch::Cuda::is_available(), "this test needs CUDA");
+    detox_runtime::load::check_device(Device::Cuda(0))?;
     for name in ["mistral_window", "qwen2"] {
         let cpu = CausalLm::load(fixture(name), Device::Cpu, Kind::Float)?;
         let config = cpu.config().clone();
