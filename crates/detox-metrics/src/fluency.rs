@@ -12,7 +12,6 @@
 //! `punkt_tab` files and then reproduce `word_tokenize` exactly.
 
 use std::collections::HashMap;
-use std::sync::OnceLock;
 
 use fancy_regex::Regex;
 use rayon::prelude::*;
@@ -33,9 +32,18 @@ fn re(pattern: &str) -> Regex {
     Regex::new(pattern).expect("the tokenizer's patterns are valid")
 }
 
-fn rules() -> &'static Rules {
-    static RULES: OnceLock<Rules> = OnceLock::new();
-    RULES.get_or_init(|| Rules {
+thread_local! {
+    // One compiled set per thread: a regex shared between threads makes every thread but the first take its
+    // matching scratch space from a shared pool, which costs the parallel scorers more than compiling.
+    static RULES: Rules = compile_rules();
+}
+
+fn with_rules<T>(f: impl FnOnce(&Rules) -> T) -> T {
+    RULES.with(f)
+}
+
+fn compile_rules() -> Rules {
+    Rules {
         starting: vec![
             (re("([«“‘„]|[`]+)"), " $1 "),
             (re(r#"^""#), "``"),
@@ -81,7 +89,7 @@ fn rules() -> &'static Rules {
         .map(|p| re(p))
         .collect(),
         sentence_end: re(r#"[.!?][\])}"'»”’]*\s+(?=[A-Z0-9"“‘(\[])"#),
-    })
+    }
 }
 
 fn replace(text: &str, rule: &(Regex, &str)) -> String {
@@ -90,7 +98,10 @@ fn replace(text: &str, rule: &(Regex, &str)) -> String {
 
 /// NLTK's `NLTKWordTokenizer.tokenize` on one sentence.
 pub fn tokenize_sentence(sentence: &str) -> Vec<String> {
-    let r = rules();
+    with_rules(|r| tokenize_with_rules(r, sentence))
+}
+
+fn tokenize_with_rules(r: &Rules, sentence: &str) -> Vec<String> {
     let mut text = sentence.to_string();
     for rule in r.starting.iter().chain(&r.punctuation) {
         text = replace(&text, rule);
@@ -109,12 +120,15 @@ pub fn tokenize_sentence(sentence: &str) -> Vec<String> {
 
 /// Sentence split (see the module documentation for how it relates to Punkt).
 pub fn split_sentences(text: &str) -> Vec<&str> {
+    let ends: Vec<(usize, usize)> = with_rules(|r| {
+        r.sentence_end.find_iter(text).flatten().map(|m| (m.start(), m.end())).collect()
+    });
     let mut out = Vec::new();
     let mut start = 0;
-    for m in rules().sentence_end.find_iter(text).flatten() {
-        let end = m.start() + text[m.start()..m.end()].trim_end().len();
+    for (m_start, m_end) in ends {
+        let end = m_start + text[m_start..m_end].trim_end().len();
         out.push(&text[start..end]);
-        start = m.end();
+        start = m_end;
     }
     if start < text.len() {
         out.push(&text[start..]);
