@@ -19,7 +19,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::sync::OnceLock;
 
 use fancy_regex::Regex;
 use rayon::prelude::*;
@@ -60,22 +59,28 @@ struct Patterns {
 }
 
 fn patterns() -> &'static Patterns {
-    static PATTERNS: OnceLock<Patterns> = OnceLock::new();
-    PATTERNS.get_or_init(|| {
-        let non_word = r#"(?:[)";}\]*:@'({\[‘’“”«»?!])"#;
-        let multi_char = r"(?:\-{2,}|\.{2,}|(?:\.\s){2,}\.)";
-        let word_start = r#"[^("`{\[:;&#*@)}\]\-,]"#;
-        let word = format!(
-            r"{multi_char}|(?={word_start})\S+?(?=\s|$|{non_word}|{multi_char}|,(?=$|\s|{non_word}|{multi_char}))|\S"
-        );
-        let compile = |p: &str| Regex::new(p).expect("Punkt's patterns are valid");
-        Patterns {
-            word: compile(&word),
-            realign: compile(r#"(?m)\A["')\]}‘’“”«»]+?(?:\s+|(?=--)|$)"#),
-            numeric: compile(r"^-?[.,]?\d[\d,.\-]*\.?$"),
-            initial: compile(r"^[^\W\d]\.$"),
-        }
-    })
+    thread_local! {
+        // One compiled set per thread (leaked: a few kilobytes per scoring thread), as the fluency tokenizer
+        // does: threads sharing a regex take its scratch space from a shared pool.
+        static PATTERNS: &'static Patterns = Box::leak(Box::new(compile_patterns()));
+    }
+    PATTERNS.with(|p| *p)
+}
+
+fn compile_patterns() -> Patterns {
+    let non_word = r#"(?:[)";}\]*:@'({\[‘’“”«»?!])"#;
+    let multi_char = r"(?:\-{2,}|\.{2,}|(?:\.\s){2,}\.)";
+    let word_start = r#"[^("`{\[:;&#*@)}\]\-,]"#;
+    let word = format!(
+        r"{multi_char}|(?={word_start})\S+?(?=\s|$|{non_word}|{multi_char}|,(?=$|\s|{non_word}|{multi_char}))|\S"
+    );
+    let compile = |p: &str| Regex::new(p).expect("Punkt's patterns are valid");
+    Patterns {
+        word: compile(&word),
+        realign: compile(r#"(?m)\A["')\]}‘’“”«»]+?(?:\s+|(?=--)|$)"#),
+        numeric: compile(r"^-?[.,]?\d[\d,.\-]*\.?$"),
+        initial: compile(r"^[^\W\d]\.$"),
+    }
 }
 
 /// One word token with Punkt's annotations.
