@@ -14,6 +14,7 @@ use crate::dinm::{optimize_tensor, DinmTokens, KlGradient, LossWeighting, Optimi
 use crate::editor::{EditDetails, EditInput, EditOutcome, EditTimings, Editor, PromptEncoder};
 use crate::error::{torch, EditError, Result};
 use crate::ledger::{EditLedger, EditMode};
+use crate::precision::refuse_half;
 
 /// FT-L hyper-parameters (key names as the reference's `hparams/FT/*.yaml`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -92,6 +93,7 @@ impl Editor for FtlEditor {
         encoder: &dyn PromptEncoder,
         input: &EditInput,
     ) -> Result<EditOutcome> {
+        refuse_half(model, "FT-L")?;
         let layer = self.hparams.layers[0];
         if layer >= model.config().num_hidden_layers {
             return Err(EditError::InvalidRequest(format!(

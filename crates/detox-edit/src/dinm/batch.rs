@@ -16,6 +16,7 @@ use super::optimize::{check_tokens, DinmTokens, OptimizeSettings, StepLoss, Trai
 use super::options::{KlGradient, LossWeighting};
 use crate::adam::Adam;
 use crate::error::{torch, EditError, Result};
+use crate::precision::refuse_half;
 
 /// A left-padded batch whose rows each score their last positions: the window is the last `window` positions
 /// (shifted left by `shift`) that any row scores, and `labels` marks, per row, what each window position scores.
@@ -130,6 +131,7 @@ pub fn optimize_batch(
     tokens: &[DinmTokens],
     settings: &OptimizeSettings,
 ) -> Result<Vec<TrainedTensor>> {
+    refuse_half(model, "the DINM optimisation")?;
     let start = Instant::now();
     let device = model.device();
     let kind = model.kind();

@@ -18,6 +18,7 @@ use crate::editor::{
 };
 use crate::error::{torch, EditError, Result};
 use crate::ledger::{EditLedger, EditMode};
+use crate::precision::refuse_half;
 
 /// The choices where the paper and the reference differ, all defaulting to the reference.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -195,6 +196,7 @@ impl Editor for DinmEditor {
         encoder: &dyn PromptEncoder,
         input: &EditInput,
     ) -> Result<EditOutcome> {
+        refuse_half(model, "DINM")?;
         if self.options.mode == EditMode::Single {
             // Locate on the original model, as the reference does for every record.
             self.ledger.restore(model)?;
@@ -222,6 +224,7 @@ impl Editor for DinmEditor {
         inputs: &[EditInput],
     ) -> Result<Vec<EditOutcome>> {
         refuse_sequential_batch(self.options.mode, "DINM")?;
+        refuse_half(model, "DINM")?;
         self.ledger.restore(model)?;
         let mut prepared = Vec::with_capacity(inputs.len());
         for input in inputs {
