@@ -10,7 +10,9 @@ use detox_runtime::CausalLm;
 use serde::{Deserialize, Serialize};
 
 use crate::delta::Delta;
-use crate::dinm::{optimize_tensor, DinmTokens, KlGradient, LossWeighting, OptimizeSettings};
+use crate::dinm::{
+    optimize_tensor, DinmTokens, EarlyStop, KlGradient, LossWeighting, OptimizeSettings,
+};
 use crate::editor::{EditDetails, EditInput, EditOutcome, EditTimings, Editor, PromptEncoder};
 use crate::error::{torch, EditError, Result};
 use crate::ledger::{EditLedger, EditMode};
@@ -127,6 +129,7 @@ impl Editor for FtlEditor {
             weighting: LossWeighting::Paper,
             kl_gradient: KlGradient::Detached,
             early_stop_loss: 1e-4,
+            early_stop: EarlyStop::Absolute,
         };
         let started = Instant::now();
         let trained = optimize_tensor(model, &name, &tokens, &settings)?;

@@ -13,7 +13,7 @@ use detox_runtime::CausalLm;
 use tch::{Device, Kind, Tensor};
 
 use super::optimize::{check_tokens, DinmTokens, OptimizeSettings, StepLoss, TrainedTensor};
-use super::options::{KlGradient, LossWeighting};
+use super::options::{EarlyStop, KlGradient, LossWeighting};
 use crate::adam::Adam;
 use crate::error::{torch, EditError, Result};
 use crate::precision::refuse_half;
@@ -259,7 +259,11 @@ pub fn optimize_batch(
                     losses[i]
                 )));
             }
-            if losses[i] < settings.early_stop_loss {
+            let threshold = match settings.early_stop {
+                EarlyStop::Absolute => settings.early_stop_loss,
+                EarlyStop::RelativeToFirstStep => settings.early_stop_loss * steps[i][0].loss,
+            };
+            if losses[i] < threshold {
                 active[i] = false;
             }
         }

@@ -10,7 +10,7 @@ use super::batch::optimize_batch;
 use super::hparams::DinmHyperParams;
 use super::inputs::build_tokens;
 use super::optimize::{optimize_tensor, DinmTokens, OptimizeSettings};
-use super::options::{KlGradient, LossWeighting};
+use super::options::{EarlyStop, KlGradient, LossWeighting};
 use crate::delta::Delta;
 use crate::editor::{
     refuse_sequential_batch, Batching, EditDetails, EditInput, EditOutcome, EditTimings, Editor,
@@ -35,6 +35,9 @@ pub struct DinmOptions {
     pub layer_selection: LayerSelection,
     /// Whether edits accumulate.
     pub mode: EditMode,
+    /// How the early-stop threshold of 1e-4 is read (the reference: as an absolute loss).
+    #[serde(default)]
+    pub early_stop: EarlyStop,
 }
 
 impl Default for DinmOptions {
@@ -53,6 +56,7 @@ impl DinmOptions {
             locate: LocateOptions::default(),
             layer_selection: LayerSelection::FirstRecordSticky,
             mode: EditMode::Single,
+            early_stop: EarlyStop::Absolute,
         }
     }
 
@@ -110,6 +114,7 @@ impl DinmEditor {
             weighting: self.options.weighting,
             kl_gradient: self.options.kl_gradient,
             early_stop_loss: 1e-4,
+            early_stop: self.options.early_stop,
         }
     }
 
