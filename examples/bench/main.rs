@@ -144,6 +144,7 @@ fn main() -> Result<()> {
         weighting: LossWeighting::Reference,
         kl_gradient: KlGradient::Detached,
         early_stop_loss: 0.0,
+        early_stop: detox_edit::dinm::EarlyStop::Absolute,
     };
     let name = hp.rewrite_tensor_name(loaded.model.config().num_hidden_layers / 2);
     let snapshot = loaded.model.snapshot(&[&name])?;

@@ -210,6 +210,7 @@ fn main() -> Result<()> {
         weighting: LossWeighting::Reference,
         kl_gradient: KlGradient::Detached,
         early_stop_loss: 0.0,
+        early_stop: detox_edit::dinm::EarlyStop::Absolute,
     };
     let dinm_tokens: Vec<DinmTokens> = records
         .iter()

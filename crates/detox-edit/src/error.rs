@@ -40,6 +40,18 @@ pub enum EditError {
     /// The request cannot be edited (empty text, inputs longer than the model allows, ...).
     #[error("cannot edit: {0}")]
     InvalidRequest(String),
+    /// The model's dtype cannot be trained or edited: f16 gradients underflow without loss scaling, which no
+    /// method here does. Generation in f16 is unaffected.
+    #[error(
+        "{method} cannot train or edit a model loaded in {dtype}: its gradients underflow without loss scaling, \
+         which is not implemented; load the model in bf16 or fp32"
+    )]
+    UnsupportedDtype {
+        /// The method that refused.
+        method: &'static str,
+        /// The model's dtype, as libtorch names it.
+        dtype: String,
+    },
     /// `restore` was called with no edit to undo, or an edit was started while another is applied in single mode.
     #[error("editor state: {0}")]
     State(String),

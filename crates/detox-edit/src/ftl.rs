@@ -10,10 +10,13 @@ use detox_runtime::CausalLm;
 use serde::{Deserialize, Serialize};
 
 use crate::delta::Delta;
-use crate::dinm::{optimize_tensor, DinmTokens, KlGradient, LossWeighting, OptimizeSettings};
+use crate::dinm::{
+    optimize_tensor, DinmTokens, EarlyStop, KlGradient, LossWeighting, OptimizeSettings,
+};
 use crate::editor::{EditDetails, EditInput, EditOutcome, EditTimings, Editor, PromptEncoder};
 use crate::error::{torch, EditError, Result};
 use crate::ledger::{EditLedger, EditMode};
+use crate::precision::refuse_half;
 
 /// FT-L hyper-parameters (key names as the reference's `hparams/FT/*.yaml`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -92,6 +95,7 @@ impl Editor for FtlEditor {
         encoder: &dyn PromptEncoder,
         input: &EditInput,
     ) -> Result<EditOutcome> {
+        refuse_half(model, "FT-L")?;
         let layer = self.hparams.layers[0];
         if layer >= model.config().num_hidden_layers {
             return Err(EditError::InvalidRequest(format!(
@@ -125,6 +129,7 @@ impl Editor for FtlEditor {
             weighting: LossWeighting::Paper,
             kl_gradient: KlGradient::Detached,
             early_stop_loss: 1e-4,
+            early_stop: EarlyStop::Absolute,
         };
         let started = Instant::now();
         let trained = optimize_tensor(model, &name, &tokens, &settings)?;

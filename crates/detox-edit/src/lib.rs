@@ -49,6 +49,7 @@ pub mod ext_sub;
 mod ftl;
 mod ledger;
 pub mod mend;
+mod precision;
 pub mod registry;
 mod reminder;
 pub mod train;

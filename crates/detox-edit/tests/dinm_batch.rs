@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use detox_edit::dinm::{
-    build_tokens, optimize_batch, optimize_tensor, DinmPreset, DinmTokens, KlGradient,
+    build_tokens, optimize_batch, optimize_tensor, DinmPreset, DinmTokens, EarlyStop, KlGradient,
     LossWeighting, OptimizeSettings,
 };
 use detox_edit::EditInput;
@@ -41,6 +41,7 @@ fn check(weighting: LossWeighting, kl_gradient: KlGradient, lr: f64) -> Result<(
         weighting,
         kl_gradient,
         early_stop_loss: 1e-4,
+        early_stop: EarlyStop::Absolute,
     };
     let name = hp.rewrite_tensor_name(2);
     let original = digest(&model);
@@ -95,4 +96,46 @@ fn batched_reference_edits_equal_single_edits() -> Result<()> {
 #[test]
 fn batched_paper_edits_equal_single_edits() -> Result<()> {
     check(LossWeighting::Paper, KlGradient::Differentiable, 5e-4)
+}
+
+/// The absolute test compares the loss with the threshold itself, the relative test with the threshold times the
+/// record's first loss; both stop before the update of the first step that passes.
+#[test]
+fn early_stop_reads_the_threshold_as_absolute_or_relative_to_the_first_step() -> Result<()> {
+    let (mut model, encoder, input, expected) = setup()?;
+    let suffix = expected["suffix_system_prompt"].as_str().unwrap().to_string();
+    let tokens = build_tokens(&encoder, &input, &suffix, PromptLayout::Raw)?;
+    let hp = DinmPreset::Llama2_7bChat.hparams();
+    let name = hp.rewrite_tensor_name(2);
+    let snapshot = model.snapshot(&[&name])?;
+    let mut run = |early_stop: EarlyStop, threshold: f64| -> Result<Vec<f64>> {
+        let settings = OptimizeSettings {
+            lr: hp.lr,
+            weight_decay: 0.0,
+            num_steps: 10,
+            kl_factor: hp.kl_factor,
+            norm_constraint: None,
+            weighting: LossWeighting::Reference,
+            kl_gradient: KlGradient::Detached,
+            early_stop_loss: threshold,
+            early_stop,
+        };
+        let trained = optimize_tensor(&mut model, &name, &tokens, &settings)?;
+        model.restore(&snapshot)?;
+        Ok(trained.steps.iter().map(|s| s.loss).collect())
+    };
+    let full = run(EarlyStop::Absolute, 0.0)?;
+    assert_eq!(full.len(), 10);
+    // A fraction the loss passes part-way: halfway between the first loss and the lowest one.
+    let lowest = full.iter().cloned().fold(f64::INFINITY, f64::min);
+    let fraction = (full[0] + lowest) / 2.0 / full[0];
+    let stop = full.iter().position(|&l| l < fraction * full[0]).unwrap();
+    assert!(stop > 0 && stop < 9, "the losses {full:?} fall too fast or too slow for the test");
+    let relative = run(EarlyStop::RelativeToFirstStep, fraction)?;
+    assert_eq!(relative.len(), stop + 1, "{relative:?} vs {full:?}");
+    let absolute = run(EarlyStop::Absolute, fraction * full[0])?;
+    assert_eq!(absolute.len(), stop + 1);
+    let never = run(EarlyStop::Absolute, fraction)?;
+    assert_eq!(never.len(), full.iter().position(|&l| l < fraction).map_or(10, |s| s + 1));
+    Ok(())
 }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use detox_edit::dinm::{
-    optimize_tensor, DinmPreset, DinmTokens, KlGradient, LossWeighting, OptimizeSettings,
+    optimize_tensor, DinmPreset, DinmTokens, EarlyStop, KlGradient, LossWeighting, OptimizeSettings,
 };
 use detox_runtime::{CausalLm, SafetensorsFiles};
 use tch::{Device, Kind};
@@ -55,6 +55,7 @@ fn check_variant_on(
         weighting,
         kl_gradient,
         early_stop_loss: 1e-4,
+        early_stop: EarlyStop::Absolute,
     };
     let layer = exp["layer"].as_u64().unwrap() as usize;
     let name = hp.rewrite_tensor_name(layer);

@@ -17,10 +17,18 @@ pub struct LayerDistances {
     pub distances: Vec<f64>,
     /// The 0-based layer with the largest distance (the first one on ties).
     pub toxic_layer: usize,
+    /// The other layers whose distance is within [`NEAR_TIE_RELATIVE`] of the largest, in layer order; empty when
+    /// the winner is clear. When it is not, the choice among these layers is decided by rounding: a bf16 model
+    /// can name a different one than the same model in fp32.
+    #[serde(default)]
+    pub near_ties: Vec<usize>,
 }
 
+/// How close to the largest distance, relative to it, a layer's distance must be to count as a near-tie (0.1%).
+pub const NEAR_TIE_RELATIVE: f64 = 1e-3;
+
 impl LayerDistances {
-    /// Builds the report from per-layer distances.
+    /// Builds the report from per-layer distances; an empty list or a non-finite distance is an error.
     pub fn from_distances(distances: Vec<f64>) -> Result<Self> {
         let toxic_layer = distances
             .iter()
@@ -31,7 +39,19 @@ impl LayerDistances {
             })
             .map(|(i, _)| i)
             .ok_or_else(|| LocateError::InvalidInput("the model has no layers".into()))?;
-        Ok(Self { distances, toxic_layer })
+        if let Some((layer, d)) = distances.iter().enumerate().find(|(_, d)| !d.is_finite()) {
+            return Err(LocateError::InvalidInput(format!(
+                "layer {layer}'s distance is {d}, not a finite number"
+            )));
+        }
+        let best = distances[toxic_layer];
+        let near_ties = distances
+            .iter()
+            .enumerate()
+            .filter(|&(i, &d)| i != toxic_layer && best - d <= NEAR_TIE_RELATIVE * best.abs())
+            .map(|(i, _)| i)
+            .collect();
+        Ok(Self { distances, toxic_layer, near_ties })
     }
 }
 
@@ -94,4 +114,27 @@ pub fn contrast_token_ids(
         })
         .collect::<Result<Vec<f64>>>()?;
     LayerDistances::from_distances(distances)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn near_ties_are_the_other_layers_within_a_thousandth_of_the_largest() {
+        let report =
+            LayerDistances::from_distances(vec![50.0, 99.95, 100.0, 99.89, 100.0]).unwrap();
+        assert_eq!(report.toxic_layer, 2);
+        assert_eq!(report.near_ties, vec![1, 4]);
+        let clear = LayerDistances::from_distances(vec![1.0, 3.0, 2.0]).unwrap();
+        assert!(clear.near_ties.is_empty());
+    }
+
+    #[test]
+    fn a_non_finite_distance_is_an_error() {
+        for bad in [f64::NAN, f64::INFINITY] {
+            let err = LayerDistances::from_distances(vec![1.0, bad, 2.0]).unwrap_err();
+            assert!(err.to_string().contains("layer 1"), "{err}");
+        }
+    }
 }

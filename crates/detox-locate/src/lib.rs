@@ -15,7 +15,7 @@ mod error;
 mod options;
 mod policy;
 
-pub use contrast::{contrast_token_ids, LayerDistances};
+pub use contrast::{contrast_token_ids, LayerDistances, NEAR_TIE_RELATIVE};
 pub use error::{LocateError, Result};
 pub use options::{LocateInput, LocateOptions, PaddingPositions};
 pub use policy::{LayerPolicy, LayerSelection};

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use detox_locate::{contrast_token_ids, PaddingPositions};
+use detox_locate::{contrast_token_ids, LayerDistances, PaddingPositions};
 use detox_runtime::CausalLm;
 use tch::{Device, Kind};
 
@@ -45,5 +45,35 @@ fn distances_and_layer_match_the_reference() -> Result<()> {
         masked.distances.iter().zip(&report.distances).any(|(m, f)| m < f),
         "padding positions were dropped"
     );
+    Ok(())
+}
+
+/// The distances are taken in fp32 from bf16 hidden states, so a bf16 model names the fp32 model's layer here,
+/// where the winner is clear; each distance stays within bf16's relative precision (2^-8) times a few layers of
+/// accumulated rounding.
+#[test]
+fn a_bf16_model_names_the_same_layer_as_fp32() -> Result<()> {
+    let dir = dinm_fixtures();
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json"))?)?;
+    let ids = rows(&expected["locate"]["input_ids"]);
+    let mask = rows(&expected["locate"]["attention_mask"]);
+    let unpadded: Vec<Vec<i64>> = ids
+        .iter()
+        .zip(&mask)
+        .map(|(i, m)| i.iter().zip(m).filter(|(_, &m)| m == 1).map(|(&t, _)| t).collect())
+        .collect();
+    let pad = ids[1][0];
+    let locate = |kind: Kind| -> Result<LayerDistances> {
+        let model = CausalLm::load(dir.join("model"), Device::Cpu, kind)?;
+        Ok(contrast_token_ids(&model, &unpadded[0], &unpadded[1], pad, PaddingPositions::Included)?)
+    };
+    let fp32 = locate(Kind::Float)?;
+    let bf16 = locate(Kind::BFloat16)?;
+    assert!(fp32.near_ties.is_empty(), "the fixture's winner is a near-tie: {fp32:?}");
+    assert_eq!(bf16.toxic_layer, fp32.toxic_layer, "bf16 {bf16:?} vs fp32 {fp32:?}");
+    for (layer, (b, f)) in bf16.distances.iter().zip(&fp32.distances).enumerate() {
+        assert!((b - f).abs() <= 0.05 * f.abs(), "layer {layer}: bf16 {b} vs fp32 {f}");
+    }
     Ok(())
 }

@@ -4,7 +4,8 @@
 //!
 //! Every slot is an independent sequence in one pre-allocated KV cache: a new prompt is prefilled on its own and
 //! copied into its slot's positions `0..p`; each decoding step then writes every slot's token at that slot's own
-//! position and attends over its own positions only. The host learns which rows finished every
+//! position and attends over its own positions only. Between host syncs a step copies nothing from the host:
+//! positions advance on the device. The host learns which rows finished every
 //! [`GenerationConfig::sync_every`] steps (and whenever a row reaches `max_new_tokens`); tokens a row produced
 //! after its EOS are discarded, as in [`generate`](crate::generate::generate).
 
@@ -63,12 +64,20 @@ pub fn generate_refill(
     let positions_of = |active: &[Option<Active>]| -> Vec<i64> {
         active.iter().map(|a| a.as_ref().map_or(0, |a| a.position)).collect()
     };
+    let keys = Tensor::f_arange(capacity, (Kind::Int64, device))
+        .ctx("slot mask")?
+        .f_unsqueeze(0)
+        .ctx("slot mask")?;
+    // Every slot's position and whether it runs, kept on the device between host syncs so that a decode step
+    // copies nothing from the host; rebuilt from `active` only after a sync or a refill changed it.
+    let mut on_device: Option<(Tensor, Tensor)> = None;
 
     loop {
         // Refill free slots; a prompt whose first token already ends it frees its slot again at once.
         for slot in 0..slots {
             while active[slot].is_none() {
                 let Some(prompt) = queue.next() else { break };
+                on_device = None;
                 let first = prefill(model, &prompts[prompt], config, &mut cache, slot as i64)?;
                 let mut state = Active {
                     prompt,
@@ -89,14 +98,20 @@ pub fn generate_refill(
             break;
         }
 
-        let positions = positions_of(&active);
-        let position_tensor =
-            Tensor::from_slice(&positions).f_to_device(device).ctx("slot positions")?;
+        let rebuilt = on_device.is_none();
+        let (position_tensor, running) = match on_device.take() {
+            Some(state) => state,
+            None => {
+                let running: Vec<i64> = active.iter().map(|a| i64::from(a.is_some())).collect();
+                (
+                    Tensor::from_slice(&positions_of(&active))
+                        .f_to_device(device)
+                        .ctx("slot positions")?,
+                    Tensor::from_slice(&running).f_to_device(device).ctx("running slots")?,
+                )
+            }
+        };
         cache.set_row_positions(position_tensor.shallow_clone());
-        let keys = Tensor::f_arange(capacity, (Kind::Int64, device))
-            .ctx("slot mask")?
-            .f_unsqueeze(0)
-            .ctx("slot mask")?;
         let mask = keys
             .f_le_tensor(&position_tensor.f_unsqueeze(1).ctx("slot mask")?)
             .ctx("slot mask")?
@@ -104,7 +119,9 @@ pub fn generate_refill(
             .ctx("slot mask")?;
         let position_ids = position_tensor.f_unsqueeze(1).ctx("slot positions")?;
         let input = match produced.last() {
-            // Active rows continue from the device's last tokens; refilled rows from their prefill token.
+            // Between syncs every running row continues from the device's last tokens.
+            Some(last) if !rebuilt => last.shallow_clone(),
+            // Running rows continue from the device's last tokens; refilled rows from their prefill token.
             Some(last) => {
                 let host =
                     Tensor::from_slice(&next_tokens).f_to_device(device).ctx("next tokens")?;
@@ -128,6 +145,7 @@ pub fn generate_refill(
             logits.f_select(1, 0).ctx("last logits")?.f_to_kind(Kind::Float).ctx("logits")?;
         let token = choose(&logits, config.sampling)?;
         produced.push(token);
+        on_device = Some((position_tensor.f_add(&running).ctx("slot positions")?, running));
         let mut must_sync = false;
         for a in active.iter_mut().flatten() {
             a.position += 1;
@@ -138,6 +156,7 @@ pub fn generate_refill(
         if must_sync || window >= config.sync_every.max(1) {
             sync_slots(&produced, &mut active, &mut results, &mut next_tokens, config)?;
             produced.clear();
+            on_device = None;
         }
     }
     results

@@ -13,9 +13,10 @@ use detox_runtime::CausalLm;
 use tch::{Device, Kind, Tensor};
 
 use super::optimize::{check_tokens, DinmTokens, OptimizeSettings, StepLoss, TrainedTensor};
-use super::options::{KlGradient, LossWeighting};
+use super::options::{EarlyStop, KlGradient, LossWeighting};
 use crate::adam::Adam;
 use crate::error::{torch, EditError, Result};
+use crate::precision::refuse_half;
 
 /// A left-padded batch whose rows each score their last positions: the window is the last `window` positions
 /// (shifted left by `shift`) that any row scores, and `labels` marks, per row, what each window position scores.
@@ -130,6 +131,7 @@ pub fn optimize_batch(
     tokens: &[DinmTokens],
     settings: &OptimizeSettings,
 ) -> Result<Vec<TrainedTensor>> {
+    refuse_half(model, "the DINM optimisation")?;
     let start = Instant::now();
     let device = model.device();
     let kind = model.kind();
@@ -257,7 +259,11 @@ pub fn optimize_batch(
                     losses[i]
                 )));
             }
-            if losses[i] < settings.early_stop_loss {
+            let threshold = match settings.early_stop {
+                EarlyStop::Absolute => settings.early_stop_loss,
+                EarlyStop::RelativeToFirstStep => settings.early_stop_loss * steps[i][0].loss,
+            };
+            if losses[i] < threshold {
                 active[i] = false;
             }
         }

@@ -10,7 +10,7 @@ use super::batch::optimize_batch;
 use super::hparams::DinmHyperParams;
 use super::inputs::build_tokens;
 use super::optimize::{optimize_tensor, DinmTokens, OptimizeSettings};
-use super::options::{KlGradient, LossWeighting};
+use super::options::{EarlyStop, KlGradient, LossWeighting};
 use crate::delta::Delta;
 use crate::editor::{
     refuse_sequential_batch, Batching, EditDetails, EditInput, EditOutcome, EditTimings, Editor,
@@ -18,6 +18,7 @@ use crate::editor::{
 };
 use crate::error::{torch, EditError, Result};
 use crate::ledger::{EditLedger, EditMode};
+use crate::precision::refuse_half;
 
 /// The choices where the paper and the reference differ, all defaulting to the reference.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,6 +35,9 @@ pub struct DinmOptions {
     pub layer_selection: LayerSelection,
     /// Whether edits accumulate.
     pub mode: EditMode,
+    /// How the early-stop threshold of 1e-4 is read (the reference: as an absolute loss).
+    #[serde(default)]
+    pub early_stop: EarlyStop,
 }
 
 impl Default for DinmOptions {
@@ -52,6 +56,7 @@ impl DinmOptions {
             locate: LocateOptions::default(),
             layer_selection: LayerSelection::FirstRecordSticky,
             mode: EditMode::Single,
+            early_stop: EarlyStop::Absolute,
         }
     }
 
@@ -109,6 +114,7 @@ impl DinmEditor {
             weighting: self.options.weighting,
             kl_gradient: self.options.kl_gradient,
             early_stop_loss: 1e-4,
+            early_stop: self.options.early_stop,
         }
     }
 
@@ -195,6 +201,7 @@ impl Editor for DinmEditor {
         encoder: &dyn PromptEncoder,
         input: &EditInput,
     ) -> Result<EditOutcome> {
+        refuse_half(model, "DINM")?;
         if self.options.mode == EditMode::Single {
             // Locate on the original model, as the reference does for every record.
             self.ledger.restore(model)?;
@@ -222,6 +229,7 @@ impl Editor for DinmEditor {
         inputs: &[EditInput],
     ) -> Result<Vec<EditOutcome>> {
         refuse_sequential_batch(self.options.mode, "DINM")?;
+        refuse_half(model, "DINM")?;
         self.ledger.restore(model)?;
         let mut prepared = Vec::with_capacity(inputs.len());
         for input in inputs {

@@ -18,4 +18,4 @@ pub use hparams::{
 };
 pub use inputs::build_tokens;
 pub use optimize::{optimize_tensor, DinmTokens, OptimizeSettings, StepLoss, TrainedTensor};
-pub use options::{KlGradient, LossWeighting};
+pub use options::{EarlyStop, KlGradient, LossWeighting};

@@ -4,7 +4,7 @@ use detox_runtime::CausalLm;
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
-use super::options::{KlGradient, LossWeighting};
+use super::options::{EarlyStop, KlGradient, LossWeighting};
 use crate::error::{EditError, Result};
 
 /// The token-level inputs of one DINM edit.
@@ -41,8 +41,11 @@ pub struct OptimizeSettings {
     pub weighting: LossWeighting,
     /// Whether the KL term carries gradients.
     pub kl_gradient: KlGradient,
-    /// Stop before the update once the loss falls below this (the reference uses 1e-4).
+    /// Stop before the update once the loss falls below this (the reference uses 1e-4), read as `early_stop`
+    /// says; 0 never stops.
     pub early_stop_loss: f64,
+    /// Whether `early_stop_loss` is an absolute loss (the reference) or a fraction of the first step's loss.
+    pub early_stop: EarlyStop,
 }
 
 /// The losses of one optimisation step, before its update.

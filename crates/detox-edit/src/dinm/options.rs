@@ -16,6 +16,24 @@ pub enum LossWeighting {
     Paper,
 }
 
+/// What the early-stop threshold ([`super::OptimizeSettings::early_stop_loss`], 1e-4 in the editors) is compared
+/// with.
+///
+/// The reference stops a record once its loss falls below the absolute 1e-4. In bf16 that test sits under the
+/// noise floor: the losses are computed in fp32 but from bf16 logits of a bf16 copy of the edited weight, whose
+/// rounding moves the loss by more than 1e-4 from step to step, so whether and when a bf16 edit stops early is
+/// decided by rounding (fp32 runs stop where the reference stops). The relative test is scale-free and can be
+/// chosen for bf16 runs; it no longer reproduces the reference's step counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EarlyStop {
+    /// `loss < threshold`: the reference (the default).
+    #[default]
+    Absolute,
+    /// `loss < threshold * loss at the first step`, per record.
+    RelativeToFirstStep,
+}
+
 /// Whether the knowledge-constraint KL term carries gradients.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -13,6 +13,7 @@ use crate::delta::{add_in_fp32, Delta};
 use crate::editor::{EditInput, EditOutcome, EditTimings, Editor, PromptEncoder};
 use crate::error::Result;
 use crate::ledger::{EditLedger, EditMode};
+use crate::precision::refuse_half;
 
 /// Edits with a trained [`MendNetwork`].
 #[derive(Debug)]
@@ -67,6 +68,7 @@ impl Editor for MendEditor {
         encoder: &dyn PromptEncoder,
         input: &EditInput,
     ) -> Result<EditOutcome> {
+        refuse_half(model, "MEND")?;
         let started = Instant::now();
         let names: Vec<String> =
             self.network.layout().weights.iter().map(|(n, _)| n.clone()).collect();

@@ -17,6 +17,7 @@ use crate::adam::Adam;
 use crate::delta::add_in_fp32;
 use crate::editor::{EditInput, PromptEncoder};
 use crate::error::{torch, EditError, Result};
+use crate::precision::refuse_half;
 use crate::train::checkpoint::{self, hash_ids};
 use crate::train::trainer::epoch_order;
 use crate::train::{target_parameters, RunOptions};
@@ -145,6 +146,7 @@ pub fn train_mend(
     progress: &mut dyn FnMut(&MendStep, usize),
 ) -> Result<MendOutcome> {
     let started = Instant::now();
+    refuse_half(model, "MEND training")?;
     config.check()?;
     if records.is_empty() {
         return Err(EditError::InvalidRequest("no training records".into()));

@@ -17,6 +17,7 @@ use super::objective::{dpo_loss, dpo_margin, response_log_probs, sft_loss, vecto
 use crate::adam::Adam;
 use crate::editor::PromptEncoder;
 use crate::error::{torch, EditError, Result};
+use crate::precision::refuse_half;
 
 /// Which response of each pair supervised fine-tuning learns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -182,6 +183,7 @@ pub fn train(
     progress: &mut dyn FnMut(&TrainStep, usize),
 ) -> Result<TrainOutcome> {
     let started = Instant::now();
+    refuse_half(model, "SFT/DPO training")?;
     config.check()?;
     if pairs.is_empty() {
         return Err(EditError::InvalidRequest("no training pairs".into()));

@@ -30,8 +30,13 @@ impl PromptEncoder for FixtureEncoder {
 }
 
 pub fn setup() -> Result<(CausalLm, FixtureEncoder, EditInput, serde_json::Value)> {
+    setup_in(Kind::Float)
+}
+
+/// [`setup`] with the model loaded in `kind`.
+pub fn setup_in(kind: Kind) -> Result<(CausalLm, FixtureEncoder, EditInput, serde_json::Value)> {
     let dir = fixtures();
-    let model = CausalLm::load(dir.join("model"), Device::Cpu, Kind::Float)?;
+    let model = CausalLm::load(dir.join("model"), Device::Cpu, kind)?;
     let encoder =
         FixtureEncoder(tokenizers::Tokenizer::from_file(dir.join("model/tokenizer.json")).unwrap());
     let records: serde_json::Value =

@@ -163,33 +163,7 @@ impl DecoderLayer {
             Some(cache) => cache.append(self.index, &k, &v)?,
             None => (k, v),
         };
-        let groups = config.kv_groups();
-        let (k, v) =
-            if groups > 1 { (repeat_kv(&k, groups)?, repeat_kv(&v, groups)?) } else { (k, v) };
-        let out = match inputs.mask {
-            AttentionMask::Causal => {
-                let causal = q.size()[2] > 1;
-                Tensor::f_scaled_dot_product_attention::<&Tensor>(
-                    &q, &k, &v, None, 0.0, causal, None, false,
-                )
-                .ctx("scaled dot-product attention")?
-            }
-            AttentionMask::Dense { mask, row_valid } => {
-                let out = Tensor::f_scaled_dot_product_attention(
-                    &q,
-                    &k,
-                    &v,
-                    Some(mask),
-                    0.0,
-                    false,
-                    None,
-                    false,
-                )
-                .ctx("scaled dot-product attention")?;
-                let zeros = Tensor::f_zeros([1], (out.kind(), out.device())).ctx("zeros")?;
-                out.f_where_self(row_valid, &zeros).ctx("zeroing padded queries")?
-            }
-        };
+        let out = attend(&q, &k, &v, inputs.mask, config.kv_groups())?;
         let out = out
             .f_transpose(1, 2)
             .ctx("merging heads")?
@@ -218,6 +192,61 @@ fn apply(
         Some(p) if p.wants(&store.names()[w]) => p.record(&store.names()[w], xs, ys),
         _ => Ok(ys),
     }
+}
+
+/// Grouped-query attention of `q` over the shared key/value heads.
+///
+/// A single new query (a decode step) is folded into its key/value head: the `groups` query heads that share a
+/// key/value head become `groups` queries of it, so the cache is read in place instead of copied `groups` times
+/// on every step. Longer inputs (prefill, training) repeat the keys and values once, which keeps the fused
+/// kernel's own causal masking.
+///
+/// # Shapes
+/// - `q`: `[batch, kv_heads * groups, seq, head_dim]`; `k`, `v`: `[batch, kv_heads, kv_len, head_dim]`
+/// - returns `[batch, kv_heads * groups, seq, head_dim]`
+fn attend(q: &Tensor, k: &Tensor, v: &Tensor, mask: &AttentionMask, groups: i64) -> Result<Tensor> {
+    let size = q.size();
+    let (b, heads, seq, d) = (size[0], size[1], size[2], size[3]);
+    if groups > 1 && seq == 1 {
+        let folded = q.f_reshape([b, heads / groups, groups, d]).ctx("folding query groups")?;
+        let (mask, row_valid) = match mask {
+            AttentionMask::Causal => (None, None),
+            AttentionMask::Dense { mask, row_valid } => {
+                let kv_len = mask.size()[3];
+                let mask = mask.f_expand([b, 1, groups, kv_len], false).ctx("folding the mask")?;
+                (Some(mask), Some(row_valid))
+            }
+        };
+        let out = sdpa(&folded, k, v, mask.as_ref(), false)?
+            .f_reshape([b, heads, 1, d])
+            .ctx("unfolding query groups")?;
+        return match row_valid {
+            Some(row_valid) => zero_invalid_rows(&out, row_valid),
+            None => Ok(out),
+        };
+    }
+    let (k, v) = if groups > 1 {
+        (repeat_kv(k, groups)?, repeat_kv(v, groups)?)
+    } else {
+        (k.shallow_clone(), v.shallow_clone())
+    };
+    match mask {
+        AttentionMask::Causal => sdpa(q, &k, &v, None, seq > 1),
+        AttentionMask::Dense { mask, row_valid } => {
+            zero_invalid_rows(&sdpa(q, &k, &v, Some(mask), false)?, row_valid)
+        }
+    }
+}
+
+fn sdpa(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, causal: bool) -> Result<Tensor> {
+    Tensor::f_scaled_dot_product_attention(q, k, v, mask, 0.0, causal, None, false)
+        .ctx("scaled dot-product attention")
+}
+
+/// Zeroes the output of query rows that may attend to nothing (left padding), as transformers' SDPA path does.
+fn zero_invalid_rows(out: &Tensor, row_valid: &Tensor) -> Result<Tensor> {
+    let zeros = Tensor::f_zeros([1], (out.kind(), out.device())).ctx("zeros")?;
+    out.f_where_self(row_valid, &zeros).ctx("zeroing padded queries")
 }
 
 /// Repeats each key/value head `groups` times so that grouped-query attention becomes plain attention.
@@ -282,4 +311,37 @@ pub(crate) fn attention_mask(
         .f_logical_or(&own.f_logical_and(&row_valid.f_logical_not().ctx("mask")?).ctx("mask")?)
         .ctx("mask")?;
     Ok(AttentionMask::Dense { mask, row_valid })
+}
+
+#[cfg(test)]
+mod tests {
+    use tch::Device;
+
+    use super::*;
+
+    /// The folded decode step against plain attention over keys and values repeated per query head.
+    #[test]
+    fn a_folded_decode_step_equals_attention_over_repeated_heads() {
+        tch::manual_seed(7);
+        let opts = (Kind::Float, Device::Cpu);
+        let q = Tensor::randn([2, 6, 1, 8], opts);
+        let k = Tensor::randn([2, 2, 5, 8], opts);
+        let v = Tensor::randn([2, 2, 5, 8], opts);
+        let plain = |mask: Option<&Tensor>| {
+            sdpa(&q, &repeat_kv(&k, 3).unwrap(), &repeat_kv(&v, 3).unwrap(), mask, false).unwrap()
+        };
+        let causal = attend(&q, &k, &v, &AttentionMask::Causal, 3).unwrap();
+        assert_eq!(causal.size(), [2, 6, 1, 8]);
+        assert!(causal.allclose(&plain(None), 1e-6, 1e-6, false));
+
+        // The first row is left-padded by two keys.
+        let key_valid =
+            Tensor::from_slice(&[false, false, true, true, true, true, true, true, true, true])
+                .view([2, 5]);
+        let dense = attention_mask(&key_valid, 4, 1, None).unwrap();
+        let AttentionMask::Dense { mask, .. } = &dense else { unreachable!() };
+        let folded = attend(&q, &k, &v, &dense, 3).unwrap();
+        assert!(folded.allclose(&plain(Some(mask)), 1e-6, 1e-6, false));
+        assert!(!folded.allclose(&causal, 1e-3, 1e-3, false), "the mask changed nothing");
+    }
 }
