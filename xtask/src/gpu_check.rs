@@ -215,7 +215,9 @@ OUT=${OUT:-$HERE/report}
 mkdir -p "$OUT"
 export LD_LIBRARY_PATH="$LIBTORCH_DIR/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 : > "$OUT/report.jsonl"
-printf '# GPU check\n\nlibtorch: %s\n\n| step | result | seconds |\n|---|---|---|\n' "$LIBTORCH_DIR" > "$OUT/report.md"
+# The table rows and the notes are collected apart and put together at the end, so a note never splits the table.
+: > "$OUT/rows.md"
+: > "$OUT/notes.md"
 failed=0
 
 step() {
@@ -227,7 +229,7 @@ step() {
     tail -n 15 "$OUT/$name.log"
     echo "    $name: $result in ${seconds}s"
     printf '{"step":"%s","result":"%s","seconds":%s}\n' "$name" "$result" "$seconds" >> "$OUT/report.jsonl"
-    printf '| %s | %s | %s |\n' "$name" "$result" "$seconds" >> "$OUT/report.md"
+    printf '| %s | %s | %s |\n' "$name" "$result" "$seconds" >> "$OUT/rows.md"
 }
 
 step doctor "$HERE/bin/doctor"
@@ -235,7 +237,7 @@ cat "$OUT/doctor.log"
 if ! grep -q '^CUDA available *: yes' "$OUT/doctor.log"; then
     echo "NO USABLE GPU: every CUDA step below fails; the doctor says why:"
     grep -E 'why CUDA is off|dlopen error|libtorch build|NVIDIA driver' "$OUT/doctor.log"
-    printf '\n**No usable GPU**: %s\n\n' "$(grep 'why CUDA is off' "$OUT/doctor.log" | sed 's/.*: //')" >> "$OUT/report.md"
+    printf '**No usable GPU**: %s\n\n' "$(grep 'why CUDA is off' "$OUT/doctor.log" | sed 's/.*: //')" >> "$OUT/notes.md"
 fi
 
 DETOX_CRATE_DIR="$HERE/crates/detox-runtime" step decoder_parity_cuda "$HERE/bin/decoder_parity" --ignored --test-threads 1
@@ -251,9 +253,16 @@ if python3 -c 'import torch, transformers' > /dev/null 2>&1; then
         --new 600 --gen-batches 5,64 --records 1350 --ceilings
 else
     echo "python3 with torch and transformers is absent: the transformers peer is skipped"
-    printf '\ntransformers peer: skipped (python3 with torch and transformers is absent)\n' >> "$OUT/report.md"
+    printf 'transformers peer: skipped (python3 with torch and transformers is absent)\n\n' >> "$OUT/notes.md"
 fi
 grep -h '^{' "$OUT"/protocol_bench_*.log "$OUT"/dinm_edit_and_generation_*.log "$OUT"/transformers_peer_*.log 2>/dev/null >> "$OUT/report.jsonl"
+{
+    printf '# GPU check\n\nlibtorch: %s\n\n' "$LIBTORCH_DIR"
+    cat "$OUT/notes.md"
+    printf '| step | result | seconds |\n|---|---|---|\n'
+    cat "$OUT/rows.md"
+} > "$OUT/report.md"
+rm -f "$OUT/rows.md" "$OUT/notes.md"
 echo "report: $OUT/report.md and $OUT/report.jsonl"
 exit $failed
 "#;
