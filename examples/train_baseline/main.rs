@@ -127,6 +127,8 @@ fn list<T: std::str::FromStr>(text: &str, what: &str) -> Result<Vec<T>> {
 fn main() -> Result<()> {
     detox_runtime::backend::init();
     let args = Args::parse();
+    // One writer per artefact directory for the whole process (training, then the artefact files).
+    let _lock = detox_io::DirLock::acquire(&args.out)?;
     if args.method == Method::ExtSub {
         return ext_sub(&args);
     }

@@ -144,6 +144,7 @@ pub fn train_mend(
     progress: &mut dyn FnMut(&MendStep, usize),
 ) -> Result<MendOutcome> {
     let started = Instant::now();
+    let _lock = run.lock_checkpoint()?;
     config.check()?;
     if records.is_empty() {
         return Err(EditError::InvalidRequest("no training records".into()));

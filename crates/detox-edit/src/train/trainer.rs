@@ -153,6 +153,14 @@ pub struct RunOptions {
     pub stop_after: Option<usize>,
 }
 
+impl RunOptions {
+    /// Locks the checkpoint directory for one writer (see [`detox_io::DirLock`]); the lock lasts as long as the
+    /// returned value.
+    pub(crate) fn lock_checkpoint(&self) -> Result<Option<detox_io::DirLock>> {
+        Ok(self.checkpoint_dir.as_deref().map(detox_io::DirLock::acquire).transpose()?)
+    }
+}
+
 /// The result of [`train`].
 #[derive(Debug)]
 pub struct TrainOutcome {
@@ -180,6 +188,7 @@ pub fn train(
     progress: &mut dyn FnMut(&TrainStep, usize),
 ) -> Result<TrainOutcome> {
     let started = Instant::now();
+    let _lock = run.lock_checkpoint()?;
     config.check()?;
     if pairs.is_empty() {
         return Err(EditError::InvalidRequest("no training pairs".into()));
