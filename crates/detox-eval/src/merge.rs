@@ -12,14 +12,7 @@ use crate::record::RunRecord;
 use crate::summary::Summary;
 
 fn read_manifest(dir: &Path) -> Result<RunManifest> {
-    let path = dir.join("manifest.json");
-    let text = std::fs::read_to_string(&path)
-        .map_err(|source| EvalError::Io { path: path.clone(), source })?;
-    serde_json::from_str(&text).map_err(|e| EvalError::CorruptRecord {
-        path,
-        line: e.line(),
-        reason: e.to_string(),
-    })
+    RunManifest::read(&dir.join("manifest.json"))
 }
 
 /// Merges shard run directories into `out`, ordered like `expected_ids` (the ids of the whole selection).
