@@ -5,8 +5,8 @@
 //! aborts on any single allocation over [`allocation_limit`], so a header that claims 2^60 elements is a crash
 //! here unless the reader refuses it before allocating.
 //!
-//! The same entry points ([`readers`]) replay the committed corpus as ordinary tests on stable
-//! (`cargo xtask fuzz --replay`, and each crate's `fuzz_corpus` test).
+//! The same entry points ([`readers`]) replay the committed corpus as an ordinary test on stable
+//! (`cargo test -p detox-eval --test fuzz_corpus`); `cargo xtask fuzz <target>` runs a target for long.
 #![deny(missing_docs)]
 
 use std::alloc::{GlobalAlloc, Layout, System};

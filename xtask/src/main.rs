@@ -8,6 +8,7 @@ mod convert_bin;
 mod demo;
 mod doctor;
 mod download;
+mod fuzz;
 mod libtorch;
 mod paths;
 mod smollm2;
@@ -54,6 +55,8 @@ enum Task {
     /// The protocol benchmark on a random-weight model of a given shape (Llama-2-7B by default, built on the GPU,
     /// never carried) against the transformers peer in the same session: a table of ratios to the peer and floor.
     Bench(bench::BenchArgs),
+    /// A long libFuzzer run of one fuzz target of the untrusted readers, or `all` (nightly and cargo-fuzz).
+    Fuzz(fuzz::FuzzArgs),
     /// Convert a model directory's pickled `pytorch_model.bin` into `model.safetensors` (needs python3 with
     /// torch and safetensors).
     ConvertBin {
@@ -78,6 +81,7 @@ fn main() -> Result<()> {
         Task::Demo { extra } => demo::run(&extra),
         Task::Download { target } => download::run(target),
         Task::Bench(args) => bench::run(&args),
+        Task::Fuzz(args) => fuzz::run(&args),
         Task::ConvertBin { dir, force, python } => convert_bin::run(&dir, force, &python),
     }
 }
