@@ -10,7 +10,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
 use clap::Parser;
 use detox_edit::dinm::{
     build_tokens, optimize_tensor, DinmPreset, KlGradient, LossWeighting, OptimizeSettings,
@@ -29,16 +29,16 @@ struct Args {
     #[command(flatten)]
     model: ModelArgs,
     /// Prompt length for prefill.
-    #[arg(long, default_value_t = 400)]
+    #[arg(long, default_value_t = 400, value_parser = detox_examples::at_least(32))]
     prompt: usize,
     /// Decode batch.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = detox_examples::at_least(1))]
     batch: usize,
     /// New tokens per decode run.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = detox_examples::at_least(2))]
     new: usize,
     /// Repetitions (the median is reported).
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = detox_examples::at_least(1))]
     reps: usize,
     /// Write the token ids used here (JSON) for the Python peer.
     #[arg(long)]
@@ -48,7 +48,7 @@ struct Args {
     export_hf: Option<PathBuf>,
     /// Also time answering the sample records' evaluation inputs (chat template, greedy) in fixed batches of
     /// `--batch` against `--batch` rows refilled as responses end, with at most this many new tokens.
-    #[arg(long)]
+    #[arg(long, value_parser = detox_examples::at_least(1))]
     refill_new: Option<usize>,
 }
 
@@ -65,6 +65,15 @@ fn sync(device: tch::Device) {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    // Decode prompts are 32-token windows of the prefill prompt, 3 tokens apart.
+    let needed = 3 * (args.batch - 1) + 32;
+    if args.prompt < needed {
+        bail!(
+            "--prompt {} is too short for --batch {}: it needs at least {needed} tokens",
+            args.prompt,
+            args.batch
+        );
+    }
     detox_runtime::backend::init();
     let device = args.model.device()?;
     if let Some(dir) = &args.export_hf {
@@ -78,6 +87,16 @@ fn main() -> Result<()> {
         println!("{{\"impl\": \"detox\", \"what\": \"{what}\", \"ms\": {ms:.3}, \"threads\": {threads}, \"device\": \"{device:?}\"}}")
     };
     let vocab = loaded.model.config().vocab_size;
+    let context = loaded.model.config().max_position_embeddings as usize;
+    if vocab <= 200 {
+        bail!(
+            "{}: the synthetic prompts need a vocabulary over 200 tokens, this one has {vocab}",
+            args.model.model.display()
+        );
+    }
+    if args.prompt > context {
+        bail!("--prompt {} exceeds the model's context of {context} tokens", args.prompt);
+    }
     let ids: Vec<i64> = (0..args.prompt as i64).map(|i| 100 + (i * 7919) % (vocab - 200)).collect();
     let _guard = tch::no_grad_guard();
 
@@ -201,7 +220,7 @@ fn refill_comparison(
     let config = GenerationConfig {
         max_new_tokens: new,
         sampling: Sampling::Greedy,
-        pad_token_id: eos[0],
+        pad_token_id: *eos.first().context("the tokenizer names no end-of-sequence token")?,
         eos_token_ids: eos,
         sync_every: 8,
     };

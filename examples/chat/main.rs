@@ -30,10 +30,10 @@ struct Args {
     #[arg(long)]
     raw: bool,
     /// Most new tokens.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, value_parser = detox_examples::at_least(1))]
     max_new_tokens: usize,
     /// Sample with this temperature (top-p 0.9) instead of greedy decoding.
-    #[arg(long)]
+    #[arg(long, value_parser = detox_examples::positive_number)]
     temperature: Option<f64>,
     /// Seed for sampling.
     #[arg(long, default_value_t = 0)]

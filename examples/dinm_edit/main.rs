@@ -42,7 +42,7 @@ struct Args {
     #[arg(long, default_value = "runs/dinm_delta.safetensors")]
     delta: PathBuf,
     /// Most new tokens of the responses (default: the hyper-parameters' `max_output_length`).
-    #[arg(long)]
+    #[arg(long, value_parser = detox_examples::at_least(1))]
     max_new_tokens: Option<usize>,
 }
 

@@ -6,7 +6,7 @@
 //! ```
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use clap::Parser;
 use detox_examples::ModelArgs;
 use detox_runtime::ForwardOptions;
@@ -30,6 +30,9 @@ struct Args {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    if args.prompt.is_empty() {
+        bail!("--prompt is empty: the forward pass needs at least one token");
+    }
     detox_runtime::backend::init();
     let loaded = args.model.load()?;
     let ids = if args.chat {

@@ -20,7 +20,7 @@ struct Args {
     #[arg(long, default_value = "datasets/safeedit_sample_test.json")]
     data: PathBuf,
     /// Only the first N records.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = detox_examples::at_least(1))]
     first: usize,
     /// Put the adversarial prompt in front of each response (the reference feeds the responses alone).
     #[arg(long)]

@@ -40,25 +40,25 @@ struct Args {
     #[arg(long, default_value = "bf16")]
     dtype: String,
     /// Prompt tokens of the edit input.
-    #[arg(long, default_value_t = 400)]
+    #[arg(long, default_value_t = 400, value_parser = detox_examples::at_least(2))]
     prompt: usize,
     /// Target tokens of the edit input.
-    #[arg(long, default_value_t = 150)]
+    #[arg(long, default_value_t = 150, value_parser = detox_examples::at_least(1))]
     target: usize,
     /// Adam steps per edit.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = detox_examples::at_least(1))]
     steps: usize,
     /// New tokens per generated response (forced).
-    #[arg(long, default_value_t = 600)]
+    #[arg(long, default_value_t = 600, value_parser = detox_examples::at_least(1))]
     new: usize,
     /// Generation batch sizes to time, comma-separated.
-    #[arg(long, default_value = "5,64")]
-    gen_batches: String,
+    #[arg(long, default_value = "5,64", value_delimiter = ',', value_parser = detox_examples::at_least(1))]
+    gen_batches: Vec<usize>,
     /// Records edited together in the batched edit.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = detox_examples::at_least(1))]
     edit_batch: usize,
     /// Records of the split the estimate is for.
-    #[arg(long, default_value_t = 1350)]
+    #[arg(long, default_value_t = 1350, value_parser = detox_examples::at_least(1))]
     records: usize,
     /// Seed of the weights and inputs.
     #[arg(long, default_value_t = 0)]
@@ -173,7 +173,7 @@ fn main() -> Result<()> {
     emit("build_model_s", started.elapsed().as_secs_f64(), serde_json::json!({"params": params}));
 
     let vocab = config.vocab_size;
-    let mut next = args.seed as u64 * 2654435761 + 12345;
+    let mut next = (args.seed as u64).wrapping_mul(2654435761).wrapping_add(12345);
     let mut tokens = |n: usize| -> Vec<i64> {
         (0..n)
             .map(|_| {
@@ -269,8 +269,7 @@ fn main() -> Result<()> {
 
     // Generation: left-padded prompts of varied length, greedy, forced to `new` tokens.
     let mut generate_s = Vec::new();
-    for batch in args.gen_batches.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let batch: usize = batch.parse()?;
+    for &batch in &args.gen_batches {
         let prompts: Vec<Vec<i64>> =
             (0..batch).map(|i| tokens(args.prompt - (37 * i) % 200.min(args.prompt - 1))).collect();
         let forced = GenerationConfig {

@@ -53,10 +53,10 @@ struct Args {
     #[arg(long, default_value = "runs/safeedit_eval")]
     out: PathBuf,
     /// Only the first N records.
-    #[arg(long, conflicts_with_all = ["sample", "shard"])]
+    #[arg(long, conflicts_with_all = ["sample", "shard"], value_parser = detox_examples::at_least(1))]
     first: Option<usize>,
     /// A seeded sample of N records.
-    #[arg(long, conflicts_with = "shard")]
+    #[arg(long, conflicts_with = "shard", value_parser = detox_examples::at_least(1))]
     sample: Option<usize>,
     /// Seed of --sample and of sampled decoding.
     #[arg(long, default_value_t = 0)]
@@ -99,17 +99,17 @@ struct Args {
     #[arg(long, default_value = "phrase")]
     judge: String,
     /// Most new tokens per response (default: the hyper-parameters' `max_output_length`, 600 in the presets).
-    #[arg(long)]
+    #[arg(long, value_parser = detox_examples::at_least(1))]
     max_new_tokens: Option<usize>,
     /// Longest input in tokens (default: the hyper-parameters' `max_length - max_output_length`, 400 in the
     /// presets, as the reference's evaluation computes it).
-    #[arg(long)]
+    #[arg(long, value_parser = detox_examples::at_least(1))]
     max_input_tokens: Option<usize>,
     /// Which tokens of a longer input are kept: the last ones (the reference) or the first ones.
     #[arg(long, value_enum, default_value_t = Keep::Last)]
     truncation: Keep,
     /// Inputs generated together.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = detox_examples::at_least(1))]
     batch_size: usize,
     /// Records processed together: pre-edit inputs generated in one batch, DINM edits of records sharing a layer
     /// run together, post-edit inputs generated in one batch with one edited weight per record. `1` is one
@@ -118,7 +118,7 @@ struct Args {
     #[arg(long, default_value = "1")]
     batch_records: BatchRecords,
     /// Sample with this temperature (top-p 0.9) instead of greedy decoding.
-    #[arg(long)]
+    #[arg(long, value_parser = detox_examples::positive_number)]
     temperature: Option<f64>,
     /// Cache of pre-edit responses shared between runs.
     #[arg(long)]

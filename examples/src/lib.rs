@@ -51,3 +51,26 @@ impl ModelArgs {
             .with_context(|| format!("loading {}", self.model.display()))
     }
 }
+
+/// A clap value parser for counts that must be at least `min` (`--reps 0` is refused with the flag's name).
+pub fn at_least(min: u64) -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::<usize>::new().range(min..)
+}
+
+/// A clap value parser for a finite number greater than zero (learning rates, temperatures, weights).
+pub fn positive_number(text: &str) -> std::result::Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        Ok(v) => Err(format!("{v} is not a finite number greater than 0")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// A clap value parser for any finite number (`nan` and `inf` are refused).
+pub fn finite_number(text: &str) -> std::result::Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() => Ok(v),
+        Ok(v) => Err(format!("{v} is not a finite number")),
+        Err(e) => Err(e.to_string()),
+    }
+}

@@ -63,16 +63,16 @@ struct Args {
     #[arg(long, default_value = "datasets/safeedit_sample_train.json")]
     data: PathBuf,
     /// Only the first N records.
-    #[arg(long)]
+    #[arg(long, value_parser = detox_examples::at_least(1))]
     first: Option<usize>,
     /// LoRA adapters or full parameters (SFT, DPO, expert, anti-expert).
     #[arg(long, value_enum, default_value_t = Adapter::Lora)]
     adapter: Adapter,
     /// LoRA rank.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(i64).range(1..))]
     rank: i64,
     /// LoRA alpha.
-    #[arg(long, default_value_t = 16.0)]
+    #[arg(long, default_value_t = 16.0, value_parser = detox_examples::positive_number)]
     alpha: f64,
     /// Trained modules, comma-separated (default: q_proj,v_proj; MEND: gate_proj,up_proj,down_proj).
     #[arg(long)]
@@ -81,25 +81,25 @@ struct Args {
     #[arg(long)]
     layers: Option<String>,
     /// Learning rate (default: the method's preset).
-    #[arg(long)]
+    #[arg(long, value_parser = detox_examples::positive_number)]
     lr: Option<f64>,
     /// Passes over the data (default: the method's preset).
-    #[arg(long)]
+    #[arg(long, value_parser = detox_examples::at_least(1))]
     epochs: Option<usize>,
     /// Pairs per step.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = detox_examples::at_least(1))]
     batch_size: usize,
     /// DPO's beta.
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = 0.1, value_parser = detox_examples::positive_number)]
     beta: f64,
     /// Most tokens of prompt + response.
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, default_value_t = 512, value_parser = detox_examples::at_least(2))]
     max_length: usize,
     /// How prompts are laid out before responses: the `chat` template, or `plain` text and a space.
     #[arg(long, default_value_t = PromptLayout::ChatTemplate)]
     format: PromptLayout,
     /// MEND: hidden width of the hyper-network.
-    #[arg(long, default_value_t = 1920)]
+    #[arg(long, default_value_t = 1920, value_parser = clap::value_parser!(i64).range(1..))]
     mend_rank: i64,
     /// Ext-Sub: the expert artefact.
     #[arg(long)]
@@ -108,25 +108,32 @@ struct Args {
     #[arg(long)]
     anti_expert: Option<PathBuf>,
     /// Ext-Sub: weight of the subtracted deficiency.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_parser = detox_examples::finite_number)]
     lambda: f64,
     /// Seed of the data order and initialisation.
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Stop after this many steps in total (the run resumes later).
-    #[arg(long)]
+    #[arg(long, value_parser = detox_examples::at_least(1))]
     stop_after: Option<usize>,
 }
 
 fn list<T: std::str::FromStr>(text: &str, what: &str) -> Result<Vec<T>> {
     text.split(',')
-        .map(|s| s.trim().parse::<T>().map_err(|_| anyhow::anyhow!("--{what}: cannot read {s:?}")))
+        .map(|s| match s.trim() {
+            "" => Err(anyhow::anyhow!("--{what}: empty entry in {text:?}")),
+            s => s.parse::<T>().map_err(|_| anyhow::anyhow!("--{what}: cannot read {s:?}")),
+        })
         .collect()
 }
 
 fn main() -> Result<()> {
     detox_runtime::backend::init();
     let args = Args::parse();
+    let layers = args.layers.as_deref().map(|l| list::<usize>(l, "layers")).transpose()?;
+    let modules = args.modules.as_deref().map(|m| list::<String>(m, "modules")).transpose()?;
+    // One writer per artefact directory for the whole process (training, then the artefact files).
+    let _lock = detox_io::DirLock::acquire(&args.out)?;
     if args.method == Method::ExtSub {
         return ext_sub(&args);
     }
@@ -141,8 +148,6 @@ fn main() -> Result<()> {
     let loaded = args.model.load()?;
     let (mut model, tokenizer) = (loaded.model, loaded.tokenizer);
     let format = args.format;
-    let layers = args.layers.as_deref().map(|l| list::<usize>(l, "layers")).transpose()?;
-    let modules = args.modules.as_deref().map(|m| list::<String>(m, "modules")).transpose()?;
     let run = RunOptions {
         checkpoint_dir: Some(args.out.join("checkpoint")),
         stop_after: args.stop_after,

@@ -11,6 +11,7 @@ mod demo;
 mod doctor;
 mod download;
 mod elf;
+mod fuzz;
 mod gpu_check;
 mod libtorch;
 mod nvidia;
@@ -71,6 +72,8 @@ enum Task {
     /// generation in bf16 and fp32, and the protocol benchmark; writes report.md and report.jsonl and fails on any
     /// failure. `--bundle DIR` only builds a prebuilt copy that runs without a Rust toolchain.
     GpuCheck(gpu_check::GpuCheckArgs),
+    /// A long libFuzzer run of one fuzz target of the untrusted readers, or `all` (nightly and cargo-fuzz).
+    Fuzz(fuzz::FuzzArgs),
     /// Convert a model directory's pickled `pytorch_model.bin` into `model.safetensors` (needs python3 with
     /// torch and safetensors).
     ConvertBin {
@@ -103,6 +106,7 @@ fn main() -> Result<()> {
         Task::Download { target } => download::run(target),
         Task::Bench(args) => bench::run(&args),
         Task::GpuCheck(args) => gpu_check::run(&args),
+        Task::Fuzz(args) => fuzz::run(&args),
         Task::ConvertBin { dir, force, python } => convert_bin::run(&dir, force, &python),
     }
 }

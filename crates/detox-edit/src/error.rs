@@ -14,6 +14,9 @@ pub enum EditError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// Another process is writing the directory (or it could not be locked).
+    #[error(transparent)]
+    Locked(#[from] detox_io::LockError),
     /// A hyper-parameter file is malformed or holds a value the method cannot use.
     #[error("{path}: invalid hyper-parameters: {reason}")]
     HyperParams {

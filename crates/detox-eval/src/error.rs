@@ -45,6 +45,9 @@ pub enum EvalError {
         /// Its value now.
         requested: String,
     },
+    /// Another process is writing the directory (or it could not be locked).
+    #[error(transparent)]
+    Locked(#[from] detox_io::LockError),
     /// The model runtime failed.
     #[error(transparent)]
     Runtime(#[from] detox_runtime::Error),

@@ -170,8 +170,8 @@ pub fn run(
             settings.batch_records
         )));
     }
-    std::fs::create_dir_all(&settings.out_dir)
-        .map_err(|source| EvalError::Io { path: settings.out_dir.clone(), source })?;
+    // One writer per run directory, for the whole run: a second run on it would append every record again.
+    let _lock = detox_io::DirLock::acquire(&settings.out_dir)?;
     manifest.write_or_check(&settings.out_dir.join("manifest.json"))?;
     let mut log = JsonlLog::<RunRecord>::open(settings.out_dir.join("records.jsonl"))?;
     if let Some(note) = log.repaired() {

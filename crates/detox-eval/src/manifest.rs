@@ -116,17 +116,25 @@ impl RunManifest {
         ]
     }
 
+    /// Reads a run directory's `manifest.json`.
+    ///
+    /// # Errors
+    /// [`EvalError::Io`] naming the file when it cannot be read (or is not UTF-8), [`EvalError::CorruptRecord`]
+    /// naming the file, the line and (in the reason) the column or the missing field when it is not a manifest.
+    pub fn read(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| EvalError::Io { path: path.to_path_buf(), source })?;
+        serde_json::from_str(&text).map_err(|e| EvalError::CorruptRecord {
+            path: path.to_path_buf(),
+            line: e.line(),
+            reason: e.to_string(),
+        })
+    }
+
     /// Writes the manifest to `path`, or, when one exists, checks that it describes the same run.
     pub fn write_or_check(&self, path: &Path) -> Result<()> {
         if path.is_file() {
-            let text = std::fs::read_to_string(path)
-                .map_err(|source| EvalError::Io { path: path.to_path_buf(), source })?;
-            let existing: RunManifest =
-                serde_json::from_str(&text).map_err(|e| EvalError::CorruptRecord {
-                    path: path.to_path_buf(),
-                    line: e.line(),
-                    reason: e.to_string(),
-                })?;
+            let existing = Self::read(path)?;
             for ((field, old), (_, new)) in existing.identity().into_iter().zip(self.identity()) {
                 if old != new {
                     return Err(EvalError::ManifestMismatch {

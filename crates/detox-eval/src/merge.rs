@@ -12,14 +12,7 @@ use crate::record::RunRecord;
 use crate::summary::Summary;
 
 fn read_manifest(dir: &Path) -> Result<RunManifest> {
-    let path = dir.join("manifest.json");
-    let text = std::fs::read_to_string(&path)
-        .map_err(|source| EvalError::Io { path: path.clone(), source })?;
-    serde_json::from_str(&text).map_err(|e| EvalError::CorruptRecord {
-        path,
-        line: e.line(),
-        reason: e.to_string(),
-    })
+    RunManifest::read(&dir.join("manifest.json"))
 }
 
 /// Merges shard run directories into `out`, ordered like `expected_ids` (the ids of the whole selection).
@@ -29,10 +22,17 @@ fn read_manifest(dir: &Path) -> Result<RunManifest> {
 pub fn merge_shards(shards: &[PathBuf], expected_ids: &[String], out: &Path) -> Result<Summary> {
     let first =
         shards.first().ok_or_else(|| EvalError::Invalid("no shard directories given".into()))?;
+    // The merged directory has one writer, and a shard still being written is not merged half-done.
+    let _out_lock = detox_io::DirLock::acquire(out)?;
+    let mut shard_locks = Vec::with_capacity(shards.len());
     let mut manifest = read_manifest(first)?;
     let mut by_id: BTreeMap<String, (RunRecord, PathBuf)> = BTreeMap::new();
     for dir in shards {
         let m = read_manifest(dir)?;
+        // A shard named twice is reported below as records appearing twice, not as locked by this process.
+        if !shard_locks.iter().any(|l: &detox_io::DirLock| l.dir() == dir) {
+            shard_locks.push(detox_io::DirLock::acquire(dir)?);
+        }
         let mut comparable = m.clone();
         comparable.selection = manifest.selection.clone();
         comparable.device = manifest.device.clone();
@@ -70,8 +70,6 @@ pub fn merge_shards(shards: &[PathBuf], expected_ids: &[String], out: &Path) -> 
     if let Some(extra) = by_id.keys().find(|id| !expected_ids.contains(id)) {
         return Err(EvalError::Invalid(format!("record {extra} is not part of the selection")));
     }
-    std::fs::create_dir_all(out)
-        .map_err(|source| EvalError::Io { path: out.to_path_buf(), source })?;
     let records: Vec<RunRecord> = expected_ids.iter().map(|id| by_id[id].0.clone()).collect();
     let mut lines = String::new();
     for r in &records {

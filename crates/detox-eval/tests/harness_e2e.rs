@@ -258,6 +258,28 @@ fn shards_merge_into_the_full_run() -> Result<()> {
     let twice = vec![dirs[0].clone(), dirs[0].clone()];
     let err = detox_eval::merge::merge_shards(&twice, &ids, &root.path().join("dup")).unwrap_err();
     assert!(err.to_string().contains("appears in both"), "{err}");
+
+    // One writer per directory: a merge into, or a run on, a directory another writer holds is refused.
+    let held = detox_io::DirLock::acquire(&merged)?;
+    let refused =
+        format!("{} is in use by another process (pid {})", merged.display(), std::process::id());
+    let err = detox_eval::merge::merge_shards(&dirs, &ids, &merged).unwrap_err();
+    assert!(err.to_string().contains(&refused), "{err}");
+    let mut editor = DinmEditor::new(hparams.clone(), DinmOptions::paper())?;
+    let m = manifest(&hparams)?;
+    let err = run(
+        &mut model,
+        &tokenizer,
+        &mut editor,
+        &LetterJudge,
+        &cases,
+        &m,
+        &settings(&merged),
+        |_| {},
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains(&refused), "{err}");
+    drop(held);
     Ok(())
 }
 

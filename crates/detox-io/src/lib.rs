@@ -5,6 +5,9 @@
 //! that a crash leaves either the old file or the complete new one, never a truncated one. The crate needs no
 //! libtorch and depends on no other crate of the workspace; each caller maps [`Error`] into its own error type.
 //!
+//! A directory that one process writes over a long time (a run directory, a training artefact) is guarded by a
+//! [`DirLock`]: one writer at a time, released by the operating system when the writer dies.
+//!
 //! ```
 //! let dir = tempfile::tempdir()?;
 //! let path = dir.path().join("summary.json");
@@ -17,6 +20,9 @@
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+
+mod lock;
+pub use lock::{DirLock, LockError, LOCK_FILE};
 
 /// A failed file operation, with the path it concerned.
 #[derive(Debug, thiserror::Error)]

@@ -90,7 +90,14 @@ impl Tokenizer {
                 ),
             });
         }
-        let inner = tokenizers::Tokenizer::from_file(path).map_err(|e| tokenizer_error(path, e))?;
+        let bytes =
+            std::fs::read(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+        // The JSON is parsed before `tokenizers` sees it: its decoder deserialiser panics (an `expect`) on a
+        // syntax error inside the `decoder` object, where a parsed value cannot have one. The syntax error
+        // names the line and column here.
+        let json: Value = serde_json::from_slice(&bytes).map_err(|e| tokenizer_error(path, e))?;
+        let inner: tokenizers::Tokenizer =
+            serde_json::from_value(json).map_err(|e| tokenizer_error(path, e))?;
         Ok(Self::new(inner))
     }
 

@@ -147,6 +147,7 @@ pub fn train_mend(
 ) -> Result<MendOutcome> {
     let started = Instant::now();
     refuse_half(model, "MEND training")?;
+    let _lock = run.lock_checkpoint()?;
     config.check()?;
     if records.is_empty() {
         return Err(EditError::InvalidRequest("no training records".into()));

@@ -155,6 +155,14 @@ pub struct RunOptions {
     pub stop_after: Option<usize>,
 }
 
+impl RunOptions {
+    /// Locks the checkpoint directory for one writer (see [`detox_io::DirLock`]); the lock lasts as long as the
+    /// returned value.
+    pub(crate) fn lock_checkpoint(&self) -> Result<Option<detox_io::DirLock>> {
+        Ok(self.checkpoint_dir.as_deref().map(detox_io::DirLock::acquire).transpose()?)
+    }
+}
+
 /// The result of [`train`].
 #[derive(Debug)]
 #[non_exhaustive]
@@ -184,6 +192,7 @@ pub fn train(
 ) -> Result<TrainOutcome> {
     let started = Instant::now();
     refuse_half(model, "SFT/DPO training")?;
+    let _lock = run.lock_checkpoint()?;
     config.check()?;
     if pairs.is_empty() {
         return Err(EditError::InvalidRequest("no training pairs".into()));

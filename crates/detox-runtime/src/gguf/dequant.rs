@@ -41,7 +41,10 @@ fn block_bytes(kind: u32) -> Option<(usize, usize)> {
 pub fn byte_size(kind: u32, numel: u64) -> Option<usize> {
     let (per, bytes) = block_bytes(kind)?;
     let numel = numel as usize;
-    (numel % per == 0).then(|| numel / per * bytes)
+    if numel % per != 0 {
+        return None;
+    }
+    (numel / per).checked_mul(bytes)
 }
 
 fn f16_at(b: &[u8], i: usize) -> f32 {

@@ -110,6 +110,18 @@ pub fn hf_name(gguf: &str) -> Option<String> {
     Some(format!("model.layers.{layer}.{hf}.{suffix}"))
 }
 
+/// Rows and columns of a q/k projection of `heads` heads of even size; the head count comes from the file's
+/// metadata, so a shape it does not divide is an error rather than a division by zero.
+fn qk_rows_cols(size: &[i64], heads: i64) -> Result<(i64, i64)> {
+    let rows = size.first().copied().unwrap_or(0);
+    if heads <= 0 || rows <= 0 || rows % (2 * heads) != 0 {
+        return Err(Error::InvalidInput(format!(
+            "a q/k projection of shape {size:?} cannot hold {heads} heads of even size"
+        )));
+    }
+    Ok((rows, size.get(1).copied().unwrap_or(1)))
+}
+
 /// Undoes llama.cpp's row permutation of q/k projections (it interleaves the two halves of each head for its
 /// adjacent-pair RoPE); the result uses Hugging Face's rotate-half layout.
 ///
@@ -117,7 +129,7 @@ pub fn hf_name(gguf: &str) -> Option<String> {
 /// `w`: `[heads * head_dim, in]` -> same shape.
 pub fn unpermute_qk(w: &Tensor, heads: i64) -> Result<Tensor> {
     let size = w.size();
-    let (rows, cols) = (size[0], size.get(1).copied().unwrap_or(1));
+    let (rows, cols) = qk_rows_cols(&size, heads)?;
     let head_dim = rows / heads;
     w.f_reshape([heads, head_dim / 2, 2, cols])
         .ctx("unpermuting q/k")?
@@ -133,7 +145,7 @@ pub fn unpermute_qk(w: &Tensor, heads: i64) -> Result<Tensor> {
 /// `w`: `[heads * head_dim, in]` -> same shape.
 pub fn permute_qk(w: &Tensor, heads: i64) -> Result<Tensor> {
     let size = w.size();
-    let (rows, cols) = (size[0], size.get(1).copied().unwrap_or(1));
+    let (rows, cols) = qk_rows_cols(&size, heads)?;
     w.f_reshape([heads, 2, rows / heads / 2, cols])
         .ctx("permuting q/k")?
         .f_transpose(1, 2)
@@ -180,10 +192,13 @@ impl GgufModel {
             let mut t = Tensor::from_slice(&values)
                 .f_reshape(info.torch_shape().as_slice())
                 .ctx("shaping tensor")?;
+            let heads_of = |heads| {
+                unpermute_qk(&t, heads).map_err(|e| meta_err(&file, &info.name, &e.to_string()))
+            };
             if info.name.ends_with("attn_q.weight") {
-                t = unpermute_qk(&t, heads)?;
+                t = heads_of(heads)?;
             } else if info.name.ends_with("attn_k.weight") {
-                t = unpermute_qk(&t, kv_heads)?;
+                t = heads_of(kv_heads)?;
             }
             tensors.insert(name, t);
         }

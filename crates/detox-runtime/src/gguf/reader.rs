@@ -81,9 +81,9 @@ impl TensorInfo {
         self.dims.iter().rev().map(|&d| d as i64).collect()
     }
 
-    /// Number of elements.
+    /// Number of elements (saturating: [`GgufFile::open`] refuses shapes whose product overflows).
     pub fn numel(&self) -> u64 {
-        self.dims.iter().product()
+        self.dims.iter().fold(1u64, |n, &d| n.saturating_mul(d))
     }
 }
 
@@ -173,8 +173,12 @@ impl<'a> Cursor<'a> {
                 }
                 let item = self.u32()?;
                 let len = self.u64()? as usize;
-                if len > self.bytes.len() {
-                    return Err(self.fail("array longer than the file"));
+                // Every item takes at least one byte: a longer array cannot be in the file, and the
+                // allocation below stays within the file's size times the size of a value.
+                if len > self.bytes.len() - self.pos {
+                    return Err(self.fail(&format!(
+                        "array of {len} items is longer than the rest of the file"
+                    )));
                 }
                 let mut items = Vec::with_capacity(len);
                 for _ in 0..len {
@@ -221,7 +225,15 @@ impl GgufFile {
             let value = c.value(kind, 0)?;
             metadata.insert(key, value);
         }
-        let mut tensors = Vec::with_capacity(tensor_count.min(1 << 20));
+        // A directory entry takes at least 24 bytes (name length, dimension count, type, offset): a count the
+        // rest of the file cannot hold is refused before anything is allocated for it.
+        const MIN_ENTRY: usize = 24;
+        if tensor_count > (c.bytes.len() - c.pos) / MIN_ENTRY {
+            return Err(
+                c.fail(&format!("tensor count {tensor_count} exceeds what the file can hold"))
+            );
+        }
+        let mut tensors = Vec::with_capacity(tensor_count);
         for _ in 0..tensor_count {
             let name = c.string()?;
             let n_dims = c.u32()? as usize;
@@ -229,13 +241,24 @@ impl GgufFile {
                 return Err(c.fail(&format!("tensor {name} has {n_dims} dimensions")));
             }
             let dims = (0..n_dims).map(|_| c.u64()).collect::<Result<Vec<_>>>()?;
+            let numel = dims.iter().try_fold(1u64, |n, &d| n.checked_mul(d));
+            if numel.is_none_or(|n| n > i64::MAX as u64) {
+                return Err(
+                    c.fail(&format!("tensor {name} has dimensions {dims:?}, too many elements"))
+                );
+            }
             let ggml_type = c.u32()?;
             let offset = c.u64()?;
             tensors.push(TensorInfo { name, dims, ggml_type, offset });
         }
         let alignment =
             metadata.get("general.alignment").and_then(Value::as_u64).unwrap_or(32).max(1) as usize;
-        let data_start = c.pos.div_ceil(alignment) * alignment;
+        let data_start = c.pos.div_ceil(alignment).checked_mul(alignment).ok_or_else(|| {
+            Error::InvalidInput(format!(
+                "{}: general.alignment {alignment} puts the data section past any file size",
+                path.display()
+            ))
+        })?;
         let parsed = Self { path: path.clone(), version, metadata, tensors, data_start, mmap };
         for t in &parsed.tensors {
             parsed.tensor_bytes(t)?;
@@ -264,8 +287,11 @@ impl GgufFile {
                 info.ggml_type
             ))
         })?;
-        let start = self.data_start + info.offset as usize;
-        self.mmap.get(start..start + size).ok_or_else(|| {
+        let range = usize::try_from(info.offset)
+            .ok()
+            .and_then(|offset| self.data_start.checked_add(offset))
+            .and_then(|start| Some(start..start.checked_add(size)?));
+        range.and_then(|r| self.mmap.get(r)).ok_or_else(|| {
             Error::InvalidInput(format!(
                 "{}: tensor {} lies past the end of the file",
                 self.path.display(),

@@ -1,0 +1,187 @@
+//! Every example refuses out-of-range arguments with a clear error naming the argument and a non-zero exit,
+//! before loading a model or writing anything, and never panics.
+//!
+//! The example executables are the ones `cargo test -p detox-examples` builds next to this test's executable
+//! (`target/<profile>/examples/<name>`); running this test alone (`--test arguments`) does not rebuild them, so
+//! build them first then (`cargo build -p detox-examples --examples`).
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context, Result};
+
+fn example(name: &str) -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    // target/<profile>/deps/arguments-<hash> -> target/<profile>/examples/<name>
+    let profile_dir =
+        exe.parent().and_then(|deps| deps.parent()).context("test executable path")?;
+    let path = profile_dir.join("examples").join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    ensure!(
+        path.is_file(),
+        "{} is missing: build the examples first (`cargo test -p detox-examples` builds them)",
+        path.display()
+    );
+    Ok(path)
+}
+
+/// Runs `name` with `args` and checks for a refusal whose message contains `expected`.
+fn refuses(name: &str, args: &[&str], expected: &str) -> Result<()> {
+    let shown = format!("{name} {}", args.join(" "));
+    let mut child = Command::new(example(name)?)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running {name}"))?;
+    // A refusal comes before any model is loaded; an example still running has accepted the value.
+    let started = Instant::now();
+    while child.try_wait()?.is_none() {
+        if started.elapsed() > Duration::from_secs(60) {
+            child.kill()?;
+            child.wait()?;
+            anyhow::bail!("`{shown}` was accepted: still running after 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let output = child.wait_with_output()?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    ensure!(!stderr.contains("panicked"), "`{shown}` panicked:\n{stderr}");
+    ensure!(output.status.code() != Some(101), "`{shown}` exited like a panic:\n{stderr}");
+    ensure!(!output.status.success(), "`{shown}` was accepted:\n{stderr}");
+    ensure!(stderr.contains(expected), "`{shown}`: the error does not say {expected:?}:\n{stderr}");
+    Ok(())
+}
+
+fn sweep(name: &str, cases: &[(&[&str], &str)]) -> Result<()> {
+    let failures: Vec<String> = cases
+        .iter()
+        .filter_map(|(args, expected)| {
+            refuses(name, args, expected).err().map(|e| format!("{e:#}"))
+        })
+        .collect();
+    ensure!(failures.is_empty(), "{}", failures.join("\n\n"));
+    Ok(())
+}
+
+#[test]
+fn bench() -> Result<()> {
+    sweep(
+        "bench",
+        &[
+            (&["--prompt", "16"], "--prompt"),
+            (&["--prompt", "40", "--batch", "5"], "--prompt 40 is too short for --batch 5"),
+            (&["--batch", "0"], "--batch"),
+            (&["--new", "1"], "--new"),
+            (&["--reps", "0"], "--reps"),
+            (&["--refill-new", "0"], "--refill-new"),
+            (&["--prompt", "many"], "--prompt"),
+        ],
+    )
+}
+
+#[test]
+fn protocol_bench() -> Result<()> {
+    sweep(
+        "protocol_bench",
+        &[
+            (&["--prompt", "1"], "--prompt"),
+            (&["--target", "0"], "--target"),
+            (&["--steps", "0"], "--steps"),
+            (&["--new", "0"], "--new"),
+            (&["--gen-batches", "5,0"], "--gen-batches"),
+            (&["--gen-batches", "5,x"], "--gen-batches"),
+            (&["--edit-batch", "0"], "--edit-batch"),
+            (&["--records", "0"], "--records"),
+            (&["--seed", "x"], "--seed"),
+        ],
+    )
+}
+
+#[test]
+fn chat_dinm_edit_forward_locate() -> Result<()> {
+    sweep(
+        "chat",
+        &[
+            (&["--max-new-tokens", "0"], "--max-new-tokens"),
+            (&["--temperature", "0"], "--temperature"),
+            (&["--temperature", "nan"], "--temperature"),
+            (&["--temperature=-1"], "--temperature"),
+        ],
+    )?;
+    sweep(
+        "dinm_edit",
+        &[(&["--max-new-tokens", "0"], "--max-new-tokens"), (&["--id", "-3"], "-3")],
+    )?;
+    sweep("forward", &[(&["--prompt", ""], "--prompt is empty")])?;
+    sweep("locate", &[(&["--first", "0"], "--first")])
+}
+
+#[test]
+fn safeedit_eval() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let out = dir.path().join("run");
+    let out = out.to_str().context("temporary path")?;
+    sweep(
+        "safeedit_eval",
+        &[
+            (&["--out", out, "--first", "0"], "--first"),
+            (&["--out", out, "--sample", "0"], "--sample"),
+            (&["--out", out, "--batch-size", "0"], "--batch-size"),
+            (&["--out", out, "--max-new-tokens", "0"], "--max-new-tokens"),
+            (&["--out", out, "--max-input-tokens", "0"], "--max-input-tokens"),
+            (&["--out", out, "--temperature", "inf"], "--temperature"),
+            (&["--out", out, "--batch-records", "0"], "records per batch"),
+            (&["--out", out, "--shard", "2/2"], "shard"),
+            (&["--out", out, "--shard", "0/0"], "shard"),
+            (&["--out", out, "--shard", "half"], "half"),
+        ],
+    )?;
+    ensure!(!dir.path().join("run").exists(), "a refused run created its directory");
+    Ok(())
+}
+
+#[test]
+fn train_baseline() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let out = dir.path().join("artefact");
+    let out = out.to_str().context("temporary path")?;
+    let with = |extra: &'static [&'static str]| -> Vec<&str> {
+        let mut args = vec!["--method", "sft", "--out", out];
+        args.extend_from_slice(extra);
+        args
+    };
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (with(&["--first", "0"]), "--first"),
+        (with(&["--rank", "0"]), "--rank"),
+        (with(&["--alpha=-2"]), "--alpha"),
+        (with(&["--lr", "0"]), "--lr"),
+        (with(&["--epochs", "0"]), "--epochs"),
+        (with(&["--batch-size", "0"]), "--batch-size"),
+        (with(&["--beta", "nan"]), "--beta"),
+        (with(&["--max-length", "1"]), "--max-length"),
+        (with(&["--mend-rank", "0"]), "--mend-rank"),
+        (with(&["--lambda", "inf"]), "--lambda"),
+        (with(&["--stop-after", "0"]), "--stop-after"),
+        (with(&["--layers", "1,x"]), "--layers"),
+        (with(&["--layers", "1,,2"]), "--layers"),
+        (with(&["--modules", "q_proj,"]), "--modules"),
+    ];
+    let cases: Vec<(&[&str], &str)> = cases.iter().map(|(a, e)| (a.as_slice(), *e)).collect();
+    sweep("train_baseline", &cases)?;
+    ensure!(!dir.path().join("artefact").exists(), "a refused run created its artefact directory");
+    Ok(())
+}
+
+#[test]
+fn judge_agreement() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let missing = dir.path().join("missing");
+    sweep(
+        "judge_agreement",
+        &[
+            (&["--completions", missing.to_str().context("path")?], "does not exist"),
+            (&["--judge", "oracle"], "unknown judge"),
+        ],
+    )
+}

@@ -1,0 +1,4 @@
+#![no_main]
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    detox_fuzz::check(data, "manifest.json", detox_fuzz::readers::run_manifest);
+});
