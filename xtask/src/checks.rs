@@ -160,6 +160,43 @@ fn run_step(cargo: &str, step: &Step) -> Result<()> {
     Ok(())
 }
 
+/// Removes the sources Cargo unpacked from earlier `cargo package` runs of our crates. Verifying several packages
+/// goes through a local registry of the new `.crate` files, whose sources Cargo unpacks under
+/// `$CARGO_HOME/registry/src/-<hash>/NAME-VERSION` and reuses while that folder exists: a crate changed since, at
+/// the same version, would otherwise be verified against its old sources. Only such local registries (their
+/// folder names start with `-`) are touched, and only our crates' folders in them.
+fn forget_unpacked_packages(libraries: &[Library]) -> Result<()> {
+    let home = match std::env::var_os("CARGO_HOME") {
+        Some(home) => std::path::PathBuf::from(home),
+        None => match std::env::var_os("HOME") {
+            Some(home) => std::path::Path::new(&home).join(".cargo"),
+            None => return Ok(()),
+        },
+    };
+    let Ok(registries) = std::fs::read_dir(home.join("registry/src")) else {
+        return Ok(());
+    };
+    for registry in registries.flatten() {
+        if !registry.file_name().to_string_lossy().starts_with('-') {
+            continue;
+        }
+        let Ok(unpacked) = std::fs::read_dir(registry.path()) else { continue };
+        for entry in unpacked.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let ours = libraries.iter().any(|l| {
+                name.strip_prefix(&l.name)
+                    .and_then(|rest| rest.strip_prefix('-'))
+                    .is_some_and(|version| version.starts_with(|c: char| c.is_ascii_digit()))
+            });
+            if ours {
+                std::fs::remove_dir_all(entry.path())
+                    .with_context(|| format!("removing {}", entry.path().display()))?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Set-up if needed, then fmt, clippy, tests, docs, the downstream crate, docs and packages without libtorch,
 /// each with warnings denied. Stops at the first failure.
 pub fn run_all() -> Result<()> {
@@ -169,6 +206,9 @@ pub fn run_all() -> Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let libraries = workspace_libraries(&cargo)?;
     for step in steps(&libraries) {
+        if step.label == "package" {
+            forget_unpacked_packages(&libraries)?;
+        }
         run_step(&cargo, &step)?;
     }
     println!("==> all checks passed");
