@@ -156,6 +156,9 @@ fn main() -> Result<()> {
         return Ok(());
     }
 
+    // Refuse a run directory another process is writing before the model is loaded; the harness takes the lock
+    // for the run itself.
+    drop(detox_io::DirLock::acquire(&args.out)?);
     let mut loaded = args.model.load()?;
     let judge = judge_from_spec(&args.judge, loaded.model.device())?;
     let mut options = MethodOptions::default();
