@@ -197,6 +197,35 @@ fn forget_unpacked_packages(libraries: &[Library]) -> Result<()> {
     Ok(())
 }
 
+/// Removes what earlier verifications compiled of our crates in the packaging target folder. Cargo takes a
+/// registry crate's sources as fixed for its version, so a crate verified before at the same version would be
+/// linked from its old build; the third-party dependencies' builds stay.
+fn forget_package_builds(libraries: &[Library]) -> Result<()> {
+    let debug = workspace_root().join("target/no-libtorch/debug");
+    for folder in [debug.join(".fingerprint"), debug.join("build"), debug.join("deps")] {
+        let Ok(entries) = std::fs::read_dir(&folder) else { continue };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let ours = libraries.iter().any(|l| {
+                let crate_name = l.name.replace('-', "_");
+                [format!("{}-", l.name), format!("{crate_name}-"), format!("lib{crate_name}-")]
+                    .iter()
+                    .any(|prefix| name.starts_with(prefix.as_str()))
+            });
+            if ours {
+                let path = entry.path();
+                let removed = if path.is_dir() {
+                    std::fs::remove_dir_all(&path)
+                } else {
+                    std::fs::remove_file(&path)
+                };
+                removed.with_context(|| format!("removing {}", path.display()))?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Set-up if needed, then fmt, clippy, tests, docs, the downstream crate, docs and packages without libtorch,
 /// each with warnings denied. Stops at the first failure.
 pub fn run_all() -> Result<()> {
@@ -208,6 +237,7 @@ pub fn run_all() -> Result<()> {
     for step in steps(&libraries) {
         if step.label == "package" {
             forget_unpacked_packages(&libraries)?;
+            forget_package_builds(&libraries)?;
         }
         run_step(&cargo, &step)?;
     }
