@@ -43,9 +43,9 @@ impl ModelArgs {
         Ok(parse_kind(&self.dtype)?)
     }
 
-    /// Loads the model and its tokenizer, after checking that the devices are usable.
+    /// Loads the model and its tokenizer, after checking that the devices are usable (which loads libtorch's
+    /// CUDA backend where there is one).
     pub fn load(&self) -> Result<LoadedModel> {
-        detox_runtime::backend::init();
         let (devices, kind) = (self.devices()?, self.kind()?);
         load_model(&self.model, &devices, kind)
             .with_context(|| format!("loading {}", self.model.display()))

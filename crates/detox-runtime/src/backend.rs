@@ -65,6 +65,11 @@ pub fn libtorch_version() -> Option<String> {
     Some(text.trim().split('+').next().unwrap_or_default().to_string()).filter(|v| !v.is_empty())
 }
 
+/// Why a CPU-only libtorch cannot use a GPU, and what to do about it.
+pub(crate) const CPU_ONLY: &str =
+    "this libtorch is a CPU-only build: run `cargo xtask setup --cuda`, or point \
+                                   LIBTORCH at a CUDA build of libtorch 2.11.0";
+
 /// One CUDA device as the driver describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -179,9 +184,7 @@ impl BackendReport {
             return None;
         }
         Some(match (&self.build, &self.cuda_backend_error) {
-            (LibtorchBuild::CpuOnly, _) => "this libtorch is a CPU-only build: run `cargo xtask setup --cuda`, or \
-                                            point LIBTORCH at a CUDA build of libtorch 2.11.0, and rebuild"
-                .to_owned(),
+            (LibtorchBuild::CpuOnly, _) => CPU_ONLY.to_owned(),
             (_, Some(error)) => format!("libtorch_cuda.so did not load: {error}"),
             _ if self.driver_cuda_version.is_none() => {
                 "libtorch has CUDA, but no NVIDIA driver is installed (libcuda.so.1 is not found)".to_owned()

@@ -142,12 +142,11 @@ pub fn check_device(device: Device) -> Result<()> {
     };
     let asked = device_name(device);
     if !backend::init() {
-        return Err(Error::Device {
-            asked,
-            reason: "this libtorch has no CUDA support (a CPU-only build): run `cargo xtask setup --cuda`, or \
-                     point LIBTORCH at a CUDA build of libtorch 2.11.0, and rebuild"
-                .into(),
-        });
+        // The report tells a CPU-only build from a CUDA build whose backend failed to load (with dlerror's text).
+        let reason = backend::BackendReport::probe()
+            .cuda_off_reason()
+            .unwrap_or_else(|| backend::CPU_ONLY.to_owned());
+        return Err(Error::Device { asked, reason });
     }
     if !Cuda::is_available() {
         return Err(Error::Device {
@@ -254,7 +253,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("device `cuda:999`"), "{err}");
-        let known = ["no CUDA support", "no GPU is usable", "GPU(s):"];
+        let known = ["CPU-only build", "did not load", "no GPU is usable", "GPU(s):"];
         assert!(known.iter().any(|k| err.contains(k)), "{err}");
         assert!(check_device(Device::Cpu).is_ok());
     }
