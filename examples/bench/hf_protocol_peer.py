@@ -24,6 +24,9 @@ p.add_argument("--steps", type=int, default=10)
 p.add_argument("--new", type=int, default=600)
 p.add_argument("--gen-batches", default="5,64")
 p.add_argument("--records", type=int, default=1350)
+p.add_argument("--layer", type=int, default=None,
+               help="the layer every edit trains (default: the middle one); pinned so both sides backpropagate "
+                    "equally deep whatever the locator picks on random weights")
 p.add_argument("--ceilings", action="store_true")
 a = p.parse_args()
 dev = torch.device(a.device)
@@ -32,8 +35,10 @@ dtype_name = {"bf16": "bfloat16", "f32": "float32", "f16": "float16"}[a.dtype]
 
 
 def sync():
+    # Every device, as the Rust side does: work queued anywhere must be inside the timed span.
     if dev.type == "cuda":
-        torch.cuda.synchronize()
+        for i in range(torch.cuda.device_count()):
+            torch.cuda.synchronize(i)
 
 
 def emit(what, value, **extra):
@@ -102,8 +107,11 @@ def locate():
 
 
 locate()
-locate_s, layer = timed(locate)
-emit("locate_s", locate_s, seq=a.prompt + a.target, layer=layer)
+locate_s, located = timed(locate)
+layer = layers // 2 if a.layer is None else a.layer
+if not 0 <= layer < layers:
+    p.error(f"--layer {layer} is out of range for {layers} layers")
+emit("locate_s", locate_s, seq=a.prompt + a.target, layer=located)
 
 
 def edit():
@@ -121,7 +129,10 @@ def edit():
     for _ in range(a.steps):
         optimizer.zero_grad()
         nll = model(input_ids=ids, labels=labels).loss
-        post = torch.log_softmax(model(input_ids=kc).logits[:, -21:-1].float(), -1)
+        # The reference evaluates the post-edit constraint under no_grad: the KL term is reported, never
+        # backpropagated (detox's KlGradient::Detached, the setting the Rust side times).
+        with torch.no_grad():
+            post = torch.log_softmax(model(input_ids=kc).logits[:, -21:-1].float(), -1)
         kl = torch.nn.functional.kl_div(post, base, log_target=True, reduction="batchmean")
         (0.1 * nll + kl).backward()
         optimizer.step()
@@ -139,7 +150,7 @@ if free_before is not None:
     emit("edit_peak_over_weights_gib", max(0, free_before - torch.cuda.mem_get_info(dev)[0]) / 2 ** 30,
          bound="reserved")
 edit_s, _ = timed(edit)
-emit("edit_s", edit_s, steps=a.steps, seq=a.prompt + a.target)
+emit("edit_s", edit_s, steps=a.steps, seq=a.prompt + a.target, layer=layer)
 
 
 def generate(batch, new):

@@ -60,6 +60,10 @@ struct Args {
     /// Records of the split the estimate is for.
     #[arg(long, default_value_t = 1350, value_parser = detox_examples::at_least(1))]
     records: usize,
+    /// The layer every edit trains (default: the middle one). Pinned, so that both sides backpropagate equally
+    /// deep whatever the locator picks on random weights; the locator is still timed.
+    #[arg(long)]
+    layer: Option<usize>,
     /// Seed of the weights and inputs.
     #[arg(long, default_value_t = 0)]
     seed: i64,
@@ -137,9 +141,12 @@ fn random_model(config: &Config, device: Device, kind: Kind) -> Result<CausalLm>
     Ok(CausalLm::from_tensors(config.clone(), tensors, device, kind)?)
 }
 
+/// Waits for every CUDA device, as the peer does: work queued on any device belongs to the timed span.
 fn sync(device: Device) {
-    if let Device::Cuda(i) = device {
-        tch::Cuda::synchronize(i as i64);
+    if device.is_cuda() {
+        for i in 0..tch::Cuda::device_count() {
+            tch::Cuda::synchronize(i);
+        }
     }
 }
 
@@ -150,6 +157,11 @@ fn main() -> Result<()> {
     check_device(device)?;
     let kind = parse_kind(&args.dtype)?;
     let config = config(&args.shape)?;
+    let layers = config.num_hidden_layers;
+    let layer = args.layer.unwrap_or(layers / 2);
+    if layer >= layers {
+        bail!("--layer {layer} is out of range: the {} shape has {layers} layers", args.shape);
+    }
     let emit = |what: &str, value: f64, extra: serde_json::Value| {
         let mut line = serde_json::json!({
             "impl": "detox", "what": what, "value": value, "shape": args.shape,
@@ -197,8 +209,11 @@ fn main() -> Result<()> {
     let located = contrast_token_ids(&model, &safe_in, &unsafe_in, 0, PaddingPositions::Included)?;
     sync(device);
     let locate_s = t.elapsed().as_secs_f64();
-    let layer = located.toxic_layer;
-    emit("locate_s", locate_s, serde_json::json!({"seq": safe_in.len(), "layer": layer}));
+    emit(
+        "locate_s",
+        locate_s,
+        serde_json::json!({"seq": safe_in.len(), "layer": located.toxic_layer}),
+    );
 
     // One edit: reference weighting (0.1 * NLL + KL), fp32 master copy and Adam state.
     let settings = OptimizeSettings {
@@ -247,15 +262,22 @@ fn main() -> Result<()> {
     emit(
         "edit_s",
         edit_s,
-        serde_json::json!({"steps": args.steps, "seq": dinm_tokens[0].edit_input.len()}),
+        serde_json::json!({"steps": args.steps, "seq": dinm_tokens[0].edit_input.len(), "layer": layer}),
     );
 
-    // The same edit for several records at once (records sharing the located layer).
-    let t = Instant::now();
-    optimize_batch(&mut model, &name, &dinm_tokens, &settings)?;
-    sync(device);
-    let edit_batch_s = t.elapsed().as_secs_f64();
-    model.restore(&snapshot)?;
+    // The same edit for several records at once (records sharing the layer), timed after one warm-up batch as
+    // the single edit is.
+    let edit_batch_once = |model: &mut CausalLm| -> Result<f64> {
+        sync(device);
+        let t = Instant::now();
+        optimize_batch(model, &name, &dinm_tokens, &settings)?;
+        sync(device);
+        let s = t.elapsed().as_secs_f64();
+        model.restore(&snapshot)?;
+        Ok(s)
+    };
+    edit_batch_once(&mut model)?;
+    let edit_batch_s = edit_batch_once(&mut model)?;
     model.freeze_all()?;
     emit(
         "edit_batch_per_record_s",

@@ -200,6 +200,9 @@ fn main() -> Result<()> {
     settings.pre_edit_cache = args.pre_edit_cache.clone();
     settings.progress = !args.print_responses;
     let plan = plan_batch(&loaded.model, &settings.decoding, args.batch_records)?;
+    if let Some(warning) = &plan.warning {
+        eprintln!("warning: {warning}");
+    }
     if plan.records > 1 {
         println!("{} records per batch ({})", plan.records, plan.reason);
     }

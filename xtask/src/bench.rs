@@ -33,6 +33,9 @@ pub struct BenchArgs {
     /// Records of the split the estimate is for.
     #[arg(long, default_value_t = 1350)]
     pub records: usize,
+    /// The layer both sides edit (default: each program's middle layer, the same on both sides).
+    #[arg(long)]
+    pub layer: Option<usize>,
     /// Skip the Python peer.
     #[arg(long)]
     pub no_peer: bool,
@@ -209,15 +212,22 @@ pub fn render_table(figures: &[Figure]) -> String {
     table
 }
 
-fn run_capturing(command: &mut Command, what: &str) -> Result<String> {
-    let output =
-        command.stderr(Stdio::inherit()).output().with_context(|| format!("starting {what}"))?;
+/// Runs `command`, echoing its output; the figures it printed before any failure are kept either way.
+fn run_capturing(command: &mut Command, what: &str) -> (String, Result<()>) {
+    let output = match command.stderr(Stdio::inherit()).output() {
+        Ok(output) => output,
+        Err(e) => {
+            return (String::new(), Err(anyhow::Error::new(e).context(format!("starting {what}"))))
+        }
+    };
     let stdout = String::from_utf8_lossy(&output.stdout).to_string();
     eprint!("{stdout}");
-    if !output.status.success() {
-        bail!("{what} failed ({})", output.status);
-    }
-    Ok(stdout)
+    let status = if output.status.success() {
+        Ok(())
+    } else {
+        Err(anyhow::anyhow!("{what} failed ({})", output.status))
+    };
+    (stdout, status)
 }
 
 /// Runs the benchmark and prints the table.
@@ -239,10 +249,17 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             .args(["--new", &args.new.to_string(), "--gen-batches", &args.gen_batches])
             .args(["--records", &args.records.to_string()])
             .current_dir(&root);
+        if let Some(layer) = args.layer {
+            command.args(["--layer", &layer.to_string()]);
+        }
     };
     let mut ours = Command::new(root.join("target/release/examples/protocol_bench"));
     common(&mut ours);
-    let mut output = run_capturing(&mut ours, "the protocol_bench example")?;
+    let (mut output, ours_status) = run_capturing(&mut ours, "the protocol_bench example");
+    ours_status?;
+    // A failing peer must not lose detox's figures: they are written with the table, and the failure is
+    // reported (and fails the command) afterwards.
+    let mut peer_status = Ok(());
     if !args.no_peer {
         let mut peer = Command::new(&args.python);
         peer.arg(root.join("examples/bench/hf_protocol_peer.py"));
@@ -250,10 +267,15 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         if args.device.starts_with("cuda") {
             peer.arg("--ceilings");
         }
-        output.push_str(&run_capturing(&mut peer, "the transformers peer")?);
+        let (peer_output, status) = run_capturing(&mut peer, "the transformers peer");
+        output.push_str(&peer_output);
+        peer_status = status;
     }
     let figures = parse_figures(&output);
-    let table = render_table(&figures);
+    let mut table = render_table(&figures);
+    if let Err(e) = &peer_status {
+        table.push_str(&format!("\nThe peer's figures are incomplete: {e:#}.\n"));
+    }
     let out = root.join(&args.out);
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let stem = format!("{}-{}-{}", args.shape, args.device.replace(':', ""), args.dtype);
@@ -261,7 +283,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     std::fs::write(out.join(format!("{stem}.md")), &table)?;
     println!("\n{table}");
     println!("Raw figures and the table: {}", out.join(&stem).display());
-    Ok(())
+    peer_status
 }
 
 #[cfg(test)]

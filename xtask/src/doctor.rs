@@ -43,7 +43,7 @@ pub fn run() -> Result<()> {
         .context("running the doctor example")?;
     anyhow::ensure!(
         status.success(),
-        "the doctor example failed ({status}): libtorch could not be loaded"
+        "the doctor example failed ({status}): libtorch could not be loaded, or an attention check failed (see above)"
     );
     Ok(())
 }

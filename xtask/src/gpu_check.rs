@@ -239,6 +239,13 @@ if ! grep -q '^CUDA available *: yes' "$OUT/doctor.log"; then
     grep -E 'why CUDA is off|dlopen error|libtorch build|NVIDIA driver' "$OUT/doctor.log"
     printf '**No usable GPU**: %s\n\n' "$(grep 'why CUDA is off' "$OUT/doctor.log" | sed 's/.*: //')" >> "$OUT/notes.md"
 fi
+# Which fused attention kernel each attention call runs on, and whether its gradients are finite (the doctor
+# step fails when one is not).
+{
+    printf 'Attention kernels (from the doctor):\n\n'
+    grep '^  attention ' "$OUT/doctor.log" | sed 's/^  attention /- /'
+    printf '\n'
+} >> "$OUT/notes.md"
 
 DETOX_CRATE_DIR="$HERE/crates/detox-runtime" step decoder_parity_cuda "$HERE/bin/decoder_parity" --ignored --test-threads 1
 DETOX_CRATE_DIR="$HERE/crates/detox-runtime" step device_map_cuda "$HERE/bin/device_map" --ignored --test-threads 1

@@ -5,6 +5,7 @@ use std::str::FromStr;
 
 use detox_runtime::memory::{device_memory, fit_count, generation_row_bytes};
 use detox_runtime::CausalLm;
+use tch::Device;
 
 use crate::error::{EvalError, Result};
 use crate::respond::Decoding;
@@ -52,6 +53,9 @@ pub struct BatchPlan {
     pub records: usize,
     /// How the number was reached, for printing.
     pub reason: String,
+    /// Something the user should hear about the choice (printed as a warning), e.g. a GPU whose free memory
+    /// could not be read, so that `auto` fell back to [`CPU_RECORDS`] without knowing what fits.
+    pub warning: Option<String>,
 }
 
 /// Memory one record of the batched protocol needs on `model`'s device: five generation rows, the batched DINM
@@ -70,13 +74,7 @@ pub fn bytes_per_record(model: &CausalLm, decoding: &Decoding) -> u64 {
 /// from) its free memory; elsewhere the number asked for, or [`CPU_RECORDS`].
 pub fn plan_batch(model: &CausalLm, decoding: &Decoding, asked: BatchRecords) -> Result<BatchPlan> {
     let Some(memory) = device_memory(model.device()) else {
-        return Ok(match asked {
-            BatchRecords::Fixed(records) => BatchPlan { records, reason: "as asked".into() },
-            BatchRecords::Auto => BatchPlan {
-                records: CPU_RECORDS,
-                reason: "the device does not report free memory".into(),
-            },
-        });
+        return Ok(plan_without_memory(model.device(), asked));
     };
     let per_record = bytes_per_record(model, decoding);
     let gib = |bytes: u64| bytes as f64 / (1u64 << 30) as f64;
@@ -97,6 +95,7 @@ pub fn plan_batch(model: &CausalLm, decoding: &Decoding, asked: BatchRecords) ->
         BatchRecords::Fixed(records) => Ok(BatchPlan {
             records,
             reason: format!("as asked; {fits} would fit in {:.1} GiB free", gib(memory.free)),
+            warning: None,
         }),
         BatchRecords::Auto => Ok(BatchPlan {
             records: fits,
@@ -105,7 +104,33 @@ pub fn plan_batch(model: &CausalLm, decoding: &Decoding, asked: BatchRecords) ->
                 gib(memory.free),
                 gib(per_record)
             ),
+            warning: None,
         }),
+    }
+}
+
+/// The plan where `device` does not report its free memory: the number asked for, or [`CPU_RECORDS`]; on a GPU
+/// with a warning, since nothing was checked.
+fn plan_without_memory(device: Device, asked: BatchRecords) -> BatchPlan {
+    let warning = device.is_cuda().then(|| {
+        format!(
+            "the free memory of {device:?} could not be read (the CUDA runtime library was not found in this \
+             process), so the number of records per batch is not checked against it{}",
+            match asked {
+                BatchRecords::Auto => format!(
+                    "; `auto` falls back to {CPU_RECORDS}: pass a number to choose another"
+                ),
+                BatchRecords::Fixed(_) => String::new(),
+            }
+        )
+    });
+    match asked {
+        BatchRecords::Fixed(records) => BatchPlan { records, reason: "as asked".into(), warning },
+        BatchRecords::Auto => BatchPlan {
+            records: CPU_RECORDS,
+            reason: "the device does not report free memory".into(),
+            warning,
+        },
     }
 }
 
@@ -121,5 +146,18 @@ mod tests {
             let err = bad.parse::<BatchRecords>().unwrap_err().to_string();
             assert!(err.contains("positive number or `auto`"), "{bad:?}: {err}");
         }
+    }
+
+    #[test]
+    fn a_gpu_without_memory_figures_is_warned_about_and_the_cpu_is_not() {
+        let plan = plan_without_memory(Device::Cuda(0), BatchRecords::Auto);
+        assert_eq!(plan.records, CPU_RECORDS);
+        let warning = plan.warning.expect("a warning for the GPU");
+        assert!(warning.contains("falls back to 8"), "{warning}");
+        let fixed = plan_without_memory(Device::Cuda(0), BatchRecords::Fixed(3));
+        assert_eq!(fixed.records, 3);
+        assert!(fixed.warning.is_some_and(|w| !w.contains("falls back")));
+        let cpu = plan_without_memory(Device::Cpu, BatchRecords::Auto);
+        assert_eq!((cpu.records, cpu.warning), (CPU_RECORDS, None));
     }
 }

@@ -33,6 +33,7 @@ pub use error::{Error, Result};
 pub use generate::{generate, FinishReason, Generated, GenerationConfig, Sampling, StopCheck};
 pub use kv_cache::KvCache;
 pub use load::{load_model, LoadedModel, ModelFormat};
+pub use model::attention_check;
 pub use model::{
     CausalLm, DeviceMap, ForwardOptions, ForwardOutput, GradientFactors, LinearProbe,
     LogitsSelection, PartSizes, PositionIds, Snapshot,

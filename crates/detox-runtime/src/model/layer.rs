@@ -204,7 +204,13 @@ fn apply(
 /// # Shapes
 /// - `q`: `[batch, kv_heads * groups, seq, head_dim]`; `k`, `v`: `[batch, kv_heads, kv_len, head_dim]`
 /// - returns `[batch, kv_heads * groups, seq, head_dim]`
-fn attend(q: &Tensor, k: &Tensor, v: &Tensor, mask: &AttentionMask, groups: i64) -> Result<Tensor> {
+pub(crate) fn attend(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: &AttentionMask,
+    groups: i64,
+) -> Result<Tensor> {
     let size = q.size();
     let (b, heads, seq, d) = (size[0], size[1], size[2], size[3]);
     if groups > 1 && seq == 1 {

@@ -4,6 +4,7 @@
 //! them (for example `model.layers.{i}.mlp.down_proj.weight`), and every linear weight may also be given per batch
 //! row or per group of rows (`[k, out, in]`) so that a batch can carry independent edits of the same layer.
 
+pub mod attention_check;
 mod device_map;
 mod layer;
 mod linear;
