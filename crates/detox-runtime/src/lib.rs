@@ -36,7 +36,7 @@ pub use load::{load_model, LoadedModel, ModelFormat};
 pub use model::attention_check;
 pub use model::{
     CausalLm, DeviceMap, ForwardOptions, ForwardOutput, GradientFactors, LinearProbe,
-    LogitsSelection, PartSizes, PositionIds, Snapshot,
+    LogitsSelection, LowRank, PartSizes, PositionIds, Snapshot,
 };
 pub use refill::generate_refill;
 pub use tokenizer::{Tokenizer, Truncation};

@@ -193,3 +193,48 @@ fn generation_stops_at_stop_strings() -> Result<()> {
     assert!(!detox_runtime::Tokenizer::cut_at_stop(&stopped_text, &stops).contains(&stop));
     Ok(())
 }
+
+/// A LoRA-sized change below half a bf16 step of every weight element: merged into the bf16 weight it vanishes;
+/// as a low-rank side path it reaches the logits, and removing the path gives the old logits bit for bit.
+#[test]
+fn low_rank_side_path_survives_bf16_and_removes_exactly() -> Result<()> {
+    let mut model = CausalLm::load(fixture("qwen2"), Device::Cpu, Kind::BFloat16)?;
+    // No weight element of the edited projection under 0.3 in magnitude, so that one change size is under half
+    // a bf16 step of every element.
+    let original = model.parameter(DOWN)?.detach();
+    let floored = (original.sign() + 0.5).sign() * original.abs().clamp_min(0.3);
+    let _previous = model.replace_parameter(DOWN, floored.to_kind(Kind::BFloat16))?;
+    let before = digest(&model);
+    let ids = Tensor::from_slice(&[1i64, 5, 9, 33, 7, 2]).unsqueeze(0);
+    let logits = |model: &CausalLm| -> Result<Tensor> {
+        Ok(tch::no_grad(|| model.forward(&ids, &ForwardOptions::default()))?.logits)
+    };
+    let base = logits(&model)?;
+    let weight = model.parameter(DOWN)?.detach();
+    let (out, inp) = (weight.size()[0], weight.size()[1]);
+    // Every element of scale * B A is just under half the bf16 step of the smallest weight (0.3 has a step of
+    // 2^-9), so the merge rounds every element back.
+    let step = 0.9 * 2f64.powi(-10);
+    let a = Tensor::ones([2, inp], (Kind::Float, Device::Cpu));
+    let b = Tensor::full([out, 2], step / 2.0, (Kind::Float, Device::Cpu));
+    let merged = (weight.to_kind(Kind::Float) + b.mm(&a)).to_kind(Kind::BFloat16);
+    assert!(merged.equal(&weight), "the change is below bf16's resolution once merged");
+
+    let earlier = model.set_low_rank(DOWN, detox_runtime::LowRank { a, b, scale: 1.0 })?;
+    assert!(earlier.is_none());
+    let with_path = logits(&model)?;
+    assert!(!with_path.equal(&base), "the side path reaches the output");
+    assert_eq!(digest(&model), before, "the weights themselves are untouched");
+
+    assert!(model.remove_low_rank(DOWN)?.is_some());
+    assert!(logits(&model)?.equal(&base), "removing the path restores the outputs exactly");
+
+    let wrong = detox_runtime::LowRank {
+        a: Tensor::ones([2, inp + 1], (Kind::Float, Device::Cpu)),
+        b: Tensor::ones([out, 2], (Kind::Float, Device::Cpu)),
+        scale: 1.0,
+    };
+    let err = model.set_low_rank(DOWN, wrong).unwrap_err().to_string();
+    assert!(err.contains("A [rank, in]") && err.contains(DOWN), "{err}");
+    Ok(())
+}

@@ -5,11 +5,11 @@
 
 use std::path::Path;
 
-use detox_runtime::{CausalLm, SafetensorsFiles};
+use detox_runtime::{CausalLm, LowRank, SafetensorsFiles};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-use crate::delta::{add_in_fp32, Delta};
+use crate::delta::Delta;
 use crate::error::{torch, EditError, Result};
 
 /// How the chosen weights are trained.
@@ -200,23 +200,35 @@ impl Adapters {
         }
     }
 
-    /// Places the effective weights into `model` (in the model dtype, carrying gradients to the trainable
-    /// tensors), as every training forward pass needs.
+    /// Makes `model` compute with the trained tensors, carrying gradients to them, as every training forward pass
+    /// needs: full training places the fp32 master copy cast to the model dtype; LoRA places `A` and `B` as a
+    /// side path beside the frozen weight ([`CausalLm::set_low_rank`], as PEFT computes it), so that in bf16 an
+    /// adapter's contribution is not lost to the weight's rounding.
     pub fn install(&self, model: &mut CausalLm) -> Result<()> {
         let kind = model.kind();
         for e in &self.entries {
-            let effective = match self.kind {
-                AdapterKind::Full => e.factors[0].f_to_kind(kind).map_err(torch("casting"))?,
-                AdapterKind::Lora { .. } => add_in_fp32(&e.base, &self.entry_delta(e)?, kind)?,
-            };
-            drop(model.replace_parameter(&e.name, effective)?);
+            match self.kind {
+                AdapterKind::Full => {
+                    let effective = e.factors[0].f_to_kind(kind).map_err(torch("casting"))?;
+                    drop(model.replace_parameter(&e.name, effective)?);
+                }
+                AdapterKind::Lora { .. } => {
+                    let path = LowRank {
+                        a: e.factors[0].shallow_clone(),
+                        b: e.factors[1].shallow_clone(),
+                        scale: self.scale(),
+                    };
+                    drop(model.set_low_rank(&e.name, path)?);
+                }
+            }
         }
         Ok(())
     }
 
-    /// Puts the weights from before training back into `model`, bit-exactly.
+    /// Puts the model from before training back, bit-exactly: the weights from before training, no side path.
     pub fn uninstall(&self, model: &mut CausalLm) -> Result<()> {
         for e in &self.entries {
+            drop(model.remove_low_rank(&e.name)?);
             let copy = deep_copy(&e.base)?;
             drop(model.replace_parameter(&e.name, copy)?);
         }

@@ -4,7 +4,7 @@ use tch::{Kind, Tensor};
 
 use super::linear::linear;
 use super::norm::rms_norm;
-use super::params::{ParamId, ParamStore};
+use super::params::{LowRank, ParamId, ParamStore};
 use super::probe::LinearProbe;
 use super::rope::apply_rope;
 use crate::config::Config;
@@ -187,11 +187,36 @@ fn apply(
     xs: &Tensor,
     probe: Option<&LinearProbe>,
 ) -> Result<Tensor> {
-    let ys = linear(xs, store.get(w), b.map(|b| store.get(b)))?;
+    let mut ys = linear(xs, store.get(w), b.map(|b| store.get(b)))?;
+    if let Some(path) = store.low_rank(w) {
+        ys = add_low_rank(xs, &ys, path)?;
+    }
     match probe {
         Some(p) if p.wants(&store.names()[w]) => p.record(&store.names()[w], xs, ys),
         _ => Ok(ys),
     }
+}
+
+/// `ys + scale · (xs Aᵀ) Bᵀ`, the side path in `A`'s dtype, the sum in fp32, the result in `ys`'s dtype.
+///
+/// # Shapes
+/// `xs`: `[batch, seq, in]`, `ys`: `[batch, seq, out]`, `A`: `[rank, in]`, `B`: `[out, rank]`.
+fn add_low_rank(xs: &Tensor, ys: &Tensor, path: &LowRank) -> Result<Tensor> {
+    let side = xs
+        .f_to_kind(path.a.kind())
+        .ctx("low-rank input")?
+        .f_linear(&path.a, None::<&Tensor>)
+        .ctx("low-rank A")?
+        .f_linear(&path.b, None::<&Tensor>)
+        .ctx("low-rank B")?
+        .f_mul_scalar(path.scale)
+        .ctx("low-rank scale")?;
+    ys.f_to_kind(Kind::Float)
+        .ctx("low-rank sum")?
+        .f_add(&side)
+        .ctx("low-rank sum")?
+        .f_to_kind(ys.kind())
+        .ctx("low-rank sum")
 }
 
 /// Grouped-query attention of `q` over the shared key/value heads.

@@ -20,7 +20,7 @@ use tch::{Device, Kind, Tensor};
 
 pub use device_map::{DeviceMap, PartSizes};
 pub(crate) use norm::rms_norm;
-pub use params::Snapshot;
+pub use params::{LowRank, Snapshot};
 pub use probe::{GradientFactors, LinearProbe};
 pub(crate) use rope::Rope;
 
@@ -303,6 +303,45 @@ impl CausalLm {
             });
         }
         Ok(self.params.set(id, tensor))
+    }
+
+    /// Places a low-rank side path beside the projection weight `name` (a `*_proj.weight`), replacing any
+    /// earlier one, which is returned. The weight itself is untouched, so removing the path restores the model's
+    /// outputs exactly. `A` and `B` may carry gradients (LoRA training) and live on the weight's device.
+    ///
+    /// # Shapes
+    /// `path.a`: `[rank, in]`, `path.b`: `[out, rank]` for a weight of shape `[out, in]`; both floating point, of
+    /// one dtype.
+    pub fn set_low_rank(&mut self, name: &str, path: LowRank) -> Result<Option<LowRank>> {
+        let id = self.params.id(name)?;
+        let weight = self.params.get(id).size();
+        let (a, b) = (path.a.size(), path.b.size());
+        let fits = name.ends_with("_proj.weight")
+            && a.len() == 2
+            && b.len() == 2
+            && a[0] == b[1]
+            && a[1] == weight[weight.len() - 1]
+            && b[0] == weight[weight.len() - 2];
+        if !fits {
+            return Err(Error::InvalidInput(format!(
+                "a low-rank path for `{name}` (shape {weight:?}) needs A [rank, in] and B [out, rank]; got A {a:?} \
+                 and B {b:?}"
+            )));
+        }
+        if path.a.kind() != path.b.kind() || !path.a.is_floating_point() {
+            return Err(Error::InvalidInput(format!(
+                "a low-rank path for `{name}` needs floating-point A and B of one dtype; got {:?} and {:?}",
+                path.a.kind(),
+                path.b.kind()
+            )));
+        }
+        Ok(self.params.set_low_rank(id, path))
+    }
+
+    /// Removes the low-rank side path beside `name`, returning it (`None` when there was none).
+    pub fn remove_low_rank(&mut self, name: &str) -> Result<Option<LowRank>> {
+        let id = self.params.id(name)?;
+        Ok(self.params.remove_low_rank(id))
     }
 
     /// Deep copies of the named parameters.

@@ -9,12 +9,28 @@ use crate::error::{Error, Result, TorchContext};
 /// Index of a parameter inside a [`ParamStore`].
 pub(crate) type ParamId = usize;
 
-/// The model's tensors in checkpoint order, addressable by name.
+/// The model's tensors in checkpoint order, addressable by name, and the low-rank side paths placed beside
+/// some projections.
 #[derive(Debug, Default)]
 pub(crate) struct ParamStore {
     names: Vec<String>,
     tensors: Vec<Tensor>,
     index: HashMap<String, ParamId>,
+    low_rank: HashMap<ParamId, LowRank>,
+}
+
+/// A low-rank side path beside a projection (a LoRA adapter kept apart from the weight): the projection's output
+/// gains `scale · (x Aᵀ) Bᵀ`, computed in `A`'s dtype and added in fp32 before the result is cast back to the
+/// model dtype, as PEFT's LoRA layers do. Unlike a merge into a bf16 weight, a change smaller than half a bf16
+/// step of the weight still reaches the output.
+#[derive(Debug)]
+pub struct LowRank {
+    /// `[rank, in]`.
+    pub a: Tensor,
+    /// `[out, rank]`.
+    pub b: Tensor,
+    /// The factor on `B A` (LoRA's `alpha / rank`).
+    pub scale: f64,
 }
 
 impl ParamStore {
@@ -49,6 +65,18 @@ impl ParamStore {
 
     pub fn set(&mut self, id: ParamId, tensor: Tensor) -> Tensor {
         std::mem::replace(&mut self.tensors[id], tensor)
+    }
+
+    pub fn low_rank(&self, id: ParamId) -> Option<&LowRank> {
+        self.low_rank.get(&id)
+    }
+
+    pub fn set_low_rank(&mut self, id: ParamId, path: LowRank) -> Option<LowRank> {
+        self.low_rank.insert(id, path)
+    }
+
+    pub fn remove_low_rank(&mut self, id: ParamId) -> Option<LowRank> {
+        self.low_rank.remove(&id)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Tensor)> {
