@@ -185,6 +185,12 @@ pub fn run(
         std::fs::create_dir_all(dir)
             .map_err(|source| EvalError::Io { path: dir.to_path_buf(), source })?;
     }
+    // A cache outside the run directory may be shared between runs: one of them writes it at a time, since a
+    // second writer would append the same entries again, or cut a half-written last line while repairing it.
+    let _cache_lock = match cache_path.parent() {
+        Some(dir) if dir != settings.out_dir => Some(detox_io::DirLock::acquire_file(&cache_path)?),
+        _ => None,
+    };
     let mut cache = JsonlLog::<CachedResponses>::open(&cache_path)?;
 
     let mut seen = HashSet::new();

@@ -280,6 +280,19 @@ fn shards_merge_into_the_full_run() -> Result<()> {
     .unwrap_err();
     assert!(err.to_string().contains(&refused), "{err}");
     drop(held);
+
+    // A pre-edit cache shared between runs has one writer at a time too.
+    let shared = root.path().join("shared-cache.jsonl");
+    let held = detox_io::DirLock::acquire_file(&shared)?;
+    let mut with_shared = settings(&root.path().join("uses-shared-cache"));
+    with_shared.pre_edit_cache = Some(shared.clone());
+    let err =
+        run(&mut model, &tokenizer, &mut editor, &LetterJudge, &cases, &m, &with_shared, |_| {})
+            .unwrap_err();
+    let refused =
+        format!("{} is in use by another process (pid {})", shared.display(), std::process::id());
+    assert!(err.to_string().contains(&refused), "{err}");
+    drop(held);
     Ok(())
 }
 

@@ -21,7 +21,7 @@ pub enum LockError {
         holder.map_or_else(|| "pid unknown".to_string(), |pid| format!("pid {pid}"))
     )]
     Held {
-        /// The directory.
+        /// The directory (or the shared file).
         dir: PathBuf,
         /// The holder's process id, as it wrote it into the lock file (absent while it is still writing it).
         holder: Option<u32>,
@@ -63,29 +63,56 @@ impl DirLock {
     /// [`LockError::Io`] when the directory or the lock file cannot be created or locked.
     pub fn acquire(dir: &Path) -> Result<Self, LockError> {
         std::fs::create_dir_all(dir).map_err(Error::at("creating", dir))?;
-        let path = dir.join(LOCK_FILE);
+        Self::lock(&dir.join(LOCK_FILE), dir)
+    }
+
+    /// Locks one file shared between runs (e.g. a cache of pre-edit responses) through a sibling lock file,
+    /// `<name>.lock`, in the same way: exclusive, without waiting, released when the holder ends. The file's
+    /// directory must exist; the file itself need not.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let cache = dir.path().join("cache.jsonl");
+    /// let lock = detox_io::DirLock::acquire_file(&cache)?;
+    /// let refused = detox_io::DirLock::acquire_file(&cache).unwrap_err().to_string();
+    /// assert!(refused.starts_with(&format!("{} is in use", cache.display())));
+    /// drop(lock);
+    /// detox_io::DirLock::acquire_file(&cache)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`DirLock::acquire`], naming the file.
+    pub fn acquire_file(file: &Path) -> Result<Self, LockError> {
+        let mut name = file.file_name().unwrap_or(file.as_os_str()).to_os_string();
+        name.push(".lock");
+        Self::lock(&file.with_file_name(name), file)
+    }
+
+    /// Locks `path` (created if needed) on behalf of `subject`, the directory or file errors name.
+    fn lock(path: &Path, subject: &Path) -> Result<Self, LockError> {
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
-            .open(&path)
-            .map_err(Error::at("opening", &path))?;
-        if !try_lock_exclusive(&file).map_err(Error::at("locking", &path))? {
+            .open(path)
+            .map_err(Error::at("opening", path))?;
+        if !try_lock_exclusive(&file).map_err(Error::at("locking", path))? {
             let mut text = String::new();
             // The holder may be between locking and writing its pid: an unreadable pid is reported as unknown.
             let holder = file.read_to_string(&mut text).ok().and_then(|_| text.trim().parse().ok());
-            return Err(LockError::Held { dir: dir.to_path_buf(), holder });
+            return Err(LockError::Held { dir: subject.to_path_buf(), holder });
         }
         file.set_len(0)
             .and_then(|()| file.rewind())
             .and_then(|()| writeln!(file, "{}", std::process::id()))
             .and_then(|()| file.flush())
-            .map_err(Error::at("writing", &path))?;
-        Ok(Self { _file: file, dir: dir.to_path_buf() })
+            .map_err(Error::at("writing", path))?;
+        Ok(Self { _file: file, dir: subject.to_path_buf() })
     }
 
-    /// The locked directory.
+    /// The locked directory (or file, for [`DirLock::acquire_file`]).
     pub fn dir(&self) -> &Path {
         &self.dir
     }
