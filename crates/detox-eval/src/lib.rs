@@ -14,6 +14,7 @@ pub mod manifest;
 pub mod merge;
 pub mod plot;
 pub mod record;
+pub mod report;
 pub mod respond;
 pub mod sizing;
 pub mod summary;
