@@ -12,6 +12,7 @@ mod jsonl;
 pub mod judges;
 pub mod manifest;
 pub mod merge;
+pub mod nlpcc;
 pub mod plot;
 pub mod record;
 pub mod report;

@@ -23,7 +23,8 @@ use support::chromium::Browser;
 use tch::{Device, Kind};
 
 const MARKUP_CATEGORY: &str = "offensiveness <b>&</b> \"quotes\"";
-const INJECTED: &str = "<script>window.injected = 1</script><img src=x onerror=\"window.injected = 2\">";
+const INJECTED: &str =
+    "<script>window.injected = 1</script><img src=x onerror=\"window.injected = 2\">";
 
 fn model_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../detox-edit/tests/fixtures/dinm/model")
@@ -112,7 +113,11 @@ fn tiny_run(out: &Path) -> Result<Vec<RunRecord>> {
 const VISIBLE_IDS: &str = "Array.from(document.querySelectorAll('.record'))\
     .filter(r => !r.hidden && r.checkVisibility()).map(r => r.dataset.id)";
 
-fn set_filters(page: &mut support::chromium::Page<'_>, category: &str, outcome: &str) -> Result<Value> {
+fn set_filters(
+    page: &mut support::chromium::Page<'_>,
+    category: &str,
+    outcome: &str,
+) -> Result<Value> {
     page.eval(&format!(
         "(() => {{ for (const [id, value] of [['filter-category', {}], ['filter-outcome', {}]]) {{ \
            const s = document.getElementById(id); s.value = value; \
@@ -191,7 +196,10 @@ fn the_report_renders_every_record_and_its_filters_work_in_chromium() -> Result<
     // Run text is text: the markup in a category and an input is shown, not run.
     assert_eq!(page.eval("typeof window.injected")?, json!("undefined"));
     assert_eq!(
-        page.eval(&format!("document.getElementById('record-{}').dataset.category", records[1].id))?,
+        page.eval(&format!(
+            "document.getElementById('record-{}').dataset.category",
+            records[1].id
+        ))?,
         json!(MARKUP_CATEGORY)
     );
     let input = page.eval(&format!(

@@ -64,12 +64,8 @@ pub struct ReportInputs<'a> {
 pub type Section = fn(&ReportInputs<'_>) -> String;
 
 /// The page's sections, in order.
-pub const SECTIONS: &[Section] = &[
-    sections::settings,
-    sections::summary_tables,
-    sections::plots,
-    records::records,
-];
+pub const SECTIONS: &[Section] =
+    &[sections::settings, sections::summary_tables, sections::plots, records::records];
 
 /// The whole page for `inputs`.
 pub fn render(inputs: &ReportInputs<'_>) -> String {
@@ -102,7 +98,8 @@ fn read_plots(dir: &Path) -> Result<Vec<(String, String)>> {
     for entry in std::fs::read_dir(dir).map_err(io(dir))? {
         let path = entry.map_err(io(dir))?.path();
         if path.extension().is_some_and(|e| e == "svg") {
-            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name =
+                path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             plots.push((name, std::fs::read_to_string(&path).map_err(io(&path))?));
         }
     }

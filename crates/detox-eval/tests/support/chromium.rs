@@ -113,7 +113,9 @@ impl Browser {
             let left = deadline.saturating_duration_since(Instant::now());
             let answer = match self.messages.recv_timeout(left) {
                 Ok(answer) => answer,
-                Err(RecvTimeoutError::Timeout) => bail!("Chromium did not answer {method} in {TIMEOUT:?}"),
+                Err(RecvTimeoutError::Timeout) => {
+                    bail!("Chromium did not answer {method} in {TIMEOUT:?}")
+                }
                 Err(RecvTimeoutError::Disconnected) => {
                     bail!("Chromium closed its DevTools pipe while {method} was pending")
                 }
@@ -132,14 +134,17 @@ impl Browser {
     pub fn open(&mut self, file: &Path) -> Result<Page<'_>> {
         let url = format!("file://{}", file.canonicalize()?.display());
         let target = self.call(None, "Target.createTarget", json!({ "url": "about:blank" }))?;
-        let target_id = target["targetId"].as_str().ok_or_else(|| anyhow!("no targetId: {target}"))?;
+        let target_id =
+            target["targetId"].as_str().ok_or_else(|| anyhow!("no targetId: {target}"))?;
         let attached = self.call(
             None,
             "Target.attachToTarget",
             json!({ "targetId": target_id, "flatten": true }),
         )?;
-        let session =
-            attached["sessionId"].as_str().ok_or_else(|| anyhow!("no sessionId: {attached}"))?.to_string();
+        let session = attached["sessionId"]
+            .as_str()
+            .ok_or_else(|| anyhow!("no sessionId: {attached}"))?
+            .to_string();
         let mut page = Page { browser: self, session };
         page.call("Page.enable", json!({}))?;
         page.call("Page.navigate", json!({ "url": url }))?;
