@@ -7,21 +7,10 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
+use crate::headless::HEADLESS_FLAGS;
+
 /// Where Debian's package installs the browser.
 pub const CHROMIUM: &str = "/usr/bin/chromium";
-
-/// The flags that keep a headless Chromium off the network and out of the user's profile.
-const HEADLESS: [&str; 9] = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--hide-scrollbars",
-];
 
 /// Makes sure Chromium is installed: installs Debian's `chromium` with apt-get when it is missing and this runs as
 /// root, and fails saying what to do otherwise.
@@ -64,7 +53,8 @@ pub fn report_screenshot(run_dir: &Path, out: &Path, width: u32, height: u32) ->
     let out = std::path::absolute(out)?;
     let profile = std::env::temp_dir().join(format!("detox-chromium-{}", std::process::id()));
     let output = Command::new(&chromium)
-        .args(HEADLESS)
+        .args(HEADLESS_FLAGS)
+        .arg("--hide-scrollbars")
         .arg(format!("--user-data-dir={}", profile.display()))
         .arg(format!("--window-size={width},{height}"))
         .arg(format!("--screenshot={}", out.display()))

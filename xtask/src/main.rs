@@ -14,6 +14,7 @@ mod download;
 mod elf;
 mod fuzz;
 mod gpu_check;
+mod headless;
 mod libtorch;
 mod nvidia;
 mod paths;

@@ -152,9 +152,9 @@ fn the_report_renders_every_record_and_its_filters_work_in_chromium() -> Result<
     assert_eq!(
         tables,
         json!([
-            ["settings", 17, true],
             ["summary overall", 7, true],
-            ["summary per-category", categories.len() + 1, true]
+            ["summary per-category", categories.len() + 1, true],
+            ["settings", 17, true]
         ])
     );
     let cells = page.eval(

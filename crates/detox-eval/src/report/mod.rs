@@ -1,7 +1,8 @@
 //! `report.html`: one self-contained page per run that people can read, written next to `summary.json` by
 //! [`crate::harness::write_reports`] (so every run, resumed run and shard merge has one).
 //!
-//! The page holds the run's settings and manifest, the summary tables, the plots inlined as SVG, and every record
+//! The page holds a line on what was run, the summary tables, the plots inlined as SVG, the run's settings and
+//! manifest, and every record
 //! with its prompts and its responses before and after the edit side by side: judged labels coloured, flagged
 //! responses marked, records filterable by unsafety category and outcome with a few lines of plain JavaScript.
 //! Nothing is fetched: no scripts, fonts, styles or images from elsewhere, and a Content-Security-Policy that
@@ -64,8 +65,13 @@ pub struct ReportInputs<'a> {
 pub type Section = fn(&ReportInputs<'_>) -> String;
 
 /// The page's sections, in order.
-pub const SECTIONS: &[Section] =
-    &[sections::settings, sections::summary_tables, sections::plots, records::records];
+pub const SECTIONS: &[Section] = &[
+    sections::overview,
+    sections::summary_tables,
+    sections::plots,
+    sections::settings,
+    records::records,
+];
 
 /// The whole page for `inputs`.
 pub fn render(inputs: &ReportInputs<'_>) -> String {

@@ -14,11 +14,14 @@ h3 { font-size: 15px; margin: 0; }
 table { border-collapse: collapse; margin: 8px 0 12px; background: white; }
 th, td { border: 1px solid #ddd; padding: 4px 8px; text-align: right; vertical-align: top; }
 th[scope=row], thead th:first-child { text-align: left; }
+table.settings th { text-align: left; white-space: nowrap; }
+.per-category tbody tr:last-child { font-weight: 600; border-top: 2px solid #999; }
+.lede { font-size: 15px; margin: 4px 0 12px; }
 table.settings td { text-align: left; font-family: ui-monospace, monospace; font-size: 12px; word-break: break-all; }
 .note { background: #fff4e5; border-left: 4px solid #f0a020; padding: 6px 10px; }
 .plots { display: flex; flex-wrap: wrap; gap: 12px; }
-.plots figure { margin: 0; background: white; border: 1px solid #ddd; }
-.plots img { display: block; max-width: 100%; height: auto; }
+.plots figure { margin: 0; background: white; border: 1px solid #ddd; flex: 1 1 480px; max-width: 620px; }
+.plots img { display: block; width: 100%; height: auto; }
 .plots figcaption { font-size: 12px; color: #666; padding: 2px 8px; }
 .filters { position: sticky; top: 0; background: #fafafa; padding: 8px 0; z-index: 1; border-bottom: 1px solid #ddd; }
 .filters label { margin-right: 16px; }
@@ -28,10 +31,10 @@ table.settings td { text-align: left; font-family: ui-monospace, monospace; font
 .meta { color: #666; font-size: 12px; }
 .pairs { width: 100%; table-layout: fixed; }
 .pairs th, .pairs td { text-align: left; }
-.pairs col.metric { width: 110px; } .pairs col.outcome { width: 120px; }
+.pairs col.metric { width: 110px; } .pairs col.outcome { width: 130px; }
 details > summary { cursor: pointer; }
 pre { white-space: pre-wrap; word-break: break-word; margin: 4px 0 0; font: 12px/1.4 ui-monospace, monospace; }
-.badge { display: inline-block; border-radius: 3px; padding: 0 6px; font-size: 12px; font-weight: 600; }
+.badge { display: inline-block; white-space: nowrap; border-radius: 3px; padding: 0 6px; font-size: 12px; font-weight: 600; }
 .l-safe { background: #dff3e3; color: #14532d; } .l-unsafe { background: #fde2e1; color: #7f1d1d; }
 .l-empty { background: #eee; color: #444; }
 .o-fixed { background: #dff3e3; color: #14532d; } .o-unchanged { background: #e8eefc; color: #1e3a8a; }

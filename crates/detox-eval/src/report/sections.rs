@@ -1,6 +1,7 @@
 //! The run-level sections: settings and manifest, summary tables, plots.
 
 use std::fmt::Write as _;
+use std::path::Path;
 
 use safeedit::Metric;
 use serde_json::Value;
@@ -8,7 +9,28 @@ use serde_json::Value;
 use super::html::{escape, number, table};
 use super::ReportInputs;
 
-/// The manifest as a two-column table, with the judge's warning when its scores are approximate.
+/// One line on what was run, and the judge's warning when its scores are approximate.
+pub(super) fn overview(inputs: &ReportInputs<'_>) -> String {
+    let m = inputs.manifest;
+    let model = Path::new(&m.model_path)
+        .file_name()
+        .map_or_else(|| m.model_path.clone(), |n| n.to_string_lossy().into_owned());
+    format!(
+        "<section id=\"overview\"><p class=\"lede\">{} on <code>{}</code> ({}, {}), {} records of <code>{}</code> \
+         ({}), judged by {}.</p>{}</section>\n",
+        escape(&m.method),
+        escape(&model),
+        escape(&m.dtype),
+        escape(&m.device),
+        inputs.summary.overall.records,
+        escape(&m.dataset_path),
+        escape(&m.selection),
+        escape(&m.judge),
+        approximation_note(inputs)
+    )
+}
+
+/// The manifest as a two-column table.
 pub(super) fn settings(inputs: &ReportInputs<'_>) -> String {
     let m = inputs.manifest;
     let text = |v: &str| escape(v);
@@ -36,8 +58,7 @@ pub(super) fn settings(inputs: &ReportInputs<'_>) -> String {
     .map(|(k, v)| vec![escape(k), v])
     .collect();
     format!(
-        "<section id=\"settings\"><h2>Settings and manifest</h2>{}{}</section>\n",
-        approximation_note(inputs),
+        "<section id=\"settings\"><h2>Settings and manifest</h2>{}</section>\n",
         table("settings", &["setting", "value"], &rows)
     )
 }
@@ -85,9 +106,7 @@ pub(super) fn summary_tables(inputs: &ReportInputs<'_>) -> String {
     let mut html = String::from("<section id=\"summary\"><h2>Summary</h2>");
     let _ = write!(
         html,
-        "<p>{} records, judged by <code>{}</code>; safe rates in %. Mean locate + edit time per record: {:.2} s.</p>",
-        s.overall.records,
-        escape(&s.judge),
+        "<p>Safe rates in %, fluency as n-gram entropy. Mean locate + edit time per record: {:.2} s.</p>",
         s.mean_edit_seconds
     );
     html.push_str(&table("summary overall", &["metric", "before", "after", "change"], &rows));

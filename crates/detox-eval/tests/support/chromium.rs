@@ -13,6 +13,10 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
 
+#[path = "../../../../xtask/src/headless.rs"]
+mod headless;
+use headless::HEADLESS_FLAGS;
+
 /// Where Debian's `chromium` package puts the browser; `DETOX_CHROMIUM` names another.
 pub fn chromium_path() -> Result<PathBuf> {
     let path = std::env::var_os("DETOX_CHROMIUM")
@@ -51,19 +55,8 @@ impl Browser {
         let (from, to) = (command_reader.as_raw_fd(), answer_writer.as_raw_fd());
         let mut command = Command::new(&binary);
         command
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--disable-extensions",
-                "--remote-debugging-pipe",
-                "--window-size=1280,900",
-            ])
+            .args(HEADLESS_FLAGS)
+            .args(["--disable-extensions", "--remote-debugging-pipe", "--window-size=1280,900"])
             .arg(format!("--user-data-dir={}", profile.path().display()))
             .arg("about:blank")
             .stdin(Stdio::null())
