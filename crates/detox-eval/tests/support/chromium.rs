@@ -2,8 +2,9 @@
 //! browser's fd 3 and its answers and events come back on fd 4, each a JSON message ended by a NUL byte. No
 //! browser-automation download, no network port.
 
+use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -36,7 +37,7 @@ pub fn chromium_path() -> Result<PathBuf> {
 /// A headless browser; killed when dropped.
 pub struct Browser {
     child: Child,
-    commands: std::io::PipeWriter,
+    commands: File,
     messages: Receiver<Value>,
     next_id: u64,
     _profile: tempfile::TempDir,
@@ -50,8 +51,8 @@ impl Browser {
     pub fn launch() -> Result<Self> {
         let binary = chromium_path()?;
         let profile = tempfile::tempdir()?;
-        let (command_reader, commands) = std::io::pipe()?;
-        let (answers, answer_writer) = std::io::pipe()?;
+        let (command_reader, commands) = pipe()?;
+        let (answers, answer_writer) = pipe()?;
         let (from, to) = (command_reader.as_raw_fd(), answer_writer.as_raw_fd());
         let mut command = Command::new(&binary);
         command
@@ -153,6 +154,18 @@ impl Drop for Browser {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A pipe's read and write ends, closed on exec.
+fn pipe() -> std::io::Result<(File, File)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two descriptors into the array it is given, which this function then owns.
+    unsafe {
+        if libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok((File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])))
     }
 }
 
