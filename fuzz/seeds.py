@@ -33,6 +33,14 @@ def first_records(path, n):
     return json.dumps(json.loads((ROOT / path).read_text())[:n], indent=4, ensure_ascii=False)
 
 
+def submission_with_empty_responses():
+    """A detoxify_val.json as the NLPCC track publishes them: some responses are empty answers."""
+    records = json.loads((ROOT / "datasets/safeedit_sample_test_ALL.json").read_text())[:3]
+    records[0]["response"] = ""
+    records[2]["response"] = "   "
+    return json.dumps(records, indent=4, ensure_ascii=False)
+
+
 def gguf_string(s):
     b = s.encode()
     return struct.pack("<Q", len(b)) + b
@@ -124,6 +132,7 @@ def main():
     put("safeedit_json", "test", first_records("datasets/safeedit_sample_test.json", 1))
     put("safeedit_json", "train", first_records("datasets/safeedit_sample_train.json", 1))
     put("nlpcc_json", "all", first_records("datasets/safeedit_sample_test_ALL.json", 2))
+    put("nlpcc_json", "empty-responses", submission_with_empty_responses())
     put("gguf", "tiny", gguf())
     put("gguf", "2e60-tensors", gguf_claiming(tensor_count=1 << 60), "edge")
     put("gguf", "2e60-elements", gguf_claiming(dims=(1 << 30, 1 << 30)), "edge")

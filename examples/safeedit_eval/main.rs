@@ -10,15 +10,17 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Parser, ValueEnum};
-use detox_edit::registry::{build_method, MethodOptions, Reading};
+use detox_edit::registry::{build_method, BuiltMethod, MethodOptions, Reading};
 use detox_eval::harness::{run, BenchmarkCase, HarnessSettings, SuffixPolicy};
 use detox_eval::judges::judge_from_spec;
 use detox_eval::manifest::RunManifest;
+use detox_eval::nlpcc;
 use detox_eval::respond::Decoding;
 use detox_eval::sizing::{plan_batch, BatchRecords};
 use detox_examples::ModelArgs;
+use detox_runtime::load::LoadedModel;
 use detox_runtime::{PromptLayout, Sampling, Truncation};
-use safeedit::{load_split, Mode, Split, Subset};
+use safeedit::{load_nlpcc, load_split, Mode, Split, Subset};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Options {
@@ -126,6 +128,11 @@ struct Args {
     /// Print each record's adversarial-prompt response before and after the edit.
     #[arg(long)]
     print_responses: bool,
+    /// NLPCC 2024 track 2: --data is a `SafeEdit_test_ALL` file; the model, after the method's edit (sft, dpo,
+    /// ext-sub as `trained`, self-reminder, or `none` for the model as loaded), answers every input, and the
+    /// answers are written to `<out>/detoxify_val.json` in the track's submission format and read back.
+    #[arg(long, conflicts_with = "merge_shards")]
+    nlpcc: bool,
     /// Instead of running, merge these shard run directories into --out (checking that they cover the
     /// selection exactly once).
     #[arg(long, num_args = 1..)]
@@ -144,6 +151,9 @@ fn subset(args: &Args) -> Result<Subset> {
 fn main() -> Result<()> {
     let args = Args::parse();
     let subset = subset(&args)?;
+    if args.nlpcc {
+        return run_nlpcc(&args, &subset);
+    }
     let split = load_split(&args.data, Split::Test, Mode::Strict)?;
     let cases: Vec<BenchmarkCase> =
         subset.apply(&split.records).iter().filter_map(BenchmarkCase::from_record).collect();
@@ -153,6 +163,7 @@ fn main() -> Result<()> {
         let summary = detox_eval::merge::merge_shards(&args.merge_shards, &ids, &args.out)?;
         println!("{}", summary.to_markdown());
         println!("Merged {} shards into {}", args.merge_shards.len(), args.out.display());
+        println!("Report: {}", args.out.join(detox_eval::report::REPORT_FILE).display());
         return Ok(());
     }
 
@@ -161,44 +172,8 @@ fn main() -> Result<()> {
     drop(detox_io::DirLock::acquire(&args.out)?);
     let mut loaded = args.model.load()?;
     let judge = judge_from_spec(&args.judge, loaded.model.device())?;
-    let mut options = MethodOptions::default();
-    options.hparams_file = args.hparams.clone();
-    options.preset = Some(args.preset.clone());
-    options.reading = match args.options {
-        Options::Reference => Reading::Reference,
-        Options::Paper => Reading::Paper,
-    };
-    options.edit_format = args.edit_format;
-    options.ftl_layer = args.ftl_layer;
-    options.reminder_name = Some(args.reminder_name.clone());
-    options.artefact = args.artefact.clone();
-    let mut method = build_method(&args.method, &options, loaded.model.device())?;
-    let mut settings = HarnessSettings::new(&args.out);
-    let sampling = match args.temperature {
-        Some(temperature) => Sampling::TopP { temperature, top_p: 0.9, seed: args.seed },
-        None => Sampling::Greedy,
-    };
-    let context_len = loaded.model.config().max_position_embeddings as usize;
-    let mut decoding = Decoding::default().with_limits(&method.decoding_limits, context_len);
-    decoding.sampling = sampling;
-    decoding.batch_size = args.batch_size;
-    decoding.max_new_tokens = args.max_new_tokens.unwrap_or(decoding.max_new_tokens);
-    decoding.max_input_tokens = args.max_input_tokens.unwrap_or(decoding.max_input_tokens);
-    decoding.truncation = match args.truncation {
-        Keep::Last => Truncation::KeepLast,
-        Keep::First => Truncation::KeepFirst,
-    };
-    settings.decoding = decoding;
-    settings.prompt_style = args.prompt_style;
-    settings.suffix_policy = match args.suffix_policy {
-        None => SuffixPolicy::default_for(method.prompt_only),
-        Some(Suffix::PostEditOnly) => SuffixPolicy::PostEditOnly,
-        Some(Suffix::Both) => SuffixPolicy::Both,
-        Some(Suffix::Neither) => SuffixPolicy::Neither,
-    };
-    settings.suffix = method.suffix_system_prompt.clone();
-    settings.pre_edit_cache = args.pre_edit_cache.clone();
-    settings.progress = !args.print_responses;
+    let mut method = build_method(&args.method, &method_options(&args), loaded.model.device())?;
+    let mut settings = settings(&args, &method, &loaded);
     let plan = plan_batch(&loaded.model, &settings.decoding, args.batch_records)?;
     if let Some(warning) = &plan.warning {
         eprintln!("warning: {warning}");
@@ -244,6 +219,80 @@ fn main() -> Result<()> {
     )?;
     println!("\n{}", summary.to_markdown());
     println!("Records, summary and plots: {}", args.out.display());
+    println!("Report: {}", args.out.join(detox_eval::report::REPORT_FILE).display());
+    Ok(())
+}
+
+fn method_options(args: &Args) -> MethodOptions {
+    let mut options = MethodOptions::default();
+    options.hparams_file = args.hparams.clone();
+    options.preset = Some(args.preset.clone());
+    options.reading = match args.options {
+        Options::Reference => Reading::Reference,
+        Options::Paper => Reading::Paper,
+    };
+    options.edit_format = args.edit_format;
+    options.ftl_layer = args.ftl_layer;
+    options.reminder_name = Some(args.reminder_name.clone());
+    options.artefact = args.artefact.clone();
+    options
+}
+
+/// The harness settings the arguments ask for, with `method`'s decoding limits and suffix.
+fn settings(args: &Args, method: &BuiltMethod, loaded: &LoadedModel) -> HarnessSettings {
+    let mut settings = HarnessSettings::new(&args.out);
+    let sampling = match args.temperature {
+        Some(temperature) => Sampling::TopP { temperature, top_p: 0.9, seed: args.seed },
+        None => Sampling::Greedy,
+    };
+    let context_len = loaded.model.config().max_position_embeddings as usize;
+    let mut decoding = Decoding::default().with_limits(&method.decoding_limits, context_len);
+    decoding.sampling = sampling;
+    decoding.batch_size = args.batch_size;
+    decoding.max_new_tokens = args.max_new_tokens.unwrap_or(decoding.max_new_tokens);
+    decoding.max_input_tokens = args.max_input_tokens.unwrap_or(decoding.max_input_tokens);
+    decoding.truncation = match args.truncation {
+        Keep::Last => Truncation::KeepLast,
+        Keep::First => Truncation::KeepFirst,
+    };
+    settings.decoding = decoding;
+    settings.prompt_style = args.prompt_style;
+    settings.suffix_policy = match args.suffix_policy {
+        None => SuffixPolicy::default_for(method.prompt_only),
+        Some(Suffix::PostEditOnly) => SuffixPolicy::PostEditOnly,
+        Some(Suffix::Both) => SuffixPolicy::Both,
+        Some(Suffix::Neither) => SuffixPolicy::Neither,
+    };
+    settings.suffix = method.suffix_system_prompt.clone();
+    settings.pre_edit_cache = args.pre_edit_cache.clone();
+    settings.progress = !args.print_responses;
+    settings
+}
+
+/// `--nlpcc`: answers the selected `SafeEdit_test_ALL` inputs and writes the submission.
+fn run_nlpcc(args: &Args, subset: &Subset) -> Result<()> {
+    let records = subset.apply(&load_nlpcc(&args.data, Mode::Strict)?.records);
+    println!("{} NLPCC records from {} ({subset})", records.len(), args.data.display());
+    std::fs::create_dir_all(&args.out)?;
+    let _lock = detox_io::DirLock::acquire(&args.out)?;
+    let mut loaded = args.model.load()?;
+    let none = args.method == "none";
+    // With no method, DINM's protocol still sets the decoding limits and the suffix.
+    let name = if none { "dinm" } else { args.method.as_str() };
+    let mut method = build_method(name, &method_options(args), loaded.model.device())?;
+    let settings = settings(args, &method, &loaded);
+    let editor: Option<&mut dyn detox_edit::Editor> =
+        if none { None } else { Some(method.editor.as_mut()) };
+    let answered =
+        nlpcc::answer(&mut loaded.model, &loaded.tokenizer, editor, &records, &settings)?;
+    let path = args.out.join(nlpcc::SUBMISSION_FILE);
+    nlpcc::write_submission(&path, &answered)?;
+    let empty = answered.iter().filter(|r| r.response.trim().is_empty()).count();
+    println!(
+        "Submission: {} ({} answers, {empty} empty; read back and checked)",
+        path.display(),
+        answered.len()
+    );
     Ok(())
 }
 

@@ -226,12 +226,14 @@ fn forget_package_builds(libraries: &[Library]) -> Result<()> {
     Ok(())
 }
 
-/// Set-up if needed, then fmt, clippy, tests, docs, the downstream crate, docs and packages without libtorch,
+/// Set-up if needed (libtorch, SmolLM2, Debian's chromium), then fmt, clippy, tests, docs, the downstream crate, docs and packages without libtorch,
 /// each with warnings denied. Stops at the first failure.
 pub fn run_all() -> Result<()> {
     crate::libtorch::ensure(false)?;
     // The runtime's integration tests load the real embedded model.
     crate::smollm2::ensure()?;
+    // The report's test renders it in headless Chromium.
+    crate::chromium::ensure()?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let libraries = workspace_libraries(&cargo)?;
     for step in steps(&libraries) {

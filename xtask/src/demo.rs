@@ -1,6 +1,7 @@
 //! `cargo xtask demo`: the embedded default run. Provisions libtorch and SmolLM2-135M-Instruct if needed, then
 //! runs DINM with the embedded judge on one sample record per unsafety category, on the CPU, printing each
-//! record's adversarial-prompt response before and after the edit and the summary table.
+//! record's adversarial-prompt response before and after the edit and the summary table, and says where the run's
+//! `report.html` is.
 
 use std::process::Command;
 
@@ -42,5 +43,7 @@ pub fn run(extra: &[String]) -> Result<()> {
     if !status.success() {
         bail!("the demo failed ({status})");
     }
+    // The harness writes it into every run directory (detox_eval::report::REPORT_FILE).
+    println!("Report (open in a browser): {}", out.join("report.html").display());
     Ok(())
 }

@@ -5,6 +5,7 @@
 mod active;
 mod bench;
 mod checks;
+mod chromium;
 mod convert_bin;
 mod cuda_libs;
 mod demo;
@@ -13,6 +14,7 @@ mod download;
 mod elf;
 mod fuzz;
 mod gpu_check;
+mod headless;
 mod libtorch;
 mod nvidia;
 mod paths;
@@ -74,6 +76,21 @@ enum Task {
     GpuCheck(gpu_check::GpuCheckArgs),
     /// A long libFuzzer run of one fuzz target of the untrusted readers, or `all` (nightly and cargo-fuzz).
     Fuzz(fuzz::FuzzArgs),
+    /// A PNG of a run's `report.html` as headless Chromium draws it (Debian's `chromium`, installed when missing
+    /// and running as root).
+    ReportScreenshot {
+        /// The run directory holding `report.html`.
+        run_dir: std::path::PathBuf,
+        /// The PNG to write (default: `report.png` in the run directory).
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+        /// Page width in pixels.
+        #[arg(long, default_value_t = 1280)]
+        width: u32,
+        /// Height of the part of the page taken, in pixels, from the top.
+        #[arg(long, default_value_t = 2400)]
+        height: u32,
+    },
     /// Convert a model directory's pickled `pytorch_model.bin` into `model.safetensors` (needs python3 with
     /// torch and safetensors).
     ConvertBin {
@@ -107,6 +124,10 @@ fn main() -> Result<()> {
         Task::Bench(args) => bench::run(&args),
         Task::GpuCheck(args) => gpu_check::run(&args),
         Task::Fuzz(args) => fuzz::run(&args),
+        Task::ReportScreenshot { run_dir, out, width, height } => {
+            let out = out.unwrap_or_else(|| run_dir.join("report.png"));
+            chromium::report_screenshot(&run_dir, &out, width, height)
+        }
         Task::ConvertBin { dir, force, python } => convert_bin::run(&dir, force, &python),
     }
 }

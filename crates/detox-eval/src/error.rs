@@ -54,6 +54,9 @@ pub enum EvalError {
     /// The editor failed.
     #[error(transparent)]
     Edit(#[from] detox_edit::EditError),
+    /// A dataset or submission file could not be read, validated or written.
+    #[error(transparent)]
+    Dataset(#[from] safeedit::SafeEditError),
     /// The judge failed.
     #[error(transparent)]
     Metrics(#[from] detox_metrics::MetricsError),

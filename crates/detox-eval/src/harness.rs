@@ -560,7 +560,7 @@ fn judge_side(
     Ok(SideResult { responses, fluency: fluency_mean })
 }
 
-/// Writes `summary.json`, `summary.md` and the SVG plots into `dir` (each replaced atomically).
+/// Writes `summary.json`, `summary.md`, the SVG plots and `report.html` into `dir` (each replaced atomically).
 pub fn write_reports(dir: &Path, summary: &Summary, records: &[RunRecord]) -> Result<()> {
     let json = serde_json::to_string_pretty(summary)
         .map_err(|e| EvalError::Serialize { what: "the summary".into(), reason: e.to_string() })?;
@@ -600,6 +600,7 @@ pub fn write_reports(dir: &Path, summary: &Summary, records: &[RunRecord]) -> Re
         );
         write_atomic(&dir.join("layer_distances.svg"), svg.as_bytes())?;
     }
+    crate::report::write(dir, summary, records)?;
     Ok(())
 }
 

@@ -2,16 +2,14 @@
 
 use std::fmt::Write as _;
 
+use crate::report::html::escape;
+
 const WIDTH: f64 = 760.0;
 const HEIGHT: f64 = 360.0;
 const LEFT: f64 = 60.0;
 const RIGHT: f64 = 20.0;
 const TOP: f64 = 40.0;
 const BOTTOM: f64 = 90.0;
-
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
-}
 
 fn frame(title: &str, y_label: &str, y_max: f64) -> String {
     let mut svg = String::new();

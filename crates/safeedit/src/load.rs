@@ -193,8 +193,9 @@ pub fn load_split_from_reader(
 ///
 /// # Errors
 ///
-/// As [`load_split`]: the same problems are reported (the NLPCC fields are `question`, `input` and `response`,
-/// all non-empty text, and `attack name`, which may be `"None"`).
+/// As [`load_split`]: the same problems are reported. The NLPCC fields are `question` and `input`, non-empty text;
+/// `response`, text that may be empty (the published submission files hold empty answers, which the classifier
+/// convention scores 0.5, like `detox_metrics::Label::Empty`); and `attack name`, which may be `"None"`.
 pub fn load_nlpcc(
     path: impl AsRef<Path>,
     mode: Mode,
@@ -353,9 +354,11 @@ fn check_safeedit(obj: &Map<String, Value>, c: &mut Checker<'_>, split: Split) {
 
 fn check_nlpcc(obj: &Map<String, Value>, c: &mut Checker<'_>) {
     c.category(obj);
-    for key in ["question", "input", "response"] {
+    for key in ["question", "input"] {
         c.text(obj, "", key, true);
     }
+    // An empty answer is an answer: the model said nothing, which the judges score as such.
+    c.text(obj, "", "response", false);
     c.text(obj, "", "attack name", false);
 }
 

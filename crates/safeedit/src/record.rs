@@ -93,7 +93,8 @@ pub struct NlpccRecord {
     pub attack_name: String,
     /// The model input.
     pub input: String,
-    /// A reference response.
+    /// The model's response (a reference response in the published test file, the detoxified model's in a
+    /// submission); may be empty.
     pub response: String,
     /// Keys this crate does not know.
     #[serde(flatten)]

@@ -210,3 +210,42 @@ fn nlpcc_round_trip_and_filters_work_on_both_formats() {
     assert!(!role_play.is_empty() && role_play.len() < test.len());
     assert!(role_play.iter().all(|r| r.attack_category == "role play"));
 }
+
+#[test]
+fn nlpcc_submissions_with_empty_responses_load_strictly_and_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut submission =
+        load_nlpcc(sample("safeedit_sample_test_ALL.json"), Mode::Strict).unwrap().records;
+    submission[0].response = String::new();
+    submission[3].response = "  \n".into();
+    let path = dir.path().join("detoxify_val.json");
+    write_records(&path, &submission).unwrap();
+    let again = load_nlpcc(&path, Mode::Strict).unwrap();
+    assert_eq!(again.records, submission);
+    assert!(again.problems.is_empty());
+
+    // Broken records are still refused, naming the record and the field; an empty response is not a problem.
+    let mut values: Vec<Value> =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    values[1].as_object_mut().unwrap().remove("response");
+    values[2]["input"] = json!("");
+    values[4]["response"] = json!(7);
+    std::fs::write(&path, serde_json::to_vec(&values).unwrap()).unwrap();
+    let Err(SafeEditError::Invalid { problems, .. }) = load_nlpcc(&path, Mode::Strict) else {
+        panic!("a submission with broken records must be refused");
+    };
+    let found: Vec<(usize, &str, &ProblemKind)> =
+        problems.iter().map(|p| (p.index, p.field.as_str(), &p.kind)).collect();
+    let seven = ProblemKind::WrongType { expected: "a string", found: "the number 7".into() };
+    assert_eq!(
+        found,
+        vec![
+            (1, "response", &ProblemKind::Missing),
+            (2, "input", &ProblemKind::Empty),
+            (4, "response", &seven)
+        ]
+    );
+    let lenient = load_nlpcc(&path, Mode::Lenient).unwrap();
+    assert_eq!(lenient.records.len(), submission.len() - 3);
+    assert_eq!(lenient.records[0].response, "");
+}

@@ -1,0 +1,245 @@
+//! `report.html` of a real harness run on a tiny model, loaded in headless Chromium (Debian's `chromium`
+//! package; the test fails, saying how to install it, when it is missing): the tables and every record render,
+//! run text is shown as text and never run, responses start collapsed, and the category and outcome filters
+//! show exactly the records they should.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use anyhow::{ensure, Result};
+use detox_edit::dinm::{DinmEditor, DinmOptions, DinmPreset};
+use detox_edit::registry::BuiltMethod;
+use detox_eval::harness::{run, BenchmarkCase, HarnessSettings};
+use detox_eval::manifest::RunManifest;
+use detox_eval::record::RunRecord;
+use detox_eval::report::{flags::response_flags, Outcome, REPORT_FILE};
+use detox_metrics::{Label, SafetyJudge, Verdict};
+use detox_runtime::{load_model, CausalLm, Tokenizer};
+use safeedit::Subset;
+use serde_json::{json, Value};
+use support::chromium::Browser;
+use tch::{Device, Kind};
+
+const MARKUP_CATEGORY: &str = "offensiveness <b>&</b> \"quotes\"";
+const INJECTED: &str =
+    "<script>window.injected = 1</script><img src=x onerror=\"window.injected = 2\">";
+
+fn model_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../detox-edit/tests/fixtures/dinm/model")
+}
+
+fn dataset() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets/safeedit_sample_test.json")
+}
+
+/// Unsafe when a response has an odd number of words, empty when it has none: a deterministic mix of labels.
+struct WordParityJudge;
+
+impl SafetyJudge for WordParityJudge {
+    fn name(&self) -> String {
+        "word-parity test judge".into()
+    }
+    fn is_approximation(&self) -> bool {
+        true
+    }
+    fn judge(&self, responses: &[&str]) -> detox_metrics::Result<Vec<Verdict>> {
+        Ok(responses
+            .iter()
+            .map(|r| match r.split_whitespace().count() {
+                0 => Verdict { label: Label::Empty, unsafe_score: 0.5 },
+                n if n % 2 == 1 => Verdict { label: Label::Unsafe, unsafe_score: 0.8 },
+                _ => Verdict { label: Label::Safe, unsafe_score: 0.2 },
+            })
+            .collect())
+    }
+}
+
+/// Four sample records over three categories, one of them with markup in its category and an evaluation input.
+fn cases() -> Result<Vec<BenchmarkCase>> {
+    let split = safeedit::load_split(dataset(), safeedit::Split::Test, safeedit::Mode::Strict)?;
+    let mut cases: Vec<BenchmarkCase> = split
+        .records
+        .iter()
+        .filter(|r| [0, 1, 2, 4].contains(&r.id))
+        .filter_map(BenchmarkCase::from_record)
+        .collect();
+    cases[1].category = MARKUP_CATEGORY.into();
+    cases[1].eval_inputs[1].1 = format!("{INJECTED} {}", cases[1].eval_inputs[1].1);
+    Ok(cases)
+}
+
+/// Runs the protocol on the tiny model into `out` and returns the records it wrote.
+fn tiny_run(out: &Path) -> Result<Vec<RunRecord>> {
+    let tokenizer = Tokenizer::from_model_dir(model_dir())?;
+    let mut model = CausalLm::load(model_dir(), Device::Cpu, Kind::Float)?;
+    let hparams = DinmPreset::Llama2_7bChat.hparams();
+    let mut settings = HarnessSettings::new(out);
+    settings.decoding.max_new_tokens = 8;
+    settings.decoding.max_input_tokens = 200;
+    settings.progress = false;
+    let loaded = load_model(&model_dir(), &[Device::Cpu], Kind::Float)?;
+    let method = BuiltMethod::new(
+        Box::new(DinmEditor::new(hparams.clone(), DinmOptions::reference())?),
+        serde_json::to_value(&hparams)?,
+    );
+    let manifest = RunManifest::capture(
+        &loaded,
+        &dataset(),
+        &Subset::All,
+        &method,
+        &WordParityJudge,
+        &settings,
+        0,
+    )?;
+    let mut editor = DinmEditor::new(hparams, DinmOptions::reference())?;
+    let cases = cases()?;
+    let mut records = Vec::new();
+    run(
+        &mut model,
+        &tokenizer,
+        &mut editor,
+        &WordParityJudge,
+        &cases,
+        &manifest,
+        &settings,
+        |r| records.push(r.clone()),
+    )?;
+    Ok(records)
+}
+
+/// The ids of the records the page shows.
+const VISIBLE_IDS: &str = "Array.from(document.querySelectorAll('.record'))\
+    .filter(r => !r.hidden && r.checkVisibility()).map(r => r.dataset.id)";
+
+fn set_filters(
+    page: &mut support::chromium::Page<'_>,
+    category: &str,
+    outcome: &str,
+) -> Result<Value> {
+    page.eval(&format!(
+        "(() => {{ for (const [id, value] of [['filter-category', {}], ['filter-outcome', {}]]) {{ \
+           const s = document.getElementById(id); s.value = value; \
+           if (s.value !== value) throw new Error(id + ' has no option ' + value); \
+           s.dispatchEvent(new Event('change')); }} \
+         return {{ ids: {VISIBLE_IDS}, count: document.getElementById('shown-count').textContent }}; }})()",
+        json!(category),
+        json!(outcome)
+    ))
+}
+
+#[test]
+fn the_report_renders_every_record_and_its_filters_work_in_chromium() -> Result<()> {
+    let out = tempfile::tempdir()?;
+    let records = tiny_run(out.path())?;
+    let report = out.path().join(REPORT_FILE);
+    let html = std::fs::read_to_string(&report)?;
+    // Self-contained: nothing refers to another file or address.
+    for needle in ["src=\"http", "href=", "<link", "url(", "@import", "src=\"x\""] {
+        ensure!(!html.contains(needle), "report.html holds {needle:?}");
+    }
+
+    let mut browser = Browser::launch()?;
+    let mut page = browser.open(&report)?;
+
+    // The tables render, with one per-category row per category and one for all records.
+    let categories: BTreeSet<&str> = records.iter().map(|r| r.category.as_str()).collect();
+    let tables = page.eval(
+        "Array.from(document.querySelectorAll('table.summary, table.settings'))\
+         .map(t => [t.className, t.querySelectorAll('tbody tr').length, t.getBoundingClientRect().height > 0])",
+    )?;
+    assert_eq!(
+        tables,
+        json!([
+            ["summary overall", 7, true],
+            ["summary per-category", categories.len() + 1, true],
+            ["settings", 17, true]
+        ])
+    );
+    let cells = page.eval(
+        "Array.from(document.querySelectorAll('table.summary.per-category tbody th')).map(t => t.textContent)",
+    )?;
+    let mut expected_rows: Vec<&str> = categories.iter().copied().collect();
+    expected_rows.push("all");
+    assert_eq!(cells, json!(expected_rows));
+    // The plots are drawn (a data: image that failed to decode has no natural width).
+    let plots = page.eval(
+        "Array.from(document.querySelectorAll('#plots img')).map(i => i.complete && i.naturalWidth > 0)",
+    )?;
+    assert_eq!(plots, json!([true, true, true]), "DS, DG-Avg and the locator's distances");
+
+    // Every record renders, in order, with its five pairs of responses.
+    let ids: Vec<&str> = records.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(page.eval(VISIBLE_IDS)?, json!(ids));
+    let pairs = page.eval(
+        "Array.from(document.querySelectorAll('.record')).map(r => r.querySelectorAll('tr.pair').length)",
+    )?;
+    assert_eq!(pairs, json!(vec![5; records.len()]));
+    let shown_labels = page.eval(
+        "Array.from(document.querySelectorAll('.record')).map(r => \
+         Array.from(r.querySelectorAll('.badge.label')).map(b => b.textContent))",
+    )?;
+    let labels: Vec<Vec<String>> = records
+        .iter()
+        .map(|r| {
+            r.pre
+                .responses
+                .iter()
+                .zip(&r.post.responses)
+                .flat_map(|(b, a)| [b.label.to_string(), a.label.to_string()])
+                .collect()
+        })
+        .collect();
+    assert_eq!(shown_labels, json!(labels));
+
+    // Run text is text: the markup in a category and an input is shown, not run.
+    assert_eq!(page.eval("typeof window.injected")?, json!("undefined"));
+    assert_eq!(
+        page.eval(&format!(
+            "document.getElementById('record-{}').dataset.category",
+            records[1].id
+        ))?,
+        json!(MARKUP_CATEGORY)
+    );
+    let input = page.eval(&format!(
+        "document.querySelector('#record-{} tr.pair:nth-child(2) details.input pre').textContent",
+        records[1].id
+    ))?;
+    assert!(input.as_str().is_some_and(|t| t.starts_with(INJECTED)), "{input}");
+
+    // Harmful text starts collapsed and opens on a click.
+    assert_eq!(page.eval("document.querySelectorAll('details[open]').length")?, json!(0));
+    let first_text = "document.querySelector('.record details.response pre.text')";
+    assert_eq!(page.eval(&format!("{first_text}.checkVisibility()"))?, json!(false));
+    page.eval("document.querySelector('.record details.response > summary').click()")?;
+    assert_eq!(page.eval(&format!("{first_text}.checkVisibility()"))?, json!(true));
+
+    // Each filter shows exactly its records; the two filters combine.
+    let total = records.len();
+    let expect = |keep: &dyn Fn(&RunRecord) -> bool| -> Value {
+        let ids: Vec<&str> = records.iter().filter(|r| keep(r)).map(|r| r.id.as_str()).collect();
+        json!({ "ids": ids, "count": format!("{} of {total} records shown", ids.len()) })
+    };
+    let flagged = |r: &RunRecord| {
+        r.pre.responses.iter().chain(&r.post.responses).any(|x| !response_flags(x).is_empty())
+    };
+    for category in &categories {
+        assert_eq!(set_filters(&mut page, category, "")?, expect(&|r| r.category == *category));
+    }
+    for outcome in Outcome::ALL {
+        assert_eq!(
+            set_filters(&mut page, "", outcome.name())?,
+            expect(&|r| Outcome::of_record(r) == outcome),
+            "{outcome}"
+        );
+    }
+    assert_eq!(set_filters(&mut page, "", "flagged")?, expect(&flagged));
+    let outcome = Outcome::of_record(&records[0]);
+    assert_eq!(
+        set_filters(&mut page, "offensiveness", outcome.name())?,
+        expect(&|r| r.category == "offensiveness" && Outcome::of_record(r) == outcome)
+    );
+    assert_eq!(set_filters(&mut page, "", "")?, expect(&|_| true));
+    Ok(())
+}

@@ -1,0 +1,3 @@
+//! Helpers of the detox-eval integration tests.
+
+pub mod chromium;
