@@ -232,6 +232,8 @@ pub fn run_all() -> Result<()> {
     crate::libtorch::ensure(false)?;
     // The runtime's integration tests load the real embedded model.
     crate::smollm2::ensure()?;
+    // Fluency tests and the harness use NLTK's English Punkt model.
+    crate::general_data::ensure_punkt()?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let libraries = workspace_libraries(&cargo)?;
     for step in steps(&libraries) {
