@@ -81,14 +81,18 @@ pub fn ensure() -> Result<GeneralData> {
     Ok(GeneralData { nq_open: paths[0].clone(), xsum: paths[1].clone(), xstest })
 }
 
-/// XSTest's prompts: the shared copy when it is there and intact, else the pinned upstream file.
+/// XSTest's prompts in `dir`: copied from the shared copy when it is there and intact, else the pinned upstream
+/// file.
 fn ensure_xstest(dir: &Path) -> Result<PathBuf> {
-    let shared = workspace_root().join("../shared/datasets/xstest").join(XSTEST_FILE);
-    if has_digest(&shared, XSTEST_SHA256)? {
-        return Ok(shared);
-    }
     let dest = dir.join(XSTEST_FILE);
     if has_digest(&dest, XSTEST_SHA256)? {
+        return Ok(dest);
+    }
+    let shared = workspace_root().join("../shared/datasets/xstest").join(XSTEST_FILE);
+    if has_digest(&shared, XSTEST_SHA256)? {
+        fs::create_dir_all(dir)?;
+        fs::copy(&shared, &dest)
+            .with_context(|| format!("copying {} to {}", shared.display(), dest.display()))?;
         return Ok(dest);
     }
     let hub = Hub { endpoint: String::new(), token: None };

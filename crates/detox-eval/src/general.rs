@@ -194,12 +194,15 @@ impl GeneralSets {
         position % self.config.every.max(1) == 0
     }
 
-    /// What the manifest records: the config and each source's SHA-256 (paths are kept apart, in
-    /// [`GeneralSets::paths`], since they differ between machines).
+    /// What the manifest records: the config, each source's SHA-256 and the SHA-256 of the drawn items (paths
+    /// are kept apart, in [`GeneralSets::paths`], since they differ between machines).
     pub fn identity(&self) -> serde_json::Value {
+        use sha2::{Digest, Sha256};
         let hashes: BTreeMap<&str, &str> =
             self.sources.iter().map(|(k, s)| (k.as_str(), s.sha256.as_str())).collect();
-        serde_json::json!({ "config": self.config, "sha256": hashes })
+        let items = serde_json::json!([self.qa, self.sum, self.over_refusal]).to_string();
+        let items = crate::manifest::hex(&Sha256::digest(items.as_bytes()));
+        serde_json::json!({ "config": self.config, "sha256": hashes, "items_sha256": items })
     }
 
     /// The source files' paths by set.

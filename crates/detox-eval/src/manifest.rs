@@ -232,6 +232,6 @@ fn hash_into(hasher: &mut Sha256, path: &Path) -> Result<()> {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
