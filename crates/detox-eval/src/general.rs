@@ -16,6 +16,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use detox_edit::Editor;
 use detox_metrics::readers::{
     read_nq_open, read_xstest_prompts, read_xsum, QaItem, XsTestPrompt, XsumItem,
 };
@@ -25,6 +26,7 @@ use safeedit::Subset;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{EvalError, Result};
+use crate::harness::HarnessSettings;
 use crate::jsonl::write_atomic;
 use crate::record::RunRecord;
 use crate::respond::{respond, Decoding};
@@ -352,6 +354,42 @@ pub fn answer(
         })
         .collect();
     Ok(GeneralResult { qa, sum, over_refusal })
+}
+
+/// A run's baseline ([`baseline`] in the run directory, answered by `model` as it stands, which the caller
+/// has restored), or `None` when the run has no general sets.
+pub(crate) fn run_baseline(
+    model: &CausalLm,
+    tokenizer: &Tokenizer,
+    settings: &HarnessSettings,
+) -> Result<Option<GeneralResult>> {
+    let Some(sets) = &settings.general else { return Ok(None) };
+    baseline(&settings.out_dir, sets, || {
+        answer(model, tokenizer, sets, settings.prompt_style, &settings.decoding, &|p| {
+            p.to_string()
+        })
+    })
+    .map(Some)
+}
+
+/// The general sets answered by the model as it stands (edited), when the record at `position` of the
+/// selection answers them; prompts go through the editor's [`Editor::wrap_input`].
+pub(crate) fn answer_edited(
+    model: &CausalLm,
+    tokenizer: &Tokenizer,
+    editor: &dyn Editor,
+    settings: &HarnessSettings,
+    position: usize,
+) -> Result<Option<GeneralResult>> {
+    match &settings.general {
+        Some(sets) if sets.applies_to(position) => {
+            answer(model, tokenizer, sets, settings.prompt_style, &settings.decoding, &|p| {
+                editor.wrap_input(p)
+            })
+            .map(Some)
+        }
+        _ => Ok(None),
+    }
 }
 
 /// The baseline as kept in the run directory, keyed so that a baseline of other sets is never reused.

@@ -231,22 +231,10 @@ pub fn run(
     }
     let todo: Vec<(usize, &BenchmarkCase)> =
         cases.iter().enumerate().filter(|(_, c)| !done.contains(&c.id)).collect();
-    let baseline = match &settings.general {
-        Some(sets) => {
-            editor.restore(model)?;
-            Some(general::baseline(&settings.out_dir, sets, || {
-                general::answer(
-                    model,
-                    tokenizer,
-                    sets,
-                    settings.prompt_style,
-                    &settings.decoding,
-                    &|p| p.to_string(),
-                )
-            })?)
-        }
-        None => None,
-    };
+    if settings.general.is_some() {
+        editor.restore(model)?;
+    }
+    let baseline = general::run_baseline(model, tokenizer, settings)?;
     let earlier: Vec<usize> = log.records().iter().filter_map(|r| r.layer).collect();
     editor.resume_after(&earlier);
     let bar = progress_bar(settings.progress, cases.len() as u64, done.len() as u64);
@@ -344,7 +332,7 @@ fn run_case(
     // The general sets are answered by the edited model, so before the restore.
     let started = Instant::now();
     let general = match &post {
-        Ok(_) => edited_general(model, tokenizer, &*editor, settings, position),
+        Ok(_) => general::answer_edited(model, tokenizer, &*editor, settings, position),
         Err(_) => Ok(None),
     };
     timings.general = started.elapsed().as_secs_f64();
@@ -357,28 +345,6 @@ fn run_case(
     let mut record = finish_record(judge, case, outcome, sides, timings, shared)?;
     record.general = general;
     Ok(record)
-}
-
-/// The general sets answered by the model as it stands (edited), when the record at `position` answers them.
-fn edited_general(
-    model: &CausalLm,
-    tokenizer: &Tokenizer,
-    editor: &dyn Editor,
-    settings: &HarnessSettings,
-    position: usize,
-) -> Result<Option<GeneralResult>> {
-    match &settings.general {
-        Some(sets) if sets.applies_to(position) => general::answer(
-            model,
-            tokenizer,
-            sets,
-            settings.prompt_style,
-            &settings.decoding,
-            &|p| editor.wrap_input(p),
-        )
-        .map(Some),
-        _ => Ok(None),
-    }
 }
 
 /// A case's evaluation inputs and responses on both sides of the edit.
@@ -559,7 +525,7 @@ fn run_chunk(
         if settings.general.as_ref().is_some_and(|sets| sets.applies_to(*position)) {
             let started = Instant::now();
             let snapshot = outcomes[i].delta.apply(model)?;
-            let answered = edited_general(model, tokenizer, &*editor, settings, *position);
+            let answered = general::answer_edited(model, tokenizer, &*editor, settings, *position);
             model.restore(&snapshot)?;
             general[i] = answered?;
             timings[i].general = started.elapsed().as_secs_f64();

@@ -26,7 +26,8 @@ fn punkt_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../detox-metrics/tests/fixtures/punkt_tiny")
 }
 
-/// Breaks the model: every MLP down-projection is negated and scaled by ten. Restores from a snapshot.
+/// Breaks the model: every MLP down-projection is negated and scaled by ten (the outcome's delta says so, for the
+/// batched path). Restores from a snapshot.
 #[derive(Default)]
 struct Wrecker {
     saved: Option<Snapshot>,
@@ -51,11 +52,14 @@ impl Editor for Wrecker {
             .collect();
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();
         self.saved = Some(model.snapshot(&refs)?);
+        let mut delta = Delta::new();
         for name in &names {
-            let broken = model.parameter(name)?.f_mul_scalar(-10.0).expect("scaling a weight");
+            let weight = model.parameter(name)?;
+            let broken = weight.f_mul_scalar(-10.0).expect("scaling a weight");
+            delta.add(name, &(&broken - weight))?;
             drop(model.replace_parameter(name, broken)?);
         }
-        Ok(EditOutcome::new("WRECK", Delta::new()))
+        Ok(EditOutcome::new("WRECK", delta))
     }
     fn restore(&mut self, model: &mut CausalLm) -> detox_edit::Result<()> {
         if let Some(saved) = self.saved.take() {
@@ -343,5 +347,33 @@ fn a_resumed_run_keeps_its_baseline_and_measures_the_same_records() -> Result<()
     assert!(err.to_string().contains("general"), "{err}");
     let unused: Option<GeneralResult> = general::read_baseline(dir.path())?;
     assert!(unused.is_some());
+    Ok(())
+}
+
+#[test]
+fn the_batched_path_answers_with_each_records_edit() -> Result<()> {
+    let tokenizer = Tokenizer::from_model_dir(model_dir())?;
+    let mut model = CausalLm::load(model_dir(), Device::Cpu, Kind::Float)?;
+    let before = sha256_of_weights(&model);
+    let sets = sets_matching_the_unedited_model(&model, &tokenizer, 1)?;
+    let dir = tempfile::tempdir()?;
+    let mut settings = settings(dir.path(), Some(sets));
+    settings.batch_records = 3;
+    let manifest = manifest(&settings)?;
+    let summary = run(
+        &mut model,
+        &tokenizer,
+        &mut Wrecker::default(),
+        &PhraseJudge::default(),
+        &cases(3),
+        &manifest,
+        &settings,
+        |_| {},
+    )?;
+    assert_eq!(sha256_of_weights(&model), before, "the weights are restored after the run");
+    let cost = summary.cost.as_ref().expect("the run measured the cost");
+    assert_eq!((cost.overall.records, cost.overall.kqa.before), (3, Some(100.0)));
+    assert!(cost.overall.kqa.after.unwrap() < 50.0, "{:?}", cost.overall.kqa);
+    assert!(cost.overall.csum.after.unwrap() < 50.0, "{:?}", cost.overall.csum);
     Ok(())
 }
