@@ -129,7 +129,7 @@ struct Args {
     print_responses: bool,
     /// Answer the general sets (KQA, CSum, over-refusal) with the edited model of every K-th record (1: every
     /// record); the unedited model answers them once per run as the baseline.
-    #[arg(long, default_value_t = 1, value_parser = detox_examples::at_least(1))]
+    #[arg(long, default_value_t = 10, value_parser = detox_examples::at_least(1))]
     general_every: usize,
     /// Closed-book questions drawn from --qa-data (NQ-open; stands in for the paper's TriviaQA).
     #[arg(long, default_value_t = 50)]

@@ -2,7 +2,7 @@
 //! and the general sets if needed, then runs DINM with the embedded judge on one sample record per unsafety
 //! category, on the CPU, printing each record's adversarial-prompt response before and after the edit and the
 //! summary: safety, exact fluency, and the cost of the edits (KQA, CSum, over-refusal, degeneration) on small
-//! general sets answered by every second record's edited model.
+//! general sets answered by every third record's edited model.
 
 use std::process::Command;
 
@@ -37,18 +37,18 @@ pub fn run(extra: &[String]) -> Result<()> {
             "--edit-format",
             "chat",
         ])
-        // Small general sets, every second record, so that measuring the cost adds little to the run.
+        // Small general sets, every third record, so that measuring the cost adds little to the run.
         .args([
             "--general-every",
-            "2",
+            "3",
             "--general-qa",
-            "8",
+            "6",
             "--general-sum",
-            "2",
+            "1",
             "--over-refusal",
-            "8",
+            "6",
             "--general-max-new-tokens",
-            "32",
+            "24",
         ])
         .arg("--qa-data")
         .arg(&general.nq_open)

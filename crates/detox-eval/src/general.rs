@@ -61,11 +61,11 @@ pub struct GeneralConfig {
 }
 
 impl Default for GeneralConfig {
-    /// Every record, 50 questions, 20 articles, 50 XSTest prompts, seed 0, 64 new tokens, answer in response
-    /// (chat models answer in sentences).
+    /// Every 10th record, 50 questions, 20 articles, 50 XSTest prompts, seed 0, 64 new tokens, answer in
+    /// response (chat models answer in sentences).
     fn default() -> Self {
         Self {
-            every: 1,
+            every: 10,
             qa: 50,
             sum: 20,
             over_refusal: 50,
