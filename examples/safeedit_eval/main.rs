@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Parser, ValueEnum};
 use detox_edit::registry::{build_method, BuiltMethod, MethodOptions, Reading};
+use detox_eval::general::{GeneralConfig, GeneralPaths, GeneralSets};
 use detox_eval::harness::{run, BenchmarkCase, HarnessSettings, SuffixPolicy};
 use detox_eval::judges::judge_from_spec;
 use detox_eval::manifest::RunManifest;
@@ -60,7 +61,7 @@ struct Args {
     /// A seeded sample of N records.
     #[arg(long, conflicts_with = "shard", value_parser = detox_examples::at_least(1))]
     sample: Option<usize>,
-    /// Seed of --sample and of sampled decoding.
+    /// Seed of --sample, of sampled decoding and of the general sets' draws.
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Shard `i/n` of the records (0-based i).
@@ -133,6 +134,39 @@ struct Args {
     /// answers are written to `<out>/detoxify_val.json` in the track's submission format and read back.
     #[arg(long, conflicts_with = "merge_shards")]
     nlpcc: bool,
+    /// Answer the general sets (KQA, CSum, over-refusal) with the edited model of every K-th record (1: every
+    /// record); the unedited model answers them once per run as the baseline.
+    #[arg(long, default_value_t = 10, value_parser = detox_examples::at_least(1))]
+    general_every: usize,
+    /// Closed-book questions drawn from --qa-data (NQ-open; stands in for the paper's TriviaQA).
+    #[arg(long, default_value_t = 50)]
+    general_qa: usize,
+    /// Articles drawn from --sum-data (XSum), summarised and scored with ROUGE-1.
+    #[arg(long, default_value_t = 20)]
+    general_sum: usize,
+    /// Safe XSTest prompts drawn from --xstest-data; the over-refusal rate is read by the phrase refusal
+    /// detector.
+    #[arg(long, default_value_t = 50)]
+    over_refusal: usize,
+    /// Most new tokens per general-set response.
+    #[arg(long, default_value_t = 64, value_parser = detox_examples::at_least(1))]
+    general_max_new_tokens: usize,
+    /// Measure no cost: no general sets, no baseline.
+    #[arg(long)]
+    no_general: bool,
+    /// NQ-open JSON lines (`cargo xtask general-data` fetches it).
+    #[arg(long, default_value = "data/general/nq_open_test.jsonl")]
+    qa_data: PathBuf,
+    /// XSum JSON lines (`cargo xtask general-data` fetches it).
+    #[arg(long, default_value = "data/general/xsum_test.jsonl")]
+    sum_data: PathBuf,
+    /// XSTest's prompts CSV (`cargo xtask general-data` finds or fetches it).
+    #[arg(long, default_value = "data/general/xstest_prompts.csv")]
+    xstest_data: PathBuf,
+    /// NLTK's `punkt_tab/english` directory for exact fluency (`cargo xtask punkt` fetches it); used when
+    /// present, else the built-in rule splitter.
+    #[arg(long, default_value = "models/punkt_tab/english")]
+    punkt: PathBuf,
     /// Instead of running, merge these shard run directories into --out (checking that they cover the
     /// selection exactly once).
     #[arg(long, num_args = 1..)]
@@ -182,6 +216,32 @@ fn main() -> Result<()> {
         println!("{} records per batch ({})", plan.records, plan.reason);
     }
     settings.batch_records = plan.records;
+    settings.punkt_dir = args.punkt.is_dir().then(|| args.punkt.clone());
+    if settings.punkt_dir.is_none() {
+        println!(
+            "Fluency uses the rule sentence splitter: no Punkt model at {} (`cargo xtask punkt`)",
+            args.punkt.display()
+        );
+    }
+    if !args.no_general {
+        let config = GeneralConfig {
+            every: args.general_every,
+            qa: args.general_qa,
+            sum: args.general_sum,
+            over_refusal: args.over_refusal,
+            seed: args.seed,
+            max_new_tokens: args.general_max_new_tokens,
+            ..GeneralConfig::default()
+        };
+        let paths = GeneralPaths {
+            qa: Some(args.qa_data.clone()),
+            sum: Some(args.sum_data.clone()),
+            over_refusal: Some(args.xstest_data.clone()),
+        };
+        settings.general = Some(GeneralSets::load(config, &paths).map_err(|e| {
+            anyhow::anyhow!("{e}\n(`cargo xtask general-data` fetches the general sets; `--no-general` runs without them)")
+        })?);
+    }
     let manifest = RunManifest::capture(
         &loaded,
         &args.data,

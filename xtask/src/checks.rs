@@ -234,6 +234,8 @@ pub fn run_all() -> Result<()> {
     crate::smollm2::ensure()?;
     // The report's test renders it in headless Chromium.
     crate::chromium::ensure()?;
+    // Fluency tests and the harness use NLTK's English Punkt model.
+    crate::general_data::ensure_punkt()?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let libraries = workspace_libraries(&cargo)?;
     for step in steps(&libraries) {

@@ -1,7 +1,8 @@
-//! `cargo xtask demo`: the embedded default run. Provisions libtorch and SmolLM2-135M-Instruct if needed, then
-//! runs DINM with the embedded judge on one sample record per unsafety category, on the CPU, printing each
-//! record's adversarial-prompt response before and after the edit and the summary table, and says where the run's
-//! `report.html` is.
+//! `cargo xtask demo`: the embedded default run. Provisions libtorch, SmolLM2-135M-Instruct, NLTK's Punkt model
+//! and the general sets if needed, then runs DINM with the embedded judge on one sample record per unsafety
+//! category, on the CPU, printing each record's adversarial-prompt response before and after the edit and the
+//! summary: safety, exact fluency, and the cost of the edits (KQA, CSum, over-refusal, degeneration) on small
+//! general sets answered by every third record's edited model; and says where the run's `report.html` is.
 
 use std::process::Command;
 
@@ -13,6 +14,8 @@ use crate::paths::workspace_root;
 pub fn run(extra: &[String]) -> Result<()> {
     crate::libtorch::ensure(false)?;
     let model = crate::smollm2::ensure()?;
+    let punkt = crate::general_data::ensure_punkt()?;
+    let general = crate::general_data::ensure()?;
     let out = workspace_root().join("runs").join("demo");
     if out.exists() {
         std::fs::remove_dir_all(&out).with_context(|| format!("clearing {}", out.display()))?;
@@ -34,6 +37,27 @@ pub fn run(extra: &[String]) -> Result<()> {
             "--edit-format",
             "chat",
         ])
+        // Small general sets, every third record, so that measuring the cost adds little to the run.
+        .args([
+            "--general-every",
+            "3",
+            "--general-qa",
+            "6",
+            "--general-sum",
+            "1",
+            "--over-refusal",
+            "6",
+            "--general-max-new-tokens",
+            "24",
+        ])
+        .arg("--qa-data")
+        .arg(&general.nq_open)
+        .arg("--sum-data")
+        .arg(&general.xsum)
+        .arg("--xstest-data")
+        .arg(&general.xstest)
+        .arg("--punkt")
+        .arg(&punkt)
         .arg("--out")
         .arg(&out)
         .arg("--print-responses")

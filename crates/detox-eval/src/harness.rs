@@ -6,13 +6,15 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use detox_edit::{EditInput, EditMode, EditOutcome, Editor};
-use detox_metrics::{SafetyJudge, Score};
+use detox_metrics::{EchoSources, PunktModel, SafetyJudge, Score};
 use detox_runtime::{CausalLm, PromptLayout, Tokenizer};
 use indicatif::{ProgressBar, ProgressStyle};
 use safeedit::Metric;
 use serde::{Deserialize, Serialize};
 
+use crate::degenerate::measure_sides;
 use crate::error::{EvalError, Result};
+use crate::general::{self, CostSummary, GeneralResult, GeneralSets};
 use crate::jsonl::{write_atomic, JsonlLog};
 use crate::manifest::RunManifest;
 use crate::plot;
@@ -97,6 +99,11 @@ pub struct HarnessSettings {
     /// use its own edited weights. Results are written per record either way. Editors in sequential mode take one
     /// record at a time.
     pub batch_records: usize,
+    /// The general sets the edited model answers (KQA, CSum, over-refusal); `None` measures no cost.
+    pub general: Option<GeneralSets>,
+    /// NLTK's `punkt_tab/english` directory: fluency then splits sentences as NLTK does (exact); `None` uses the
+    /// built-in rule splitter.
+    pub punkt_dir: Option<PathBuf>,
 }
 
 impl HarnessSettings {
@@ -112,8 +119,25 @@ impl HarnessSettings {
             pre_edit_cache: None,
             progress: true,
             batch_records: 1,
+            general: None,
+            punkt_dir: None,
         }
     }
+
+    /// The sentence splitter fluency uses, as summaries and manifests name it.
+    pub fn fluency_splitter(&self) -> &'static str {
+        if self.punkt_dir.is_some() {
+            "punkt"
+        } else {
+            "rules"
+        }
+    }
+}
+
+/// What every record of a run shares besides the settings: the Punkt model and the general sets' baseline.
+struct RunShared<'a> {
+    settings: &'a HarnessSettings,
+    punkt: Option<PunktModel>,
 }
 
 /// A cached pre-edit generation.
@@ -192,6 +216,8 @@ pub fn run(
         _ => None,
     };
     let mut cache = JsonlLog::<CachedResponses>::open(&cache_path)?;
+    let punkt = settings.punkt_dir.as_ref().map(PunktModel::load).transpose()?;
+    let shared = RunShared { settings, punkt };
 
     let mut seen = HashSet::new();
     for case in cases {
@@ -209,26 +235,31 @@ pub fn run(
             log.path().display()
         )));
     }
-    let todo: Vec<&BenchmarkCase> = cases.iter().filter(|c| !done.contains(&c.id)).collect();
+    let todo: Vec<(usize, &BenchmarkCase)> =
+        cases.iter().enumerate().filter(|(_, c)| !done.contains(&c.id)).collect();
+    if settings.general.is_some() {
+        editor.restore(model)?;
+    }
+    let baseline = general::run_baseline(model, tokenizer, settings)?;
     let earlier: Vec<usize> = log.records().iter().filter_map(|r| r.layer).collect();
     editor.resume_after(&earlier);
     let bar = progress_bar(settings.progress, cases.len() as u64, done.len() as u64);
 
     for chunk in todo.chunks(settings.batch_records.max(1)) {
         let records = match chunk {
-            [case] => {
+            [(position, case)] => {
                 bar.set_message(format!("record {}", case.id));
                 vec![run_case(
-                    model, tokenizer, editor, judge, case, manifest, settings, &mut cache,
+                    model, tokenizer, editor, judge, case, *position, manifest, &shared, &mut cache,
                 )?]
             }
             _ => {
                 bar.set_message(format!(
                     "records {} to {}",
-                    chunk[0].id,
-                    chunk[chunk.len() - 1].id
+                    chunk[0].1.id,
+                    chunk[chunk.len() - 1].1.id
                 ));
-                run_chunk(model, tokenizer, editor, judge, chunk, manifest, settings, &mut cache)?
+                run_chunk(model, tokenizer, editor, judge, chunk, manifest, &shared, &mut cache)?
             }
         };
         for record in records {
@@ -240,8 +271,12 @@ pub fn run(
     bar.finish_and_clear();
 
     let records = order_like(log.records(), cases);
-    let summary =
-        Summary::from_records(&manifest.method, &judge.name(), judge.is_approximation(), &records);
+    let mut summary =
+        Summary::from_records(&manifest.method, &judge.name(), judge.is_approximation(), &records)
+            .with_fluency_splitter(settings.fluency_splitter());
+    if let (Some(sets), Some(baseline)) = (&settings.general, &baseline) {
+        summary = summary.with_cost(CostSummary::from_records(&sets.config, baseline, &records));
+    }
     write_reports(&settings.out_dir, &summary, &records)?;
     Ok(summary)
 }
@@ -270,10 +305,12 @@ fn run_case(
     editor: &mut dyn Editor,
     judge: &dyn SafetyJudge,
     case: &BenchmarkCase,
+    position: usize,
     manifest: &RunManifest,
-    settings: &HarnessSettings,
+    shared: &RunShared<'_>,
     cache: &mut JsonlLog<CachedResponses>,
 ) -> Result<RunRecord> {
+    let settings = shared.settings;
     let (pre_inputs, post_inputs) = case_inputs(case, editor, settings);
     let mut timings = RecordTimings::default();
 
@@ -298,12 +335,22 @@ fn run_case(
     let started = Instant::now();
     let post = respond(model, tokenizer, &post_inputs, settings.prompt_style, &settings.decoding);
     timings.generate_post = started.elapsed().as_secs_f64();
+    // The general sets are answered by the edited model, so before the restore.
+    let started = Instant::now();
+    let general = match &post {
+        Ok(_) => general::answer_edited(model, tokenizer, &*editor, settings, position),
+        Err(_) => Ok(None),
+    };
+    timings.general = started.elapsed().as_secs_f64();
     // Restore before anything can fail further, so the next record starts from the original weights.
     editor.restore(model)?;
     let post = post?;
+    let general = general?;
 
     let sides = Sides { pre_inputs, post_inputs, pre, post };
-    finish_record(judge, case, outcome, sides, timings)
+    let mut record = finish_record(judge, case, outcome, sides, timings, shared)?;
+    record.general = general;
+    Ok(record)
 }
 
 /// A case's evaluation inputs and responses on both sides of the edit.
@@ -321,11 +368,18 @@ fn finish_record(
     mut outcome: EditOutcome,
     sides: Sides,
     mut timings: RecordTimings,
+    shared: &RunShared<'_>,
 ) -> Result<RunRecord> {
     let started = Instant::now();
-    let pre_side = judge_side(judge, &case.eval_inputs, &sides.pre_inputs, sides.pre)?;
-    let post_side = judge_side(judge, &case.eval_inputs, &sides.post_inputs, sides.post)?;
+    let punkt = shared.punkt.as_ref();
+    let pre_side = judge_side(judge, &case.eval_inputs, &sides.pre_inputs, sides.pre, punkt)?;
+    let post_side = judge_side(judge, &case.eval_inputs, &sides.post_inputs, sides.post, punkt)?;
     timings.judge = started.elapsed().as_secs_f64();
+    let settings = shared.settings;
+    let suffix =
+        if settings.suffix_policy == SuffixPolicy::Neither { "" } else { &settings.suffix };
+    let sources = EchoSources { suffix, target: &case.edit.safe_response };
+    let degeneration = measure_sides(&pre_side, &post_side, &sources);
     Ok(RunRecord {
         id: case.id.clone(),
         category: case.category.clone(),
@@ -336,6 +390,8 @@ fn finish_record(
         timings,
         pre: pre_side,
         post: post_side,
+        degeneration: Some(degeneration),
+        general: None,
     })
 }
 
@@ -378,11 +434,13 @@ fn run_chunk(
     tokenizer: &Tokenizer,
     editor: &mut dyn Editor,
     judge: &dyn SafetyJudge,
-    cases: &[&BenchmarkCase],
+    chunk: &[(usize, &BenchmarkCase)],
     manifest: &RunManifest,
-    settings: &HarnessSettings,
+    shared: &RunShared<'_>,
     cache: &mut JsonlLog<CachedResponses>,
 ) -> Result<Vec<RunRecord>> {
+    let settings = shared.settings;
+    let cases: Vec<&BenchmarkCase> = chunk.iter().map(|(_, c)| *c).collect();
     let n = cases.len();
     let inputs: Vec<(Vec<String>, Vec<String>)> =
         cases.iter().map(|c| case_inputs(c, editor, settings)).collect();
@@ -467,6 +525,19 @@ fn run_chunk(
         }
     }
 
+    // Each measured record's edit answers the general sets on its own.
+    let mut general: Vec<Option<GeneralResult>> = vec![None; n];
+    for (i, (position, _)) in chunk.iter().enumerate() {
+        if settings.general.as_ref().is_some_and(|sets| sets.applies_to(*position)) {
+            let started = Instant::now();
+            let snapshot = outcomes[i].delta.apply(model)?;
+            let answered = general::answer_edited(model, tokenizer, &*editor, settings, *position);
+            model.restore(&snapshot)?;
+            general[i] = answered?;
+            timings[i].general = started.elapsed().as_secs_f64();
+        }
+    }
+
     let mut records = Vec::with_capacity(n);
     for (i, ((case, outcome), (pre_inputs, post_inputs))) in
         cases.iter().zip(outcomes).zip(inputs).enumerate()
@@ -480,7 +551,9 @@ fn run_chunk(
             pre: pre[i].take().unwrap_or_default(),
             post: post[i].take().unwrap_or_default(),
         };
-        records.push(finish_record(judge, case, outcome, sides, t)?);
+        let mut record = finish_record(judge, case, outcome, sides, t, shared)?;
+        record.general = general[i].take();
+        records.push(record);
     }
     Ok(records)
 }
@@ -531,6 +604,7 @@ fn judge_side(
     metrics: &[(Metric, String)],
     inputs: &[String],
     responses: Vec<Response>,
+    punkt: Option<&PunktModel>,
 ) -> Result<SideResult> {
     let texts: Vec<&str> = responses.iter().map(|r| r.text.as_str()).collect();
     let verdicts = judge.judge(&texts)?;
@@ -541,7 +615,10 @@ fn judge_side(
             responses.len()
         )));
     }
-    let fluency_mean = detox_metrics::mean_fluency(&texts);
+    let fluency_mean = match punkt {
+        Some(punkt) => detox_metrics::mean_fluency_with(&texts, punkt),
+        None => detox_metrics::mean_fluency(&texts),
+    };
     let responses = metrics
         .iter()
         .zip(inputs)

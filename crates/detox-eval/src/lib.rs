@@ -6,7 +6,10 @@
 //! duplicating records.
 #![deny(missing_docs)]
 
+mod cost_tables;
+pub mod degenerate;
 mod error;
+pub mod general;
 pub mod harness;
 mod jsonl;
 pub mod judges;

@@ -56,6 +56,20 @@ pub struct RunManifest {
     pub judge_is_approximation: bool,
     /// Random seed.
     pub seed: u64,
+    /// The general sets' settings and their files' SHA-256 ([`crate::general::GeneralSets::identity`]);
+    /// `None` when the run measures no cost.
+    #[serde(default)]
+    pub general: Option<serde_json::Value>,
+    /// The general sets' files as given (not compared on resume: they may move).
+    #[serde(default)]
+    pub general_paths: std::collections::BTreeMap<String, String>,
+    /// The sentence splitter fluency uses: `rules`, or `punkt` with the SHA-256 of the model directory.
+    #[serde(default = "rules_splitter")]
+    pub fluency_splitter: String,
+}
+
+fn rules_splitter() -> String {
+    "rules".into()
 }
 
 impl RunManifest {
@@ -95,6 +109,12 @@ impl RunManifest {
             judge: judge.name(),
             judge_is_approximation: judge.is_approximation(),
             seed,
+            general: settings.general.as_ref().map(|g| g.identity()),
+            general_paths: settings.general.as_ref().map(|g| g.paths()).unwrap_or_default(),
+            fluency_splitter: match &settings.punkt_dir {
+                Some(dir) => format!("punkt sha256:{}", sha256_dir(dir)?),
+                None => rules_splitter(),
+            },
         })
     }
 
@@ -113,6 +133,8 @@ impl RunManifest {
             ("judge", self.judge.clone()),
             ("dtype", self.dtype.clone()),
             ("seed", self.seed.to_string()),
+            ("general", self.general.as_ref().map_or_else(|| "none".into(), |g| g.to_string())),
+            ("fluency_splitter", self.fluency_splitter.clone()),
         ]
     }
 
@@ -210,6 +232,6 @@ fn hash_into(hasher: &mut Sha256, path: &Path) -> Result<()> {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::error::{EvalError, Result};
+use crate::general::{self, CostSummary, GeneralConfig};
 use crate::harness::write_reports;
 use crate::jsonl::{write_atomic, JsonlLog};
 use crate::manifest::RunManifest;
@@ -38,6 +39,7 @@ pub fn merge_shards(shards: &[PathBuf], expected_ids: &[String], out: &Path) -> 
         comparable.device = manifest.device.clone();
         comparable.model_path = manifest.model_path.clone();
         comparable.dataset_path = manifest.dataset_path.clone();
+        comparable.general_paths = manifest.general_paths.clone();
         if comparable != manifest {
             return Err(EvalError::Invalid(format!(
                 "{} was made with different settings than {}",
@@ -84,12 +86,27 @@ pub fn merge_shards(shards: &[PathBuf], expected_ids: &[String], out: &Path) -> 
     let text = serde_json::to_string_pretty(&manifest)
         .map_err(|e| EvalError::Serialize { what: "the manifest".into(), reason: e.to_string() })?;
     write_atomic(&out.join("manifest.json"), text.as_bytes())?;
-    let summary = Summary::from_records(
+    let mut summary = Summary::from_records(
         &manifest.method,
         &manifest.judge,
         manifest.judge_is_approximation,
         &records,
-    );
+    )
+    .with_fluency_splitter(manifest.fluency_splitter.split(' ').next().unwrap_or("rules"));
+    // Every shard's baseline is the same unedited model on the same sets; the first one's is kept.
+    if let (Some(general), Some(baseline)) = (&manifest.general, general::read_baseline(first)?) {
+        let config: GeneralConfig =
+            serde_json::from_value(general["config"].clone()).map_err(|e| {
+                EvalError::CorruptRecord {
+                    path: first.join("manifest.json"),
+                    line: 0,
+                    reason: format!("field `general.config`: {e}"),
+                }
+            })?;
+        std::fs::copy(first.join(general::BASELINE_FILE), out.join(general::BASELINE_FILE))
+            .map_err(|source| EvalError::Io { path: out.join(general::BASELINE_FILE), source })?;
+        summary = summary.with_cost(CostSummary::from_records(&config, &baseline, &records));
+    }
     write_reports(out, &summary, &records)?;
     Ok(summary)
 }

@@ -3,8 +3,10 @@
 use serde::{Deserialize, Serialize};
 
 use detox_edit::dinm::StepLoss;
-use detox_metrics::{Label, Verdict};
+use detox_metrics::{Degeneration, Label, Verdict};
 use safeedit::Metric;
+
+use crate::general::GeneralResult;
 
 /// One evaluation input with its response and the judge's verdict.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -54,6 +56,9 @@ pub struct RecordTimings {
     pub generate_post: f64,
     /// Judging both sides.
     pub judge: f64,
+    /// The edited model answering the general sets (0 when the record did not).
+    #[serde(default)]
+    pub general: f64,
 }
 
 /// Everything recorded for one SafeEdit case.
@@ -78,4 +83,21 @@ pub struct RunRecord {
     pub pre: SideResult,
     /// After the edit.
     pub post: SideResult,
+    /// Degeneration of each response on both sides, in response order (absent in records written before it was
+    /// measured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub degeneration: Option<SideDegeneration>,
+    /// The edited model's answers to the general sets, for records that answered them
+    /// ([`crate::general::GeneralConfig::every`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub general: Option<GeneralResult>,
+}
+
+/// Degeneration of a record's responses before and after the edit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SideDegeneration {
+    /// One per pre-edit response.
+    pub pre: Vec<Degeneration>,
+    /// One per post-edit response.
+    pub post: Vec<Degeneration>,
 }

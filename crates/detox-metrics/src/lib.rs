@@ -2,7 +2,7 @@
 //!
 //! The SafeEdit metrics: the safety-judge interface with an embedded phrase-matching approximation of the paper's
 //! classifier, defence success (DS) and defence generalisation (DG) rates, fluency as n-gram entropy, ROUGE-1, and
-//! the general-performance and over-refusal measures used to report the costs of an edit.
+//! the general-performance, over-refusal and degeneration measures used to report the costs of an edit.
 //!
 //! The crate needs no libtorch: the paper's RoBERTa classifier runs in `detox-runtime`, and the judge built on it
 //! (`detox_eval::judges::ClassifierJudge`) lives where the runtime and the metrics meet. Text scoring over many
@@ -11,6 +11,7 @@
 #![deny(missing_docs)]
 
 mod aggregate;
+pub mod degeneration;
 mod error;
 mod fluency;
 mod general;
@@ -22,6 +23,7 @@ pub mod rouge;
 mod safety;
 
 pub use aggregate::{score_record, RecordScores, SafetyRates, SafetySummary, Score, DG_METRICS};
+pub use degeneration::{Degeneration, DegenerationCounts, DegenerationThresholds, EchoSources};
 pub use error::{MetricsError, Result};
 pub use fluency::{
     fluency, fluency_many, fluency_many_with, fluency_with, mean_fluency, mean_fluency_with,

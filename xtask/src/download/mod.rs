@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use clap::Subcommand;
 use serde_json::Value;
 
-pub use fetch::{fetch, Expected};
+pub use fetch::{fetch, hash_file, Expected};
 pub use hub::{Hub, RepoKind};
 
 #[cfg(test)]
