@@ -339,3 +339,22 @@ impl Editor for ProfsEditor {
         self.ledger.restore(model)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn near_ties_name_the_layers_whose_gap_is_small() {
+        let info = ProfsInfo {
+            options: ProfsOptions::default(),
+            layers: vec![3, 4, 5],
+            pairs: 10,
+            singular_values: vec![vec![2.0, 1.0, 0.5], vec![2.0, 1.0, 0.999], vec![2.0, 1.0]],
+            rank_gaps: vec![0.5, 0.001, 1.0],
+            seconds: 0.0,
+        };
+        assert_eq!(info.near_ties(), [4]);
+        assert_eq!(default_layers(32), (15..32).collect::<Vec<_>>());
+    }
+}
