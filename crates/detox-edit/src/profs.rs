@@ -16,7 +16,8 @@
 //! Under transformers 5 the reference's `last_layer(...)[0]` takes batch item 0 of the last layer's recomputed
 //! output (decoder layers now return a tensor, not a tuple), which puts one text's embedding in every row of
 //! the last layer; this implementation uses the intended value, each text's own last-layer output.
-//! Embeddings are averaged in fp32 (the reference averages in the model dtype).
+//! Embeddings are averaged in fp32 (the reference averages in the model dtype), and every pair is used (the
+//! reference runs `N // 50` batches of 50 and so drops the last `N mod 50` pairs when `N > 50`).
 
 use std::path::Path;
 use std::time::Instant;
