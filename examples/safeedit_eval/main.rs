@@ -67,7 +67,7 @@ struct Args {
     /// Shard `i/n` of the records (0-based i).
     #[arg(long)]
     shard: Option<String>,
-    /// Editing method: dinm, ft-l, self-reminder, trained (SFT/DPO/Ext-Sub artefact), mend.
+    /// Editing method: dinm, ft-l, self-reminder, trained (SFT/DPO/Ext-Sub artefact), mend, profs, steering.
     #[arg(long, default_value = "dinm")]
     method: String,
     /// DINM preset (`llama-7b`, `mistral-7b`).
@@ -92,9 +92,15 @@ struct Args {
     /// Self-Reminder: the assistant's name in the reminder (the published wording says ChatGPT).
     #[arg(long, default_value = "ChatGPT")]
     reminder_name: String,
-    /// Trained and MEND methods: the artefact directory written by `train_baseline`.
+    /// Trained, MEND, ProFS and steering methods: the artefact directory written by `train_baseline`.
     #[arg(long)]
     artefact: Option<PathBuf>,
+    /// Steering: the steered layers, comma-separated (default: ⌊13 L / 32⌋).
+    #[arg(long, value_delimiter = ',')]
+    steering_layers: Option<Vec<usize>>,
+    /// Steering: the strength coefficient.
+    #[arg(long, default_value_t = 1.0, value_parser = detox_examples::finite_number)]
+    steering_strength: f64,
     /// FT-L: the tuned layer (default: the reference's 21).
     #[arg(long)]
     ftl_layer: Option<usize>,
@@ -295,6 +301,8 @@ fn method_options(args: &Args) -> MethodOptions {
     options.ftl_layer = args.ftl_layer;
     options.reminder_name = Some(args.reminder_name.clone());
     options.artefact = args.artefact.clone();
+    options.steering_layers = args.steering_layers.clone();
+    options.steering_strength = Some(args.steering_strength);
     options
 }
 

@@ -9,7 +9,12 @@
 //! cargo run --release -p detox-examples --example train_baseline -- --method ext-sub \
 //!     --expert runs/baselines/expert --anti-expert runs/baselines/anti --out runs/baselines/ext-sub
 //! cargo run --release -p detox-examples --example train_baseline -- --method mend --out runs/baselines/mend
+//! cargo run --release -p detox-examples --example train_baseline -- --method profs --out runs/baselines/profs
+//! cargo run --release -p detox-examples --example train_baseline -- --method steering \
+//!     --out runs/baselines/steering
 //! ```
+//! ProFS and steering are fitted (forward passes, and an SVD for ProFS), not trained: `safeedit_eval --method
+//! profs|steering --artefact DIR` applies them.
 //! An interrupted run resumes from `<out>/checkpoint` when started again with the same arguments.
 use std::path::PathBuf;
 
@@ -17,6 +22,8 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
 use detox_edit::ext_sub::extract_and_subtract;
 use detox_edit::mend::{save_artefact, train_mend, MendConfig};
+use detox_edit::profs::{fit_profs, ProfsOptions, NEAR_TIE};
+use detox_edit::steering::fit_steering;
 use detox_edit::train::{
     load_artefact, save_delta, save_trained, train, AdapterKind, ArtefactInfo, PreferencePair,
     RunOptions, TrainConfig,
@@ -40,6 +47,10 @@ enum Method {
     ExtSub,
     /// Meta-train MEND's hyper-network.
     Mend,
+    /// Fit ProFS's toxic subspaces (safe and unsafe responses, no gradients).
+    Profs,
+    /// Fit activation-steering vectors (mean safe - unsafe activations per layer).
+    Steering,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -77,7 +88,7 @@ struct Args {
     /// Trained modules, comma-separated (default: q_proj,v_proj; MEND: gate_proj,up_proj,down_proj).
     #[arg(long)]
     modules: Option<String>,
-    /// Trained layers, comma-separated (default: all; MEND: the last three).
+    /// Trained layers, comma-separated (default: all; MEND: the last three; ProFS: the upper half).
     #[arg(long)]
     layers: Option<String>,
     /// Learning rate (default: the method's preset).
@@ -110,6 +121,12 @@ struct Args {
     /// Ext-Sub: weight of the subtracted deficiency.
     #[arg(long, default_value_t = 1.0, value_parser = detox_examples::finite_number)]
     lambda: f64,
+    /// ProFS: the subspace dimension k (2 in the reference; 10 in its 7B configurations).
+    #[arg(long, default_value_t = 2, value_parser = detox_examples::at_least(1))]
+    profs_rank: usize,
+    /// ProFS: skip the centring (projecting the preferred embeddings' top direction out of the differences).
+    #[arg(long)]
+    no_centring: bool,
     /// Seed of the data order and initialisation.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -148,6 +165,10 @@ fn main() -> Result<()> {
     let loaded = args.model.load()?;
     let (mut model, tokenizer) = (loaded.model, loaded.tokenizer);
     let format = args.format;
+    if matches!(args.method, Method::Profs | Method::Steering) {
+        let pairs: Vec<PreferencePair> = records.iter().map(PreferencePair::from).collect();
+        return fit(&args, &model, &tokenizer, &pairs, layers);
+    }
     let run = RunOptions {
         checkpoint_dir: Some(args.out.join("checkpoint")),
         stop_after: args.stop_after,
@@ -193,7 +214,9 @@ fn main() -> Result<()> {
         Method::Dpo => (TrainConfig::dpo(), "DPO"),
         Method::Expert => (TrainConfig::expert(), "SFT"),
         Method::AntiExpert => (TrainConfig::anti_expert(), "SFT"),
-        Method::ExtSub | Method::Mend => unreachable!("handled above"),
+        Method::ExtSub | Method::Mend | Method::Profs | Method::Steering => {
+            unreachable!("handled above")
+        }
     };
     let objective = match preset.objective {
         detox_edit::train::Objective::Dpo { .. } => {
@@ -237,6 +260,52 @@ fn main() -> Result<()> {
         outcome.steps.len(),
         outcome.seconds,
         outcome.adapters.delta()?.norm()?
+    );
+    Ok(())
+}
+
+/// Fits ProFS or steering and writes the artefact.
+fn fit(
+    args: &Args,
+    model: &detox_runtime::CausalLm,
+    tokenizer: &detox_runtime::Tokenizer,
+    pairs: &[PreferencePair],
+    layers: Option<Vec<usize>>,
+) -> Result<()> {
+    if args.method == Method::Steering {
+        let vectors = fit_steering(model, tokenizer, pairs, args.format, args.max_length)?;
+        vectors.save(&args.out)?;
+        println!(
+            "steering vectors written to {} ({:.1} s; norms by layer {:.3?})",
+            args.out.display(),
+            vectors.info.seconds,
+            vectors.info.norms
+        );
+        return Ok(());
+    }
+    let options = ProfsOptions {
+        layers,
+        rank: args.profs_rank,
+        centring: !args.no_centring,
+        ..ProfsOptions::default()
+    };
+    let fit = fit_profs(model, tokenizer, pairs, &options)?;
+    fit.save(&args.out)?;
+    let ties = fit.info.near_ties();
+    if !ties.is_empty() {
+        eprintln!(
+            "warning: in layers {ties:?} the {k}-th and {}-th singular values nearly tie (relative gap below \
+             {NEAR_TIE}): the {k}-dimensional subspace there is ill-defined; consider another --profs-rank",
+            args.profs_rank + 1,
+            k = args.profs_rank
+        );
+    }
+    println!(
+        "ProFS subspaces (k = {}, layers {:?}) written to {} ({:.1} s)",
+        args.profs_rank,
+        fit.info.layers,
+        args.out.display(),
+        fit.info.seconds
     );
     Ok(())
 }

@@ -99,11 +99,15 @@ impl Delta {
     }
 
     /// Adds the delta to the model's weights (computed in fp32, stored in the model's dtype) and returns a
-    /// snapshot of the touched parameters so that [`CausalLm::restore`] undoes it exactly.
+    /// snapshot of the touched parameters so that [`CausalLm::restore`] undoes it exactly. A projection bias the
+    /// model lacks (a steering vector's) is attached as zero first, and the restore detaches it.
     pub fn apply(&self, model: &mut CausalLm) -> Result<Snapshot> {
         let names: Vec<&str> = self.names().collect();
         let snapshot = model.snapshot(&names)?;
         for (name, diff) in &self.entries {
+            if snapshot.get(name).is_none() {
+                model.attach_bias(name)?;
+            }
             let current = model.parameter(name)?;
             if current.size() != diff.size() {
                 return Err(detox_runtime::Error::ShapeMismatch {

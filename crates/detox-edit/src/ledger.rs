@@ -35,11 +35,8 @@ impl EditLedger {
         if mode == EditMode::Single {
             self.restore(model)?;
         }
-        let fresh: Vec<&str> = names
-            .iter()
-            .copied()
-            .filter(|n| !self.originals.iter().any(|s| s.get(n).is_some()))
-            .collect();
+        let fresh: Vec<&str> =
+            names.iter().copied().filter(|n| !self.originals.iter().any(|s| s.covers(n))).collect();
         if !fresh.is_empty() {
             self.originals.push(model.snapshot(&fresh)?);
         }

@@ -2,8 +2,9 @@
 //!
 //! Knowledge-editing algorithms for detoxification behind one [`Editor`] interface: DINM (Detoxifying with
 //! Intraoperative Neural Monitoring, Wang et al., ACL 2024) first, then the baselines its paper compares with
-//! (FT-L, SFT, DPO, Ext-Sub, MEND, Self-Reminder). Every edit can be restored bit-exactly and exported as a
-//! [`Delta`] in safetensors.
+//! (FT-L, SFT, DPO, Ext-Sub, MEND, Self-Reminder), and methods published since: ProFS's toxic-subspace
+//! projection ([`profs`]) and activation steering ([`steering`]). Every edit can be restored bit-exactly and
+//! exported as a [`Delta`] in safetensors.
 //!
 //! Methods are built by name through [`registry::build_method`], which also loads the artefacts a method was
 //! trained into. A method of your own implements [`Editor`]: `method`, `edit` and `restore`; batches of records,
@@ -40,6 +41,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod activations;
 mod adam;
 mod delta;
 pub mod dinm;
@@ -50,8 +52,10 @@ mod ftl;
 mod ledger;
 pub mod mend;
 mod precision;
+pub mod profs;
 pub mod registry;
 mod reminder;
+pub mod steering;
 pub mod train;
 mod trained;
 

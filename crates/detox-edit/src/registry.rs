@@ -22,7 +22,9 @@ use crate::error::{EditError, Result};
 use crate::ftl::{FtlEditor, FtlHyperParams};
 use crate::ledger::EditMode;
 use crate::mend::MendEditor;
+use crate::profs::{ProfsEditor, ProfsFit};
 use crate::reminder::{SelfReminder, SelfReminderEditor};
+use crate::steering::{SteeringEditor, SteeringVectors};
 use crate::train::load_artefact;
 use crate::trained::TrainedDeltaEditor;
 
@@ -33,6 +35,14 @@ pub const METHODS: &[(&str, &str)] = &[
     ("self-reminder", "Self-Reminder: wrap post-edit inputs in a reminder, weights untouched"),
     ("trained", "a trained SFT, DPO or Ext-Sub artefact (`artefact` names its directory)"),
     ("mend", "MEND with a trained hyper-network (`artefact` names its directory)"),
+    (
+        "profs",
+        "ProFS: project MLP value matrices off a fitted toxic subspace (`artefact` names its directory)",
+    ),
+    (
+        "steering",
+        "activation steering: add fitted safe-minus-unsafe activations to the residual stream (`artefact`)",
+    ),
 ];
 
 /// Whether to follow the reference implementation or the paper where they read differently.
@@ -63,8 +73,12 @@ pub struct MethodOptions {
     pub ftl_layer: Option<usize>,
     /// Self-Reminder: the assistant's name in the reminder (the published wording says ChatGPT).
     pub reminder_name: Option<String>,
-    /// Trained and MEND methods: the artefact directory.
+    /// Trained, MEND, ProFS and steering methods: the artefact directory.
     pub artefact: Option<PathBuf>,
+    /// Steering: the steered layers (the default layer, `⌊13 L / 32⌋`, when absent).
+    pub steering_layers: Option<Vec<usize>>,
+    /// Steering: the strength coefficient (1 when absent).
+    pub steering_strength: Option<f64>,
 }
 
 /// A method ready to run, with what a run manifest records about it.
@@ -174,6 +188,24 @@ pub fn build_method(name: &str, options: &MethodOptions, device: Device) -> Resu
                 to_value(&training.config)?,
                 json!({ "artefact": dir, "mode": options.mode }),
             )
+        }
+        "profs" => {
+            let dir = artefact(name, options)?;
+            let fit = ProfsFit::load(dir)?;
+            let hyper_parameters = to_value(&fit.info.options)?;
+            let method_options = json!({ "artefact": dir, "near_ties": fit.info.near_ties() });
+            built(Box::new(ProfsEditor::new(fit)), hyper_parameters, method_options)
+        }
+        "steering" => {
+            let dir = artefact(name, options)?;
+            let vectors = SteeringVectors::load(dir)?;
+            let strength = options.steering_strength.unwrap_or(1.0);
+            let editor =
+                SteeringEditor::new(&vectors, options.steering_layers.as_deref(), strength)?;
+            let layers: Vec<&str> = editor.delta().names().collect();
+            let hyper_parameters =
+                json!({ "fit": vectors.info, "strength": strength, "layers": layers });
+            built(Box::new(editor), hyper_parameters, json!({ "artefact": dir }))
         }
         other => {
             let known: Vec<&str> = METHODS.iter().map(|(n, _)| *n).collect();

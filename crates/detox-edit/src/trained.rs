@@ -67,15 +67,27 @@ impl Editor for TrainedDeltaEditor {
         _input: &EditInput,
     ) -> Result<EditOutcome> {
         let started = Instant::now();
-        let names: Vec<&str> = self.delta.names().collect();
-        self.ledger.begin(model, EditMode::Single, &names)?;
-        // The ledger holds the originals; the snapshot `apply` returns is the same values again.
-        drop(self.delta.apply(model)?);
-        Ok(EditOutcome::new(self.method, self.delta.shallow_clone())
-            .with_timings(EditTimings { locate: 0.0, edit: started.elapsed().as_secs_f64() }))
+        apply_fixed_delta(&mut self.ledger, model, self.method, self.delta.shallow_clone(), started)
     }
 
     fn restore(&mut self, model: &mut CausalLm) -> Result<()> {
         self.ledger.restore(model)
     }
+}
+
+/// Applies `delta`, the edit a method makes for every record, in single mode (the previous record's edit undone
+/// first), and reports it with the wall time since `started`.
+pub(crate) fn apply_fixed_delta(
+    ledger: &mut EditLedger,
+    model: &mut CausalLm,
+    method: &'static str,
+    delta: Delta,
+    started: Instant,
+) -> Result<EditOutcome> {
+    let names: Vec<&str> = delta.names().collect();
+    ledger.begin(model, EditMode::Single, &names)?;
+    // The ledger holds the originals; the snapshot `apply` returns is the same values again.
+    drop(delta.apply(model)?);
+    Ok(EditOutcome::new(method, delta)
+        .with_timings(EditTimings { locate: 0.0, edit: started.elapsed().as_secs_f64() }))
 }

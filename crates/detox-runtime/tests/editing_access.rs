@@ -83,6 +83,51 @@ fn per_row_weights_equal_rows_run_separately() -> Result<()> {
     Ok(())
 }
 
+/// A projection bias attached for an edit: absent until attached, zero when attached (the forward pass is
+/// unchanged), one per row like a weight, and detached by restoring a snapshot taken before.
+#[test]
+fn an_attached_bias_is_detached_by_restore() -> Result<()> {
+    // The Llama fixture has no MLP biases; Qwen2 has attention biases of its own, which cannot be attached again.
+    let mut model = CausalLm::load(fixture("llama"), Device::Cpu, Kind::Float)?;
+    let qwen2 = CausalLm::load(fixture("qwen2"), Device::Cpu, Kind::Float)?;
+    let bias = "model.layers.1.mlp.down_proj.bias";
+    let names = model.parameter_names().to_vec();
+    let before = digest(&model);
+    let ids = Tensor::from_slice(&[1i64, 5, 9, 33]).unsqueeze(0);
+    let plain = tch::no_grad(|| model.forward(&ids, &ForwardOptions::default()))?.logits;
+    assert!(model.parameter(bias).is_err());
+
+    let snapshot = model.snapshot(&[bias, DOWN])?;
+    assert!(snapshot.covers(bias) && snapshot.get(bias).is_none());
+    model.attach_bias(bias)?;
+    assert!(model.attach_bias(bias).is_err(), "attached twice");
+    let zero = tch::no_grad(|| model.forward(&ids, &ForwardOptions::default()))?.logits;
+    assert!(zero.equal(&plain), "a zero bias changed the output");
+    let hidden = model.config().hidden_size;
+    let shift = Tensor::randn([2, hidden], (Kind::Float, Device::Cpu));
+    drop(model.replace_parameter(bias, shift.copy())?);
+    let two = Tensor::cat(&[&ids, &ids], 0);
+    let both = tch::no_grad(|| model.forward(&two, &ForwardOptions::default()))?.logits;
+    for row in 0..2 {
+        drop(model.replace_parameter(bias, shift.get(row))?);
+        let alone = tch::no_grad(|| model.forward(&ids, &ForwardOptions::default()))?.logits;
+        assert!(both.get(row).allclose(&alone.get(0), 1e-5, 1e-5, false), "row {row}");
+    }
+    assert!(!both.get(0).allclose(&plain.get(0), 1e-3, 1e-3, false), "the bias changed nothing");
+
+    model.restore(&snapshot)?;
+    assert_eq!(model.parameter_names(), names.as_slice());
+    assert_eq!(digest(&model), before);
+    let after = tch::no_grad(|| model.forward(&ids, &ForwardOptions::default()))?.logits;
+    assert!(after.equal(&plain));
+
+    let mut qwen2 = qwen2;
+    assert!(qwen2.attach_bias("model.layers.0.self_attn.q_proj.bias").is_err());
+    assert!(qwen2.attach_bias("model.norm.bias").is_err());
+    qwen2.attach_bias("model.layers.0.self_attn.o_proj.bias")?;
+    Ok(())
+}
+
 #[test]
 fn replace_parameter_checks_names_and_shapes() -> Result<()> {
     let mut model = CausalLm::load(fixture("llama"), Device::Cpu, Kind::Float)?;

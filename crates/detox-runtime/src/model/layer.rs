@@ -26,6 +26,17 @@ pub(crate) struct DecoderLayer {
     pub down: (ParamId, Option<ParamId>),
 }
 
+/// The projections of a layer by module name, in the order of [`DecoderLayer`]'s fields.
+const PROJECTIONS: [&str; 7] = [
+    "self_attn.q_proj",
+    "self_attn.k_proj",
+    "self_attn.v_proj",
+    "self_attn.o_proj",
+    "mlp.gate_proj",
+    "mlp.up_proj",
+    "mlp.down_proj",
+];
+
 /// What a layer needs besides its weights.
 pub(crate) struct LayerInputs<'a> {
     pub cos: &'a Tensor,
@@ -113,6 +124,28 @@ impl DecoderLayer {
         })
     }
 
+    /// The bias of the projection `module` (`self_attn.q_proj`, ..., `mlp.down_proj`): `None` for no such
+    /// projection, `Some(None)` when it has no bias.
+    pub fn bias(&self, module: &str) -> Option<Option<ParamId>> {
+        let i = PROJECTIONS.iter().position(|m| *m == module)?;
+        Some([&self.q, &self.k, &self.v, &self.o, &self.gate, &self.up, &self.down][i].1)
+    }
+
+    /// The bias slot of the projection `module` (see [`DecoderLayer::bias`]).
+    pub fn bias_mut(&mut self, module: &str) -> Option<&mut Option<ParamId>> {
+        let i = PROJECTIONS.iter().position(|m| *m == module)?;
+        let all = [
+            &mut self.q,
+            &mut self.k,
+            &mut self.v,
+            &mut self.o,
+            &mut self.gate,
+            &mut self.up,
+            &mut self.down,
+        ];
+        all.into_iter().nth(i).map(|(_, bias)| bias)
+    }
+
     /// Runs the layer.
     ///
     /// # Shapes
@@ -192,7 +225,7 @@ fn apply(
         ys = add_low_rank(xs, &ys, path)?;
     }
     match probe {
-        Some(p) if p.wants(&store.names()[w]) => p.record(&store.names()[w], xs, ys),
+        Some(p) if p.wants(store.name(w)) => p.record(store.name(w), xs, ys),
         _ => Ok(ys),
     }
 }

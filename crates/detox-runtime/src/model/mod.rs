@@ -80,6 +80,25 @@ pub struct ForwardOutput {
     /// With `output_hidden_states`: `num_hidden_layers + 1` tensors of `[batch, seq, hidden]`, as transformers
     /// returns them: the embedding output first, then the output of each layer, the last one after the final norm.
     pub hidden_states: Option<Vec<Tensor>>,
+    /// With `output_hidden_states`: the last decoder layer's own output before the final norm, `[batch, seq,
+    /// hidden]` (what `hidden_states` holds for every other layer).
+    pub last_layer_output: Option<Tensor>,
+}
+
+impl ForwardOutput {
+    /// The raw output of decoder layer `layer` (the residual stream after it, before any final norm), when the
+    /// pass returned hidden states.
+    ///
+    /// # Shapes
+    /// `[batch, seq, hidden]` in the model dtype.
+    pub fn layer_output(&self, layer: usize) -> Option<&Tensor> {
+        let hidden = self.hidden_states.as_ref()?;
+        if layer + 2 == hidden.len() {
+            self.last_layer_output.as_ref()
+        } else {
+            hidden.get(layer + 1)
+        }
+    }
 }
 
 /// A decoder-only causal language model, on one device or placed over several (see [`DeviceMap`]).
@@ -95,6 +114,8 @@ pub struct CausalLm {
     device: Device,
     map: DeviceMap,
     kind: Kind,
+    /// Projection biases attached at run time (see [`CausalLm::attach_bias`]).
+    attached: BTreeSet<String>,
 }
 
 /// Checkpoint entries that carry no parameters: rotary tables that older checkpoints stored and the runtime
@@ -199,6 +220,7 @@ impl CausalLm {
             device,
             map,
             kind,
+            attached: BTreeSet::new(),
         };
         model.check_shapes()?;
         Ok(model)
@@ -285,16 +307,24 @@ impl CausalLm {
     /// It must have the parameter's shape, or for a 2-D linear weight also `[k, out, in]`: one weight per batch
     /// row, or per group of consecutive rows (forward passes must then use a batch of `k · g` rows, group `i`'s
     /// rows multiplied by weight `i`).
+    ///
+    /// A projection's bias (its own or one attached with [`CausalLm::attach_bias`]) may likewise be `[k, out]`.
     pub fn replace_parameter(&mut self, name: &str, tensor: Tensor) -> Result<Tensor> {
         let id = self.params.id(name)?;
-        let projection = name.ends_with("_proj.weight");
+        let rank = if name.ends_with("_proj.weight") {
+            Some(2)
+        } else if name.ends_with("_proj.bias") {
+            Some(1)
+        } else {
+            None
+        };
         let mut canonical = self.params.get(id).size();
-        if projection && canonical.len() == 3 {
+        if rank.is_some_and(|r| canonical.len() == r + 1) {
             canonical.remove(0);
         }
         let given = tensor.size();
-        let fits =
-            given == canonical || (projection && given.len() == 3 && given[1..] == canonical[..]);
+        let per_row = rank.is_some_and(|r| given.len() == r + 1 && given[1..] == canonical[..]);
+        let fits = given == canonical || per_row;
         if !fits {
             return Err(Error::ShapeMismatch {
                 name: name.into(),
@@ -344,18 +374,75 @@ impl CausalLm {
         Ok(self.params.remove_low_rank(id))
     }
 
-    /// Deep copies of the named parameters.
+    /// Deep copies of the named parameters. A projection bias the model lacks (one [`CausalLm::attach_bias`]
+    /// could add) is recorded as absent, so that restoring the snapshot detaches it again.
     pub fn snapshot(&self, names: &[&str]) -> Result<Snapshot> {
-        Snapshot::take(&self.params, names)
+        let (absent, present): (Vec<&str>, Vec<&str>) = names
+            .iter()
+            .partition(|n| self.params.id(n).is_err() && self.attachable_bias(n).is_some());
+        Snapshot::take(&self.params, &present, absent.into_iter().map(String::from).collect())
     }
 
-    /// Puts the snapshot's copies back; the parameters become bit-identical to when the snapshot was taken.
+    /// Puts the snapshot's copies back; the parameters become bit-identical to when the snapshot was taken, and
+    /// biases attached since are detached.
     pub fn restore(&mut self, snapshot: &Snapshot) -> Result<()> {
         for (name, saved) in &snapshot.entries {
             let id = self.params.id(name)?;
             drop(self.params.set(id, deep_copy(saved)?));
         }
+        for name in &snapshot.absent {
+            if self.attached.contains(name) {
+                self.detach_bias(name)?;
+            }
+        }
         Ok(())
+    }
+
+    /// Gives the projection `name` (`model.layers.{i}.mlp.down_proj.bias`, or any other layer projection's
+    /// `.bias`) a zero bias in the model dtype, on its weight's device, for an edit that adds a constant to the
+    /// projection's output (e.g. a steering vector). Models without such biases pay nothing until one is
+    /// attached; [`CausalLm::restore`] of a snapshot taken before detaches it.
+    ///
+    /// # Shapes
+    /// The bias is `[out]`, `out` the projection's output width.
+    pub fn attach_bias(&mut self, name: &str) -> Result<()> {
+        let weight_name = self.attachable_bias(name).ok_or_else(|| {
+            Error::InvalidInput(format!(
+                "`{name}` is not a bias that can be attached (a layer projection's `.bias` the model lacks)"
+            ))
+        })?;
+        let weight = self.parameter(&weight_name)?;
+        let out = weight.size()[weight.dim() - 2];
+        let zeros = Tensor::f_zeros([out], (self.kind, weight.device())).ctx("attaching a bias")?;
+        let id = self.params.push(name, zeros);
+        let slot = self.bias_slot(name).expect("checked by attachable_bias");
+        *slot = Some(id);
+        self.attached.insert(name.to_string());
+        Ok(())
+    }
+
+    /// Removes a bias attached by [`CausalLm::attach_bias`].
+    fn detach_bias(&mut self, name: &str) -> Result<()> {
+        drop(self.params.remove(name)?);
+        if let Some(slot) = self.bias_slot(name) {
+            *slot = None;
+        }
+        self.attached.remove(name);
+        Ok(())
+    }
+
+    /// The weight's name when `name` is the bias of a layer projection that has none.
+    fn attachable_bias(&self, name: &str) -> Option<String> {
+        let (layer, module) = split_layer_name(name.strip_suffix(".bias")?)?;
+        match self.layers.get(layer)?.bias(module)? {
+            None => Some(format!("model.layers.{layer}.{module}.weight")),
+            Some(_) => None,
+        }
+    }
+
+    fn bias_slot(&mut self, name: &str) -> Option<&mut Option<ParamId>> {
+        let (layer, module) = split_layer_name(name.strip_suffix(".bias")?)?;
+        self.layers.get_mut(layer)?.bias_mut(module)
     }
 
     /// Turns gradient tracking off for every parameter (they are loaded that way; this undoes an editor's
@@ -523,6 +610,10 @@ impl CausalLm {
             cache.advance(seq);
         }
         let xs = on_device(&xs, self.map.head)?;
+        let last_layer_output = match hidden {
+            Some(_) => Some(on_device(&xs, self.device)?),
+            None => None,
+        };
         let xs = rms_norm(&xs, self.params.get(self.norm), self.config.rms_norm_eps)?;
         if let Some(h) = hidden.as_mut() {
             h.push(on_device(&xs, self.device)?);
@@ -534,8 +625,14 @@ impl CausalLm {
         let logits =
             last.f_linear::<&Tensor>(self.params.get(self.lm_head), None).ctx("lm_head")?;
         let logits = on_device(&logits, self.device)?;
-        Ok(ForwardOutput { logits, hidden_states: hidden })
+        Ok(ForwardOutput { logits, hidden_states: hidden, last_layer_output })
     }
+}
+
+/// `model.layers.{i}.{module}` split into `i` and `module`.
+fn split_layer_name(name: &str) -> Option<(usize, &str)> {
+    let (index, module) = name.strip_prefix("model.layers.")?.split_once('.')?;
+    Some((index.parse().ok()?, module))
 }
 
 /// `xs` on `device`: the same tensor when it is there already, else a copy (which autograd follows).

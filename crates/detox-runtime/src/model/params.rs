@@ -11,11 +11,17 @@ pub(crate) type ParamId = usize;
 
 /// The model's tensors in checkpoint order, addressable by name, and the low-rank side paths placed beside
 /// some projections.
+///
+/// Ids are slots that never move: a removed parameter (a bias attached at run time and detached again) leaves
+/// its slot empty, and attaching the same name again reuses it.
 #[derive(Debug, Default)]
 pub(crate) struct ParamStore {
-    names: Vec<String>,
+    /// The name of each slot, removed ones included.
+    slot_names: Vec<String>,
     tensors: Vec<Tensor>,
     index: HashMap<String, ParamId>,
+    /// The names of the present parameters, in the order they were added.
+    names: Vec<String>,
     low_rank: HashMap<ParamId, LowRank>,
 }
 
@@ -44,11 +50,33 @@ impl ParamStore {
 
     /// Adds a tensor under `name`.
     pub fn push(&mut self, name: &str, tensor: Tensor) -> ParamId {
-        let id = self.tensors.len();
+        let id = match self.slot_names.iter().position(|n| n == name) {
+            Some(id) => {
+                self.tensors[id] = tensor;
+                id
+            }
+            None => {
+                self.slot_names.push(name.to_string());
+                self.tensors.push(tensor);
+                self.tensors.len() - 1
+            }
+        };
         self.names.push(name.to_string());
-        self.tensors.push(tensor);
         self.index.insert(name.to_string(), id);
         id
+    }
+
+    /// Removes `name`, returning its tensor; its slot stays reserved for the name.
+    pub fn remove(&mut self, name: &str) -> Result<Tensor> {
+        let id = self.id(name)?;
+        self.index.remove(name);
+        self.names.retain(|n| n != name);
+        Ok(std::mem::replace(&mut self.tensors[id], Tensor::new()))
+    }
+
+    /// The name of slot `id`.
+    pub fn name(&self, id: ParamId) -> &str {
+        &self.slot_names[id]
     }
 
     pub fn get(&self, id: ParamId) -> &Tensor {
@@ -80,7 +108,7 @@ impl ParamStore {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Tensor)> {
-        self.names.iter().map(String::as_str).zip(self.tensors.iter())
+        self.names.iter().map(|n| (n.as_str(), &self.tensors[self.index[n]]))
     }
 }
 
@@ -89,6 +117,8 @@ impl ParamStore {
 #[derive(Debug)]
 pub struct Snapshot {
     pub(crate) entries: Vec<(String, Tensor)>,
+    /// Projection biases the model did not have when the snapshot was taken: restore detaches them again.
+    pub(crate) absent: Vec<String>,
 }
 
 impl Snapshot {
@@ -97,12 +127,18 @@ impl Snapshot {
         self.entries.iter().map(|(n, _)| n.as_str())
     }
 
+    /// Whether the snapshot restores `name`: a saved copy, or a bias that was absent and is detached on restore.
+    pub fn covers(&self, name: &str) -> bool {
+        self.get(name).is_some() || self.absent.iter().any(|n| n == name)
+    }
+
     /// The saved copy of `name`, if it is part of the snapshot.
     pub fn get(&self, name: &str) -> Option<&Tensor> {
         self.entries.iter().find(|(n, _)| n == name).map(|(_, t)| t)
     }
 
-    pub(crate) fn take(store: &ParamStore, names: &[&str]) -> Result<Self> {
+    /// Copies of `names` (present in `store`); `absent` are attachable biases missing from it.
+    pub(crate) fn take(store: &ParamStore, names: &[&str], absent: Vec<String>) -> Result<Self> {
         let entries = names
             .iter()
             .map(|name| {
@@ -111,7 +147,7 @@ impl Snapshot {
                 Ok((name.to_string(), copy))
             })
             .collect::<Result<_>>()?;
-        Ok(Self { entries })
+        Ok(Self { entries, absent })
     }
 }
 
