@@ -52,6 +52,7 @@ pub mod mend;
 mod precision;
 pub mod registry;
 mod reminder;
+pub mod surgery;
 pub mod train;
 mod trained;
 

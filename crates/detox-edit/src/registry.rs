@@ -23,6 +23,7 @@ use crate::ftl::{FtlEditor, FtlHyperParams};
 use crate::ledger::EditMode;
 use crate::mend::MendEditor;
 use crate::reminder::{SelfReminder, SelfReminderEditor};
+use crate::surgery::SurgeryEditor;
 use crate::train::load_artefact;
 use crate::trained::TrainedDeltaEditor;
 
@@ -33,6 +34,10 @@ pub const METHODS: &[(&str, &str)] = &[
     ("self-reminder", "Self-Reminder: wrap post-edit inputs in a reminder, weights untouched"),
     ("trained", "a trained SFT, DPO or Ext-Sub artefact (`artefact` names its directory)"),
     ("mend", "MEND with a trained hyper-network (`artefact` names its directory)"),
+    (
+        "surgery",
+        "Model Surgery: shift the gate rows most anti-aligned with a toxicity probe (`artefact` names its directory)",
+    ),
 ];
 
 /// Whether to follow the reference implementation or the paper where they read differently.
@@ -63,8 +68,10 @@ pub struct MethodOptions {
     pub ftl_layer: Option<usize>,
     /// Self-Reminder: the assistant's name in the reminder (the published wording says ChatGPT).
     pub reminder_name: Option<String>,
-    /// Trained and MEND methods: the artefact directory.
+    /// Trained, MEND and Model Surgery methods: the artefact directory.
     pub artefact: Option<PathBuf>,
+    /// Model Surgery: the shift strength, instead of the one the artefact was fitted with.
+    pub surgery_alpha: Option<f64>,
 }
 
 /// A method ready to run, with what a run manifest records about it.
@@ -173,6 +180,16 @@ pub fn build_method(name: &str, options: &MethodOptions, device: Device) -> Resu
                 Box::new(editor),
                 to_value(&training.config)?,
                 json!({ "artefact": dir, "mode": options.mode }),
+            )
+        }
+        "surgery" => {
+            let dir = artefact(name, options)?;
+            let (editor, info) = SurgeryEditor::from_dir(dir, options.surgery_alpha)?;
+            let alpha = editor.alpha();
+            built(
+                Box::new(editor),
+                to_value(&info.config)?,
+                json!({ "artefact": dir, "alpha": alpha }),
             )
         }
         other => {
