@@ -64,7 +64,7 @@ struct Args {
     /// Shard `i/n` of the records (0-based i).
     #[arg(long)]
     shard: Option<String>,
-    /// Editing method: dinm, ft-l, self-reminder, trained (SFT/DPO/Ext-Sub artefact), mend.
+    /// Editing method: dinm, ft-l, self-reminder, trained (SFT/DPO/Ext-Sub artefact), mend, surgery.
     #[arg(long, default_value = "dinm")]
     method: String,
     /// DINM preset (`llama-7b`, `mistral-7b`).
@@ -89,9 +89,12 @@ struct Args {
     /// Self-Reminder: the assistant's name in the reminder (the published wording says ChatGPT).
     #[arg(long, default_value = "ChatGPT")]
     reminder_name: String,
-    /// Trained and MEND methods: the artefact directory written by `train_baseline`.
+    /// Trained, MEND and Model Surgery methods: the artefact directory written by `train_baseline`.
     #[arg(long)]
     artefact: Option<PathBuf>,
+    /// Model Surgery: shift strength instead of the artefact's.
+    #[arg(long, value_parser = detox_examples::finite_number)]
+    surgery_alpha: Option<f64>,
     /// FT-L: the tuned layer (default: the reference's 21).
     #[arg(long)]
     ftl_layer: Option<usize>,
@@ -172,6 +175,7 @@ fn main() -> Result<()> {
     options.ftl_layer = args.ftl_layer;
     options.reminder_name = Some(args.reminder_name.clone());
     options.artefact = args.artefact.clone();
+    options.surgery_alpha = args.surgery_alpha;
     let mut method = build_method(&args.method, &options, loaded.model.device())?;
     let mut settings = HarnessSettings::new(&args.out);
     let sampling = match args.temperature {

@@ -163,6 +163,10 @@ pub enum Batching {
 
 /// An editing method.
 ///
+/// The crate's editors: [`crate::dinm::DinmEditor`], [`crate::FtlEditor`], [`crate::TrainedDeltaEditor`] (SFT,
+/// DPO, Ext-Sub), [`crate::mend::MendEditor`], [`crate::SelfReminderEditor`] and
+/// [`crate::surgery::SurgeryEditor`] (Model Surgery); [`crate::registry::build_method`] builds them by name.
+///
 /// Implementors write [`Editor::method`], [`Editor::edit`] and [`Editor::restore`]; everything else has a
 /// default. Every editor can edit a batch of records: the default [`Editor::edit_batch`] edits them one at a time
 /// on the unedited model and collects their deltas, and methods with a faster path override it and say so in

@@ -2,8 +2,9 @@
 //!
 //! Knowledge-editing algorithms for detoxification behind one [`Editor`] interface: DINM (Detoxifying with
 //! Intraoperative Neural Monitoring, Wang et al., ACL 2024) first, then the baselines its paper compares with
-//! (FT-L, SFT, DPO, Ext-Sub, MEND, Self-Reminder). Every edit can be restored bit-exactly and exported as a
-//! [`Delta`] in safetensors.
+//! (FT-L, SFT, DPO, Ext-Sub, MEND, Self-Reminder), then methods published since: Model Surgery
+//! ([`surgery`], a toxicity probe's direction added to the `gate_proj` rows most anti-aligned with it). Every edit
+//! can be restored bit-exactly and exported as a [`Delta`] in safetensors.
 //!
 //! Methods are built by name through [`registry::build_method`], which also loads the artefacts a method was
 //! trained into. A method of your own implements [`Editor`]: `method`, `edit` and `restore`; batches of records,

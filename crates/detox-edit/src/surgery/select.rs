@@ -31,7 +31,7 @@ pub fn gate_name(layer: usize) -> String {
 /// # Shapes
 /// `direction`: `[hidden]`, any float dtype.
 pub fn select_rows(model: &CausalLm, direction: &Tensor, count: usize) -> Result<Vec<SelectedRow>> {
-    let hidden = model.config().hidden_size as i64;
+    let hidden = model.config().hidden_size;
     if direction.size() != [hidden] {
         return Err(EditError::InvalidRequest(format!(
             "the probe direction has shape {:?}, the model's hidden size is {hidden}",
