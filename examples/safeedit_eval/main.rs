@@ -67,7 +67,7 @@ struct Args {
     /// Shard `i/n` of the records (0-based i).
     #[arg(long)]
     shard: Option<String>,
-    /// Editing method: dinm, ft-l, self-reminder, trained (SFT/DPO/Ext-Sub artefact), mend, profs, steering.
+    /// Editing method: dinm, ft-l, self-reminder, trained (SFT/DPO/Ext-Sub artefact), mend, profs, steering, surgery.
     #[arg(long, default_value = "dinm")]
     method: String,
     /// DINM preset (`llama-7b`, `mistral-7b`).
@@ -92,7 +92,7 @@ struct Args {
     /// Self-Reminder: the assistant's name in the reminder (the published wording says ChatGPT).
     #[arg(long, default_value = "ChatGPT")]
     reminder_name: String,
-    /// Trained, MEND, ProFS and steering methods: the artefact directory written by `train_baseline`.
+    /// Trained, MEND, ProFS, steering and Model Surgery methods: the artefact directory written by `train_baseline`.
     #[arg(long)]
     artefact: Option<PathBuf>,
     /// Steering: the steered layers, comma-separated (default: ⌊13 L / 32⌋).
@@ -101,6 +101,9 @@ struct Args {
     /// Steering: the strength coefficient.
     #[arg(long, default_value_t = 1.0, value_parser = detox_examples::finite_number)]
     steering_strength: f64,
+    /// Model Surgery: shift strength instead of the artefact's.
+    #[arg(long, value_parser = detox_examples::finite_number)]
+    surgery_alpha: Option<f64>,
     /// FT-L: the tuned layer (default: the reference's 21).
     #[arg(long)]
     ftl_layer: Option<usize>,
@@ -303,6 +306,7 @@ fn method_options(args: &Args) -> MethodOptions {
     options.artefact = args.artefact.clone();
     options.steering_layers = args.steering_layers.clone();
     options.steering_strength = Some(args.steering_strength);
+    options.surgery_alpha = args.surgery_alpha;
     options
 }
 

@@ -12,9 +12,10 @@
 //! cargo run --release -p detox-examples --example train_baseline -- --method profs --out runs/baselines/profs
 //! cargo run --release -p detox-examples --example train_baseline -- --method steering \
 //!     --out runs/baselines/steering
+//! cargo run --release -p detox-examples --example train_baseline -- --method surgery --out runs/baselines/surgery
 //! ```
-//! ProFS and steering are fitted (forward passes, and an SVD for ProFS), not trained: `safeedit_eval --method
-//! profs|steering --artefact DIR` applies them.
+//! ProFS, steering and Model Surgery are fitted (forward passes, an SVD for ProFS, a linear probe for Model
+//! Surgery): `safeedit_eval --method profs|steering|surgery --artefact DIR` applies them.
 //! An interrupted run resumes from `<out>/checkpoint` when started again with the same arguments.
 use std::path::PathBuf;
 
@@ -24,6 +25,9 @@ use detox_edit::ext_sub::extract_and_subtract;
 use detox_edit::mend::{save_artefact, train_mend, MendConfig};
 use detox_edit::profs::{fit_profs, ProfsOptions, NEAR_TIE};
 use detox_edit::steering::fit_steering;
+use detox_edit::surgery::{
+    fit_surgery, labelled_responses, save_surgery, ProbeConfig, SurgeryConfig,
+};
 use detox_edit::train::{
     load_artefact, save_delta, save_trained, train, AdapterKind, ArtefactInfo, PreferencePair,
     RunOptions, TrainConfig,
@@ -51,6 +55,8 @@ enum Method {
     Profs,
     /// Fit activation-steering vectors (mean safe - unsafe activations per layer).
     Steering,
+    /// Model Surgery: train the toxicity probe and select the gate rows to shift.
+    Surgery,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -97,9 +103,9 @@ struct Args {
     /// Passes over the data (default: the method's preset).
     #[arg(long, value_parser = detox_examples::at_least(1))]
     epochs: Option<usize>,
-    /// Pairs per step.
-    #[arg(long, default_value_t = 4, value_parser = detox_examples::at_least(1))]
-    batch_size: usize,
+    /// Pairs per step (default 4); Model Surgery: texts per probe step (default 16, the authors' script).
+    #[arg(long, value_parser = detox_examples::at_least(1))]
+    batch_size: Option<usize>,
     /// DPO's beta.
     #[arg(long, default_value_t = 0.1, value_parser = detox_examples::positive_number)]
     beta: f64,
@@ -133,6 +139,15 @@ struct Args {
     /// Stop after this many steps in total (the run resumes later).
     #[arg(long, value_parser = detox_examples::at_least(1))]
     stop_after: Option<usize>,
+    /// Model Surgery: gate rows shifted (default: 4 × the hidden size).
+    #[arg(long, value_parser = detox_examples::at_least(1))]
+    surgery_rows: Option<usize>,
+    /// Model Surgery: shift strength.
+    #[arg(long, default_value_t = detox_edit::surgery::DEFAULT_ALPHA, value_parser = detox_examples::finite_number)]
+    surgery_alpha: f64,
+    /// Model Surgery: share of the texts held out to measure the probe.
+    #[arg(long, default_value_t = 0.1)]
+    holdout: f64,
 }
 
 fn list<T: std::str::FromStr>(text: &str, what: &str) -> Result<Vec<T>> {
@@ -175,6 +190,10 @@ fn main() -> Result<()> {
     };
     println!("{} training records from {}", records.len(), args.data.display());
 
+    if args.method == Method::Surgery {
+        return surgery(&args, &model, &tokenizer, &records);
+    }
+
     if args.method == Method::Mend {
         let defaults = MendConfig::default();
         let config = MendConfig {
@@ -214,7 +233,7 @@ fn main() -> Result<()> {
         Method::Dpo => (TrainConfig::dpo(), "DPO"),
         Method::Expert => (TrainConfig::expert(), "SFT"),
         Method::AntiExpert => (TrainConfig::anti_expert(), "SFT"),
-        Method::ExtSub | Method::Mend | Method::Profs | Method::Steering => {
+        Method::ExtSub | Method::Mend | Method::Profs | Method::Steering | Method::Surgery => {
             unreachable!("handled above")
         }
     };
@@ -234,7 +253,7 @@ fn main() -> Result<()> {
         layers,
         lr: args.lr.unwrap_or(preset.lr),
         epochs: args.epochs.unwrap_or(preset.epochs),
-        batch_size: args.batch_size,
+        batch_size: args.batch_size.unwrap_or(4),
         max_length: args.max_length,
         format,
         seed: args.seed,
@@ -306,6 +325,47 @@ fn fit(
         fit.info.layers,
         args.out.display(),
         fit.info.seconds
+    );
+    Ok(())
+}
+
+/// Fits Model Surgery's probe and row selection and writes the artefact.
+fn surgery(
+    args: &Args,
+    model: &detox_runtime::CausalLm,
+    tokenizer: &detox_runtime::Tokenizer,
+    records: &[safeedit::EditRequest],
+) -> Result<()> {
+    let defaults = ProbeConfig::default();
+    let config = SurgeryConfig {
+        probe: ProbeConfig {
+            lr: args.lr.unwrap_or(defaults.lr),
+            epochs: args.epochs.unwrap_or(defaults.epochs),
+            batch_size: args.batch_size.unwrap_or(defaults.batch_size),
+            holdout: args.holdout,
+            max_length: args.max_length,
+            seed: args.seed,
+            ..defaults
+        },
+        rows: args.surgery_rows,
+        alpha: args.surgery_alpha,
+    };
+    let fitted = fit_surgery(model, tokenizer, &labelled_responses(records), &config)?;
+    save_surgery(&args.out, &fitted)?;
+    let info = &fitted.info;
+    let holdout =
+        info.holdout_accuracy.map_or_else(|| "none held out".to_string(), |a| format!("{a:.3}"));
+    println!(
+        "Model Surgery artefact written to {}: probe accuracy {:.3} (held out: {holdout}), {} rows over {} layers, \
+         fit {:.1} s (features {:.1} s, probe {:.1} s, selection {:.1} s)",
+        args.out.display(),
+        info.train_accuracy,
+        fitted.rows.len(),
+        fitted.rows.iter().map(|r| r.layer).collect::<std::collections::BTreeSet<_>>().len(),
+        info.seconds.features + info.seconds.probe + info.seconds.selection,
+        info.seconds.features,
+        info.seconds.probe,
+        info.seconds.selection,
     );
     Ok(())
 }

@@ -166,8 +166,8 @@ pub enum Batching {
 /// The workspace's editors: [`crate::dinm::DinmEditor`] (DINM), [`crate::FtlEditor`] (FT-L),
 /// [`crate::TrainedDeltaEditor`] (trained SFT, DPO and Ext-Sub artefacts), [`crate::mend::MendEditor`] (MEND),
 /// [`crate::SelfReminderEditor`] (Self-Reminder, prompt only), [`crate::profs::ProfsEditor`] (ProFS subspace
-/// projection) and [`crate::steering::SteeringEditor`] (activation steering); [`crate::registry::build_method`]
-/// builds each by name.
+/// projection), [`crate::steering::SteeringEditor`] (activation steering) and
+/// [`crate::surgery::SurgeryEditor`] (Model Surgery); [`crate::registry::build_method`] builds each by name.
 ///
 /// Implementors write [`Editor::method`], [`Editor::edit`] and [`Editor::restore`]; everything else has a
 /// default. Every editor can edit a batch of records: the default [`Editor::edit_batch`] edits them one at a time

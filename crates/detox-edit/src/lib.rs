@@ -3,7 +3,8 @@
 //! Knowledge-editing algorithms for detoxification behind one [`Editor`] interface: DINM (Detoxifying with
 //! Intraoperative Neural Monitoring, Wang et al., ACL 2024) first, then the baselines its paper compares with
 //! (FT-L, SFT, DPO, Ext-Sub, MEND, Self-Reminder), and methods published since: ProFS's toxic-subspace
-//! projection ([`profs`]) and activation steering ([`steering`]). Every edit can be restored bit-exactly and
+//! projection ([`profs`]), activation steering ([`steering`]) and Model Surgery ([`surgery`], a toxicity probe's
+//! direction added to the `gate_proj` rows most anti-aligned with it). Every edit can be restored bit-exactly and
 //! exported as a [`Delta`] in safetensors.
 //!
 //! Methods are built by name through [`registry::build_method`], which also loads the artefacts a method was
@@ -56,6 +57,7 @@ pub mod profs;
 pub mod registry;
 mod reminder;
 pub mod steering;
+pub mod surgery;
 pub mod train;
 mod trained;
 

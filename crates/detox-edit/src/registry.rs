@@ -25,6 +25,7 @@ use crate::mend::MendEditor;
 use crate::profs::{ProfsEditor, ProfsFit};
 use crate::reminder::{SelfReminder, SelfReminderEditor};
 use crate::steering::{SteeringEditor, SteeringVectors};
+use crate::surgery::SurgeryEditor;
 use crate::train::load_artefact;
 use crate::trained::TrainedDeltaEditor;
 
@@ -42,6 +43,10 @@ pub const METHODS: &[(&str, &str)] = &[
     (
         "steering",
         "activation steering: add fitted safe-minus-unsafe activations to the residual stream (`artefact`)",
+    ),
+    (
+        "surgery",
+        "Model Surgery: shift the gate rows most anti-aligned with a toxicity probe (`artefact` names its directory)",
     ),
 ];
 
@@ -79,6 +84,8 @@ pub struct MethodOptions {
     pub steering_layers: Option<Vec<usize>>,
     /// Steering: the strength coefficient (1 when absent).
     pub steering_strength: Option<f64>,
+    /// Model Surgery: the shift strength, instead of the one the artefact was fitted with.
+    pub surgery_alpha: Option<f64>,
 }
 
 /// A method ready to run, with what a run manifest records about it.
@@ -206,6 +213,16 @@ pub fn build_method(name: &str, options: &MethodOptions, device: Device) -> Resu
             let hyper_parameters =
                 json!({ "fit": vectors.info, "strength": strength, "layers": layers });
             built(Box::new(editor), hyper_parameters, json!({ "artefact": dir }))
+        }
+        "surgery" => {
+            let dir = artefact(name, options)?;
+            let (editor, info) = SurgeryEditor::from_dir(dir, options.surgery_alpha)?;
+            let alpha = editor.alpha();
+            built(
+                Box::new(editor),
+                to_value(&info.config)?,
+                json!({ "artefact": dir, "alpha": alpha }),
+            )
         }
         other => {
             let known: Vec<&str> = METHODS.iter().map(|(n, _)| *n).collect();

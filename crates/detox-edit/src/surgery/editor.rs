@@ -1,0 +1,99 @@
+//! The Model Surgery editor: the fitted shift applied to every evaluated record.
+
+use std::path::Path;
+use std::time::Instant;
+
+use detox_runtime::CausalLm;
+use tch::Tensor;
+
+use super::artefact::load_surgery;
+use super::fit::SurgeryInfo;
+use super::probe::Probe;
+use super::select::{surgery_delta, SelectedRow};
+use crate::delta::Delta;
+use crate::editor::{EditInput, EditOutcome, EditTimings, Editor, PromptEncoder};
+use crate::error::{torch, EditError, Result};
+use crate::ledger::{EditLedger, EditMode};
+
+/// Shifts the selected `gate_proj` rows by `alpha` times the probe's toxic direction. The edit does not depend
+/// on the record (the model is edited once, as in the paper); each record is evaluated on the original model
+/// plus the shift, and restore is bit-exact.
+#[derive(Debug)]
+pub struct SurgeryEditor {
+    direction: Tensor,
+    rows: Vec<SelectedRow>,
+    alpha: f64,
+    delta: Option<Delta>,
+    ledger: EditLedger,
+}
+
+impl SurgeryEditor {
+    /// An editor shifting `rows` along `probe`'s toxic direction with strength `alpha`.
+    pub fn new(probe: &Probe, rows: Vec<SelectedRow>, alpha: f64) -> Result<Self> {
+        if rows.is_empty() {
+            return Err(EditError::InvalidRequest("Model Surgery needs at least one row".into()));
+        }
+        if !alpha.is_finite() {
+            return Err(EditError::InvalidRequest(format!("surgery alpha {alpha} is not finite")));
+        }
+        let direction = probe.toxic_direction()?.f_detach().map_err(torch("probe direction"))?;
+        Ok(Self { direction, rows, alpha, delta: None, ledger: EditLedger::new() })
+    }
+
+    /// The editor of an artefact directory written by [`super::save_surgery`], with the artefact's alpha unless
+    /// `alpha` overrides it; also returns the artefact's description.
+    pub fn from_dir(dir: &Path, alpha: Option<f64>) -> Result<(Self, SurgeryInfo)> {
+        let fit = load_surgery(dir)?;
+        let alpha = alpha.unwrap_or(fit.info.config.alpha);
+        let editor = Self::new(&fit.probe, fit.rows, alpha).map_err(|e| match e {
+            EditError::InvalidRequest(m) => {
+                EditError::InvalidRequest(format!("{}: {m}", dir.display()))
+            }
+            other => other,
+        })?;
+        Ok((editor, fit.info))
+    }
+
+    /// The shifted rows, best first.
+    pub fn rows(&self) -> &[SelectedRow] {
+        &self.rows
+    }
+
+    /// The shift strength.
+    pub fn alpha(&self) -> f64 {
+        self.alpha
+    }
+}
+
+impl Editor for SurgeryEditor {
+    fn method(&self) -> &'static str {
+        super::METHOD
+    }
+
+    fn edit(
+        &mut self,
+        model: &mut CausalLm,
+        _encoder: &dyn PromptEncoder,
+        _input: &EditInput,
+    ) -> Result<EditOutcome> {
+        let started = Instant::now();
+        let delta = match &self.delta {
+            Some(delta) => delta.shallow_clone(),
+            None => {
+                let delta = surgery_delta(model, &self.direction, &self.rows, self.alpha)?;
+                self.delta = Some(delta.shallow_clone());
+                delta
+            }
+        };
+        let names: Vec<&str> = delta.names().collect();
+        self.ledger.begin(model, EditMode::Single, &names)?;
+        // The ledger holds the originals; the snapshot `apply` returns is the same values again.
+        drop(delta.apply(model)?);
+        Ok(EditOutcome::new(super::METHOD, delta)
+            .with_timings(EditTimings { locate: 0.0, edit: started.elapsed().as_secs_f64() }))
+    }
+
+    fn restore(&mut self, model: &mut CausalLm) -> Result<()> {
+        self.ledger.restore(model)
+    }
+}
