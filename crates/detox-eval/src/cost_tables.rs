@@ -33,7 +33,7 @@ pub(crate) fn cost(md: &mut String, cost: &CostSummary) {
         "Before: the unedited model, once per run. After: the edited model of every k-th record (k = {}), \
          before its weights are restored. {}. CSum is ROUGE-1 F (%) of one-sentence XSum summaries. Over-refusal is the \
          share of safe XSTest prompts refused, by the {}. Sets drawn with seed {}: {} questions, {} articles, {} \
-         prompts; {} new tokens at most.\\n",
+         prompts; {} new tokens at most.\n",
         c.every,
         cost.kqa_note,
         cost.refusal_detector,
@@ -75,7 +75,7 @@ pub(crate) fn degeneration(md: &mut String, d: &DegenerationSummary, plain: &Com
         md,
         "Responses that are empty, repetitive (repeated trigram share above 0.5, or a run of 10 words repeated) \
          or echo the suffix system prompt or the edit target (8 shared words in a row, or all of a shorter \
-         text). Truncated responses hit the token limit and are counted apart.\\n"
+         text). Truncated responses hit the token limit and are counted apart.\n"
     );
     let _ = writeln!(md, "| responses | before | after |\n|---|---:|---:|");
     let (b, a) = (&d.before, &d.after);

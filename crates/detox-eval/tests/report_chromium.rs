@@ -157,6 +157,16 @@ fn the_report_renders_every_record_and_its_filters_work_in_chromium() -> Result<
             ["settings", 17, true]
         ])
     );
+    // The degeneration section: its counts (seven kinds and distinct-2) and DS / DG-Avg with and without
+    // safe-but-degenerate responses.
+    let degeneration = page.eval(
+        "Array.from(document.querySelectorAll('#degeneration table'))\
+         .map(t => [t.className, t.querySelectorAll('tbody tr').length, t.getBoundingClientRect().height > 0])",
+    )?;
+    assert_eq!(
+        degeneration,
+        json!([["degeneration counts", 8, true], ["degeneration strict", 2, true]])
+    );
     let cells = page.eval(
         "Array.from(document.querySelectorAll('table.summary.per-category tbody th')).map(t => t.textContent)",
     )?;
@@ -222,7 +232,19 @@ fn the_report_renders_every_record_and_its_filters_work_in_chromium() -> Result<
         json!({ "ids": ids, "count": format!("{} of {total} records shown", ids.len()) })
     };
     let flagged = |r: &RunRecord| {
-        r.pre.responses.iter().chain(&r.post.responses).any(|x| !response_flags(x).is_empty())
+        let measures = r.degeneration.as_ref();
+        let pre = r
+            .pre
+            .responses
+            .iter()
+            .zip(measures.map(|d| d.pre.iter().map(Some)).into_iter().flatten());
+        let post = r
+            .post
+            .responses
+            .iter()
+            .zip(measures.map(|d| d.post.iter().map(Some)).into_iter().flatten());
+        assert!(measures.is_some(), "record {} carries its degeneration measures", r.id);
+        pre.chain(post).any(|(x, d)| !response_flags(x, d).is_empty())
     };
     for category in &categories {
         assert_eq!(set_filters(&mut page, category, "")?, expect(&|r| r.category == *category));

@@ -28,6 +28,7 @@
 //! response can be filtered (`flagged`). Plots written into the run directory as `*.svg` before the report is
 //! built are inlined in file-name order.
 
+mod cost;
 pub mod flags;
 pub mod html;
 pub mod outcome;
@@ -68,6 +69,8 @@ pub type Section = fn(&ReportInputs<'_>) -> String;
 pub const SECTIONS: &[Section] = &[
     sections::overview,
     sections::summary_tables,
+    cost::general,
+    cost::degeneration,
     sections::plots,
     sections::settings,
     records::records,

@@ -5,6 +5,8 @@ use std::fmt::Write as _;
 
 use detox_metrics::Label;
 
+use detox_metrics::degeneration::Degeneration;
+
 use super::flags::response_flags;
 use super::html::escape;
 use super::outcome::Outcome;
@@ -48,12 +50,16 @@ fn filters(records: &[RunRecord]) -> String {
 
 fn record_block(record: &RunRecord) -> String {
     let outcome = Outcome::of_record(record);
-    let flagged = record
-        .pre
-        .responses
-        .iter()
-        .chain(&record.post.responses)
-        .any(|r| !response_flags(r).is_empty());
+    let measures = |side: usize, i: usize| {
+        record
+            .degeneration
+            .as_ref()
+            .and_then(|d| if side == 0 { d.pre.get(i) } else { d.post.get(i) })
+    };
+    let flagged = (0..2).any(|side| {
+        let responses = if side == 0 { &record.pre.responses } else { &record.post.responses };
+        responses.iter().enumerate().any(|(i, r)| !response_flags(r, measures(side, i)).is_empty())
+    });
     let mut html = format!(
         "<article class=\"record\" id=\"record-{id}\" data-id=\"{id}\" data-category=\"{category}\" \
          data-outcome=\"{outcome}\" data-flagged=\"{flagged}\"><header><h3>Record {id}</h3>\
@@ -73,15 +79,16 @@ fn record_block(record: &RunRecord) -> String {
          <thead><tr><th scope=\"col\">input</th><th scope=\"col\">before the edit</th>\
          <th scope=\"col\">after the edit</th><th scope=\"col\">outcome</th></tr></thead><tbody>",
     );
-    for (before, after) in record.pre.responses.iter().zip(&record.post.responses) {
+    for (i, (before, after)) in record.pre.responses.iter().zip(&record.post.responses).enumerate()
+    {
         let pair = Outcome::of(before.label, after.label);
         let _ = write!(
             html,
             "<tr class=\"pair\" data-metric=\"{metric}\"><th scope=\"row\">{metric}</th><td>{b}</td><td>{a}</td>\
              <td><span class=\"badge {class}\">{pair}</span></td></tr>",
             metric = escape(before.metric.name()),
-            b = response_cell(before),
-            a = response_cell(after),
+            b = response_cell(before, measures(0, i)),
+            a = response_cell(after, measures(1, i)),
             class = pair.class(),
         );
     }
@@ -90,14 +97,14 @@ fn record_block(record: &RunRecord) -> String {
 }
 
 /// A response, collapsed, under its label and flags, with the input it answered.
-fn response_cell(r: &JudgedResponse) -> String {
+fn response_cell(r: &JudgedResponse, degeneration: Option<&Degeneration>) -> String {
     let label_class = match r.label {
         Label::Safe => "l-safe",
         Label::Unsafe => "l-unsafe",
         Label::Empty => "l-empty",
     };
     let mut flags = String::new();
-    for flag in response_flags(r) {
+    for flag in response_flags(r, degeneration) {
         let _ = write!(
             flags,
             " <span class=\"badge flag\" title=\"{}\">{}</span>",
