@@ -4,6 +4,8 @@
 //! summary: safety, exact fluency, and the cost of the edits (KQA, CSum, over-refusal, degeneration) on small
 //! general sets answered by every third record's edited model; and says where the run's `report.html` is.
 
+use std::ffi::OsString;
+use std::path::Path;
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
@@ -24,40 +26,7 @@ pub fn run(extra: &[String]) -> Result<()> {
     let mut command = Command::new(cargo);
     command
         .args(["run", "-p", "detox-examples", "--example", "safeedit_eval", "--"])
-        .arg("--model")
-        .arg(&model)
-        .args(["--data", "datasets/safeedit_sample_test.json", "--shard", "0/2"])
-        .args([
-            "--device",
-            "cpu",
-            "--max-new-tokens",
-            "48",
-            "--prompt-style",
-            "chat",
-            "--edit-format",
-            "chat",
-        ])
-        // Small general sets, every third record, so that measuring the cost adds little to the run.
-        .args([
-            "--general-every",
-            "3",
-            "--general-qa",
-            "6",
-            "--general-sum",
-            "1",
-            "--over-refusal",
-            "6",
-            "--general-max-new-tokens",
-            "24",
-        ])
-        .arg("--qa-data")
-        .arg(&general.nq_open)
-        .arg("--sum-data")
-        .arg(&general.xsum)
-        .arg("--xstest-data")
-        .arg(&general.xstest)
-        .arg("--punkt")
-        .arg(&punkt)
+        .args(protocol_args(&model, &punkt, &general))
         .arg("--out")
         .arg(&out)
         .arg("--print-responses")
@@ -70,4 +39,53 @@ pub fn run(extra: &[String]) -> Result<()> {
     // The harness writes it into every run directory (detox_eval::report::REPORT_FILE).
     println!("Report (open in a browser): {}", out.join("report.html").display());
     Ok(())
+}
+
+/// The demo protocol's `safeedit_eval` arguments (shared with `cargo xtask compare`): SmolLM2 on the bundled
+/// sample records' first shard (one record per unsafety category), CPU, chat layout, 48 new tokens, exact fluency,
+/// and small general sets answered by every third record's edited model.
+pub fn protocol_args(
+    model: &Path,
+    punkt: &Path,
+    general: &crate::general_data::GeneralData,
+) -> Vec<OsString> {
+    let mut args: Vec<OsString> = [
+        "--data",
+        "datasets/safeedit_sample_test.json",
+        "--shard",
+        "0/2",
+        "--device",
+        "cpu",
+        "--max-new-tokens",
+        "48",
+        "--prompt-style",
+        "chat",
+        "--edit-format",
+        "chat",
+        // Small general sets, every third record, so that measuring the cost adds little to the run.
+        "--general-every",
+        "3",
+        "--general-qa",
+        "6",
+        "--general-sum",
+        "1",
+        "--over-refusal",
+        "6",
+        "--general-max-new-tokens",
+        "24",
+    ]
+    .into_iter()
+    .map(OsString::from)
+    .collect();
+    for (flag, path) in [
+        ("--model", model),
+        ("--qa-data", &general.nq_open),
+        ("--sum-data", &general.xsum),
+        ("--xstest-data", &general.xstest),
+        ("--punkt", punkt),
+    ] {
+        args.push(flag.into());
+        args.push(path.into());
+    }
+    args
 }

@@ -6,6 +6,7 @@ mod active;
 mod bench;
 mod checks;
 mod chromium;
+mod compare;
 mod convert_bin;
 mod cuda_libs;
 mod demo;
@@ -82,6 +83,10 @@ enum Task {
     /// generation in bf16 and fp32, and the protocol benchmark; writes report.md and report.jsonl and fails on any
     /// failure. `--bundle DIR` only builds a prebuilt copy that runs without a Rust toolchain.
     GpuCheck(gpu_check::GpuCheckArgs),
+    /// Every editing method on SmolLM2 under the demo's protocol (fits with `train_baseline`, runs with
+    /// `safeedit_eval`, release builds): one table of DS, DG, fluency, the cost columns and the wall times, in
+    /// `runs/compare/methods.md`. Resumable.
+    Compare(compare::CompareArgs),
     /// A long libFuzzer run of one fuzz target of the untrusted readers, or `all` (nightly and cargo-fuzz).
     Fuzz(fuzz::FuzzArgs),
     /// A PNG of a run's `report.html` as headless Chromium draws it (Debian's `chromium`, installed when missing
@@ -134,6 +139,7 @@ fn main() -> Result<()> {
         Task::Bench(args) => bench::run(&args),
         Task::GpuCheck(args) => gpu_check::run(&args),
         Task::Fuzz(args) => fuzz::run(&args),
+        Task::Compare(args) => compare::run(&args),
         Task::ReportScreenshot { run_dir, out, width, height } => {
             let out = out.unwrap_or_else(|| run_dir.join("report.png"));
             chromium::report_screenshot(&run_dir, &out, width, height)

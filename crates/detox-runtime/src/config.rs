@@ -18,6 +18,9 @@ use serde_json::Value;
 use self::hf::{HfConfig, HfRope, OneOrMany, Presence};
 use crate::error::{Error, Result};
 
+/// The most decoder layers a configuration may declare.
+const MAX_LAYERS: i64 = 4096;
+
 /// The decoder families the runtime implements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -207,7 +210,16 @@ impl Converter<'_> {
         let vocab_size = self.positive("vocab_size", raw.vocab_size)?;
         let hidden_size = self.positive("hidden_size", raw.hidden_size)?;
         let intermediate_size = self.positive("intermediate_size", raw.intermediate_size)?;
-        let num_hidden_layers = self.positive("num_hidden_layers", raw.num_hidden_layers)? as usize;
+        let num_hidden_layers = self.positive("num_hidden_layers", raw.num_hidden_layers)?;
+        // Per-layer tables are sized from this number before any weight is read; the deepest released decoders
+        // have a few hundred layers.
+        if num_hidden_layers > MAX_LAYERS {
+            return Err(self.err(
+                "num_hidden_layers",
+                format!("{num_hidden_layers} layers is beyond any supported model (at most {MAX_LAYERS})"),
+            ));
+        }
+        let num_hidden_layers = num_hidden_layers as usize;
         let num_attention_heads = self.positive("num_attention_heads", raw.num_attention_heads)?;
         let num_key_value_heads = match raw.num_key_value_heads {
             Presence::Value(kv) => kv,
@@ -473,6 +485,14 @@ mod tests {
         assert_eq!(c.rope_theta, 500000.0);
         assert_eq!(c.eos_token_ids, vec![1, 2]);
         assert!(matches!(c.rope_scaling, RopeScaling::Llama3 { factor, .. } if factor == 8.0));
+    }
+
+    /// Found by fuzzing: a config claiming millions of layers sized per-layer tables before anything refused it.
+    #[test]
+    fn a_config_claiming_millions_of_layers_is_refused_by_field() {
+        let json = LLAMA.replace(r#""num_hidden_layers":2"#, r#""num_hidden_layers":3794100"#);
+        let err = parse(&json).unwrap_err().to_string();
+        assert!(err.contains("num_hidden_layers") && err.contains("3794100 layers"), "{err}");
     }
 
     #[test]
