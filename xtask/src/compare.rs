@@ -169,16 +169,17 @@ pub fn run(args: &CompareArgs) -> Result<()> {
                     .iter()
                     .map(|a| a.replace("{fits}", &fits_dir.display().to_string()))
                     .collect();
-                let started = Instant::now();
-                let status = Command::new(bin.join("train_baseline"))
+                let mut command = Command::new(bin.join("train_baseline"));
+                command
                     .args(["--method", fit.method, "--device", "cpu", "--model"])
                     .arg(&model)
                     .arg("--out")
                     .arg(&dir)
                     .args(&extra)
-                    .current_dir(&root)
-                    .status()
-                    .context("running train_baseline")?;
+                    .current_dir(&root);
+                println!("{}", shown(&command));
+                let started = Instant::now();
+                let status = command.status().context("running train_baseline")?;
                 if !status.success() {
                     bail!("{}: train_baseline --method {} failed ({status})", row.name, fit.method);
                 }
@@ -202,16 +203,17 @@ pub fn run(args: &CompareArgs) -> Result<()> {
                 _ => OsString::from(a),
             })
             .collect();
-        let status = Command::new(bin.join("safeedit_eval"))
+        let mut command = Command::new(bin.join("safeedit_eval"));
+        command
             .args(&protocol)
             .args(&eval)
             .arg("--pre-edit-cache")
             .arg(out.join("pre_edit_cache.jsonl"))
             .arg("--out")
             .arg(&run_dir)
-            .current_dir(&root)
-            .status()
-            .context("running safeedit_eval")?;
+            .current_dir(&root);
+        println!("{}", shown(&command));
+        let status = command.status().context("running safeedit_eval")?;
         if !status.success() {
             bail!("{}: safeedit_eval failed ({status})", row.name);
         }
@@ -222,6 +224,15 @@ pub fn run(args: &CompareArgs) -> Result<()> {
     std::fs::write(&path, &table).with_context(|| format!("writing {}", path.display()))?;
     println!("\n{table}\nTable: {}", path.display());
     Ok(())
+}
+
+/// A command as a shell line, so that each row can be reproduced on its own.
+fn shown(command: &Command) -> String {
+    std::iter::once(command.get_program())
+        .chain(command.get_args())
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn read_summary(path: &Path) -> Result<Value> {
