@@ -36,8 +36,6 @@ pub fn run(extra: &[String]) -> Result<()> {
     if !status.success() {
         bail!("the demo failed ({status})");
     }
-    // The harness writes it into every run directory (detox_eval::report::REPORT_FILE).
-    println!("Report (open in a browser): {}", out.join("report.html").display());
     Ok(())
 }
 
