@@ -30,8 +30,8 @@ pub(super) fn general(inputs: &ReportInputs<'_>) -> String {
     let mut html = String::from("<section id=\"cost\"><h2>What the edits cost</h2>");
     let _ = write!(
         html,
-        "<p>Before: the unedited model, once per run. After: the edited model of every {}-th record, before its \
-         weights are restored. {}. CSum is ROUGE-1 F (%) of one-sentence XSum summaries. Over-refusal is the \
+        "<p>Before: the unedited model, once per run. After: the edited model of every k-th record (k = {}), before \
+         its weights are restored. {}. CSum is ROUGE-1 F (%) of one-sentence XSum summaries. Over-refusal is the \
          share of safe XSTest prompts refused, by the {}. Sets drawn with seed {}: {} questions, {} articles, {} \
          prompts; at most {} new tokens.</p>",
         c.every,
@@ -69,7 +69,7 @@ pub(super) fn general(inputs: &ReportInputs<'_>) -> String {
         .collect();
     html.push_str("<h3>Per unsafety category, after the edit</h3>");
     html.push_str(&table(
-        "cost per-category",
+        "cost by-category",
         &["category", "records", "KQA", "CSum", "over-refusal"],
         &per_category,
     ));
