@@ -7,6 +7,7 @@ use safeedit::Metric;
 
 use super::html::{escape, number, table};
 use super::ReportInputs;
+use crate::cost_tables::{degeneration_counts, DEGENERATION_RULE};
 use crate::general::CostScore;
 use crate::summary::Comparison;
 
@@ -84,24 +85,12 @@ pub(super) fn degeneration(inputs: &ReportInputs<'_>) -> String {
         return String::new();
     };
     let mut html = String::from("<section id=\"degeneration\"><h2>Degeneration</h2>");
-    html.push_str(
-        "<p>Responses that are empty, repetitive (repeated trigram share above 0.5, or a run of 10 words \
-         repeated) or echo the suffix system prompt or the edit target (8 shared words in a row, or all of a \
-         shorter text). Truncated responses hit the token limit and are counted apart.</p>",
-    );
+    let _ = write!(html, "<p>{}</p>", escape(DEGENERATION_RULE));
     let (b, a) = (&d.before, &d.after);
-    let mut rows: Vec<Vec<String>> = [
-        ("measured", b.responses, a.responses),
-        ("degenerate", b.degenerate, a.degenerate),
-        ("empty", b.empty, a.empty),
-        ("repetitive", b.repetitive, a.repetitive),
-        ("echo of the suffix prompt", b.suffix_echo, a.suffix_echo),
-        ("echo of the edit target", b.target_echo, a.target_echo),
-        ("truncated", b.truncated, a.truncated),
-    ]
-    .into_iter()
-    .map(|(name, x, y)| vec![escape(name), x.to_string(), y.to_string()])
-    .collect();
+    let mut rows: Vec<Vec<String>> = degeneration_counts(d)
+        .into_iter()
+        .map(|(name, x, y)| vec![escape(name), x.to_string(), y.to_string()])
+        .collect();
     rows.push(vec![
         "mean distinct-2".into(),
         number(Some(b.mean_distinct_2), 2),
