@@ -31,7 +31,7 @@ use crate::delta::Delta;
 use crate::editor::{EditInput, EditOutcome, Editor, PromptEncoder};
 use crate::error::{torch, EditError, Result};
 use crate::ledger::EditLedger;
-use crate::train::checkpoint::write_atomic;
+use crate::train::checkpoint::{read_json, write_json};
 use crate::train::PreferencePair;
 use crate::trained::apply_fixed_delta;
 
@@ -256,22 +256,12 @@ impl ProfsFit {
             .map(|(l, b)| (basis_name(*l), b.shallow_clone()))
             .collect();
         detox_runtime::weights::save_safetensors(&dir.join(BASIS_FILE), &tensors)?;
-        let json = serde_json::to_vec_pretty(&self.info)
-            .map_err(|e| EditError::State(format!("serialising {INFO_FILE}: {e}")))?;
-        write_atomic(&dir.join(INFO_FILE), &json)
+        write_json(&dir.join(INFO_FILE), &self.info)
     }
 
     /// Reads a fit written by [`ProfsFit::save`].
     pub fn load(dir: &Path) -> Result<Self> {
-        let info_path = dir.join(INFO_FILE);
-        let bytes = std::fs::read(&info_path)
-            .map_err(|source| EditError::Io { path: info_path.clone(), source })?;
-        let info: ProfsInfo = serde_json::from_slice(&bytes).map_err(|e| {
-            EditError::InvalidRequest(format!(
-                "{}: not a ProFS description: {e}",
-                info_path.display()
-            ))
-        })?;
+        let info: ProfsInfo = read_json(&dir.join(INFO_FILE), "a ProFS description")?;
         let files = SafetensorsFiles::open_files(&[dir.join(BASIS_FILE)])?;
         let bases = info
             .layers

@@ -26,7 +26,7 @@ use crate::delta::Delta;
 use crate::editor::{EditInput, EditOutcome, Editor, PromptEncoder};
 use crate::error::{torch, EditError, Result};
 use crate::ledger::EditLedger;
-use crate::train::checkpoint::write_atomic;
+use crate::train::checkpoint::{read_json, write_json};
 use crate::train::{encode_pairs, PreferencePair};
 use crate::trained::apply_fixed_delta;
 
@@ -115,22 +115,12 @@ impl SteeringVectors {
             &dir.join(VECTORS_FILE),
             &[(VECTORS.to_string(), self.vectors.shallow_clone())],
         )?;
-        let json = serde_json::to_vec_pretty(&self.info)
-            .map_err(|e| EditError::State(format!("serialising {INFO_FILE}: {e}")))?;
-        write_atomic(&dir.join(INFO_FILE), &json)
+        write_json(&dir.join(INFO_FILE), &self.info)
     }
 
     /// Reads vectors written by [`SteeringVectors::save`].
     pub fn load(dir: &Path) -> Result<Self> {
-        let info_path = dir.join(INFO_FILE);
-        let bytes = std::fs::read(&info_path)
-            .map_err(|source| EditError::Io { path: info_path.clone(), source })?;
-        let info: SteeringInfo = serde_json::from_slice(&bytes).map_err(|e| {
-            EditError::InvalidRequest(format!(
-                "{}: not a steering description: {e}",
-                info_path.display()
-            ))
-        })?;
+        let info: SteeringInfo = read_json(&dir.join(INFO_FILE), "a steering description")?;
         let path = dir.join(VECTORS_FILE);
         let vectors = SafetensorsFiles::open_files(std::slice::from_ref(&path))?.load(
             VECTORS,

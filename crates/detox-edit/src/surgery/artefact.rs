@@ -14,7 +14,7 @@ use super::fit::{SurgeryFit, SurgeryInfo};
 use super::probe::Probe;
 use super::select::SelectedRow;
 use crate::error::{torch, EditError, Result};
-use crate::train::checkpoint::write_atomic;
+use crate::train::checkpoint::{read_json, write_json};
 
 /// The tensors of an artefact.
 pub const SURGERY_TENSORS_FILE: &str = "surgery.safetensors";
@@ -34,22 +34,12 @@ pub fn save_surgery(dir: &Path, fit: &SurgeryFit) -> Result<()> {
         ("scores".to_string(), Tensor::from_slice(&scores)),
     ];
     detox_runtime::weights::save_safetensors(&dir.join(SURGERY_TENSORS_FILE), &tensors)?;
-    let json = serde_json::to_vec_pretty(&fit.info)
-        .map_err(|e| EditError::State(format!("serialising {SURGERY_INFO_FILE}: {e}")))?;
-    write_atomic(&dir.join(SURGERY_INFO_FILE), &json)
+    write_json(&dir.join(SURGERY_INFO_FILE), &fit.info)
 }
 
 /// Reads an artefact written by [`save_surgery`], checking that its parts agree with each other.
 pub fn load_surgery(dir: &Path) -> Result<SurgeryFit> {
-    let info_path = dir.join(SURGERY_INFO_FILE);
-    let bytes = std::fs::read(&info_path)
-        .map_err(|source| EditError::Io { path: info_path.clone(), source })?;
-    let info: SurgeryInfo = serde_json::from_slice(&bytes).map_err(|e| {
-        EditError::InvalidRequest(format!(
-            "{}: not a Model Surgery description: {e}",
-            info_path.display()
-        ))
-    })?;
+    let info: SurgeryInfo = read_json(&dir.join(SURGERY_INFO_FILE), "a Model Surgery description")?;
     let path = dir.join(SURGERY_TENSORS_FILE);
     let bad = |what: String| EditError::InvalidRequest(format!("{}: {what}", path.display()));
     let files = SafetensorsFiles::open_files(std::slice::from_ref(&path))?;

@@ -141,6 +141,21 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .map_err(|e| EditError::Io { path: e.path, source: e.source })
 }
 
+/// Writes `value` as pretty JSON to `path`, durably: the description file of an artefact.
+pub(crate) fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
+    let json = serde_json::to_vec_pretty(value)
+        .map_err(|e| EditError::State(format!("serialising {}: {e}", path.display())))?;
+    write_atomic(path, &json)
+}
+
+/// Reads the JSON description at `path`; `what` names what it should be ("a ProFS description") in the error.
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> Result<T> {
+    let bytes =
+        std::fs::read(path).map_err(|source| EditError::Io { path: path.to_path_buf(), source })?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| EditError::InvalidRequest(format!("{}: not {what}: {e}", path.display())))
+}
+
 /// An FNV-1a 64 hash of token-id sequences, to tell training data apart in fingerprints.
 pub(crate) fn hash_ids<'a>(parts: impl IntoIterator<Item = &'a [i64]>) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
