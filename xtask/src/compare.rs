@@ -131,7 +131,7 @@ pub fn run(args: &CompareArgs) -> Result<()> {
     crate::libtorch::ensure(false)?;
     let model = crate::smollm2::ensure()?;
     let punkt = crate::general_data::ensure_punkt()?;
-    let general = crate::general_data::ensure()?;
+    let general = crate::general_data::ensure_for_run()?;
     let root = workspace_root();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let status = Command::new(&cargo)

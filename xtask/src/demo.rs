@@ -17,7 +17,7 @@ pub fn run(extra: &[String]) -> Result<()> {
     crate::libtorch::ensure(false)?;
     let model = crate::smollm2::ensure()?;
     let punkt = crate::general_data::ensure_punkt()?;
-    let general = crate::general_data::ensure()?;
+    let general = crate::general_data::ensure_for_run()?;
     let out = workspace_root().join("runs").join("demo");
     if out.exists() {
         std::fs::remove_dir_all(&out).with_context(|| format!("clearing {}", out.display()))?;
@@ -67,8 +67,6 @@ pub fn protocol_args(
         "6",
         "--general-sum",
         "1",
-        "--over-refusal",
-        "6",
         "--general-max-new-tokens",
         "24",
     ]
@@ -79,11 +77,42 @@ pub fn protocol_args(
         ("--model", model),
         ("--qa-data", &general.nq_open),
         ("--sum-data", &general.xsum),
-        ("--xstest-data", &general.xstest),
         ("--punkt", punkt),
     ] {
         args.push(flag.into());
         args.push(path.into());
     }
+    match &general.xstest {
+        Some(path) => {
+            args.extend(["--over-refusal".into(), "6".into(), "--xstest-data".into(), path.into()])
+        }
+        None => args.extend(["--over-refusal".into(), "0".into()]),
+    }
     args
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::general_data::GeneralData;
+
+    fn count(args: &[OsString], flag: &str) -> usize {
+        args.iter().filter(|a| a.as_os_str() == flag).count()
+    }
+
+    #[test]
+    fn without_xstest_the_run_asks_for_no_over_refusal_set() {
+        let general =
+            GeneralData { nq_open: "q.jsonl".into(), xsum: "s.jsonl".into(), xstest: None };
+        let args = protocol_args(Path::new("m.gguf"), Path::new("punkt"), &general);
+        assert_eq!(count(&args, "--over-refusal"), 1);
+        assert_eq!(count(&args, "--xstest-data"), 0);
+        let i = args.iter().position(|a| a == "--over-refusal").unwrap();
+        assert_eq!(args[i + 1], "0");
+
+        let general = GeneralData { xstest: Some("x.csv".into()), ..general };
+        let args = protocol_args(Path::new("m.gguf"), Path::new("punkt"), &general);
+        let i = args.iter().position(|a| a == "--over-refusal").unwrap();
+        assert_eq!((args[i + 1].as_os_str(), count(&args, "--xstest-data")), ("6".as_ref(), 1));
+    }
 }

