@@ -11,7 +11,7 @@ use super::network::MendNetwork;
 use super::train::{MendConfig, MendOutcome, MendStep};
 use crate::error::{EditError, Result};
 use crate::ledger::EditMode;
-use crate::train::checkpoint::write_atomic;
+use crate::train::checkpoint::{read_json, write_json};
 
 /// The description of the training, next to the network's files.
 pub const TRAINING_FILE: &str = "mend_training.json";
@@ -46,22 +46,12 @@ pub fn save_artefact(dir: &Path, config: &MendConfig, outcome: &MendOutcome) -> 
         steps: outcome.steps.clone(),
         seconds: outcome.seconds,
     };
-    let path = dir.join(TRAINING_FILE);
-    let bytes = serde_json::to_vec_pretty(&training).map_err(|e| {
-        EditError::InvalidRequest(format!("{}: cannot serialise: {e}", path.display()))
-    })?;
-    write_atomic(&path, &bytes)
+    write_json(&dir.join(TRAINING_FILE), &training)
 }
 
 /// Reads the description of the artefact in `dir`.
 pub fn load_training(dir: &Path) -> Result<MendTraining> {
-    let path = dir.join(TRAINING_FILE);
-    let bytes =
-        std::fs::read(&path).map_err(|source| EditError::Io { path: path.clone(), source })?;
-    serde_json::from_slice(&bytes).map_err(|e| EditError::HyperParams {
-        path,
-        reason: format!("not a MEND training description: {e}"),
-    })
+    read_json(&dir.join(TRAINING_FILE), "a MEND training description")
 }
 
 impl MendEditor {

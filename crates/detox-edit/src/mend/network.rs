@@ -258,19 +258,13 @@ impl MendNetwork {
         std::fs::create_dir_all(dir)
             .map_err(|source| EditError::Io { path: dir.into(), source })?;
         detox_runtime::weights::save_safetensors(&dir.join(TENSORS_FILE), &self.all_tensors())?;
-        let json = serde_json::to_vec_pretty(&self.layout)
-            .map_err(|e| EditError::State(format!("serialising {LAYOUT_FILE}: {e}")))?;
-        crate::train::checkpoint::write_atomic(&dir.join(LAYOUT_FILE), &json)
+        crate::train::checkpoint::write_json(&dir.join(LAYOUT_FILE), &self.layout)
     }
 
     /// Loads a network saved by [`MendNetwork::save`] onto `device`.
     pub fn load(dir: &Path, device: Device) -> Result<Self> {
-        let layout_path = dir.join(LAYOUT_FILE);
-        let bytes = std::fs::read(&layout_path)
-            .map_err(|source| EditError::Io { path: layout_path.clone(), source })?;
-        let layout: NetworkLayout = serde_json::from_slice(&bytes).map_err(|e| {
-            EditError::InvalidRequest(format!("{}: not a MEND layout: {e}", layout_path.display()))
-        })?;
+        let layout: NetworkLayout =
+            crate::train::checkpoint::read_json(&dir.join(LAYOUT_FILE), "a MEND layout")?;
         let mut net = Self::new(layout, device, 0)?;
         let path = dir.join(TENSORS_FILE);
         let files = SafetensorsFiles::open_files(std::slice::from_ref(&path))?;

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::checkpoint::write_atomic;
+use super::checkpoint::{read_json, write_json};
 use super::trainer::{TrainConfig, TrainOutcome, TrainStep};
 use crate::delta::Delta;
 use crate::error::{EditError, Result};
@@ -68,22 +68,12 @@ pub fn save_trained(
 pub fn save_delta(dir: &Path, delta: &Delta, info: &ArtefactInfo) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|source| EditError::Io { path: dir.into(), source })?;
     delta.save(&dir.join(DELTA_FILE))?;
-    let json = serde_json::to_vec_pretty(info)
-        .map_err(|e| EditError::State(format!("serialising {INFO_FILE}: {e}")))?;
-    write_atomic(&dir.join(INFO_FILE), &json)
+    write_json(&dir.join(INFO_FILE), info)
 }
 
 /// Reads an artefact directory's description and delta.
 pub fn load_artefact(dir: &Path) -> Result<(ArtefactInfo, Delta)> {
-    let info_path = dir.join(INFO_FILE);
-    let bytes = std::fs::read(&info_path)
-        .map_err(|source| EditError::Io { path: info_path.clone(), source })?;
-    let info: ArtefactInfo = serde_json::from_slice(&bytes).map_err(|e| {
-        EditError::InvalidRequest(format!(
-            "{}: not an artefact description: {e}",
-            info_path.display()
-        ))
-    })?;
+    let info: ArtefactInfo = read_json(&dir.join(INFO_FILE), "an artefact description")?;
     let delta = Delta::load(&dir.join(DELTA_FILE))?;
     Ok((info, delta))
 }

@@ -65,9 +65,7 @@ pub(crate) fn save(
         history,
         extra,
     };
-    let json = serde_json::to_vec_pretty(&state)
-        .map_err(|e| EditError::State(format!("serialising the checkpoint state: {e}")))?;
-    write_atomic(&dir.join(STATE_FILE), &json)?;
+    write_json(&dir.join(STATE_FILE), &state)?;
     if let Some(old) = previous.filter(|old| *old != file) {
         // Best effort: a leftover file is harmless, the state no longer names it.
         let _ = std::fs::remove_file(dir.join(old));
@@ -126,13 +124,10 @@ pub(crate) fn load(
 
 fn read_state(dir: &Path) -> Result<Option<State>> {
     let path = dir.join(STATE_FILE);
-    match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-            EditError::InvalidRequest(format!("{}: not a training checkpoint: {e}", path.display()))
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(EditError::Io { path, source }),
+    if !path.exists() {
+        return Ok(None);
     }
+    read_json(&path, "a training checkpoint").map(Some)
 }
 
 /// Writes `bytes` to `path` durably (see [`detox_io::write_atomic`]), with the editors' error type.
