@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{EvalError, Result};
 use crate::harness::HarnessSettings;
-use crate::jsonl::write_atomic;
+use crate::jsonl::write_json_atomic;
 use crate::record::RunRecord;
 use crate::respond::{respond, Decoding};
 
@@ -427,11 +427,11 @@ pub fn baseline(
         return Ok(stored.result);
     }
     let result = compute()?;
-    let text =
-        serde_json::to_string_pretty(&StoredBaseline { key, result: result.clone() }).map_err(
-            |e| EvalError::Serialize { what: "the general baseline".into(), reason: e.to_string() },
-        )?;
-    write_atomic(&path, text.as_bytes())?;
+    write_json_atomic(
+        &path,
+        &StoredBaseline { key, result: result.clone() },
+        "the general baseline",
+    )?;
     Ok(result)
 }
 

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::degenerate::measure_sides;
 use crate::error::{EvalError, Result};
 use crate::general::{self, CostSummary, GeneralResult, GeneralSets};
-use crate::jsonl::{write_atomic, JsonlLog};
+use crate::jsonl::{write_atomic, write_json_atomic, JsonlLog};
 use crate::manifest::RunManifest;
 use crate::plot;
 use crate::record::{JudgedResponse, RecordTimings, RunRecord, SideResult};
@@ -639,9 +639,7 @@ fn judge_side(
 
 /// Writes `summary.json`, `summary.md`, the SVG plots and `report.html` into `dir` (each replaced atomically).
 pub fn write_reports(dir: &Path, summary: &Summary, records: &[RunRecord]) -> Result<()> {
-    let json = serde_json::to_string_pretty(summary)
-        .map_err(|e| EvalError::Serialize { what: "the summary".into(), reason: e.to_string() })?;
-    write_atomic(&dir.join("summary.json"), json.as_bytes())?;
+    write_json_atomic(&dir.join("summary.json"), summary, "the summary")?;
     write_atomic(&dir.join("summary.md"), summary.to_markdown().as_bytes())?;
 
     let labels: Vec<String> =

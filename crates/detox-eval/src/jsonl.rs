@@ -120,6 +120,14 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
         .map_err(|e| EvalError::Io { path: e.path, source: e.source })
 }
 
+/// Writes `value` to `path` as pretty JSON, durably (see [`write_atomic`]); `what` names it in a serialisation
+/// error ("the run manifest").
+pub fn write_json_atomic(path: &Path, value: &impl serde::Serialize, what: &str) -> Result<()> {
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|e| EvalError::Serialize { what: what.into(), reason: e.to_string() })?;
+    write_atomic(path, text.as_bytes())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -169,11 +169,7 @@ impl RunManifest {
             }
             return Ok(());
         }
-        let text = serde_json::to_string_pretty(self).map_err(|e| EvalError::Serialize {
-            what: "the run manifest".into(),
-            reason: e.to_string(),
-        })?;
-        crate::jsonl::write_atomic(path, text.as_bytes())
+        crate::jsonl::write_json_atomic(path, self, "the run manifest")
     }
 }
 

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{EvalError, Result};
 use crate::general::{self, CostSummary, GeneralConfig};
 use crate::harness::write_reports;
-use crate::jsonl::{write_atomic, JsonlLog};
+use crate::jsonl::{write_atomic, write_json_atomic, JsonlLog};
 use crate::manifest::RunManifest;
 use crate::record::RunRecord;
 use crate::summary::Summary;
@@ -83,9 +83,7 @@ pub fn merge_shards(shards: &[PathBuf], expected_ids: &[String], out: &Path) -> 
     }
     write_atomic(&out.join("records.jsonl"), lines.as_bytes())?;
     manifest.selection = format!("merged from {} shards", shards.len());
-    let text = serde_json::to_string_pretty(&manifest)
-        .map_err(|e| EvalError::Serialize { what: "the manifest".into(), reason: e.to_string() })?;
-    write_atomic(&out.join("manifest.json"), text.as_bytes())?;
+    write_json_atomic(&out.join("manifest.json"), &manifest, "the manifest")?;
     let mut summary = Summary::from_records(
         &manifest.method,
         &manifest.judge,
