@@ -96,6 +96,7 @@ impl Tokenizer {
         // syntax error inside the `decoder` object, where a parsed value cannot have one. The syntax error
         // names the line and column here.
         let json: Value = serde_json::from_slice(&bytes).map_err(|e| tokenizer_error(path, e))?;
+        check_bpe_merges(&json).map_err(|e| tokenizer_error(path, e))?;
         let inner: tokenizers::Tokenizer =
             serde_json::from_value(json).map_err(|e| tokenizer_error(path, e))?;
         Ok(Self::new(inner))
@@ -282,6 +283,55 @@ impl Tokenizer {
     }
 }
 
+/// Refuses a BPE merge `tokenizers` would panic on while building its merge table.
+///
+/// `tokenizers` (0.23, `BpeBuilder::build`) writes each merge's result, `a` followed by `b` without its first
+/// `continuing_subword_prefix.len()` bytes, into a buffer as long as the longest vocabulary entry, unchecked: a
+/// result longer than every entry, or a `b` shorter than the prefix, panics before the result is looked up.
+/// Such a merge is one `tokenizers` refuses anyway (its result is not in the vocabulary), so this checks exactly
+/// that, first, and names the merge.
+fn check_bpe_merges(json: &Value) -> std::result::Result<(), String> {
+    let Some(model) = json.get("model") else { return Ok(()) };
+    // An untagged model with a vocabulary map and merges is read as BPE too.
+    if !matches!(model.get("type").and_then(Value::as_str), None | Some("BPE")) {
+        return Ok(());
+    }
+    let (Some(vocab), Some(merges)) = (
+        model.get("vocab").and_then(Value::as_object),
+        model.get("merges").and_then(Value::as_array),
+    ) else {
+        return Ok(());
+    };
+    let prefix_len =
+        model.get("continuing_subword_prefix").and_then(Value::as_str).map_or(0, str::len);
+    let legacy = merges.iter().filter_map(Value::as_str).filter(|l| !l.starts_with("#version"));
+    let pairs: Vec<(&str, &str)> = if merges.iter().all(Value::is_string) {
+        // Lines that do not split into two parts are refused by `tokenizers` itself.
+        legacy.filter_map(|line| line.split_once(' ')).collect()
+    } else {
+        merges
+            .iter()
+            .filter_map(|m| match m.as_array().map(Vec::as_slice) {
+                Some([Value::String(a), Value::String(b)]) => Some((a.as_str(), b.as_str())),
+                _ => None,
+            })
+            .collect()
+    };
+    for (i, (a, b)) in pairs.into_iter().enumerate() {
+        if !vocab.contains_key(a) || !vocab.contains_key(b) {
+            continue; // refused by `tokenizers` before it builds anything
+        }
+        let merged = b.get(prefix_len..).map(|rest| format!("{a}{rest}"));
+        if !merged.as_deref().is_some_and(|m| vocab.contains_key(m)) {
+            return Err(format!(
+                "model.merges[{i}]: merging {a:?} and {b:?} gives {}, which is not in the vocabulary",
+                merged.map_or_else(|| "no valid token".to_string(), |m| format!("{m:?}"))
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn read_json(path: &PathBuf) -> Result<Option<Value>> {
     if !path.is_file() {
         return Ok(None);
@@ -299,6 +349,37 @@ mod tests {
     use tokenizers::models::wordlevel::WordLevel;
     use tokenizers::pre_tokenizers::whitespace::Whitespace;
     use tokenizers::TruncationParams;
+
+    #[test]
+    fn a_bpe_merge_longer_than_every_token_is_refused_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokenizer.json");
+        let write = |vocab: &str, merges: &str, prefix: &str| {
+            let json = format!(
+                r#"{{"version":"1.0","added_tokens":[],"normalizer":null,"pre_tokenizer":null,
+                "post_processor":null,"decoder":null,"truncation":null,"padding":null,
+                "model":{{"type":"BPE","dropout":null,"unk_token":null,"continuing_subword_prefix":{prefix},
+                "end_of_word_suffix":null,"fuse_unk":false,"byte_fallback":false,"vocab":{vocab},
+                "merges":{merges}}}}}"#
+            );
+            std::fs::write(&path, json).unwrap();
+        };
+        write(r#"{"a":0,"b":1,"ab":2}"#, r#"[["a","b"]]"#, "null");
+        Tokenizer::from_file(&path).expect("a consistent BPE model is read");
+        write(r#"{"a":0,"b":1,"ab":2}"#, r#"["a b"]"#, "null");
+        Tokenizer::from_file(&path).expect("legacy merges are read");
+        // "ab" + "b" is longer than any entry: `tokenizers` alone panics here.
+        for merges in [r#"[["a","b"],["ab","b"]]"#, r#"["a b","ab b"]"#] {
+            write(r#"{"a":0,"b":1,"ab":2}"#, merges, "null");
+            let err = Tokenizer::from_file(&path).unwrap_err().to_string();
+            assert!(err.contains("tokenizer.json") && err.contains("model.merges[1]"), "{err}");
+            assert!(err.contains(r#"gives "abb""#), "{err}");
+        }
+        // A second part shorter than the continuing-subword prefix.
+        write(r#"{"a":0,"b":1,"@@ab":2}"#, r#"[["a","b"]]"#, r#""@@""#);
+        let err = Tokenizer::from_file(&path).unwrap_err().to_string();
+        assert!(err.contains("model.merges[0]") && err.contains("no valid token"), "{err}");
+    }
 
     #[test]
     fn a_truncation_stored_in_the_file_does_not_cut_encodings() {
