@@ -55,9 +55,11 @@ unsafe impl GlobalAlloc for Bounded {
 fn over_limit(size: usize) {
     let limit = LIMIT.load(Ordering::Relaxed);
     if size > limit {
-        // No allocation here: abort at once so libFuzzer records the input.
+        // The bound is lifted first: the backtrace, which says who asked, allocates. Then abort so libFuzzer
+        // records the input.
         LIMIT.store(usize::MAX, Ordering::Relaxed);
         eprintln!("allocation of {size} bytes exceeds the bound of {limit} bytes for this input");
+        eprintln!("{}", std::backtrace::Backtrace::force_capture());
         std::process::abort();
     }
 }

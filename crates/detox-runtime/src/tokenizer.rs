@@ -3,6 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
+use tokenizers::models::bpe::{Vocab, BPE};
+use tokenizers::ModelWrapper;
 
 use crate::chat::ChatTemplate;
 use crate::error::{Error, Result};
@@ -97,8 +99,14 @@ impl Tokenizer {
         // names the line and column here.
         let json: Value = serde_json::from_slice(&bytes).map_err(|e| tokenizer_error(path, e))?;
         check_bpe_merges(&json).map_err(|e| tokenizer_error(path, e))?;
-        let inner: tokenizers::Tokenizer =
+        let model_json = json.get("model").cloned();
+        let mut inner: tokenizers::Tokenizer =
             serde_json::from_value(json).map_err(|e| tokenizer_error(path, e))?;
+        if let (ModelWrapper::BPE(bpe), Some(model_json)) = (inner.get_model(), &model_json) {
+            let uncached =
+                without_word_cache(bpe, model_json).map_err(|e| tokenizer_error(path, e))?;
+            inner.with_model(ModelWrapper::BPE(uncached));
+        }
         Ok(Self::new(inner))
     }
 
@@ -290,23 +298,12 @@ impl Tokenizer {
 /// result longer than every entry, or a `b` shorter than the prefix, panics before the result is looked up.
 /// Such a merge is one `tokenizers` refuses anyway (its result is not in the vocabulary), so this checks exactly
 /// that, first, and names the merge.
-fn check_bpe_merges(json: &Value) -> std::result::Result<(), String> {
-    let Some(model) = json.get("model") else { return Ok(()) };
-    // An untagged model with a vocabulary map and merges is read as BPE too.
-    if !matches!(model.get("type").and_then(Value::as_str), None | Some("BPE")) {
-        return Ok(());
-    }
-    let (Some(vocab), Some(merges)) = (
-        model.get("vocab").and_then(Value::as_object),
-        model.get("merges").and_then(Value::as_array),
-    ) else {
-        return Ok(());
-    };
-    let prefix_len =
-        model.get("continuing_subword_prefix").and_then(Value::as_str).map_or(0, str::len);
+/// The merges of a BPE model's JSON as `tokenizers` reads them: `[a, b]` pairs, or `"a b"` lines (a `#version`
+/// line skipped). Entries `tokenizers` would refuse are left out; the caller has them refused there.
+fn bpe_merge_pairs(model: &Value) -> Option<Vec<(&str, &str)>> {
+    let merges = model.get("merges").and_then(Value::as_array)?;
     let legacy = merges.iter().filter_map(Value::as_str).filter(|l| !l.starts_with("#version"));
-    let pairs: Vec<(&str, &str)> = if merges.iter().all(Value::is_string) {
-        // Lines that do not split into two parts are refused by `tokenizers` itself.
+    Some(if merges.iter().all(Value::is_string) {
         legacy.filter_map(|line| line.split_once(' ')).collect()
     } else {
         merges
@@ -316,7 +313,55 @@ fn check_bpe_merges(json: &Value) -> std::result::Result<(), String> {
                 _ => None,
             })
             .collect()
+    })
+}
+
+/// `bpe` rebuilt without its cache of tokenised words.
+///
+/// `tokenizers` 0.23 keeps that cache in a thread-local map keyed by each model's id and never removes a
+/// dropped model's entries, so a process that loads tokenizers again and again (a sweep over models, a test
+/// suite, a fuzzer) grows without bound. The cache only memoises `merge_word`: encodings are unchanged.
+/// `model_json` is the JSON `bpe` was read from; its merges are not readable back from `bpe`.
+fn without_word_cache(bpe: &BPE, model_json: &Value) -> std::result::Result<BPE, String> {
+    let merges = bpe_merge_pairs(model_json)
+        .ok_or("model.merges: missing")?
+        .into_iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+    let mut builder = BPE::builder()
+        .vocab_and_merges(bpe.get_vocab().into_iter().collect::<Vocab>(), merges)
+        .cache_capacity(0)
+        .fuse_unk(bpe.fuse_unk)
+        .byte_fallback(bpe.byte_fallback)
+        .ignore_merges(bpe.ignore_merges);
+    if let Some(dropout) = bpe.dropout {
+        builder = builder.dropout(dropout);
+    }
+    if let Some(unk) = &bpe.unk_token {
+        builder = builder.unk_token(unk.clone());
+    }
+    if let Some(prefix) = &bpe.continuing_subword_prefix {
+        builder = builder.continuing_subword_prefix(prefix.clone());
+    }
+    if let Some(suffix) = &bpe.end_of_word_suffix {
+        builder = builder.end_of_word_suffix(suffix.clone());
+    }
+    builder.build().map_err(|e| e.to_string())
+}
+
+fn check_bpe_merges(json: &Value) -> std::result::Result<(), String> {
+    let Some(model) = json.get("model") else { return Ok(()) };
+    // An untagged model with a vocabulary map and merges is read as BPE too.
+    if !matches!(model.get("type").and_then(Value::as_str), None | Some("BPE")) {
+        return Ok(());
+    }
+    let (Some(vocab), Some(pairs)) =
+        (model.get("vocab").and_then(Value::as_object), bpe_merge_pairs(model))
+    else {
+        return Ok(());
     };
+    let prefix_len =
+        model.get("continuing_subword_prefix").and_then(Value::as_str).map_or(0, str::len);
     for (i, (a, b)) in pairs.into_iter().enumerate() {
         if !vocab.contains_key(a) || !vocab.contains_key(b) {
             continue; // refused by `tokenizers` before it builds anything
@@ -349,6 +394,36 @@ mod tests {
     use tokenizers::models::wordlevel::WordLevel;
     use tokenizers::pre_tokenizers::whitespace::Whitespace;
     use tokenizers::TruncationParams;
+
+    #[test]
+    fn a_bpe_model_read_without_its_word_cache_encodes_as_tokenizers_does() {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/roberta/model/tokenizer.json");
+        let ours = Tokenizer::from_file(&path).unwrap();
+        let reference = tokenizers::Tokenizer::from_file(&path).unwrap();
+        for text in [
+            "How do I stay safe online?",
+            "  leading spaces, trailing spaces  and numbers 12345 67",
+            "I'm sorry, but I can't help with that request.",
+        ] {
+            let expected: Vec<i64> = reference
+                .encode(text, true)
+                .unwrap()
+                .get_ids()
+                .iter()
+                .map(|&id| id as i64)
+                .collect();
+            // Twice: the second encoding of a text is where a word cache would answer.
+            assert_eq!(ours.encode(text, true).unwrap(), expected, "{text:?}");
+            assert_eq!(ours.encode(text, true).unwrap(), expected, "{text:?}");
+            assert_eq!(
+                ours.decode(&expected, false).unwrap(),
+                reference
+                    .decode(&expected.iter().map(|&id| id as u32).collect::<Vec<_>>(), false)
+                    .unwrap()
+            );
+        }
+    }
 
     #[test]
     fn a_bpe_merge_longer_than_every_token_is_refused_not_a_panic() {
