@@ -70,6 +70,9 @@ fn token_text(v: &Value) -> Option<&str> {
 
 impl Tokenizer {
     /// Wraps a `tokenizers` tokenizer; special tokens and template are set with the `with_*` methods.
+    ///
+    /// A BPE model keeps the word cache `tokenizers` gave it, which that crate does not free when the model is
+    /// dropped; [`Tokenizer::from_file`] and the other readers here build it without one.
     pub fn new(mut inner: tokenizers::Tokenizer) -> Self {
         // Batches are padded by the runtime itself (left padding with an explicit mask), and inputs are cut by
         // the caller's [`Truncation`]: a length stored in `tokenizer.json` would otherwise cut every encoding on
@@ -98,13 +101,17 @@ impl Tokenizer {
         // syntax error inside the `decoder` object, where a parsed value cannot have one. The syntax error
         // names the line and column here.
         let json: Value = serde_json::from_slice(&bytes).map_err(|e| tokenizer_error(path, e))?;
-        check_bpe_merges(&json).map_err(|e| tokenizer_error(path, e))?;
+        Self::from_json(json).map_err(|e| tokenizer_error(path, e))
+    }
+
+    /// Reads a parsed `tokenizer.json`; the error says what is wrong, the caller where.
+    pub(crate) fn from_json(json: Value) -> std::result::Result<Self, String> {
+        check_bpe_merges(&json)?;
         let model_json = json.get("model").cloned();
         let mut inner: tokenizers::Tokenizer =
-            serde_json::from_value(json).map_err(|e| tokenizer_error(path, e))?;
+            serde_json::from_value(json).map_err(|e| e.to_string())?;
         if let (ModelWrapper::BPE(bpe), Some(model_json)) = (inner.get_model(), &model_json) {
-            let uncached =
-                without_word_cache(bpe, model_json).map_err(|e| tokenizer_error(path, e))?;
+            let uncached = without_word_cache(bpe, model_json)?;
             inner.with_model(ModelWrapper::BPE(uncached));
         }
         Ok(Self::new(inner))

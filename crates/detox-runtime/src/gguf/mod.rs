@@ -247,10 +247,8 @@ impl GgufModel {
     /// The tokenizer, with BOS/EOS/pad ids and the chat template: the same as [`Tokenizer::from_model_dir`] reads
     /// back from [`GgufModel::export_hf_dir`]'s directory.
     pub fn tokenizer(&self) -> Result<Tokenizer> {
-        let inner =
-            tokenizers::Tokenizer::from_bytes(self.tokenizer_json.to_string().as_bytes())
-                .map_err(|e| Error::InvalidInput(format!("rebuilt tokenizer is invalid: {e}")))?;
-        let tokenizer = Tokenizer::new(inner);
+        let tokenizer = Tokenizer::from_json(self.tokenizer_json.clone())
+            .map_err(|e| Error::InvalidInput(format!("rebuilt tokenizer is invalid: {e}")))?;
         let pad = self.special_tokens.get("pad_token").and_then(|t| tokenizer.token_id(t));
         Ok(tokenizer
             .with_bos(self.config.bos_token_id)

@@ -40,7 +40,10 @@ pub fn roberta_tokenizer_from_vocab_merges(
         (Some(v), Some(m)) => (v, m),
         _ => return Err(fail("path is not valid UTF-8".into())),
     };
+    // Without the word cache `tokenizers` keeps per thread and never frees (see `without_word_cache` in
+    // `tokenizer.rs`).
     let bpe = BPE::from_file(vocab_str, merges_str)
+        .cache_capacity(0)
         .build()
         .map_err(|e| fail(format!("with {}: {e}", merges.display())))?;
     let mut tokenizer = tokenizers::Tokenizer::new(bpe);
