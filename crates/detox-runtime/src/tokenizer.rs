@@ -57,6 +57,8 @@ pub struct Tokenizer {
     eos_ids: Vec<i64>,
     pad_id: Option<i64>,
     chat_template: Option<ChatTemplate>,
+    /// The file it was read from, named by the errors of encoding and decoding.
+    source_file: Option<PathBuf>,
 }
 
 fn tokenizer_error(path: &Path, e: impl std::fmt::Display) -> Error {
@@ -80,7 +82,14 @@ impl Tokenizer {
         inner.with_padding(None);
         // Clearing the truncation cannot fail: only new parameters are validated.
         let _ = inner.with_truncation(None);
-        Self { inner, bos_id: None, eos_ids: Vec::new(), pad_id: None, chat_template: None }
+        Self {
+            inner,
+            bos_id: None,
+            eos_ids: Vec::new(),
+            pad_id: None,
+            chat_template: None,
+            source_file: None,
+        }
     }
 
     /// Reads a `tokenizer.json` file alone.
@@ -101,7 +110,9 @@ impl Tokenizer {
         // syntax error inside the `decoder` object, where a parsed value cannot have one. The syntax error
         // names the line and column here.
         let json: Value = serde_json::from_slice(&bytes).map_err(|e| tokenizer_error(path, e))?;
-        Self::from_json(json).map_err(|e| tokenizer_error(path, e))
+        let mut tokenizer = Self::from_json(json).map_err(|e| tokenizer_error(path, e))?;
+        tokenizer.source_file = Some(path.to_path_buf());
+        Ok(tokenizer)
     }
 
     /// Reads a parsed `tokenizer.json`; the error says what is wrong, the caller where.
@@ -191,7 +202,7 @@ impl Tokenizer {
         let enc = self
             .inner
             .encode(text, add_special_tokens)
-            .map_err(|e| Error::InvalidInput(format!("cannot tokenise text: {e}")))?;
+            .map_err(|e| self.use_error(format!("cannot tokenise text: {e}")))?;
         Ok(enc.get_ids().iter().map(|&id| id as i64).collect())
     }
 
@@ -200,7 +211,7 @@ impl Tokenizer {
         let encs = self
             .inner
             .encode_batch(texts.to_vec(), add_special_tokens)
-            .map_err(|e| Error::InvalidInput(format!("cannot tokenise texts: {e}")))?;
+            .map_err(|e| self.use_error(format!("cannot tokenise texts: {e}")))?;
         Ok(encs.iter().map(|e| e.get_ids().iter().map(|&id| id as i64).collect()).collect())
     }
 
@@ -215,7 +226,7 @@ impl Tokenizer {
             .collect::<Result<_>>()?;
         self.inner
             .decode(&ids, skip_special_tokens)
-            .map_err(|e| Error::InvalidInput(format!("cannot decode: {e}")))
+            .map_err(|e| self.use_error(format!("cannot decode: {e}")))
     }
 
     /// The id of a token string.
@@ -274,6 +285,16 @@ impl Tokenizer {
         let end =
             stops.iter().filter(|s| !s.is_empty()).filter_map(|s| text.find(s.as_str())).min();
         &text[..end.unwrap_or(text.len())]
+    }
+
+    /// An error met while encoding or decoding, naming the tokenizer's file when it was read from one: a model
+    /// the file describes can fail only on some texts (a Unigram model without `unk_id` meeting an unknown
+    /// character).
+    fn use_error(&self, message: String) -> Error {
+        match &self.source_file {
+            Some(path) => tokenizer_error(path, message),
+            None => Error::InvalidInput(message),
+        }
     }
 
     /// The underlying `tokenizers` tokenizer.
@@ -430,6 +451,21 @@ mod tests {
                     .unwrap()
             );
         }
+    }
+
+    #[test]
+    fn an_encoding_error_names_the_tokenizer_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokenizer.json");
+        // A Unigram model without `unk_id` loads, and fails on the first character it does not know.
+        std::fs::write(&path, r#"{"model": {"vocab": [["a", -1.0]]}}"#).unwrap();
+        let tokenizer = Tokenizer::from_file(&path).unwrap();
+        assert_eq!(tokenizer.encode("aa", false).unwrap().len(), 2);
+        let err = tokenizer.encode("Hello", false).unwrap_err().to_string();
+        assert!(
+            err.contains(&path.display().to_string()) && err.contains("cannot tokenise"),
+            "{err}"
+        );
     }
 
     #[test]
