@@ -1,50 +1,16 @@
 //! Every example refuses out-of-range arguments with a clear error naming the argument and a non-zero exit,
 //! before loading a model or writing anything, and never panics.
 //!
-//! The example executables are the ones `cargo test -p detox-examples` builds next to this test's executable
-//! (`target/<profile>/examples/<name>`); running this test alone (`--test arguments`) does not rebuild them, so
-//! build them first then (`cargo build -p detox-examples --examples`).
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+//! It runs the example executables `cargo test -p detox-examples` builds (see `common`).
+mod common;
 
 use anyhow::{ensure, Context, Result};
-
-fn example(name: &str) -> Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    // target/<profile>/deps/arguments-<hash> -> target/<profile>/examples/<name>
-    let profile_dir =
-        exe.parent().and_then(|deps| deps.parent()).context("test executable path")?;
-    let path = profile_dir.join("examples").join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    ensure!(
-        path.is_file(),
-        "{} is missing: build the examples first (`cargo test -p detox-examples` builds them)",
-        path.display()
-    );
-    Ok(path)
-}
 
 /// Runs `name` with `args` and checks for a refusal whose message contains `expected`.
 fn refuses(name: &str, args: &[&str], expected: &str) -> Result<()> {
     let shown = format!("{name} {}", args.join(" "));
-    let mut child = Command::new(example(name)?)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("running {name}"))?;
-    // A refusal comes before any model is loaded; an example still running has accepted the value.
-    let started = Instant::now();
-    while child.try_wait()?.is_none() {
-        if started.elapsed() > Duration::from_secs(60) {
-            child.kill()?;
-            child.wait()?;
-            anyhow::bail!("`{shown}` was accepted: still running after 60 s");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let output = child.wait_with_output()?;
+    let output =
+        common::run_expecting_refusal(name, args, "was accepted: still running after 60 s")?;
     let stderr = String::from_utf8_lossy(&output.stderr);
     ensure!(!stderr.contains("panicked"), "`{shown}` panicked:\n{stderr}");
     ensure!(output.status.code() != Some(101), "`{shown}` exited like a panic:\n{stderr}");

@@ -4,25 +4,12 @@
 //! directory as it found it.
 //!
 //! Like `arguments.rs`, this runs the example executables `cargo test -p detox-examples` builds.
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
+
+use std::path::Path;
 
 use anyhow::{ensure, Context, Result};
 use detox_io::{DirLock, LOCK_FILE};
-
-fn example(name: &str) -> Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let profile_dir =
-        exe.parent().and_then(|deps| deps.parent()).context("test executable path")?;
-    let path = profile_dir.join("examples").join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    ensure!(
-        path.is_file(),
-        "{} is missing: build the examples first (`cargo test -p detox-examples` builds them)",
-        path.display()
-    );
-    Ok(path)
-}
 
 fn dataset(file: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../datasets").join(file).display().to_string()
@@ -41,24 +28,11 @@ fn refused(name: &str, args: &[&str], held: &Path) -> Result<()> {
     let shown = format!("{name} {}", args.join(" "));
     let before = entries(held)?;
     let lock_before = std::fs::read(held.join(LOCK_FILE))?;
-    let mut child = Command::new(example(name)?)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("running {name}"))?;
-    // The refusal comes before any model is read; a writer still running after a minute went ahead.
-    let started = Instant::now();
-    while child.try_wait()?.is_none() {
-        if started.elapsed() > Duration::from_secs(60) {
-            child.kill()?;
-            child.wait()?;
-            anyhow::bail!("`{shown}` went ahead on a directory another process holds");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let output = child.wait_with_output()?;
+    let output = common::run_expecting_refusal(
+        name,
+        args,
+        "went ahead on a directory another process holds",
+    )?;
     let stderr = String::from_utf8_lossy(&output.stderr);
     let expected =
         format!("{} is in use by another process (pid {})", held.display(), std::process::id());
