@@ -118,10 +118,10 @@ impl Tokenizer {
     /// Reads a parsed `tokenizer.json`; the error says what is wrong, the caller where.
     pub(crate) fn from_json(json: Value) -> std::result::Result<Self, String> {
         check_bpe_merges(&json)?;
-        let model_json = json.get("model").cloned();
-        let mut inner: tokenizers::Tokenizer =
-            serde_json::from_value(json).map_err(|e| e.to_string())?;
-        if let (ModelWrapper::BPE(bpe), Some(model_json)) = (inner.get_model(), &model_json) {
+        // Read from a borrowed value: the model's JSON is needed again for its merges.
+        let mut inner = <tokenizers::Tokenizer as serde::Deserialize>::deserialize(&json)
+            .map_err(|e| e.to_string())?;
+        if let (ModelWrapper::BPE(bpe), Some(model_json)) = (inner.get_model(), json.get("model")) {
             let uncached = without_word_cache(bpe, model_json)?;
             inner.with_model(ModelWrapper::BPE(uncached));
         }
