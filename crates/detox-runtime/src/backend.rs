@@ -49,6 +49,14 @@ fn last_dl_error() -> String {
     }
 }
 
+/// Waits until every queued operation on `device` has finished (a no-op on the CPU, which computes
+/// synchronously): what a timing of GPU work needs before it reads the clock.
+pub fn synchronize(device: Device) {
+    if let Device::Cuda(index) = device {
+        tch::Cuda::synchronize(index as i64);
+    }
+}
+
 /// The device a caller gets when it names none: the first CUDA device when one is usable, else the CPU.
 pub fn default_device() -> Device {
     init();
@@ -365,6 +373,30 @@ mod driver {
             });
         (name, memory, capability)
     }
+}
+
+/// The matrix-multiply throughput of `device` in `kind`, in floating-point operations per second: the best of
+/// `reps` products of two `n × n` matrices (after one warm-up), each counted as `2 n³` operations. This is the
+/// ceiling a benchmark compares a step's arithmetic with.
+pub fn matmul_throughput(
+    device: Device,
+    kind: tch::Kind,
+    n: i64,
+    reps: usize,
+) -> crate::Result<f64> {
+    use crate::error::TorchContext;
+    let a = tch::Tensor::f_randn([n, n], (kind, device)).ctx("matmul operand")?;
+    let b = tch::Tensor::f_randn([n, n], (kind, device)).ctx("matmul operand")?;
+    let _ = a.f_matmul(&b).ctx("matmul")?;
+    synchronize(device);
+    let mut best = f64::INFINITY;
+    for _ in 0..reps.max(1) {
+        let started = std::time::Instant::now();
+        let _ = a.f_matmul(&b).ctx("matmul")?;
+        synchronize(device);
+        best = best.min(started.elapsed().as_secs_f64());
+    }
+    Ok(2.0 * (n as f64).powi(3) / best)
 }
 
 #[cfg(test)]

@@ -35,8 +35,8 @@ pub use kv_cache::KvCache;
 pub use load::{load_model, LoadedModel, ModelFormat};
 pub use model::attention_check;
 pub use model::{
-    CausalLm, DeviceMap, ForwardOptions, ForwardOutput, GradientFactors, LinearProbe,
-    LogitsSelection, LowRank, PartSizes, PositionIds, Snapshot,
+    CausalLm, DeviceMap, ForwardOptions, ForwardOutput, FrozenPrefix, GradientFactors, LinearProbe,
+    LogitsSelection, LowRank, PartSizes, PositionIds, ResumePoint, Snapshot,
 };
 pub use refill::generate_refill;
 pub use tokenizer::{Tokenizer, Truncation};

@@ -48,6 +48,7 @@ pub(crate) struct LayerInputs<'a> {
 }
 
 /// How attention is restricted.
+#[derive(Debug)]
 pub(crate) enum AttentionMask {
     /// Plain causal attention over keys that are all valid (no padding, no window in reach): the fused kernel's
     /// own causal masking is used, or none at all for a single new query.
@@ -158,18 +159,60 @@ impl DecoderLayer {
         inputs: &LayerInputs<'_>,
         cache: Option<&mut KvCache>,
     ) -> Result<Tensor> {
-        let normed = rms_norm(xs, store.get(self.input_norm), config.rms_norm_eps)?;
-        let attn = self.attention(config, store, &normed, inputs, cache)?;
-        let xs = xs.f_add(&attn).ctx("attention residual")?;
-        let normed = rms_norm(&xs, store.get(self.post_norm), config.rms_norm_eps)?;
-        let mlp = self.mlp(store, &normed, inputs.probe)?;
-        xs.f_add(&mlp).ctx("mlp residual")
+        let residual = self.attention_residual(config, store, xs, inputs, cache)?;
+        let down_input = self.down_input(config, store, &residual, inputs.probe)?;
+        self.down_residual(store, &residual, &down_input, inputs.probe)
     }
 
-    fn mlp(&self, store: &ParamStore, xs: &Tensor, probe: Option<&LinearProbe>) -> Result<Tensor> {
-        let gate = apply(store, self.gate, xs, probe)?.f_silu().ctx("silu")?;
-        let up = apply(store, self.up, xs, probe)?;
-        apply(store, self.down, &gate.f_mul(&up).ctx("gating")?, probe)
+    /// The residual stream after the attention block: `xs + attention(norm(xs))`.
+    ///
+    /// # Shapes
+    /// `xs`: `[batch, seq, hidden]`, returns the same.
+    pub fn attention_residual(
+        &self,
+        config: &Config,
+        store: &ParamStore,
+        xs: &Tensor,
+        inputs: &LayerInputs<'_>,
+        cache: Option<&mut KvCache>,
+    ) -> Result<Tensor> {
+        let normed = rms_norm(xs, store.get(self.input_norm), config.rms_norm_eps)?;
+        let attn = self.attention(config, store, &normed, inputs, cache)?;
+        xs.f_add(&attn).ctx("attention residual")
+    }
+
+    /// The input of the MLP's down-projection, `silu(gate(norm(residual))) * up(norm(residual))`: everything of
+    /// the layer that does not depend on `down_proj`.
+    ///
+    /// # Shapes
+    /// `residual`: `[batch, seq, hidden]`, returns `[batch, seq, intermediate]`.
+    pub fn down_input(
+        &self,
+        config: &Config,
+        store: &ParamStore,
+        residual: &Tensor,
+        probe: Option<&LinearProbe>,
+    ) -> Result<Tensor> {
+        let normed = rms_norm(residual, store.get(self.post_norm), config.rms_norm_eps)?;
+        let gate = apply(store, self.gate, &normed, probe)?.f_silu().ctx("silu")?;
+        let up = apply(store, self.up, &normed, probe)?;
+        gate.f_mul(&up).ctx("gating")
+    }
+
+    /// The layer's output from its attention residual and its down-projection's input.
+    ///
+    /// # Shapes
+    /// `residual`: `[batch, seq, hidden]`, `down_input`: `[batch, seq, intermediate]`, returns
+    /// `[batch, seq, hidden]`.
+    pub fn down_residual(
+        &self,
+        store: &ParamStore,
+        residual: &Tensor,
+        down_input: &Tensor,
+        probe: Option<&LinearProbe>,
+    ) -> Result<Tensor> {
+        let mlp = apply(store, self.down, down_input, probe)?;
+        residual.f_add(&mlp).ctx("mlp residual")
     }
 
     fn attention(

@@ -11,6 +11,7 @@ mod linear;
 mod norm;
 mod params;
 mod probe;
+mod resume;
 mod rope;
 
 use std::collections::{BTreeSet, HashMap};
@@ -22,6 +23,7 @@ pub use device_map::{DeviceMap, PartSizes};
 pub(crate) use norm::rms_norm;
 pub use params::{LowRank, Snapshot};
 pub use probe::{GradientFactors, LinearProbe};
+pub use resume::{FrozenPrefix, ResumePoint};
 pub(crate) use rope::Rope;
 
 use crate::config::Config;
@@ -53,6 +55,14 @@ pub enum LogitsSelection {
     All,
     /// The last position only: `[batch, 1, vocab]` (decoding).
     Last,
+    /// The `len` positions from `start`: `[batch, len, vocab]` (scoring a known continuation, where the output
+    /// projection over the other positions would be wasted).
+    Window {
+        /// First position.
+        start: i64,
+        /// Number of positions.
+        len: i64,
+    },
 }
 
 /// Options of [`CausalLm::forward`].
@@ -508,6 +518,32 @@ impl CausalLm {
         options: &ForwardOptions<'_>,
         mut cache: Option<&mut KvCache>,
     ) -> Result<ForwardOutput> {
+        let past = cache.as_ref().map_or(0, |c| c.len());
+        let (mut xs, mut pass) = self.begin(input_ids, options, past)?;
+        let mut hidden = options.output_hidden_states.then(Vec::new);
+        for layer in &self.layers {
+            if let Some(h) = hidden.as_mut() {
+                h.push(on_device(&xs, self.device)?);
+            }
+            let device = self.map.layers[layer.index];
+            xs = on_device(&xs, device)?;
+            let inputs = pass.layer_inputs(self, layer.index, options.probe)?;
+            xs = layer.forward(&self.config, &self.params, &xs, &inputs, cache.as_deref_mut())?;
+        }
+        if let Some(cache) = cache {
+            cache.advance(pass.seq);
+        }
+        self.head(xs, hidden, options.logits, pass.seq)
+    }
+
+    /// Checks the inputs of a pass and embeds them; returns the embeddings and what every layer of the pass
+    /// shares (positions, rotary tables, masks).
+    fn begin(
+        &self,
+        input_ids: &Tensor,
+        options: &ForwardOptions<'_>,
+        past: i64,
+    ) -> Result<(Tensor, PassContext)> {
         let size = input_ids.size();
         if size.len() != 2 || size[0] == 0 || size[1] == 0 {
             return Err(Error::InvalidInput(format!(
@@ -515,7 +551,6 @@ impl CausalLm {
             )));
         }
         let (batch, seq) = (size[0], size[1]);
-        let past = cache.as_ref().map_or(0, |c| c.len());
         let total = past + seq;
         let key_valid = match options.attention_mask {
             Some(m) => {
@@ -565,67 +600,133 @@ impl CausalLm {
             }
         };
         let input_ids = input_ids.f_to_device(self.device).ctx("input ids")?;
-        let mut xs = Tensor::f_embedding(self.params.get(self.embed), &input_ids, -1, false, false)
+        let xs = Tensor::f_embedding(self.params.get(self.embed), &input_ids, -1, false, false)
             .ctx("embedding")?;
         let (cos, sin) = self.rope.cos_sin(&position_ids, self.kind)?;
-        // Rotary tables and masks are built once on the input device and copied to each other device in use.
-        let mut rotary: HashMap<Device, (Tensor, Tensor)> =
-            HashMap::from([(self.device, (cos, sin))]);
-        let mut masks: HashMap<(Option<i64>, Device), AttentionMask> = HashMap::new();
-        // Without padding, and where no sliding window can cut in, the fused causal kernel needs no mask.
-        let plain = options.attention_mask.is_none() && (past == 0 || seq == 1);
-        let mut hidden = options.output_hidden_states.then(Vec::new);
-        for layer in &self.layers {
-            if let Some(h) = hidden.as_mut() {
-                h.push(on_device(&xs, self.device)?);
+        let pass = PassContext {
+            rotary: HashMap::from([(self.device, (cos, sin))]),
+            masks: HashMap::new(),
+            // Without padding, and where no sliding window can cut in, the fused causal kernel needs no mask.
+            plain: options.attention_mask.is_none() && (past == 0 || seq == 1),
+            key_valid,
+            past,
+            seq,
+        };
+        Ok((xs, pass))
+    }
+
+    /// The final norm and the output projection over the positions `selection` names.
+    fn head(
+        &self,
+        xs: Tensor,
+        mut hidden: Option<Vec<Tensor>>,
+        selection: LogitsSelection,
+        seq: i64,
+    ) -> Result<ForwardOutput> {
+        if let LogitsSelection::Window { start, len } = selection {
+            if start < 0 || len <= 0 || start + len > seq {
+                return Err(Error::InvalidInput(format!(
+                    "a logits window of {len} positions from {start} does not fit a {seq}-position input"
+                )));
             }
-            let device = self.map.layers[layer.index];
-            xs = on_device(&xs, device)?;
-            if !rotary.contains_key(&device) {
-                let (cos, sin) = &rotary[&self.device];
-                let moved = (on_device(cos, device)?, on_device(sin, device)?);
-                rotary.insert(device, moved);
-            }
-            let window = self.config.sliding_windows[layer.index];
-            if let std::collections::hash_map::Entry::Vacant(slot) =
-                masks.entry((window, self.device))
-            {
-                let in_reach = window.is_some_and(|w| w < total);
-                slot.insert(if plain && !in_reach {
-                    AttentionMask::Causal
-                } else {
-                    attention_mask(&key_valid, past, seq, window)?
-                });
-            }
-            if !masks.contains_key(&(window, device)) {
-                let moved = mask_on_device(&masks[&(window, self.device)], device)?;
-                masks.insert((window, device), moved);
-            }
-            let (cos, sin) = &rotary[&device];
-            let inputs =
-                LayerInputs { cos, sin, mask: &masks[&(window, device)], probe: options.probe };
-            xs = layer.forward(&self.config, &self.params, &xs, &inputs, cache.as_deref_mut())?;
-        }
-        if let Some(cache) = cache {
-            cache.advance(seq);
         }
         let xs = on_device(&xs, self.map.head)?;
         let last_layer_output = match hidden {
             Some(_) => Some(on_device(&xs, self.device)?),
             None => None,
         };
+        // The norm is per position, so only the selected positions need it when no hidden state is returned.
+        let xs = match (&hidden, selection) {
+            (None, LogitsSelection::Window { start, len }) => {
+                xs.f_narrow(1, start, len).ctx("logits window")?
+            }
+            _ => xs,
+        };
         let xs = rms_norm(&xs, self.params.get(self.norm), self.config.rms_norm_eps)?;
         if let Some(h) = hidden.as_mut() {
             h.push(on_device(&xs, self.device)?);
         }
-        let last = match options.logits {
+        let selected = match selection {
             LogitsSelection::All => xs,
             LogitsSelection::Last => xs.f_narrow(1, seq - 1, 1).ctx("last position")?,
+            LogitsSelection::Window { start, len } if hidden.is_some() => {
+                xs.f_narrow(1, start, len).ctx("logits window")?
+            }
+            LogitsSelection::Window { .. } => xs,
         };
         let logits =
-            last.f_linear::<&Tensor>(self.params.get(self.lm_head), None).ctx("lm_head")?;
+            selected.f_linear::<&Tensor>(self.params.get(self.lm_head), None).ctx("lm_head")?;
         let logits = on_device(&logits, self.device)?;
         Ok(ForwardOutput { logits, hidden_states: hidden, last_layer_output })
+    }
+}
+
+/// What the layers of one forward pass share: the valid keys, the rotary tables and the attention masks, built
+/// once on the input device and copied to each other device the pass reaches.
+#[derive(Debug)]
+struct PassContext {
+    rotary: HashMap<Device, (Tensor, Tensor)>,
+    masks: HashMap<(Option<i64>, Device), AttentionMask>,
+    plain: bool,
+    key_valid: Tensor,
+    past: i64,
+    seq: i64,
+}
+
+impl PassContext {
+    /// The inputs of layer `index` (on its device), building its rotary tables and mask there on first use.
+    fn layer_inputs<'a>(
+        &'a mut self,
+        model: &CausalLm,
+        index: usize,
+        probe: Option<&'a LinearProbe>,
+    ) -> Result<LayerInputs<'a>> {
+        self.prepare(model, index)?;
+        self.built_inputs(model, index, probe)
+    }
+
+    /// Builds the rotary tables and mask of layer `index` on its device, unless they are there already.
+    fn prepare(&mut self, model: &CausalLm, index: usize) -> Result<()> {
+        let device = model.map.layers[index];
+        if !self.rotary.contains_key(&device) {
+            let (cos, sin) = &self.rotary[&model.device];
+            let moved = (on_device(cos, device)?, on_device(sin, device)?);
+            self.rotary.insert(device, moved);
+        }
+        let window = model.config.sliding_windows[index];
+        let total = self.past + self.seq;
+        if let std::collections::hash_map::Entry::Vacant(slot) =
+            self.masks.entry((window, model.device))
+        {
+            let in_reach = window.is_some_and(|w| w < total);
+            slot.insert(if self.plain && !in_reach {
+                AttentionMask::Causal
+            } else {
+                attention_mask(&self.key_valid, self.past, self.seq, window)?
+            });
+        }
+        if !self.masks.contains_key(&(window, device)) {
+            let moved = mask_on_device(&self.masks[&(window, model.device)], device)?;
+            self.masks.insert((window, device), moved);
+        }
+        Ok(())
+    }
+
+    /// The inputs of layer `index`, built earlier by [`PassContext::prepare`].
+    fn built_inputs<'a>(
+        &'a self,
+        model: &CausalLm,
+        index: usize,
+        probe: Option<&'a LinearProbe>,
+    ) -> Result<LayerInputs<'a>> {
+        let device = model.map.layers[index];
+        let window = model.config.sliding_windows[index];
+        match (self.rotary.get(&device), self.masks.get(&(window, device))) {
+            (Some((cos, sin)), Some(mask)) => Ok(LayerInputs { cos, sin, mask, probe }),
+            _ => Err(Error::InvalidInput(format!(
+                "the inputs of layer {index} were not prepared for this pass"
+            ))),
+        }
     }
 }
 
