@@ -15,7 +15,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 p = argparse.ArgumentParser()
-p.add_argument("--shape", default="llama2-7b", choices=["llama2-7b", "tiny"])
+p.add_argument("--shape", default="llama2-7b", choices=["llama2-7b", "smollm2", "tiny"])
 p.add_argument("--device", default="cuda")
 p.add_argument("--dtype", default="bf16", choices=["bf16", "f32", "f16"])
 p.add_argument("--prompt", type=int, default=400)
@@ -72,11 +72,12 @@ if a.ceilings and dev.type == "cuda":
     del x, y, src, dst
     torch.cuda.empty_cache()
 
-shapes = {"llama2-7b": (32000, 4096, 11008, 32, 32), "tiny": (1000, 128, 344, 4, 4)}
-vocab, hidden, inter, layers, heads = shapes[a.shape]
+shapes = {"llama2-7b": (32000, 4096, 11008, 32, 32, 32, False), "smollm2": (49152, 576, 1536, 30, 9, 3, True),
+          "tiny": (1000, 128, 344, 4, 4, 4, False)}
+vocab, hidden, inter, layers, heads, kv_heads, tied = shapes[a.shape]
 cfg = LlamaConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=inter, num_hidden_layers=layers,
-                  num_attention_heads=heads, num_key_value_heads=heads, max_position_embeddings=4096,
-                  rms_norm_eps=1e-5, tie_word_embeddings=False)
+                  num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=4096,
+                  rms_norm_eps=1e-5, tie_word_embeddings=tied)
 torch.manual_seed(0)
 start = time.perf_counter()
 torch.set_default_dtype(dtype)
@@ -151,6 +152,20 @@ if free_before is not None:
          bound="reserved")
 edit_s, _ = timed(edit)
 emit("edit_s", edit_s, steps=a.steps, seq=a.prompt + a.target, layer=layer)
+
+
+def matmul_tflops():
+    # The same measurement as detox's `matmul_throughput`: best of 5 products of two n x n matrices, model dtype.
+    n = 8192 if dev.type == "cuda" else 1024
+    x = torch.randn(n, n, device=dev, dtype=dtype)
+    y = torch.randn(n, n, device=dev, dtype=dtype)
+    x @ y
+    best = min(timed(lambda: x @ y)[0] for _ in range(5))
+    return 2 * n ** 3 / best / 1e12, n
+
+
+tflops, n = matmul_tflops()
+emit("matmul_tflops", tflops, n=n)
 
 
 def generate(batch, new):

@@ -14,6 +14,7 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use detox_edit::dinm::{
     build_tokens, optimize_tensor, DinmPreset, KlGradient, LossWeighting, OptimizeSettings,
+    StepForward,
 };
 use detox_edit::EditInput;
 use detox_examples::ModelArgs;
@@ -58,9 +59,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn sync(device: tch::Device) {
-    if let tch::Device::Cuda(i) = device {
-        tch::Cuda::synchronize(i as i64);
-    }
+    detox_runtime::backend::synchronize(device);
 }
 
 fn main() -> Result<()> {
@@ -164,6 +163,8 @@ fn main() -> Result<()> {
         kl_gradient: KlGradient::Detached,
         early_stop_loss: 0.0,
         early_stop: detox_edit::dinm::EarlyStop::Absolute,
+        step_forward: StepForward::default(),
+        synchronised_phases: false,
     };
     let name = hp.rewrite_tensor_name(loaded.model.config().num_hidden_layers / 2);
     let snapshot = loaded.model.snapshot(&[&name])?;
@@ -178,6 +179,21 @@ fn main() -> Result<()> {
         loaded.model.restore(&snapshot)?;
     }
     emit(&format!("dinm_edit_10_steps_{}_tokens", tokens.edit_input.len()), median(times));
+    // The same edit computed the reference's way, the whole model at every step, in the same session.
+    let whole = OptimizeSettings { step_forward: StepForward::WholeModel, ..settings };
+    let mut times = Vec::new();
+    for _ in 0..3 {
+        sync(device);
+        let t = Instant::now();
+        optimize_tensor(&mut loaded.model, &name, &tokens, &whole)?;
+        sync(device);
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+        loaded.model.restore(&snapshot)?;
+    }
+    emit(
+        &format!("dinm_edit_10_steps_{}_tokens_whole_model", tokens.edit_input.len()),
+        median(times),
+    );
 
     if let Some(new) = args.refill_new {
         refill_comparison(&loaded, &args, new, device, &emit)?;

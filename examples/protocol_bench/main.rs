@@ -18,6 +18,7 @@ use anyhow::{bail, Result};
 use clap::Parser;
 use detox_edit::dinm::{
     optimize_batch, optimize_tensor, DinmTokens, KlGradient, LossWeighting, OptimizeSettings,
+    StepFlops, StepForward,
 };
 use detox_edit::mend::{train_mend, MendConfig, MendEditor};
 use detox_edit::train::{train, PreferencePair, RunOptions, TrainConfig};
@@ -30,7 +31,8 @@ use tch::{Device, Kind, Tensor};
 /// Protocol timings on a random-weight model.
 #[derive(Debug, Parser)]
 struct Args {
-    /// `llama2-7b` (32 layers, hidden 4096) or `tiny` (4 layers, hidden 128).
+    /// `llama2-7b` (32 layers, hidden 4096), `smollm2` (SmolLM2-135M's shape: 30 layers, hidden 576, 3 key/value
+    /// heads, tied embeddings) or `tiny` (4 layers, hidden 128).
     #[arg(long, default_value = "llama2-7b")]
     shape: String,
     /// `cpu`, `cuda`, `cuda:N` or `auto`.
@@ -95,16 +97,17 @@ fn text(n: usize, salt: usize) -> String {
 }
 
 fn config(shape: &str) -> Result<Config> {
-    let (vocab, hidden, inter, layers, heads) = match shape {
-        "llama2-7b" => (32000, 4096, 11008, 32, 32),
-        "tiny" => (1000, 128, 344, 4, 4),
-        other => bail!("unknown shape {other:?} (llama2-7b, tiny)"),
+    let (vocab, hidden, inter, layers, heads, kv_heads, tied) = match shape {
+        "llama2-7b" => (32000, 4096, 11008, 32, 32, 32, false),
+        "smollm2" => (49152, 576, 1536, 30, 9, 3, true),
+        "tiny" => (1000, 128, 344, 4, 4, 4, false),
+        other => bail!("unknown shape {other:?} (llama2-7b, smollm2, tiny)"),
     };
     let json = serde_json::json!({
         "architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": vocab,
         "hidden_size": hidden, "intermediate_size": inter, "num_hidden_layers": layers,
-        "num_attention_heads": heads, "num_key_value_heads": heads, "max_position_embeddings": 4096,
-        "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "tie_word_embeddings": false,
+        "num_attention_heads": heads, "num_key_value_heads": kv_heads, "max_position_embeddings": 4096,
+        "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "tie_word_embeddings": tied,
         "bos_token_id": 1, "eos_token_id": 2
     });
     Ok(Config::from_json_str(&json.to_string(), format!("<{shape}>"))?)
@@ -113,17 +116,22 @@ fn config(shape: &str) -> Result<Config> {
 /// Random weights (normal, std 0.02; norms at one), created directly on `device` in `kind`.
 fn random_model(config: &Config, device: Device, kind: Kind) -> Result<CausalLm> {
     let (h, i, v) = (config.hidden_size, config.intermediate_size, config.vocab_size);
-    let mut shapes: Vec<(String, Vec<i64>)> = vec![
-        ("model.embed_tokens.weight".into(), vec![v, h]),
-        ("lm_head.weight".into(), vec![v, h]),
-    ];
+    let q = config.num_attention_heads * config.head_dim;
+    let kv = config.num_key_value_heads * config.head_dim;
+    let mut shapes: Vec<(String, Vec<i64>)> =
+        vec![("model.embed_tokens.weight".into(), vec![v, h])];
+    if !config.tie_word_embeddings {
+        shapes.push(("lm_head.weight".into(), vec![v, h]));
+    }
     shapes.push(("model.norm.weight".into(), vec![h]));
     for l in 0..config.num_hidden_layers {
         let p = format!("model.layers.{l}");
         shapes.push((format!("{p}.input_layernorm.weight"), vec![h]));
         shapes.push((format!("{p}.post_attention_layernorm.weight"), vec![h]));
-        for proj in ["q_proj", "k_proj", "v_proj", "o_proj"] {
-            shapes.push((format!("{p}.self_attn.{proj}.weight"), vec![h, h]));
+        for (proj, shape) in
+            [("q_proj", [q, h]), ("k_proj", [kv, h]), ("v_proj", [kv, h]), ("o_proj", [h, q])]
+        {
+            shapes.push((format!("{p}.self_attn.{proj}.weight"), shape.to_vec()));
         }
         shapes.push((format!("{p}.mlp.gate_proj.weight"), vec![i, h]));
         shapes.push((format!("{p}.mlp.up_proj.weight"), vec![i, h]));
@@ -226,6 +234,8 @@ fn main() -> Result<()> {
         kl_gradient: KlGradient::Detached,
         early_stop_loss: 0.0,
         early_stop: detox_edit::dinm::EarlyStop::Absolute,
+        step_forward: StepForward::default(),
+        synchronised_phases: false,
     };
     let dinm_tokens: Vec<DinmTokens> = records
         .iter()
@@ -264,6 +274,17 @@ fn main() -> Result<()> {
         edit_s,
         serde_json::json!({"steps": args.steps, "seq": dinm_tokens[0].edit_input.len(), "layer": layer}),
     );
+
+    // The same edit computed as the reference computes it, the whole model at every step (what the default path
+    // saves, in the same session).
+    let whole = OptimizeSettings { step_forward: StepForward::WholeModel, ..settings };
+    let t = Instant::now();
+    optimize_tensor(&mut model, &name, &dinm_tokens[0], &whole)?;
+    sync(device);
+    emit("edit_whole_model_s", t.elapsed().as_secs_f64(), serde_json::json!({"steps": args.steps}));
+    model.restore(&snapshot)?;
+    model.freeze_all()?;
+    edit_profile(&mut model, &name, &dinm_tokens[0], &settings, layer, &emit)?;
 
     // The same edit for several records at once (records sharing the layer), timed after one warm-up batch as
     // the single edit is.
@@ -342,6 +363,49 @@ fn main() -> Result<()> {
             serde_json::json!({"records": args.records, "per_record_s": per_record}),
         );
     }
+    Ok(())
+}
+
+/// Where one edit's time goes: the phases of a synchronised run, the arithmetic of a step counted from the
+/// shapes (this path and the whole-model path the peer runs), and the device's matrix-multiply throughput.
+fn edit_profile(
+    model: &mut CausalLm,
+    name: &str,
+    tokens: &DinmTokens,
+    settings: &OptimizeSettings,
+    layer: usize,
+    emit: &dyn Fn(&str, f64, serde_json::Value),
+) -> Result<()> {
+    let (device, kind) = (model.device(), model.kind());
+    let snapshot = model.snapshot(&[name])?;
+    let profiled = OptimizeSettings { synchronised_phases: true, ..*settings };
+    let trained = optimize_tensor(model, name, tokens, &profiled)?;
+    model.restore(&snapshot)?;
+    model.freeze_all()?;
+    let p = trained.phases;
+    emit(
+        "edit_profile_s",
+        p.total(),
+        serde_json::json!({"prefix": p.prefix, "forward": p.forward, "logits": p.logits,
+                           "backward": p.backward, "optimizer": p.optimizer, "steps": trained.steps.len()}),
+    );
+    let config = model.config();
+    for (what, step_forward) in [
+        ("edit_step_gflop", settings.step_forward),
+        ("edit_step_gflop_whole_model", StepForward::WholeModel),
+    ] {
+        let f =
+            StepFlops::down_proj_step(config, layer, tokens, step_forward, settings.kl_gradient);
+        emit(
+            what,
+            f.total() / 1e9,
+            serde_json::json!({"forward": f.forward / 1e9, "logits": f.logits / 1e9,
+                               "backward": f.backward / 1e9}),
+        );
+    }
+    let n = if device.is_cuda() { 8192 } else { 1024 };
+    let flops = detox_runtime::backend::matmul_throughput(device, kind, n, 5)?;
+    emit("matmul_tflops", flops / 1e12, serde_json::json!({"n": n}));
     Ok(())
 }
 

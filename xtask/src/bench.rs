@@ -140,6 +140,14 @@ pub fn render_table(figures: &[Figure]) -> String {
         value(&peer, "edit_s"),
         edit_floor,
     ));
+    if let Some(f) = ours.get("edit_whole_model_s") {
+        rows.push(Row::new(
+            format!("edit, {steps} steps, whole model each step (s)"),
+            Some(f.value),
+            value(&peer, "edit_s"),
+            edit_floor,
+        ));
+    }
     if let Some(f) = ours.get("edit_batch_per_record_s") {
         let b = f.extra.get("batch").and_then(Value::as_u64).unwrap_or(0);
         rows.push(Row::new(
@@ -212,6 +220,63 @@ pub fn render_table(figures: &[Figure]) -> String {
     table
 }
 
+/// Where an edit's time goes: detox's phases (a synchronised run), the arithmetic of a step counted from the
+/// shapes for detox's path and for the whole-model path the peer runs, and each side's achieved rate against the
+/// matrix-multiply throughput it measured in the same session. Empty when the figures are missing.
+pub fn render_profile(figures: &[Figure]) -> String {
+    let find = |implementation: &str, what: &str| {
+        figures.iter().find(|f| f.implementation == implementation && f.what == what)
+    };
+    let (Some(profile), Some(flop)) =
+        (find("detox", "edit_profile_s"), find("detox", "edit_step_gflop"))
+    else {
+        return String::new();
+    };
+    let part = |f: &Figure, key: &str| f.extra.get(key).and_then(Value::as_f64).unwrap_or(0.0);
+    let steps = part(profile, "steps").max(1.0);
+    let mut out = String::from(
+        "| phase of the edit | seconds | share | GFLOP per step |\n|---|---:|---:|---:|\n",
+    );
+    for (key, name, counted) in [
+        ("prefix", "once per edit: constraint reference, states below the edited tensor", false),
+        ("forward", "forward through the layers", true),
+        ("logits", "output projection at the scored positions, log-softmax, losses", true),
+        ("backward", "backward", true),
+        ("optimizer", "Adam, casts, loss read-back", false),
+    ] {
+        let seconds = part(profile, key);
+        let share = if profile.value > 0.0 { 100.0 * seconds / profile.value } else { 0.0 };
+        let gflop = if counted { format!("{:.3}", part(flop, key)) } else { "-".into() };
+        out.push_str(&format!("| {name} | {seconds:.4} | {share:.1} % | {gflop} |\n"));
+    }
+    out.push_str(&format!(
+        "| total ({steps} steps) | {:.4} | 100 % | {:.3} |\n",
+        profile.value, flop.value
+    ));
+    let whole = find("detox", "edit_step_gflop_whole_model").map(|f| f.value);
+    let rate = |implementation: &str, gflop: Option<f64>| -> Option<String> {
+        let edit = find(implementation, "edit_s")?.value;
+        let ceiling = find(implementation, "matmul_tflops")?.value;
+        let achieved = steps * gflop? / edit / 1e3;
+        Some(format!(
+            "{implementation}: {achieved:.3} TFLOP/s against a measured matrix-multiply throughput of \
+             {ceiling:.3} TFLOP/s ({:.0} %)",
+            100.0 * achieved / ceiling
+        ))
+    };
+    out.push_str(&format!(
+        "\nArithmetic per step: {:.3} GFLOP on detox's path, {} GFLOP for the whole model with logits everywhere \
+         (the peer's computation).\n",
+        flop.value,
+        whole.map_or_else(|| "-".into(), |w| format!("{w:.3}"))
+    ));
+    for line in [rate("detox", Some(flop.value)), rate("transformers", whole)].into_iter().flatten()
+    {
+        out.push_str(&format!("- {line}\n"));
+    }
+    out
+}
+
 /// Runs `command`, echoing its output; the figures it printed before any failure are kept either way.
 fn run_capturing(command: &mut Command, what: &str) -> (String, Result<()>) {
     let output = match command.stderr(Stdio::inherit()).output() {
@@ -273,6 +338,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }
     let figures = parse_figures(&output);
     let mut table = render_table(&figures);
+    let profile = render_profile(&figures);
+    if !profile.is_empty() {
+        table.push_str(&format!("\n{profile}"));
+    }
     if let Err(e) = &peer_status {
         table.push_str(&format!("\nThe peer's figures are incomplete: {e:#}.\n"));
     }
@@ -304,6 +373,28 @@ mod tests {
 {"impl": "transformers", "what": "generate_s", "value": 30.0, "batch": 5, "ms_per_step": 50.0}
 {"impl": "transformers", "what": "protocol_sequential_estimate_s", "value": 36000.0}
 "#;
+
+    #[test]
+    fn the_profile_gives_shares_and_rates() {
+        let lines = r#"{"impl":"detox","what":"edit_s","value":0.5,"steps":10}
+{"impl":"detox","what":"edit_profile_s","value":0.5,"prefix":0.05,"forward":0.2,"logits":0.05,"backward":0.15,"optimizer":0.05,"steps":10}
+{"impl":"detox","what":"edit_step_gflop","value":20.0,"forward":8.0,"logits":2.0,"backward":10.0}
+{"impl":"detox","what":"edit_step_gflop_whole_model","value":40.0}
+{"impl":"detox","what":"matmul_tflops","value":1.0}
+{"impl":"transformers","what":"edit_s","value":1.0,"steps":10}
+{"impl":"transformers","what":"matmul_tflops","value":0.8}
+"#;
+        let profile = render_profile(&parse_figures(lines));
+        assert!(
+            profile.contains("| forward through the layers | 0.2000 | 40.0 % | 8.000 |"),
+            "{profile}"
+        );
+        assert!(profile.contains("| total (10 steps) | 0.5000 | 100 % | 20.000 |"), "{profile}");
+        // detox: 10 steps x 20 GFLOP in 0.5 s = 0.4 TFLOP/s of 1.0; the peer: 10 x 40 GFLOP in 1 s of 0.8.
+        assert!(profile.contains("detox: 0.400 TFLOP/s against a measured matrix-multiply throughput of 1.000 TFLOP/s (40 %)"), "{profile}");
+        assert!(profile.contains("transformers: 0.400 TFLOP/s against a measured matrix-multiply throughput of 0.800 TFLOP/s (50 %)"), "{profile}");
+        assert!(render_profile(&parse_figures(OUTPUT)).is_empty());
+    }
 
     #[test]
     fn parses_only_figure_lines() {

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::delta::Delta;
 use crate::dinm::{
     optimize_tensor, DinmTokens, EarlyStop, KlGradient, LossWeighting, OptimizeSettings,
+    StepForward,
 };
 use crate::editor::{EditDetails, EditInput, EditOutcome, EditTimings, Editor, PromptEncoder};
 use crate::error::{torch, EditError, Result};
@@ -130,6 +131,8 @@ impl Editor for FtlEditor {
             kl_gradient: KlGradient::Detached,
             early_stop_loss: 1e-4,
             early_stop: EarlyStop::Absolute,
+            step_forward: StepForward::default(),
+            synchronised_phases: false,
         };
         let started = Instant::now();
         let trained = optimize_tensor(model, &name, &tokens, &settings)?;

@@ -3,7 +3,7 @@
 use anyhow::Result;
 use detox_edit::dinm::{
     build_tokens, optimize_batch, optimize_tensor, DinmPreset, DinmTokens, EarlyStop, KlGradient,
-    LossWeighting, OptimizeSettings,
+    LossWeighting, OptimizeSettings, StepForward,
 };
 use detox_edit::EditInput;
 use detox_runtime::PromptLayout;
@@ -42,6 +42,8 @@ fn check(weighting: LossWeighting, kl_gradient: KlGradient, lr: f64) -> Result<(
         kl_gradient,
         early_stop_loss: 1e-4,
         early_stop: EarlyStop::Absolute,
+        step_forward: StepForward::default(),
+        synchronised_phases: false,
     };
     let name = hp.rewrite_tensor_name(2);
     let original = digest(&model);
@@ -119,6 +121,8 @@ fn early_stop_reads_the_threshold_as_absolute_or_relative_to_the_first_step() ->
             kl_gradient: KlGradient::Detached,
             early_stop_loss: threshold,
             early_stop,
+            step_forward: StepForward::default(),
+            synchronised_phases: false,
         };
         let trained = optimize_tensor(&mut model, &name, &tokens, &settings)?;
         model.restore(&snapshot)?;

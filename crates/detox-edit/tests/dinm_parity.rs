@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use detox_edit::dinm::{
-    optimize_tensor, DinmPreset, DinmTokens, EarlyStop, KlGradient, LossWeighting, OptimizeSettings,
+    optimize_tensor, DinmPreset, DinmTokens, EarlyStop, KlGradient, LossWeighting,
+    OptimizeSettings, StepForward,
 };
 use detox_runtime::{CausalLm, SafetensorsFiles};
 use tch::{Device, Kind};
@@ -56,6 +57,8 @@ fn check_variant_on(
         kl_gradient,
         early_stop_loss: 1e-4,
         early_stop: EarlyStop::Absolute,
+        step_forward: StepForward::default(),
+        synchronised_phases: false,
     };
     let layer = exp["layer"].as_u64().unwrap() as usize;
     let name = hp.rewrite_tensor_name(layer);

@@ -9,11 +9,13 @@
 use std::time::Instant;
 
 use detox_runtime::padding::{left_pad, LeftPadded};
-use detox_runtime::CausalLm;
+use detox_runtime::{CausalLm, FrozenPrefix, LogitsSelection};
 use tch::{Device, Kind, Tensor};
 
-use super::optimize::{check_tokens, DinmTokens, OptimizeSettings, StepLoss, TrainedTensor};
-use super::options::{EarlyStop, KlGradient, LossWeighting};
+use super::optimize::{
+    check_tokens, DinmTokens, EditPhases, OptimizeSettings, StepLoss, TrainedTensor,
+};
+use super::options::{EarlyStop, KlGradient, LossWeighting, StepForward};
 use crate::adam::Adam;
 use crate::error::{torch, EditError, Result};
 use crate::precision::refuse_half;
@@ -30,6 +32,8 @@ struct ScoredBatch {
     gather: Tensor,
     /// `[rows, window]` fp32: 1 where the position is scored.
     scored: Tensor,
+    /// The pass below the edited tensor, computed once ([`StepForward::FromEditedTensor`]).
+    prefix: Option<FrozenPrefix>,
 }
 
 impl ScoredBatch {
@@ -57,21 +61,47 @@ impl ScoredBatch {
             labels.f_clamp_min(0).and_then(|t| t.f_unsqueeze(-1)).map_err(torch("labels"))?;
         let scored =
             labels.f_ge(0).and_then(|t| t.f_to_kind(Kind::Float)).map_err(torch("labels"))?;
-        Ok(Self { batch, window: window as i64, shift: shift as i64, gather, scored })
+        Ok(Self { batch, window: window as i64, shift: shift as i64, gather, scored, prefix: None })
     }
 
-    /// Log-probabilities over the window.
+    /// Computes, without gradient, the pass up to the latest point `tensor_name` cannot reach, so that every
+    /// later [`ScoredBatch::log_probs`] runs only from there.
+    fn freeze_prefix(&mut self, model: &CausalLm, tensor_name: &str) -> Result<()> {
+        if let Some(point) = model.resume_point_for(tensor_name) {
+            let options = self.batch.forward_options();
+            self.prefix = Some(model.forward_prefix(&self.batch.ids, &options, point)?);
+        }
+        Ok(())
+    }
+
+    /// The window's first position in the padded sequence.
+    fn window_start(&self) -> i64 {
+        self.batch.width as i64 - self.shift - self.window
+    }
+
+    /// Log-probabilities over the window: from the frozen prefix with logits at the window only when there is
+    /// one, else the whole model with logits everywhere, narrowed afterwards (the reference's computation).
     ///
     /// # Shapes
     /// Returns `[rows, window, vocab]` fp32.
-    fn log_probs(&self, model: &CausalLm) -> Result<Tensor> {
-        let logits = model.forward(&self.batch.ids, &self.batch.forward_options())?.logits;
-        let seq = logits.size()[1];
-        logits
-            .f_narrow(1, seq - self.shift - self.window, self.window)
-            .map_err(torch("prediction window"))?
-            .f_log_softmax(-1, Kind::Float)
-            .map_err(torch("log-softmax"))
+    fn log_probs(&self, model: &CausalLm, clock: &mut PhaseClock) -> Result<Tensor> {
+        let logits = match &self.prefix {
+            Some(prefix) => {
+                let last = model.resume_layers(prefix)?;
+                clock.lap(Phase::Forward);
+                let window =
+                    LogitsSelection::Window { start: self.window_start(), len: self.window };
+                model.output_logits(&last, window)?
+            }
+            None => {
+                let logits = model.forward(&self.batch.ids, &self.batch.forward_options())?.logits;
+                clock.lap(Phase::Forward);
+                logits
+                    .f_narrow(1, self.window_start(), self.window)
+                    .map_err(torch("prediction window"))?
+            }
+        };
+        logits.f_log_softmax(-1, Kind::Float).map_err(torch("log-softmax"))
     }
 
     /// Per-row mean over the scored positions of `values` `[rows, window]`; returns `[rows]`.
@@ -86,9 +116,9 @@ impl ScoredBatch {
     }
 
     /// Mean negative log-likelihood of every row's labels; returns `[rows]` fp32.
-    fn nll(&self, model: &CausalLm) -> Result<Tensor> {
+    fn nll(&self, model: &CausalLm, clock: &mut PhaseClock) -> Result<Tensor> {
         let picked = self
-            .log_probs(model)?
+            .log_probs(model, clock)?
             .f_gather(-1, &self.gather, false)
             .and_then(|t| t.f_squeeze_dim(-1))
             .map_err(torch("gather"))?;
@@ -104,6 +134,47 @@ impl ScoredBatch {
             .and_then(|t| t.f_sum_dim_intlist(-1, false, Kind::Float))
             .map_err(torch("KL"))?;
         self.row_mean(&per_position)
+    }
+}
+
+/// The phases of an optimisation step, as [`EditPhases`] reports them.
+#[derive(Debug, Clone, Copy)]
+enum Phase {
+    Prefix,
+    Forward,
+    Logits,
+    Backward,
+    Optimizer,
+}
+
+/// Attributes the wall time since the previous lap to a phase, synchronising the device first when asked.
+struct PhaseClock {
+    device: Device,
+    synchronised: bool,
+    last: Instant,
+    phases: EditPhases,
+}
+
+impl PhaseClock {
+    fn new(device: Device, synchronised: bool) -> Self {
+        Self { device, synchronised, last: Instant::now(), phases: EditPhases::default() }
+    }
+
+    fn lap(&mut self, phase: Phase) {
+        if self.synchronised {
+            detox_runtime::backend::synchronize(self.device);
+        }
+        let now = Instant::now();
+        let seconds = now.duration_since(self.last).as_secs_f64();
+        self.last = now;
+        let slot = match phase {
+            Phase::Prefix => &mut self.phases.prefix,
+            Phase::Forward => &mut self.phases.forward,
+            Phase::Logits => &mut self.phases.logits,
+            Phase::Backward => &mut self.phases.backward,
+            Phase::Optimizer => &mut self.phases.optimizer,
+        };
+        *slot += seconds;
     }
 }
 
@@ -160,21 +231,31 @@ pub fn optimize_batch(
                 .collect()
         })
         .collect();
+    let mut clock = PhaseClock::new(device, settings.synchronised_phases);
+    let from_edited = settings.step_forward == StepForward::FromEditedTensor;
     let edit_rows: Vec<&[i64]> = tokens.iter().map(|t| t.edit_input.as_slice()).collect();
-    let edit = ScoredBatch::new(&edit_rows, &targets, 1, device)?;
+    let mut edit = ScoredBatch::new(&edit_rows, &targets, 1, device)?;
+    if from_edited {
+        edit.freeze_prefix(model, tensor_name)?;
+    }
     let constraint = if uses_kl {
         let answers: Vec<Vec<i64>> =
             tokens.iter().map(|t| vec![0; t.constraint_answer_len]).collect();
         let rows: Vec<&[i64]> = tokens.iter().map(|t| t.constraint_input.as_slice()).collect();
-        let batch = ScoredBatch::new(&rows, &answers, 0, device)?;
+        let mut batch = ScoredBatch::new(&rows, &answers, 0, device)?;
+        if from_edited {
+            batch.freeze_prefix(model, tensor_name)?;
+        }
         let base = {
             let _guard = tch::no_grad_guard();
-            batch.log_probs(model)?
+            // Counted as part of the once-per-edit prefix, not as a step's forward.
+            batch.log_probs(model, &mut PhaseClock::new(device, false))?
         };
         Some((batch, base))
     } else {
         None
     };
+    clock.lap(Phase::Prefix);
 
     // The master copies live with the parameter, which may be on another device than the inputs.
     let weight_device = model.parameter_device(tensor_name)?;
@@ -213,15 +294,17 @@ pub fn optimize_batch(
     for step in 1..=settings.num_steps {
         let working = master.f_to_kind(kind).map_err(torch("casting the master copy"))?;
         drop(model.replace_parameter(tensor_name, working)?);
-        let nll = edit.nll(model)?;
+        clock.lap(Phase::Optimizer);
+        let nll = edit.nll(model, &mut clock)?;
+        clock.lap(Phase::Logits);
         let kl = match &constraint {
             Some((batch, base)) => {
                 let post = match settings.kl_gradient {
                     KlGradient::Detached => {
                         let _guard = tch::no_grad_guard();
-                        batch.log_probs(model)?
+                        batch.log_probs(model, &mut clock)?
                     }
-                    KlGradient::Differentiable => batch.log_probs(model)?,
+                    KlGradient::Differentiable => batch.log_probs(model, &mut clock)?,
                 };
                 batch.kl(base, &post)?
             }
@@ -245,6 +328,7 @@ pub fn optimize_batch(
                 .map_err(torch("reading the losses"))?,
         )
         .map_err(torch("reading the losses"))?;
+        clock.lap(Phase::Logits);
         let (losses, rest) = values.split_at(tokens.len());
         let (nlls, kls) = rest.split_at(tokens.len());
         for i in 0..tokens.len() {
@@ -284,6 +368,7 @@ pub fn optimize_batch(
         }
         .and_then(|l| l.f_backward())
         .map_err(torch("backward"))?;
+        clock.lap(Phase::Backward);
         let grad = master.grad();
         if !grad.defined() {
             return Err(EditError::InvalidRequest(format!("no gradient reached `{tensor_name}`")));
@@ -305,6 +390,8 @@ pub fn optimize_batch(
             let _ = master.f_clamp_tensor_(Some(lo), Some(hi)).map_err(torch("norm constraint"))?;
         }
     }
+    clock.lap(Phase::Optimizer);
+    let phases = clock.phases;
     let edited = master.f_detach().map_err(torch("detaching the master copy"))?;
     let final_value = edited
         .f_to_device_(weight_device, kind, false, true)
@@ -320,7 +407,7 @@ pub fn optimize_batch(
             } else {
                 edited.shallow_clone()
             };
-            Ok(TrainedTensor { steps, edited, original: original.shallow_clone(), seconds })
+            Ok(TrainedTensor { steps, edited, original: original.shallow_clone(), seconds, phases })
         })
         .collect()
 }

@@ -10,7 +10,7 @@ use super::batch::optimize_batch;
 use super::hparams::DinmHyperParams;
 use super::inputs::build_tokens;
 use super::optimize::{optimize_tensor, DinmTokens, OptimizeSettings};
-use super::options::{EarlyStop, KlGradient, LossWeighting};
+use super::options::{EarlyStop, KlGradient, LossWeighting, StepForward};
 use crate::delta::Delta;
 use crate::editor::{
     refuse_sequential_batch, Batching, EditDetails, EditInput, EditOutcome, EditTimings, Editor,
@@ -115,6 +115,8 @@ impl DinmEditor {
             kl_gradient: self.options.kl_gradient,
             early_stop_loss: 1e-4,
             early_stop: self.options.early_stop,
+            step_forward: StepForward::default(),
+            synchronised_phases: false,
         }
     }
 

@@ -5,6 +5,7 @@
 //! term keeps the model's answer to a benign knowledge question close to its pre-edit distribution.
 
 mod batch;
+mod cost;
 mod editor;
 mod hparams;
 mod inputs;
@@ -12,10 +13,13 @@ mod optimize;
 mod options;
 
 pub use batch::{memory_per_record, optimize_batch};
+pub use cost::StepFlops;
 pub use editor::{DinmEditor, DinmOptions};
 pub use hparams::{
     DecodingLimits, DinmHyperParams, DinmPreset, SUFFIX_SYSTEM_PROMPT, UNBOUNDED_FROM,
 };
 pub use inputs::build_tokens;
-pub use optimize::{optimize_tensor, DinmTokens, OptimizeSettings, StepLoss, TrainedTensor};
-pub use options::{EarlyStop, KlGradient, LossWeighting};
+pub use optimize::{
+    optimize_tensor, DinmTokens, EditPhases, OptimizeSettings, StepLoss, TrainedTensor,
+};
+pub use options::{EarlyStop, KlGradient, LossWeighting, StepForward};

@@ -4,7 +4,7 @@ use detox_runtime::CausalLm;
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
-use super::options::{EarlyStop, KlGradient, LossWeighting};
+use super::options::{EarlyStop, KlGradient, LossWeighting, StepForward};
 use crate::error::{EditError, Result};
 
 /// The token-level inputs of one DINM edit.
@@ -46,6 +46,36 @@ pub struct OptimizeSettings {
     pub early_stop_loss: f64,
     /// Whether `early_stop_loss` is an absolute loss (the reference) or a fraction of the first step's loss.
     pub early_stop: EarlyStop,
+    /// How much of the model each step runs (by default only what the edited tensor can change).
+    #[serde(default)]
+    pub step_forward: StepForward,
+    /// Synchronise the device between the phases of every step so that [`TrainedTensor::phases`] attributes
+    /// GPU time correctly (a CPU computes synchronously and needs nothing; on a GPU this costs a little time).
+    #[serde(default)]
+    pub synchronised_phases: bool,
+}
+
+/// Seconds an optimisation spent in each phase, summed over its steps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct EditPhases {
+    /// Once per edit: the pre-edit constraint distribution, and with [`StepForward::FromEditedTensor`] the
+    /// states below the edited tensor.
+    pub prefix: f64,
+    /// The decoder layers each step runs (with [`StepForward::WholeModel`], the output projection too).
+    pub forward: f64,
+    /// The final norm and output projection at the scored positions, the log-softmax and the losses.
+    pub logits: f64,
+    /// The backward pass.
+    pub backward: f64,
+    /// Adam, the norm constraint and the host read of the losses.
+    pub optimizer: f64,
+}
+
+impl EditPhases {
+    /// The sum of every phase.
+    pub fn total(&self) -> f64 {
+        self.prefix + self.forward + self.logits + self.backward + self.optimizer
+    }
 }
 
 /// The losses of one optimisation step, before its update.
@@ -68,8 +98,10 @@ pub struct TrainedTensor {
     pub edited: Tensor,
     /// The tensor before the edit, in fp32.
     pub original: Tensor,
-    /// Wall time of the optimisation, in seconds.
+    /// Wall time of the optimisation, in seconds (per record when several records were edited together).
     pub seconds: f64,
+    /// Where the time went, for the whole batch of records edited together.
+    pub phases: EditPhases,
 }
 
 /// Tunes the parameter `tensor_name` of `model` with DINM's objective and leaves the edited value in the model

@@ -45,3 +45,21 @@ pub enum KlGradient {
     /// Gradients flow through the KL term too, as the paper's objective describes.
     Differentiable,
 }
+
+/// How much of the model each optimisation step runs.
+///
+/// Only the edited tensor changes between steps, so everything below it (the hidden states entering its layer,
+/// and for a `down_proj` that layer's attention output and MLP activations) is the same at every step, and only
+/// the scored positions need logits. The reference runs the whole model, with logits everywhere, at every step;
+/// both give the same losses, updates and weights up to floating-point reassociation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepForward {
+    /// The states below the edited tensor computed once per edit without gradient; every step recomputes the
+    /// edited tensor's projection and the layers above it, and logits at the scored positions only (the
+    /// default).
+    #[default]
+    FromEditedTensor,
+    /// The whole model with logits at every position at every step, as the reference runs it.
+    WholeModel,
+}

@@ -1,6 +1,8 @@
 //! The token-level pieces MEND's training and editing share: inputs, the edit gradient's factors and losses.
 
-use detox_runtime::{CausalLm, ForwardOptions, GradientFactors, LinearProbe, PromptLayout};
+use detox_runtime::{
+    CausalLm, ForwardOptions, GradientFactors, LinearProbe, LogitsSelection, PromptLayout,
+};
 use tch::{Kind, Tensor};
 
 use crate::editor::{EditInput, PromptEncoder};
@@ -92,10 +94,12 @@ pub(crate) fn answer_log_probs(model: &CausalLm, prompt: &[i64], answer: &[i64])
         .f_unsqueeze(0)
         .and_then(|t| t.f_to_device(model.device()))
         .map_err(torch("locality input"))?;
-    let logits = model.forward(&input, &ForwardOptions::default())?.logits;
+    let window =
+        LogitsSelection::Window { start: prompt.len() as i64 - 1, len: answer.len() as i64 };
+    let options = ForwardOptions { logits: window, ..ForwardOptions::default() };
+    let logits = model.forward(&input, &options)?.logits;
     logits
         .f_get(0)
-        .and_then(|l| l.f_narrow(0, prompt.len() as i64 - 1, answer.len() as i64))
         .and_then(|l| l.f_log_softmax(-1, Kind::Float))
         .map_err(torch("locality log-probs"))
 }

@@ -1,7 +1,7 @@
 //! The training objectives: response log-likelihoods, SFT's negative log-likelihood and DPO's loss.
 
 use detox_runtime::padding::left_pad;
-use detox_runtime::{CausalLm, ForwardOptions, LinearProbe};
+use detox_runtime::{CausalLm, ForwardOptions, LinearProbe, LogitsSelection};
 use tch::{Device, Kind, Tensor};
 
 use crate::error::{torch, EditError, Result};
@@ -43,25 +43,28 @@ pub(crate) fn response_log_probs_probed(
     let device = model.device();
     let batch = left_pad(&sequences, pad_id, device)?;
     let (b, s) = (rows.len() as i64, batch.width as i64);
-    // Position t predicts token t + 1: a prediction is scored when its target is a response token.
-    let mut scored = Vec::with_capacity(rows.len() * batch.width);
+    // Position t predicts token t + 1; only the last `window` predictions can score a response token, so only
+    // they get logits (the output projection over the prompt positions would be wasted).
+    let longest = rows.iter().map(|(_, r)| r.len()).max().unwrap_or(0);
+    let window = longest as i64;
+    let mut scored = Vec::with_capacity(rows.len() * longest);
     for (_, response) in rows {
-        scored.extend(std::iter::repeat_n(0f32, batch.width - response.len() - 1));
+        scored.extend(std::iter::repeat_n(0f32, longest - response.len()));
         scored.extend(std::iter::repeat_n(1f32, response.len()));
     }
     let scored = Tensor::from_slice(&scored)
         .f_view([b, -1])
         .and_then(|t| t.f_to_device(device))
         .map_err(torch("response mask"))?;
-    let options = ForwardOptions { probe, ..batch.forward_options() };
+    let logits = LogitsSelection::Window { start: s - 1 - window, len: window };
+    let options = ForwardOptions { probe, logits, ..batch.forward_options() };
     let ids = &batch.ids;
-    let logits = model.forward(ids, &options)?.logits;
-    let logp = logits
-        .f_narrow(1, 0, s - 1)
-        .map_err(torch("prediction window"))?
+    let logp = model
+        .forward(ids, &options)?
+        .logits
         .f_log_softmax(-1, Kind::Float)
         .map_err(torch("log-softmax"))?;
-    let targets = ids.f_narrow(1, 1, s - 1).map_err(torch("targets"))?;
+    let targets = ids.f_narrow(1, s - window, window).map_err(torch("targets"))?;
     let picked = logp
         .f_gather(-1, &targets.f_unsqueeze(-1).map_err(torch("targets"))?, false)
         .map_err(torch("gather"))?
