@@ -233,11 +233,18 @@ pub fn optimize_batch(
         .collect();
     let mut clock = PhaseClock::new(device, settings.synchronised_phases);
     let from_edited = settings.step_forward == StepForward::FromEditedTensor;
-    let edit_rows: Vec<&[i64]> = tokens.iter().map(|t| t.edit_input.as_slice()).collect();
-    let mut edit = ScoredBatch::new(&edit_rows, &targets, 1, device)?;
-    if from_edited {
-        edit.freeze_prefix(model, tensor_name)?;
-    }
+    let mut edit = if from_edited {
+        // The last token predicts nothing scored, and under causal attention no other position sees it: the
+        // rows end one token early and the window reaches their end.
+        let rows: Vec<&[i64]> =
+            tokens.iter().map(|t| &t.edit_input[..t.edit_input.len() - 1]).collect();
+        let mut batch = ScoredBatch::new(&rows, &targets, 0, device)?;
+        batch.freeze_prefix(model, tensor_name)?;
+        batch
+    } else {
+        let rows: Vec<&[i64]> = tokens.iter().map(|t| t.edit_input.as_slice()).collect();
+        ScoredBatch::new(&rows, &targets, 1, device)?
+    };
     let constraint = if uses_kl {
         let answers: Vec<Vec<i64>> =
             tokens.iter().map(|t| vec![0; t.constraint_answer_len]).collect();

@@ -38,6 +38,10 @@ pub struct DinmOptions {
     /// How the early-stop threshold of 1e-4 is read (the reference: as an absolute loss).
     #[serde(default)]
     pub early_stop: EarlyStop,
+    /// How much of the model each step runs. Not a difference of results: both give the reference's losses and
+    /// updates (up to floating-point reassociation); the default runs only what the edit can change.
+    #[serde(default)]
+    pub step_forward: StepForward,
 }
 
 impl Default for DinmOptions {
@@ -57,6 +61,7 @@ impl DinmOptions {
             layer_selection: LayerSelection::FirstRecordSticky,
             mode: EditMode::Single,
             early_stop: EarlyStop::Absolute,
+            step_forward: StepForward::FromEditedTensor,
         }
     }
 
@@ -115,7 +120,7 @@ impl DinmEditor {
             kl_gradient: self.options.kl_gradient,
             early_stop_loss: 1e-4,
             early_stop: self.options.early_stop,
-            step_forward: StepForward::default(),
+            step_forward: self.options.step_forward,
             synchronised_phases: false,
         }
     }
