@@ -48,6 +48,14 @@ fn check_model(name: &str) -> Result<()> {
                 model.forward_resumed(&prefix, LogitsSelection::Window { start: 5, len: 7 })?;
             let diff = max_diff(&window, &full.narrow(1, 5, 7));
             assert!(diff <= 1e-5, "{name} {point:?}: window logits differ by {diff}");
+            // A window reaching the end: the last layer computes its positions only.
+            for start in [1, 17, 23] {
+                let len = 24 - start;
+                let suffix =
+                    model.forward_resumed(&prefix, LogitsSelection::Window { start, len })?;
+                let diff = max_diff(&suffix, &full.narrow(1, start, len));
+                assert!(diff <= 1e-5, "{name} {point:?}: last {len} positions differ by {diff}");
+            }
         }
     }
     let window = tch::no_grad(|| {
@@ -88,23 +96,28 @@ fn a_resumed_pass_follows_the_changed_tensor_and_carries_its_gradient() -> Resul
     assert!(max_diff(&resumed, &full) <= 1e-5, "the resumed pass uses the current weight");
 
     let _ = model.replace_parameter(name, master.shallow_clone())?;
-    let loss = model
-        .forward_resumed(&prefix, LogitsSelection::Window { start: 2, len: 3 })?
-        .square()
-        .mean(Kind::Float);
-    loss.backward();
-    let resumed_grad = master.grad().copy();
-    master.zero_grad();
-    let full_loss = model
-        .forward(&ids, &ForwardOptions::default())?
-        .logits
-        .narrow(1, 2, 3)
-        .square()
-        .mean(Kind::Float);
-    full_loss.backward();
-    let diff = max_diff(&resumed_grad, &master.grad());
-    let scale = master.grad().abs().max().double_value(&[]);
-    assert!(scale > 0.0 && diff <= 1e-5 * scale, "gradients differ by {diff} (scale {scale})");
+    // A window inside the sequence and one reaching its end (the last layer's shortened path).
+    for (start, len) in [(2, 3), (3, 3)] {
+        let window = LogitsSelection::Window { start, len };
+        let loss = model.forward_resumed(&prefix, window)?.square().mean(Kind::Float);
+        loss.backward();
+        let resumed_grad = master.grad().copy();
+        master.zero_grad();
+        let full_loss = model
+            .forward(&ids, &ForwardOptions::default())?
+            .logits
+            .narrow(1, start, len)
+            .square()
+            .mean(Kind::Float);
+        full_loss.backward();
+        let diff = max_diff(&resumed_grad, &master.grad());
+        let scale = master.grad().abs().max().double_value(&[]);
+        master.zero_grad();
+        assert!(
+            scale > 0.0 && diff <= 1e-5 * scale,
+            "window {start}+{len}: gradients differ by {diff}"
+        );
+    }
     Ok(())
 }
 
@@ -147,5 +160,7 @@ fn resume_points_are_named_by_the_changing_tensor() -> Result<()> {
         model.forward_prefix(&ids, &ForwardOptions::default(), ResumePoint::LayerInput(0))?;
     let outside = model.forward_resumed(&prefix, LogitsSelection::Window { start: 2, len: 2 });
     assert!(outside.is_err(), "a window past the end is refused");
+    assert!(model.resume_layers(&prefix, 3).is_err(), "no position kept");
+    assert!(model.resume_layers(&prefix, -1).is_err());
     Ok(())
 }

@@ -87,11 +87,16 @@ impl ScoredBatch {
     fn log_probs(&self, model: &CausalLm, clock: &mut PhaseClock) -> Result<Tensor> {
         let logits = match &self.prefix {
             Some(prefix) => {
-                let last = model.resume_layers(prefix)?;
+                // A window at the end of the rows is computed in the last layer for its own positions only.
+                let start = self.window_start();
+                let (from, selection) = if self.shift == 0 {
+                    (start, LogitsSelection::All)
+                } else {
+                    (0, LogitsSelection::Window { start, len: self.window })
+                };
+                let last = model.resume_layers(prefix, from)?;
                 clock.lap(Phase::Forward);
-                let window =
-                    LogitsSelection::Window { start: self.window_start(), len: self.window };
-                model.output_logits(&last, window)?
+                model.output_logits(&last, selection)?
             }
             None => {
                 let logits = model.forward(&self.batch.ids, &self.batch.forward_options())?.logits;
@@ -233,7 +238,7 @@ pub fn optimize_batch(
         .collect();
     let mut clock = PhaseClock::new(device, settings.synchronised_phases);
     let from_edited = settings.step_forward == StepForward::FromEditedTensor;
-    let mut edit = if from_edited {
+    let edit = if from_edited {
         // The last token predicts nothing scored, and under causal attention no other position sees it: the
         // rows end one token early and the window reaches their end.
         let rows: Vec<&[i64]> =

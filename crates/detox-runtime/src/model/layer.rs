@@ -223,17 +223,46 @@ impl DecoderLayer {
         inputs: &LayerInputs<'_>,
         cache: Option<&mut KvCache>,
     ) -> Result<Tensor> {
+        self.attention_from(config, store, xs, 0, inputs, cache)
+    }
+
+    /// Attention of the queries at positions `from..` over the keys and values of every position; `inputs`
+    /// holds the rotary tables of every position and the mask of those queries (`[batch, 1, seq - from,
+    /// kv_len]`).
+    ///
+    /// # Shapes
+    /// - `xs`: `[batch, seq, hidden]` (normed); returns `[batch, seq - from, hidden]`
+    fn attention_from(
+        &self,
+        config: &Config,
+        store: &ParamStore,
+        xs: &Tensor,
+        from: i64,
+        inputs: &LayerInputs<'_>,
+        cache: Option<&mut KvCache>,
+    ) -> Result<Tensor> {
         let (b, s) = (xs.size()[0], xs.size()[1]);
-        let heads = |t: Tensor, n: i64| -> Result<Tensor> {
-            t.f_view([b, s, n, config.head_dim])
+        let n = s - from;
+        let heads = |t: Tensor, len: i64, count: i64| -> Result<Tensor> {
+            t.f_view([b, len, count, config.head_dim])
                 .ctx("splitting heads")?
                 .f_transpose(1, 2)
                 .ctx("heads")
         };
-        let q = heads(apply(store, self.q, xs, inputs.probe)?, config.num_attention_heads)?;
-        let k = heads(apply(store, self.k, xs, inputs.probe)?, config.num_key_value_heads)?;
-        let v = heads(apply(store, self.v, xs, inputs.probe)?, config.num_key_value_heads)?;
-        let q = apply_rope(&q, inputs.cos, inputs.sin)?;
+        let (queries, cos_q, sin_q) = if from == 0 {
+            (xs.shallow_clone(), inputs.cos.shallow_clone(), inputs.sin.shallow_clone())
+        } else {
+            (
+                xs.f_narrow(1, from, n).ctx("query positions")?,
+                inputs.cos.f_narrow(2, from, n).ctx("query positions")?,
+                inputs.sin.f_narrow(2, from, n).ctx("query positions")?,
+            )
+        };
+        let q =
+            heads(apply(store, self.q, &queries, inputs.probe)?, n, config.num_attention_heads)?;
+        let k = heads(apply(store, self.k, xs, inputs.probe)?, s, config.num_key_value_heads)?;
+        let v = heads(apply(store, self.v, xs, inputs.probe)?, s, config.num_key_value_heads)?;
+        let q = apply_rope(&q, &cos_q, &sin_q)?;
         let k = apply_rope(&k, inputs.cos, inputs.sin)?;
         let (k, v) = match cache {
             Some(cache) => cache.append(self.index, &k, &v)?,
@@ -243,9 +272,31 @@ impl DecoderLayer {
         let out = out
             .f_transpose(1, 2)
             .ctx("merging heads")?
-            .f_reshape([b, s, config.num_attention_heads * config.head_dim])
+            .f_reshape([b, n, config.num_attention_heads * config.head_dim])
             .ctx("merging heads")?;
         apply(store, self.o, &out, inputs.probe)
+    }
+
+    /// The layer's output at positions `from..` only: keys and values are computed for every position (the
+    /// later positions attend to them), queries, the attention output and the MLP for the kept positions;
+    /// `inputs.mask` covers those queries (`[batch, 1, seq - from, seq]`).
+    ///
+    /// # Shapes
+    /// `xs`: `[batch, seq, hidden]`; returns `[batch, seq - from, hidden]`.
+    pub fn forward_from(
+        &self,
+        config: &Config,
+        store: &ParamStore,
+        xs: &Tensor,
+        from: i64,
+        inputs: &LayerInputs<'_>,
+    ) -> Result<Tensor> {
+        let normed = rms_norm(xs, store.get(self.input_norm), config.rms_norm_eps)?;
+        let attn = self.attention_from(config, store, &normed, from, inputs, None)?;
+        let kept = xs.f_narrow(1, from, xs.size()[1] - from).ctx("kept positions")?;
+        let residual = kept.f_add(&attn).ctx("attention residual")?;
+        let down_input = self.down_input(config, store, &residual, inputs.probe)?;
+        self.down_residual(store, &residual, &down_input, inputs.probe)
     }
 }
 

@@ -9,8 +9,12 @@
 
 use tch::Tensor;
 
-use super::{on_device, split_layer_name, CausalLm, ForwardOptions, LogitsSelection, PassContext};
-use crate::error::{Error, Result};
+use super::layer::{attention_mask, LayerInputs};
+use super::{
+    mask_on_device, on_device, split_layer_name, CausalLm, ForwardOptions, LogitsSelection,
+    PassContext,
+};
+use crate::error::{Error, Result, TorchContext};
 
 /// Where a resumed pass starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,7 +133,7 @@ impl CausalLm {
 
     /// Finishes the pass `prefix` holds with the model's current parameters, with gradient where they carry
     /// it; equal to [`CausalLm::forward`] on the prefix's inputs when nothing below the resume point changed.
-    /// This is [`CausalLm::resume_layers`] followed by [`CausalLm::output_logits`].
+    /// A window that ends at the last position is computed in the last layer for its own positions only.
     ///
     /// # Shapes
     /// Returns the logits `selection` names: `[batch, seq | 1 | len, vocab]` in the model dtype.
@@ -138,38 +142,80 @@ impl CausalLm {
         prefix: &FrozenPrefix,
         selection: LogitsSelection,
     ) -> Result<Tensor> {
-        let last = self.resume_layers(prefix)?;
-        self.output_logits(&last, selection)
+        match selection {
+            LogitsSelection::Window { start, len }
+                if start >= 0 && start + len == prefix.seq_len() =>
+            {
+                let last = self.resume_layers(prefix, start)?;
+                self.output_logits(&last, LogitsSelection::All)
+            }
+            _ => {
+                let last = self.resume_layers(prefix, 0)?;
+                self.output_logits(&last, selection)
+            }
+        }
     }
 
-    /// The decoder layers of a resumed pass: the last layer's output, before the final norm.
+    /// The decoder layers of a resumed pass: the last layer's output at positions `from..`, before the final
+    /// norm. Every layer but the last computes every position (later positions attend to them); the last one
+    /// computes only the positions returned.
     ///
     /// # Shapes
-    /// Returns `[batch, seq, hidden]` in the model dtype, on the head's device.
-    pub fn resume_layers(&self, prefix: &FrozenPrefix) -> Result<Tensor> {
+    /// Returns `[batch, seq - from, hidden]` in the model dtype, on the head's device.
+    pub fn resume_layers(&self, prefix: &FrozenPrefix, from: i64) -> Result<Tensor> {
+        let seq = prefix.seq_len();
+        if !(0..seq).contains(&from) {
+            return Err(Error::InvalidInput(format!(
+                "cannot keep positions from {from} of a {seq}-position pass"
+            )));
+        }
         let layer = prefix.point.layer();
-        let pass = &prefix.pass;
-        let mut xs =
-            match (&prefix.point, &prefix.down_input) {
-                (ResumePoint::DownProjInput(_), Some(down_input)) => self.layers[layer]
-                    .down_residual(&self.params, &prefix.residual, down_input, None)?,
-                _ => {
-                    let inputs = pass.built_inputs(self, layer, None)?;
-                    self.layers[layer].forward(
-                        &self.config,
-                        &self.params,
-                        &prefix.residual,
-                        &inputs,
-                        None,
-                    )?
-                }
-            };
+        let last = self.layers.len() - 1;
+        let kept = |t: &Tensor| -> Result<Tensor> {
+            if from == 0 {
+                Ok(t.shallow_clone())
+            } else {
+                t.f_narrow(1, from, seq - from).ctx("kept positions")
+            }
+        };
+        let mut xs = match (&prefix.point, &prefix.down_input) {
+            (ResumePoint::DownProjInput(_), Some(down_input)) if layer == last => self.layers
+                [layer]
+                .down_residual(&self.params, &kept(&prefix.residual)?, &kept(down_input)?, None)?,
+            (ResumePoint::DownProjInput(_), Some(down_input)) => self.layers[layer].down_residual(
+                &self.params,
+                &prefix.residual,
+                down_input,
+                None,
+            )?,
+            _ => self.resume_layer(prefix, layer, &prefix.residual, from)?,
+        };
         for decoder in &self.layers[layer + 1..] {
             xs = on_device(&xs, self.map.layers[decoder.index])?;
-            let inputs = pass.built_inputs(self, decoder.index, None)?;
-            xs = decoder.forward(&self.config, &self.params, &xs, &inputs, None)?;
+            xs = self.resume_layer(prefix, decoder.index, &xs, from)?;
         }
         on_device(&xs, self.map.head)
+    }
+
+    /// Runs layer `index` of a resumed pass; the last layer only for the positions `from..`.
+    fn resume_layer(
+        &self,
+        prefix: &FrozenPrefix,
+        index: usize,
+        xs: &Tensor,
+        from: i64,
+    ) -> Result<Tensor> {
+        let (decoder, pass) = (&self.layers[index], &prefix.pass);
+        let inputs = pass.built_inputs(self, index, None)?;
+        if index + 1 < self.layers.len() || from == 0 {
+            return decoder.forward(&self.config, &self.params, xs, &inputs, None);
+        }
+        // The kept queries' mask: causal from their positions, over every key, padding and window applied.
+        let window = self.config.sliding_windows[index];
+        let mask = attention_mask(&pass.key_valid, from, pass.seq - from, window)?;
+        let mask = mask_on_device(&mask, self.map.layers[index])?;
+        let inputs = LayerInputs { mask: &mask, ..inputs };
+        decoder.forward_from(&self.config, &self.params, xs, from, &inputs)
     }
 
     /// The final norm and output projection over the positions `selection` names, from the last decoder layer's
