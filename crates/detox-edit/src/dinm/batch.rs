@@ -250,7 +250,7 @@ pub fn optimize_batch(
         let rows: Vec<&[i64]> = tokens.iter().map(|t| t.edit_input.as_slice()).collect();
         ScoredBatch::new(&rows, &targets, 1, device)?
     };
-    let constraint = if uses_kl {
+    let mut constraint = if uses_kl {
         let answers: Vec<Vec<i64>> =
             tokens.iter().map(|t| vec![0; t.constraint_answer_len]).collect();
         let rows: Vec<&[i64]> = tokens.iter().map(|t| t.constraint_input.as_slice()).collect();
@@ -258,10 +258,15 @@ pub fn optimize_batch(
         if from_edited {
             batch.freeze_prefix(model, tensor_name)?;
         }
-        let base = {
+        // At the first step the edited tensor still holds its original value, so the first step's constraint
+        // distribution is the pre-edit one: the path from the edited tensor takes it from there instead of
+        // running the constraint once more. The whole-model path computes it first, as the reference does.
+        let base = if from_edited {
+            None
+        } else {
             let _guard = tch::no_grad_guard();
             // Counted as part of the once-per-edit prefix, not as a step's forward.
-            batch.log_probs(model, &mut PhaseClock::new(device, false))?
+            Some(batch.log_probs(model, &mut PhaseClock::new(device, false))?)
         };
         Some((batch, base))
     } else {
@@ -309,7 +314,7 @@ pub fn optimize_batch(
         clock.lap(Phase::Optimizer);
         let nll = edit.nll(model, &mut clock)?;
         clock.lap(Phase::Logits);
-        let kl = match &constraint {
+        let kl = match &mut constraint {
             Some((batch, base)) => {
                 let post = match settings.kl_gradient {
                     KlGradient::Detached => {
@@ -317,6 +322,10 @@ pub fn optimize_batch(
                         batch.log_probs(model, &mut clock)?
                     }
                     KlGradient::Differentiable => batch.log_probs(model, &mut clock)?,
+                };
+                let base = match base {
+                    Some(base) => base,
+                    None => base.insert(post.f_detach().map_err(torch("pre-edit distribution"))?),
                 };
                 batch.kl(base, &post)?
             }
