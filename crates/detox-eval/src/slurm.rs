@@ -199,7 +199,7 @@ fn sbatch_path(what: &str, path: &Path) -> Result<String> {
 /// `text` quoted for a POSIX shell.
 pub fn shell_quote(text: &str) -> String {
     let plain = !text.is_empty()
-        && text.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@".contains(c));
+        && text.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c));
     if plain {
         text.to_string()
     } else {
@@ -777,6 +777,17 @@ struct PlanFile {
     slurm: SlurmOptions,
 }
 
+fn check_binary(binary: &Path) -> Result<()> {
+    if binary.is_file() {
+        return Ok(());
+    }
+    Err(invalid(format!(
+        "{}: no such executable (build it with `cargo build --release -p detox-examples --example {EVAL_BINARY}`, \
+         or name it with --binary)",
+        binary.display()
+    )))
+}
+
 /// Places the built `safeedit_eval` at `run.binary_path()`: a hard link where possible (a rebuild replaces the
 /// file cargo links, not this one), else a copy.
 fn place_binary(run: &ShardedRun, binary: &Path) -> Result<()> {
@@ -785,13 +796,6 @@ fn place_binary(run: &ShardedRun, binary: &Path) -> Result<()> {
         let path = path.to_path_buf();
         move |source| EvalError::Io { path, source }
     };
-    if !binary.is_file() {
-        return Err(invalid(format!(
-            "{}: no such executable (build it with `cargo build --release -p detox-examples --example {EVAL_BINARY}`, \
-             or name it with --binary)",
-            binary.display()
-        )));
-    }
     let dir = target.parent().unwrap_or(&target);
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let fresh = target.with_extension("new");
@@ -822,11 +826,13 @@ pub fn plan_and_submit(
     slurm: &Slurm,
     mode: Mode,
 ) -> Result<Planned> {
+    // Everything that can be refused is checked before the run directory is touched.
     let array = run.array_script(options)?;
     let merge = run.merge_script(options)?;
+    check_binary(binary)?;
+    let progress = run.progress()?;
     let _lock = detox_io::DirLock::acquire(&run.slurm_dir())?;
     let plan_path = run.slurm_dir().join(PLAN_FILE);
-    let progress = run.progress()?;
     if let Some(earlier) = read_json::<PlanFile>(&plan_path)? {
         if earlier.run != *run && progress.iter().any(|p| p.started) {
             return Err(invalid(format!(
@@ -1059,6 +1065,108 @@ mod tests {
             let err = options.validate().unwrap_err().to_string();
             assert!(err.contains(expected), "{err} does not name {expected}");
         }
+    }
+
+    fn sample_data() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets/safeedit_sample_test.json")
+    }
+
+    /// Slurm's commands where there are none: a dry run must not need them.
+    fn no_slurm() -> Slurm {
+        Slurm {
+            sbatch: PathBuf::from("/nonexistent/sbatch"),
+            squeue: PathBuf::from("/nonexistent/squeue"),
+            scancel: PathBuf::from("/nonexistent/scancel"),
+        }
+    }
+
+    #[test]
+    fn a_dry_run_writes_the_scripts_and_a_second_plan_keeps_to_the_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let binary = dir.path().join(EVAL_BINARY);
+        std::fs::write(&binary, "#!/bin/sh\n").unwrap();
+        let args: Vec<String> = ["--method", "dinm", "--no-general"].map(String::from).to_vec();
+        let run_dir = dir.path().join("run");
+        let run = ShardedRun::new(&run_dir, &sample_data(), 3, args.clone(), None).unwrap();
+        let options = SlurmOptions { max_parallel: Some(2), ..SlurmOptions::new("t") };
+        let planned = plan_and_submit(&run, &options, &binary, &no_slurm(), Mode::DryRun).unwrap();
+        assert_eq!(planned.shards, [0, 1, 2]);
+        let array = std::fs::read_to_string(run.array_script_path()).unwrap();
+        assert!(array.contains("#SBATCH --array=0-2%2\n"), "{array}");
+        assert!(array.contains("--method dinm \\\n    --no-general\n"), "{array}");
+        assert!(run.binary_path().is_file());
+        assert_eq!(
+            planned.commands,
+            [
+                format!("sbatch --parsable {}", run.array_script_path().display()),
+                format!(
+                    "sbatch --parsable '--dependency=afterok:<array job>' {}",
+                    run.merge_script_path().display()
+                ),
+            ]
+        );
+
+        // Shard 1 complete, shard 0 started: only shards 0 and 2 are left.
+        let ids = run.shard_ids().unwrap();
+        let lines: String = ids[1].iter().map(|id| format!("{{\"id\":\"{id}\"}}\n")).collect();
+        std::fs::create_dir_all(run.shard_dir(1)).unwrap();
+        std::fs::write(run.shard_dir(1).join("records.jsonl"), lines).unwrap();
+        std::fs::create_dir_all(run.shard_dir(0)).unwrap();
+        std::fs::write(run.shard_dir(0).join("manifest.json"), "{}").unwrap();
+        std::fs::write(run.shard_dir(0).join("records.jsonl"), "{\"id\":\"cut").unwrap();
+        let planned = plan_and_submit(&run, &options, &binary, &no_slurm(), Mode::DryRun).unwrap();
+        assert_eq!(planned.shards, [0, 2]);
+        assert_eq!(planned.progress[0].done, 0);
+        assert!(planned.progress[1].complete());
+        assert!(planned.commands[0].contains(" --array=0,2%2 "), "{:?}", planned.commands);
+
+        // Started shards fix the plan.
+        let other =
+            ShardedRun::new(&run_dir, &sample_data(), 3, vec!["--seed".into(), "1".into()], None)
+                .unwrap();
+        let err =
+            plan_and_submit(&other, &options, &binary, &no_slurm(), Mode::DryRun).unwrap_err();
+        assert!(err.to_string().contains("planned with other arguments"), "{err}");
+        assert!(err.to_string().contains("`--method dinm --no-general` vs `--seed 1`"), "{err}");
+
+        // Submitting needs sbatch, and says so.
+        let err = plan_and_submit(&run, &options, &binary, &no_slurm(), Mode::Submit).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/sbatch was not found"), "{err}");
+    }
+
+    #[test]
+    fn refusals_come_before_anything_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let run_dir = dir.path().join("run");
+        for (args, expected) in [
+            (vec!["--shard", "0/2"], "--shard cannot be passed on"),
+            (vec!["--out=elsewhere"], "--out cannot be passed on"),
+        ] {
+            let args = args.into_iter().map(String::from).collect();
+            let err = ShardedRun::new(&run_dir, &sample_data(), 2, args, None).unwrap_err();
+            assert!(err.to_string().contains(expected), "{err}");
+        }
+        let err = ShardedRun::new(&run_dir, &sample_data(), 0, vec![], None).unwrap_err();
+        assert!(err.to_string().contains("--shards"), "{err}");
+        let missing = dir.path().join("missing.json");
+        let err = ShardedRun::new(&run_dir, &missing, 2, vec![], None).unwrap_err();
+        assert!(err.to_string().contains("missing.json"), "{err}");
+        let spaced = dir.path().join("a run");
+        let err = ShardedRun::new(&spaced, &sample_data(), 2, vec![], None).unwrap_err();
+        assert!(err.to_string().contains("may not hold spaces"), "{err}");
+
+        let run = ShardedRun::new(&run_dir, &sample_data(), 2, vec![], None).unwrap();
+        let options = SlurmOptions::new("t");
+        let err =
+            plan_and_submit(&run, &options, &dir.path().join("nothing"), &no_slurm(), Mode::DryRun)
+                .unwrap_err();
+        assert!(err.to_string().contains("no such executable"), "{err}");
+        let bad = SlurmOptions { time: Some("soon".into()), ..options };
+        let err =
+            plan_and_submit(&run, &bad, &dir.path().join("nothing"), &no_slurm(), Mode::DryRun)
+                .unwrap_err();
+        assert!(err.to_string().contains("--time \"soon\""), "{err}");
+        assert!(!run_dir.exists(), "a refused plan wrote {}", run_dir.display());
     }
 
     #[test]
