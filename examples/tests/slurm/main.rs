@@ -202,7 +202,11 @@ fn a_two_shard_run_on_slurm_equals_one_process_and_a_cancelled_shard_resumes() -
     same_records(&single, &run)?;
     for script in ["array.sh", "merge.sh"] {
         let text = std::fs::read_to_string(run.join("slurm").join(script))?;
-        ensure!(!text.contains("cargo"), "{script} runs cargo:\n{text}");
+        ensure!(
+            !text.lines().any(|l| l.trim_start().starts_with("cargo ") || l.contains("cargo run")),
+            "{script} runs cargo:\n{text}"
+        );
+        ensure!(text.contains(&format!("exec {}", run.join("slurm/bin/safeedit_eval").display())));
         println!("--- {script}\n{text}");
     }
     let again = plan(&cluster, &data, &run, &[])?;
