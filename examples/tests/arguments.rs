@@ -108,6 +108,44 @@ fn safeedit_eval() -> Result<()> {
 }
 
 #[test]
+fn safeedit_slurm() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let out = dir.path().join("run");
+    let out = out.to_str().context("temporary path")?;
+    let missing = dir.path().join("missing.json");
+    let missing = missing.to_str().context("temporary path")?;
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../datasets/safeedit_sample_test.json")
+        .display()
+        .to_string();
+    let with = |extra: &'static [&'static str]| -> Vec<&str> {
+        let mut args = vec!["--data", &data, "--out", out, "--shards", "2", "--dry-run"];
+        args.extend_from_slice(extra);
+        args
+    };
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--out", out, "--shards", "0"], "--shards"),
+        (with(&["--time", "4h"]), "--time \"4h\""),
+        (with(&["--merge-time", "1:2:3:4"]), "--merge-time"),
+        (with(&["--mem", "lots"]), "--mem \"lots\""),
+        (with(&["--gpus-per-task", "0"]), "--gpus-per-task"),
+        (with(&["--cpus-per-task", "0"]), "--cpus-per-task"),
+        (with(&["--max-parallel", "0"]), "--max-parallel"),
+        (with(&["--partition", "gpu nodes"]), "--partition"),
+        (with(&["--sbatch", "qos=long"]), "--sbatch \"qos=long\""),
+        (with(&["--", "--shard", "0/2"]), "--shard cannot be passed on to safeedit_eval"),
+        (with(&["--", "--pre-edit-cache=x.jsonl"]), "--pre-edit-cache cannot be passed on"),
+        (with(&["--binary", "/nonexistent/safeedit_eval"]), "no such executable"),
+    ];
+    let mut cases: Vec<(&[&str], &str)> = cases.iter().map(|(a, e)| (a.as_slice(), *e)).collect();
+    let missing_data = ["--out", out, "--shards", "2", "--data", missing];
+    cases.push((&missing_data, "missing.json"));
+    sweep("safeedit_slurm", &cases)?;
+    ensure!(!dir.path().join("run").exists(), "a refused plan created its run directory");
+    Ok(())
+}
+
+#[test]
 fn train_baseline() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let out = dir.path().join("artefact");

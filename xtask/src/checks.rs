@@ -226,7 +226,7 @@ fn forget_package_builds(libraries: &[Library]) -> Result<()> {
     Ok(())
 }
 
-/// Set-up if needed (libtorch, SmolLM2, Debian's chromium), then fmt, clippy, tests, docs, the downstream crate, docs and packages without libtorch,
+/// Set-up if needed (libtorch, SmolLM2, Debian's chromium, slurm-wlm and munge), then fmt, clippy, tests, docs, the downstream crate, docs and packages without libtorch,
 /// each with warnings denied. Stops at the first failure.
 pub fn run_all() -> Result<()> {
     crate::libtorch::ensure(false)?;
@@ -234,6 +234,8 @@ pub fn run_all() -> Result<()> {
     crate::smollm2::ensure()?;
     // The report's test renders it in headless Chromium.
     crate::chromium::ensure()?;
+    // The Slurm test runs the sharded benchmark on a single-node cluster of this machine.
+    crate::slurm::ensure()?;
     // Fluency tests and the harness use NLTK's English Punkt model.
     crate::general_data::ensure_punkt()?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());

@@ -21,6 +21,7 @@ mod libtorch;
 mod nvidia;
 mod paths;
 mod pypi;
+mod slurm;
 mod smollm2;
 
 use anyhow::Result;

@@ -60,6 +60,14 @@ pub enum EvalError {
     /// The judge failed.
     #[error(transparent)]
     Metrics(#[from] detox_metrics::MetricsError),
+    /// A Slurm command (sbatch, squeue, scancel) could not run or refused.
+    #[error("`{command}` failed: {reason}")]
+    Slurm {
+        /// The command line.
+        command: String,
+        /// Its message.
+        reason: String,
+    },
     /// Invalid settings or inputs.
     #[error("{0}")]
     Invalid(String),

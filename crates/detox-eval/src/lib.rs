@@ -21,6 +21,7 @@ pub mod record;
 pub mod report;
 pub mod respond;
 pub mod sizing;
+pub mod slurm;
 pub mod summary;
 
 pub use error::{EvalError, Result};
