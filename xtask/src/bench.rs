@@ -238,7 +238,7 @@ pub fn render_profile(figures: &[Figure]) -> String {
         "| phase of the edit | seconds | share | GFLOP per step |\n|---|---:|---:|---:|\n",
     );
     for (key, name, counted) in [
-        ("prefix", "once per edit: constraint reference, states below the edited tensor", false),
+        ("prefix", "once per edit: the states below the edited tensor", false),
         ("forward", "forward through the layers", true),
         ("logits", "output projection at the scored positions, log-softmax, losses", true),
         ("backward", "backward", true),

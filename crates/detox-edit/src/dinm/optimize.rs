@@ -58,8 +58,9 @@ pub struct OptimizeSettings {
 /// Seconds an optimisation spent in each phase, summed over its steps.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct EditPhases {
-    /// Once per edit: the pre-edit constraint distribution, and with [`StepForward::FromEditedTensor`] the
-    /// states below the edited tensor.
+    /// Once per edit: with [`StepForward::FromEditedTensor`] the states below the edited tensor (the pre-edit
+    /// constraint distribution comes from the first step), with [`StepForward::WholeModel`] the pre-edit
+    /// constraint distribution.
     pub prefix: f64,
     /// The decoder layers each step runs (with [`StepForward::WholeModel`], the output projection too).
     pub forward: f64,
