@@ -52,8 +52,8 @@ impl StepFlops {
         let differentiable = kl_gradient == KlGradient::Differentiable && uses_kl;
         match step_forward {
             StepForward::FromEditedTensor => {
-                let edit = shape.from_edited(edit - 1.0, scored, above);
-                let constraint = shape.from_edited(constraint, answer, above);
+                let edit = shape.above_edited(edit - 1.0, scored, above);
+                let constraint = shape.above_edited(constraint, answer, above);
                 let head = shape.head(scored) + shape.head(answer);
                 let mut backward = edit + shape.head(scored);
                 if differentiable {
@@ -64,11 +64,11 @@ impl StepFlops {
             StepForward::WholeModel => {
                 let layers = config.num_hidden_layers as f64;
                 let forward = layers * (shape.layer(edit) + shape.layer(constraint));
-                let above_edit = shape.from_edited(edit, edit, above);
+                let above_edit = shape.above_edited(edit, edit, above);
                 let mut backward = above_edit + shape.head(edit);
                 if differentiable {
                     backward +=
-                        shape.from_edited(constraint, constraint, above) + shape.head(constraint);
+                        shape.above_edited(constraint, constraint, above) + shape.head(constraint);
                 }
                 Self { forward, logits: shape.head(edit) + shape.head(constraint), backward }
             }
@@ -120,7 +120,7 @@ impl Shape {
 
     /// The edited down-projection and the `above` layers over `seq` positions, the last of them keeping only
     /// the final `kept` positions.
-    fn from_edited(&self, seq: f64, kept: f64, above: usize) -> f64 {
+    fn above_edited(&self, seq: f64, kept: f64, above: usize) -> f64 {
         if seq == 0.0 {
             return 0.0;
         }
