@@ -66,6 +66,17 @@ pub enum Error {
         /// The unexpected Hugging Face tensor names.
         names: Vec<String>,
     },
+    /// A weight holds NaN or infinite values (a damaged checkpoint, or values out of the dtype's range): every
+    /// output computed from it would be garbage.
+    #[error("{origin}: `{name}` holds {count} NaN or infinite value(s); the weights are damaged")]
+    NonFiniteWeights {
+        /// Where the weights came from (a model directory, or `<in memory>`).
+        origin: String,
+        /// The tensor.
+        name: String,
+        /// How many of its values are not finite.
+        count: i64,
+    },
     /// A parameter name is not part of the model.
     #[error("the model has no parameter named `{name}`")]
     UnknownParameter {

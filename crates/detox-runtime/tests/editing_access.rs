@@ -173,6 +173,39 @@ fn loading_reports_missing_and_unexpected_tensors_by_name() -> Result<()> {
 }
 
 #[test]
+fn weights_holding_nan_or_inf_are_refused_by_name() -> Result<()> {
+    let fixture_dir = fixture("llama");
+    let mut t = tensors(&fixture_dir)?;
+    let damaged = t[DOWN].copy();
+    let _ = damaged.get(0).get(1).fill_(f64::NAN);
+    let _ = damaged.get(1).get(0).fill_(f64::INFINITY);
+    t.insert(DOWN.into(), damaged);
+    let config = Config::from_file(fixture_dir.join("config.json"))?;
+    let copied = t.iter().map(|(k, v)| (k.clone(), v.copy())).collect();
+    let err = CausalLm::from_tensors(config, copied, Device::Cpu, Kind::Float).unwrap_err();
+    assert!(
+        matches!(&err, Error::NonFiniteWeights { name, count: 2, .. } if name == DOWN),
+        "{err}"
+    );
+
+    // From a model directory the error names the directory too.
+    let dir = tempfile::tempdir()?;
+    std::fs::copy(fixture_dir.join("config.json"), dir.path().join("config.json"))?;
+    let named: Vec<(String, Tensor)> = t.into_iter().collect();
+    Tensor::write_safetensors(&named, dir.path().join("model.safetensors"))?;
+    let err = CausalLm::load(dir.path(), Device::Cpu, Kind::Float).unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.contains(DOWN) && message.contains(&dir.path().display().to_string()),
+        "{message}"
+    );
+    assert!(message.contains("2 NaN or infinite"), "{message}");
+    // The intact fixture loads.
+    CausalLm::load(&fixture_dir, Device::Cpu, Kind::Float)?;
+    Ok(())
+}
+
+#[test]
 fn sharded_checkpoint_loads_in_half_precision() -> Result<()> {
     let model = CausalLm::load(fixture("llama3_tied_sharded"), Device::Cpu, Kind::BFloat16)?;
     assert_eq!(model.parameter("model.embed_tokens.weight")?.kind(), Kind::BFloat16);

@@ -165,7 +165,12 @@ impl CausalLm {
             let t = files.load(&name, map.device_of(&name), Some(kind))?;
             tensors.insert(name, t);
         }
-        Self::build(config, tensors, map.clone(), kind)
+        Self::build(config, tensors, map.clone(), kind).map_err(|e| match e {
+            Error::NonFiniteWeights { name, count, .. } => {
+                Error::NonFiniteWeights { origin: dir.display().to_string(), name, count }
+            }
+            other => other,
+        })
     }
 
     /// Builds a model from tensors with Hugging Face names (for importers and tests), moving them to `device`
@@ -233,7 +238,33 @@ impl CausalLm {
             attached: BTreeSet::new(),
         };
         model.check_shapes()?;
+        model.check_finite()?;
         Ok(model)
+    }
+
+    /// Refuses weights holding NaN or infinite values, naming the first such tensor: one reduction per tensor
+    /// at load, so that a damaged checkpoint fails here instead of producing NaN logits and empty responses.
+    fn check_finite(&self) -> Result<()> {
+        for (name, t) in self.params.iter() {
+            if !t.is_floating_point() {
+                continue;
+            }
+            let finite = t.f_isfinite().and_then(|f| f.f_all()).ctx("checking the weights")?;
+            if finite.f_int64_value(&[]).ctx("checking the weights")? == 0 {
+                let count = t
+                    .f_isfinite()
+                    .and_then(|f| f.f_logical_not())
+                    .and_then(|f| f.f_sum(Kind::Int64))
+                    .and_then(|n| n.f_int64_value(&[]))
+                    .ctx("checking the weights")?;
+                return Err(Error::NonFiniteWeights {
+                    origin: "<in memory>".into(),
+                    name: name.to_string(),
+                    count,
+                });
+            }
+        }
+        Ok(())
     }
 
     fn check_shapes(&self) -> Result<()> {
