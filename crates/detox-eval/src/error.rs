@@ -25,6 +25,22 @@ pub enum EvalError {
         /// The parse error.
         reason: String,
     },
+    /// A results file holds the same record twice: damage a resumed run must not paper over (which copy would
+    /// count?).
+    #[error(
+        "{}: record {id} appears on line {first} and again on line {second}; the file is damaged (keep one of them)",
+        path.display()
+    )]
+    DuplicateRecord {
+        /// The file.
+        path: PathBuf,
+        /// The record id.
+        id: String,
+        /// 1-based line of the first copy.
+        first: usize,
+        /// 1-based line of the second copy.
+        second: usize,
+    },
     /// A value could not be serialised.
     #[error("cannot serialise {what}: {reason}")]
     Serialize {

@@ -197,7 +197,8 @@ pub fn run(
     // One writer per run directory, for the whole run: a second run on it would append every record again.
     let _lock = detox_io::DirLock::acquire(&settings.out_dir)?;
     manifest.write_or_check(&settings.out_dir.join("manifest.json"))?;
-    let mut log = JsonlLog::<RunRecord>::open(settings.out_dir.join("records.jsonl"))?;
+    let mut log =
+        JsonlLog::<RunRecord>::open_unique(settings.out_dir.join("records.jsonl"), |r| &r.id)?;
     if let Some(note) = log.repaired() {
         eprintln!("{}: {note}", log.path().display());
     }

@@ -5,6 +5,7 @@
 //! back to the last complete line, and reports what it removed, so that a resumed run neither loses nor
 //! duplicates records.
 
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -84,6 +85,26 @@ impl<T: Serialize + DeserializeOwned> JsonlLog<T> {
         Ok(Self { path, file, records, repaired })
     }
 
+    /// [`JsonlLog::open`] for a file holding each record once: a second record with the same `key` is an error
+    /// naming the id and both lines, whether the copies agree or not.
+    pub fn open_unique(path: impl AsRef<Path>, key: impl Fn(&T) -> &str) -> Result<Self> {
+        let log = Self::open(path)?;
+        let mut lines: HashMap<&str, usize> = HashMap::with_capacity(log.records.len());
+        // Every record read at open sits on its own line, in order, from the first one.
+        for (index, record) in log.records.iter().enumerate() {
+            if let Some(first) = lines.insert(key(record), index + 1) {
+                return Err(EvalError::DuplicateRecord {
+                    path: log.path.clone(),
+                    id: key(record).to_string(),
+                    first,
+                    second: index + 1,
+                });
+            }
+        }
+        drop(lines);
+        Ok(log)
+    }
+
     /// The records read at open and appended since.
     pub fn records(&self) -> &[T] {
         &self.records
@@ -153,6 +174,28 @@ mod tests {
         let log = JsonlLog::<Row>::open(&path).unwrap();
         assert_eq!(log.records(), &[row(1), row(2)]);
         assert!(log.repaired().is_none());
+    }
+
+    #[test]
+    fn a_record_written_twice_is_an_error_naming_both_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("records.jsonl");
+        let mut log = JsonlLog::<Row>::open(&path).unwrap();
+        for r in [row(1), row(2), row(3), Row { id: 9, text: row(2).text }] {
+            log.append(r).unwrap();
+        }
+        drop(log);
+        // Plain opening reads all four; a file of unique records refuses the second copy of row 2's key.
+        assert_eq!(JsonlLog::<Row>::open(&path).unwrap().records().len(), 4);
+        match JsonlLog::<Row>::open_unique(&path, |r| &r.text) {
+            Err(EvalError::DuplicateRecord { id, first: 2, second: 4, .. }) => {
+                assert_eq!(id, row(2).text)
+            }
+            other => panic!("expected a duplicate record, got {other:?}"),
+        }
+        let distinct =
+            JsonlLog::<Row>::open_unique(dir.path().join("other.jsonl"), |r| &r.text).unwrap();
+        assert!(distinct.records().is_empty());
     }
 
     #[test]

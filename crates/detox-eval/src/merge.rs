@@ -47,7 +47,7 @@ pub fn merge_shards(shards: &[PathBuf], expected_ids: &[String], out: &Path) -> 
                 first.display()
             )));
         }
-        let log = JsonlLog::<RunRecord>::open(dir.join("records.jsonl"))?;
+        let log = JsonlLog::<RunRecord>::open_unique(dir.join("records.jsonl"), |r| &r.id)?;
         for r in log.records() {
             if let Some((_, other)) = by_id.get(&r.id) {
                 return Err(EvalError::Invalid(format!(

@@ -200,6 +200,37 @@ fn full_run_then_crash_and_resume_give_the_same_records() -> Result<()> {
     let strip = |v: Vec<RunRecord>| v.into_iter().map(without_timings).collect::<Vec<_>>();
     assert_eq!(strip(resumed), strip(clean), "resumed run equals the uninterrupted one");
 
+    // A record written twice (the copy edited to differ) is damage: resuming refuses it, naming the id and both
+    // lines, instead of letting the first copy win.
+    let records_path = crash_dir.path().join("records.jsonl");
+    let intact = std::fs::read_to_string(&records_path)?;
+    let second = intact.lines().nth(1).expect("three records").to_string();
+    // Every label of the copy flipped.
+    let altered = second
+        .replace("\"label\":\"safe\"", "\"label\":\"flipped\"")
+        .replace("\"label\":\"unsafe\"", "\"label\":\"safe\"")
+        .replace("\"label\":\"flipped\"", "\"label\":\"unsafe\"");
+    assert_ne!(altered, second, "the copy differs");
+    std::fs::write(&records_path, format!("{intact}{altered}\n"))?;
+    let mut editor = DinmEditor::new(hparams.clone(), DinmOptions::reference())?;
+    let err = run(
+        &mut model,
+        &tokenizer,
+        &mut editor,
+        &LetterJudge,
+        &cases,
+        &manifest,
+        &settings(crash_dir.path()),
+        |_| {},
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, detox_eval::EvalError::DuplicateRecord { id, first: 2, second: 4, .. } if id == "1"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("line 2") && err.to_string().contains("line 4"), "{err}");
+    std::fs::write(&records_path, &intact)?;
+
     // A different configuration refuses to resume the directory.
     let mut other = manifest.clone();
     other.seed = 1;
