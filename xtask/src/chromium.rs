@@ -1,7 +1,6 @@
 //! Headless Chromium (Debian's `chromium` package): installed for the report's browser test, and used to take a
 //! screenshot of a run's `report.html`.
 
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -15,32 +14,12 @@ pub const CHROMIUM: &str = "/usr/bin/chromium";
 /// Makes sure Chromium is installed: installs Debian's `chromium` with apt-get when it is missing and this runs as
 /// root, and fails saying what to do otherwise.
 pub fn ensure() -> Result<PathBuf> {
-    let path = PathBuf::from(CHROMIUM);
-    if path.is_file() {
-        return Ok(path);
-    }
-    let root = std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false);
-    if !root {
-        bail!(
-            "{CHROMIUM} is missing: the report test renders report.html in headless Chromium. Install Debian's \
-             package as root (`sudo apt-get install -y chromium`) and run again"
-        );
-    }
-    println!("==> installing Debian's chromium (the report test needs it)");
-    for args in [&["update"][..], &["install", "-y", "--no-install-recommends", "chromium"][..]] {
-        let status = Command::new("apt-get")
-            .args(args)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .status()
-            .context("running apt-get")?;
-        if !status.success() {
-            bail!("`apt-get {}` failed ({status}); install chromium by hand", args.join(" "));
-        }
-    }
-    if !path.is_file() {
-        bail!("apt-get installed chromium but {CHROMIUM} is still missing");
-    }
-    Ok(path)
+    crate::debian::ensure_packages(
+        &["chromium"],
+        &[CHROMIUM],
+        "the report test renders report.html in headless Chromium",
+    )?;
+    Ok(PathBuf::from(CHROMIUM))
 }
 
 /// Writes a PNG of the top `width` x `height` pixels of `run_dir`'s `report.html` to `out`.

@@ -9,6 +9,7 @@ mod chromium;
 mod compare;
 mod convert_bin;
 mod cuda_libs;
+mod debian;
 mod demo;
 mod doctor;
 mod download;

@@ -159,26 +159,45 @@ impl DecoderLayer {
         inputs: &LayerInputs<'_>,
         cache: Option<&mut KvCache>,
     ) -> Result<Tensor> {
-        let residual = self.attention_residual(config, store, xs, inputs, cache)?;
+        self.forward_from(config, store, xs, 0, inputs, cache)
+    }
+
+    /// The layer's output at positions `from..` only: keys and values are computed for every position (the
+    /// later positions attend to them), queries, the attention output and the MLP for the kept positions;
+    /// `inputs.mask` covers those queries (`[batch, 1, seq - from, kv_len]`). `from = 0` is the whole layer.
+    ///
+    /// # Shapes
+    /// `xs`: `[batch, seq, hidden]`; returns `[batch, seq - from, hidden]`.
+    pub fn forward_from(
+        &self,
+        config: &Config,
+        store: &ParamStore,
+        xs: &Tensor,
+        from: i64,
+        inputs: &LayerInputs<'_>,
+        cache: Option<&mut KvCache>,
+    ) -> Result<Tensor> {
+        let residual = self.attention_residual(config, store, xs, from, inputs, cache)?;
         let down_input = self.down_input(config, store, &residual, inputs.probe)?;
         self.down_residual(store, &residual, &down_input, inputs.probe)
     }
 
-    /// The residual stream after the attention block: `xs + attention(norm(xs))`.
+    /// The residual stream after the attention block at positions `from..`: `xs + attention(norm(xs))` there.
     ///
     /// # Shapes
-    /// `xs`: `[batch, seq, hidden]`, returns the same.
+    /// `xs`: `[batch, seq, hidden]`, returns `[batch, seq - from, hidden]`.
     pub fn attention_residual(
         &self,
         config: &Config,
         store: &ParamStore,
         xs: &Tensor,
+        from: i64,
         inputs: &LayerInputs<'_>,
         cache: Option<&mut KvCache>,
     ) -> Result<Tensor> {
         let normed = rms_norm(xs, store.get(self.input_norm), config.rms_norm_eps)?;
-        let attn = self.attention(config, store, &normed, inputs, cache)?;
-        xs.f_add(&attn).ctx("attention residual")
+        let attn = self.attention_from(config, store, &normed, from, inputs, cache)?;
+        kept_positions(xs, from)?.f_add(&attn).ctx("attention residual")
     }
 
     /// The input of the MLP's down-projection, `silu(gate(norm(residual))) * up(norm(residual))`: everything of
@@ -215,17 +234,6 @@ impl DecoderLayer {
         residual.f_add(&mlp).ctx("mlp residual")
     }
 
-    fn attention(
-        &self,
-        config: &Config,
-        store: &ParamStore,
-        xs: &Tensor,
-        inputs: &LayerInputs<'_>,
-        cache: Option<&mut KvCache>,
-    ) -> Result<Tensor> {
-        self.attention_from(config, store, xs, 0, inputs, cache)
-    }
-
     /// Attention of the queries at positions `from..` over the keys and values of every position; `inputs`
     /// holds the rotary tables of every position and the mask of those queries (`[batch, 1, seq - from,
     /// kv_len]`).
@@ -249,11 +257,11 @@ impl DecoderLayer {
                 .f_transpose(1, 2)
                 .ctx("heads")
         };
-        let (queries, cos_q, sin_q) = if from == 0 {
-            (xs.shallow_clone(), inputs.cos.shallow_clone(), inputs.sin.shallow_clone())
+        let queries = kept_positions(xs, from)?;
+        let (cos_q, sin_q) = if from == 0 {
+            (inputs.cos.shallow_clone(), inputs.sin.shallow_clone())
         } else {
             (
-                xs.f_narrow(1, from, n).ctx("query positions")?,
                 inputs.cos.f_narrow(2, from, n).ctx("query positions")?,
                 inputs.sin.f_narrow(2, from, n).ctx("query positions")?,
             )
@@ -276,28 +284,14 @@ impl DecoderLayer {
             .ctx("merging heads")?;
         apply(store, self.o, &out, inputs.probe)
     }
+}
 
-    /// The layer's output at positions `from..` only: keys and values are computed for every position (the
-    /// later positions attend to them), queries, the attention output and the MLP for the kept positions;
-    /// `inputs.mask` covers those queries (`[batch, 1, seq - from, seq]`).
-    ///
-    /// # Shapes
-    /// `xs`: `[batch, seq, hidden]`; returns `[batch, seq - from, hidden]`.
-    pub fn forward_from(
-        &self,
-        config: &Config,
-        store: &ParamStore,
-        xs: &Tensor,
-        from: i64,
-        inputs: &LayerInputs<'_>,
-    ) -> Result<Tensor> {
-        let normed = rms_norm(xs, store.get(self.input_norm), config.rms_norm_eps)?;
-        let attn = self.attention_from(config, store, &normed, from, inputs, None)?;
-        let kept = xs.f_narrow(1, from, xs.size()[1] - from).ctx("kept positions")?;
-        let residual = kept.f_add(&attn).ctx("attention residual")?;
-        let down_input = self.down_input(config, store, &residual, inputs.probe)?;
-        self.down_residual(store, &residual, &down_input, inputs.probe)
+/// Positions `from..` of `xs` (`[batch, seq, width]`): `xs` itself when `from` is 0.
+pub(crate) fn kept_positions(xs: &Tensor, from: i64) -> Result<Tensor> {
+    if from == 0 {
+        return Ok(xs.shallow_clone());
     }
+    xs.f_narrow(1, from, xs.size()[1] - from).ctx("kept positions")
 }
 
 fn has_attention_bias(config: &Config, proj: &str) -> bool {

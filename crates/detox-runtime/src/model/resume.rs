@@ -9,12 +9,12 @@
 
 use tch::Tensor;
 
-use super::layer::{attention_mask, LayerInputs};
+use super::layer::{attention_mask, kept_positions, LayerInputs};
 use super::{
     mask_on_device, on_device, split_layer_name, CausalLm, ForwardOptions, LogitsSelection,
     PassContext,
 };
-use crate::error::{Error, Result, TorchContext};
+use crate::error::{Error, Result};
 
 /// Where a resumed pass starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,8 +122,14 @@ impl CausalLm {
             ResumePoint::DownProjInput(_) => {
                 let decoder = &self.layers[layer];
                 let inputs = pass.built_inputs(self, layer, None)?;
-                let residual =
-                    decoder.attention_residual(&self.config, &self.params, &xs, &inputs, None)?;
+                let residual = decoder.attention_residual(
+                    &self.config,
+                    &self.params,
+                    &xs,
+                    0,
+                    &inputs,
+                    None,
+                )?;
                 let down_input = decoder.down_input(&self.config, &self.params, &residual, None)?;
                 (residual, Some(down_input))
             }
@@ -170,24 +176,17 @@ impl CausalLm {
             )));
         }
         let layer = prefix.point.layer();
-        let last = self.layers.len() - 1;
-        let kept = |t: &Tensor| -> Result<Tensor> {
-            if from == 0 {
-                Ok(t.shallow_clone())
-            } else {
-                t.f_narrow(1, from, seq - from).ctx("kept positions")
-            }
-        };
         let mut xs = match (&prefix.point, &prefix.down_input) {
-            (ResumePoint::DownProjInput(_), Some(down_input)) if layer == last => self.layers
-                [layer]
-                .down_residual(&self.params, &kept(&prefix.residual)?, &kept(down_input)?, None)?,
-            (ResumePoint::DownProjInput(_), Some(down_input)) => self.layers[layer].down_residual(
-                &self.params,
-                &prefix.residual,
-                down_input,
-                None,
-            )?,
+            (ResumePoint::DownProjInput(_), Some(down_input)) => {
+                // In the last layer only the kept positions are needed; below it, every position.
+                let keep = if layer + 1 == self.layers.len() { from } else { 0 };
+                self.layers[layer].down_residual(
+                    &self.params,
+                    &kept_positions(&prefix.residual, keep)?,
+                    &kept_positions(down_input, keep)?,
+                    None,
+                )?
+            }
             _ => self.resume_layer(prefix, layer, &prefix.residual, from)?,
         };
         for decoder in &self.layers[layer + 1..] {
@@ -215,7 +214,7 @@ impl CausalLm {
         let mask = attention_mask(&pass.key_valid, from, pass.seq - from, window)?;
         let mask = mask_on_device(&mask, self.map.layers[index])?;
         let inputs = LayerInputs { mask: &mask, ..inputs };
-        decoder.forward_from(&self.config, &self.params, xs, from, &inputs)
+        decoder.forward_from(&self.config, &self.params, xs, from, &inputs, None)
     }
 
     /// The final norm and output projection over the positions `selection` names, from the last decoder layer's
