@@ -13,8 +13,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use detox_edit::dinm::{
-    build_tokens, optimize_tensor, DinmPreset, KlGradient, LossWeighting, OptimizeSettings,
-    StepForward,
+    build_tokens, optimize_tensor, DinmOptions, DinmPreset, OptimizeSettings, StepForward,
 };
 use detox_edit::EditInput;
 use detox_examples::ModelArgs;
@@ -56,10 +55,6 @@ struct Args {
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
-}
-
-fn sync(device: tch::Device) {
-    detox_runtime::backend::synchronize(device);
 }
 
 fn main() -> Result<()> {
@@ -104,10 +99,10 @@ fn main() -> Result<()> {
     let options = ForwardOptions { logits: LogitsSelection::Last, ..Default::default() };
     let mut times = Vec::new();
     for _ in 0..args.reps + 1 {
-        sync(device);
+        detox_runtime::backend::synchronize(device);
         let t = Instant::now();
         let _ = loaded.model.forward(&input, &options)?;
-        sync(device);
+        detox_runtime::backend::synchronize(device);
         times.push(t.elapsed().as_secs_f64() * 1e3);
     }
     times.remove(0);
@@ -125,13 +120,13 @@ fn main() -> Result<()> {
     let one = GenerationConfig { max_new_tokens: 1, ..config.clone() };
     let mut times = Vec::new();
     for _ in 0..args.reps + 1 {
-        sync(device);
+        detox_runtime::backend::synchronize(device);
         let t = Instant::now();
         let _ = generate(&loaded.model, &prompts, &one, None)?;
         let prefill = t.elapsed().as_secs_f64();
         let t = Instant::now();
         let out = generate(&loaded.model, &prompts, &config, None)?;
-        sync(device);
+        detox_runtime::backend::synchronize(device);
         assert!(out.iter().all(|g| g.tokens.len() == args.new));
         times.push((t.elapsed().as_secs_f64() - prefill) * 1e3 / (args.new - 1) as f64);
     }
@@ -153,47 +148,35 @@ fn main() -> Result<()> {
         &hp.suffix_system_prompt,
         PromptLayout::Raw,
     )?;
+    // The reference's settings, without early stop so that every run takes its 10 steps.
     let settings = OptimizeSettings {
-        lr: hp.lr,
-        weight_decay: 0.0,
         num_steps: 10,
-        kl_factor: hp.kl_factor,
-        norm_constraint: None,
-        weighting: LossWeighting::Reference,
-        kl_gradient: KlGradient::Detached,
         early_stop_loss: 0.0,
-        early_stop: detox_edit::dinm::EarlyStop::Absolute,
-        step_forward: StepForward::default(),
-        synchronised_phases: false,
+        ..OptimizeSettings::from_hparams(&hp, &DinmOptions::reference())
     };
     let name = hp.rewrite_tensor_name(loaded.model.config().num_hidden_layers / 2);
     let snapshot = loaded.model.snapshot(&[&name])?;
-    let mut times = Vec::new();
-    for _ in 0..3 {
-        sync(device);
-        let t = Instant::now();
-        let trained = optimize_tensor(&mut loaded.model, &name, &tokens, &settings)?;
-        sync(device);
-        times.push(t.elapsed().as_secs_f64() * 1e3);
-        assert_eq!(trained.steps.len(), 10);
-        loaded.model.restore(&snapshot)?;
-    }
-    emit(&format!("dinm_edit_10_steps_{}_tokens", tokens.edit_input.len()), median(times));
-    // The same edit computed the reference's way, the whole model at every step, in the same session.
-    let whole = OptimizeSettings { step_forward: StepForward::WholeModel, ..settings };
-    let mut times = Vec::new();
-    for _ in 0..3 {
-        sync(device);
-        let t = Instant::now();
-        optimize_tensor(&mut loaded.model, &name, &tokens, &whole)?;
-        sync(device);
-        times.push(t.elapsed().as_secs_f64() * 1e3);
-        loaded.model.restore(&snapshot)?;
-    }
-    emit(
-        &format!("dinm_edit_10_steps_{}_tokens_whole_model", tokens.edit_input.len()),
-        median(times),
-    );
+    // The median of 3 edits, each restored; the whole-model path is the reference's computation, in the same
+    // session.
+    let mut time_edit = |settings: &OptimizeSettings| -> Result<f64> {
+        let mut times = Vec::new();
+        for _ in 0..3 {
+            detox_runtime::backend::synchronize(device);
+            let t = Instant::now();
+            let trained = optimize_tensor(&mut loaded.model, &name, &tokens, settings)?;
+            detox_runtime::backend::synchronize(device);
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+            assert_eq!(trained.steps.len(), 10);
+            loaded.model.restore(&snapshot)?;
+        }
+        Ok(median(times))
+    };
+    let edit_ms = time_edit(&settings)?;
+    let whole_ms =
+        time_edit(&OptimizeSettings { step_forward: StepForward::WholeModel, ..settings })?;
+    let what = format!("dinm_edit_10_steps_{}_tokens", tokens.edit_input.len());
+    emit(&what, edit_ms);
+    emit(&format!("{what}_whole_model"), whole_ms);
 
     if let Some(new) = args.refill_new {
         refill_comparison(&loaded, &args, new, device, &emit)?;
@@ -240,17 +223,17 @@ fn refill_comparison(
         eos_token_ids: eos,
         sync_every: 8,
     };
-    sync(device);
+    detox_runtime::backend::synchronize(device);
     let t = Instant::now();
     let mut fixed = Vec::new();
     for chunk in prompts.chunks(args.batch) {
         fixed.extend(generate(&loaded.model, chunk, &config, None)?);
     }
-    sync(device);
+    detox_runtime::backend::synchronize(device);
     let fixed_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
     let refilled = generate_refill(&loaded.model, &prompts, &config, args.batch)?;
-    sync(device);
+    detox_runtime::backend::synchronize(device);
     let refill_s = t.elapsed().as_secs_f64();
     let same = fixed.iter().zip(&refilled).filter(|(a, b)| a == b).count();
     let tokens: usize = refilled.iter().map(|g| g.tokens.len()).sum();

@@ -17,7 +17,7 @@ use std::time::Instant;
 use anyhow::{bail, Result};
 use clap::Parser;
 use detox_edit::dinm::{
-    optimize_batch, optimize_tensor, DinmTokens, KlGradient, LossWeighting, OptimizeSettings,
+    optimize_batch, optimize_tensor, DinmOptions, DinmPreset, DinmTokens, OptimizeSettings,
     StepFlops, StepForward,
 };
 use detox_edit::mend::{train_mend, MendConfig, MendEditor};
@@ -149,15 +149,6 @@ fn random_model(config: &Config, device: Device, kind: Kind) -> Result<CausalLm>
     Ok(CausalLm::from_tensors(config.clone(), tensors, device, kind)?)
 }
 
-/// Waits for every CUDA device, as the peer does: work queued on any device belongs to the timed span.
-fn sync(device: Device) {
-    if device.is_cuda() {
-        for i in 0..tch::Cuda::device_count() {
-            tch::Cuda::synchronize(i);
-        }
-    }
-}
-
 fn main() -> Result<()> {
     let args = Args::parse();
     detox_runtime::backend::init();
@@ -184,7 +175,7 @@ fn main() -> Result<()> {
     tch::manual_seed(args.seed);
     let started = Instant::now();
     let mut model = random_model(&config, device, kind)?;
-    sync(device);
+    detox_runtime::backend::synchronize(device);
     let params: i64 = model
         .parameter_names()
         .iter()
@@ -212,10 +203,10 @@ fn main() -> Result<()> {
     let with_prompt = |r: &[i64]| [prompt.as_slice(), r].concat();
     let (safe_in, unsafe_in) = (with_prompt(safe), with_prompt(unsafe_));
     contrast_token_ids(&model, &safe_in, &unsafe_in, 0, PaddingPositions::Included)?;
-    sync(device);
+    detox_runtime::backend::synchronize(device);
     let t = Instant::now();
     let located = contrast_token_ids(&model, &safe_in, &unsafe_in, 0, PaddingPositions::Included)?;
-    sync(device);
+    detox_runtime::backend::synchronize(device);
     let locate_s = t.elapsed().as_secs_f64();
     emit(
         "locate_s",
@@ -225,17 +216,12 @@ fn main() -> Result<()> {
 
     // One edit: reference weighting (0.1 * NLL + KL), fp32 master copy and Adam state.
     let settings = OptimizeSettings {
-        lr: 5e-4,
-        weight_decay: 0.0,
         num_steps: args.steps,
-        kl_factor: 0.1,
-        norm_constraint: None,
-        weighting: LossWeighting::Reference,
-        kl_gradient: KlGradient::Detached,
         early_stop_loss: 0.0,
-        early_stop: detox_edit::dinm::EarlyStop::Absolute,
-        step_forward: StepForward::default(),
-        synchronised_phases: false,
+        ..OptimizeSettings::from_hparams(
+            &DinmPreset::Llama2_7bChat.hparams(),
+            &DinmOptions::reference(),
+        )
     };
     let dinm_tokens: Vec<DinmTokens> = records
         .iter()
@@ -249,11 +235,11 @@ fn main() -> Result<()> {
         .collect();
     let name = format!("model.layers.{layer}.mlp.down_proj.weight");
     let snapshot = model.snapshot(&[&name])?;
-    let edit_once = |model: &mut CausalLm| -> Result<f64> {
-        sync(device);
+    let edit_once = |model: &mut CausalLm, settings: &OptimizeSettings| -> Result<f64> {
+        detox_runtime::backend::synchronize(device);
         let t = Instant::now();
-        optimize_tensor(model, &name, &dinm_tokens[0], &settings)?;
-        sync(device);
+        optimize_tensor(model, &name, &dinm_tokens[0], settings)?;
+        detox_runtime::backend::synchronize(device);
         let s = t.elapsed().as_secs_f64();
         model.restore(&snapshot)?;
         Ok(s)
@@ -261,14 +247,14 @@ fn main() -> Result<()> {
     // libtorch's caching allocator keeps what it reserved, so the drop in free memory across the first edit
     // bounds the edit's peak use over the weights from above (CUDA only).
     let free_before = detox_runtime::memory::device_memory(device).map(|m| m.free);
-    edit_once(&mut model)?;
+    edit_once(&mut model, &settings)?;
     if let (Some(before), Some(after)) =
         (free_before, detox_runtime::memory::device_memory(device).map(|m| m.free))
     {
         let gib = before.saturating_sub(after) as f64 / (1u64 << 30) as f64;
         emit("edit_peak_over_weights_gib", gib, serde_json::json!({"bound": "reserved"}));
     }
-    let edit_s = edit_once(&mut model)?;
+    let edit_s = edit_once(&mut model, &settings)?;
     emit(
         "edit_s",
         edit_s,
@@ -278,21 +264,18 @@ fn main() -> Result<()> {
     // The same edit computed as the reference computes it, the whole model at every step (what the default path
     // saves, in the same session).
     let whole = OptimizeSettings { step_forward: StepForward::WholeModel, ..settings };
-    let t = Instant::now();
-    optimize_tensor(&mut model, &name, &dinm_tokens[0], &whole)?;
-    sync(device);
-    emit("edit_whole_model_s", t.elapsed().as_secs_f64(), serde_json::json!({"steps": args.steps}));
-    model.restore(&snapshot)?;
+    let whole_s = edit_once(&mut model, &whole)?;
+    emit("edit_whole_model_s", whole_s, serde_json::json!({"steps": args.steps}));
     model.freeze_all()?;
     edit_profile(&mut model, &name, &dinm_tokens[0], &settings, layer, &emit)?;
 
     // The same edit for several records at once (records sharing the layer), timed after one warm-up batch as
     // the single edit is.
     let edit_batch_once = |model: &mut CausalLm| -> Result<f64> {
-        sync(device);
+        detox_runtime::backend::synchronize(device);
         let t = Instant::now();
         optimize_batch(model, &name, &dinm_tokens, &settings)?;
-        sync(device);
+        detox_runtime::backend::synchronize(device);
         let s = t.elapsed().as_secs_f64();
         model.restore(&snapshot)?;
         Ok(s)
@@ -324,10 +307,10 @@ fn main() -> Result<()> {
         };
         let warm = GenerationConfig { max_new_tokens: 8, ..forced.clone() };
         generate(&model, &prompts, &warm, None)?;
-        sync(device);
+        detox_runtime::backend::synchronize(device);
         let t = Instant::now();
         let out = generate(&model, &prompts, &forced, None)?;
-        sync(device);
+        detox_runtime::backend::synchronize(device);
         let s = t.elapsed().as_secs_f64();
         let new = out.iter().map(|g| g.tokens.len()).min().unwrap_or(0);
         if new != args.new {
@@ -433,10 +416,10 @@ fn baselines(
             format: PromptLayout::Raw,
             ..preset
         };
-        sync(device);
+        detox_runtime::backend::synchronize(device);
         let outcome =
             train(model, &encoder, &pairs, &config, &RunOptions::default(), &mut |_, _| {})?;
-        sync(device);
+        detox_runtime::backend::synchronize(device);
         let steps = outcome.steps.len();
         emit(
             what,
@@ -461,10 +444,10 @@ fn baselines(
         max_length: seq + 1,
         ..MendConfig::default()
     };
-    sync(device);
+    detox_runtime::backend::synchronize(device);
     let outcome =
         train_mend(model, &encoder, &records, &config, &RunOptions::default(), &mut |_, _| {})?;
-    sync(device);
+    detox_runtime::backend::synchronize(device);
     emit(
         "mend_train_step_s",
         outcome.seconds / outcome.steps.len() as f64,
@@ -473,10 +456,10 @@ fn baselines(
     let mut editor = MendEditor::new(outcome.network, PromptLayout::Raw, seq + 1, EditMode::Single);
     editor.edit(model, &encoder, &records[0])?;
     editor.restore(model)?;
-    sync(device);
+    detox_runtime::backend::synchronize(device);
     let t = Instant::now();
     editor.edit(model, &encoder, &records[1])?;
-    sync(device);
+    detox_runtime::backend::synchronize(device);
     let s = t.elapsed().as_secs_f64();
     editor.restore(model)?;
     emit("mend_edit_s", s, serde_json::json!({"seq": seq}));

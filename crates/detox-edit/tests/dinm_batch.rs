@@ -2,8 +2,8 @@
 
 use anyhow::Result;
 use detox_edit::dinm::{
-    build_tokens, optimize_batch, optimize_tensor, DinmPreset, DinmTokens, EarlyStop, KlGradient,
-    LossWeighting, OptimizeSettings, StepForward,
+    build_tokens, optimize_batch, optimize_tensor, DinmOptions, DinmPreset, DinmTokens, EarlyStop,
+    KlGradient, LossWeighting, OptimizeSettings,
 };
 use detox_edit::EditInput;
 use detox_runtime::PromptLayout;
@@ -32,19 +32,8 @@ fn check(weighting: LossWeighting, kl_gradient: KlGradient, lr: f64) -> Result<(
         .map(|v| build_tokens(&encoder, v, &suffix, PromptLayout::Raw))
         .collect::<detox_edit::Result<_>>()?;
     let hp = DinmPreset::Llama2_7bChat.hparams();
-    let settings = OptimizeSettings {
-        lr,
-        weight_decay: 0.0,
-        num_steps: hp.num_steps,
-        kl_factor: hp.kl_factor,
-        norm_constraint: None,
-        weighting,
-        kl_gradient,
-        early_stop_loss: 1e-4,
-        early_stop: EarlyStop::Absolute,
-        step_forward: StepForward::default(),
-        synchronised_phases: false,
-    };
+    let options = DinmOptions { weighting, kl_gradient, ..DinmOptions::reference() };
+    let settings = OptimizeSettings { lr, ..OptimizeSettings::from_hparams(&hp, &options) };
     let name = hp.rewrite_tensor_name(2);
     let original = digest(&model);
     let snapshot = model.snapshot(&[&name])?;
@@ -112,17 +101,10 @@ fn early_stop_reads_the_threshold_as_absolute_or_relative_to_the_first_step() ->
     let snapshot = model.snapshot(&[&name])?;
     let mut run = |early_stop: EarlyStop, threshold: f64| -> Result<Vec<f64>> {
         let settings = OptimizeSettings {
-            lr: hp.lr,
-            weight_decay: 0.0,
             num_steps: 10,
-            kl_factor: hp.kl_factor,
-            norm_constraint: None,
-            weighting: LossWeighting::Reference,
-            kl_gradient: KlGradient::Detached,
             early_stop_loss: threshold,
             early_stop,
-            step_forward: StepForward::default(),
-            synchronised_phases: false,
+            ..OptimizeSettings::from_hparams(&hp, &DinmOptions::reference())
         };
         let trained = optimize_tensor(&mut model, &name, &tokens, &settings)?;
         model.restore(&snapshot)?;

@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use detox_edit::dinm::{
-    optimize_tensor, DinmPreset, DinmTokens, EarlyStop, KlGradient, LossWeighting,
-    OptimizeSettings, StepForward,
+    optimize_tensor, DinmOptions, DinmPreset, DinmTokens, KlGradient, LossWeighting,
+    OptimizeSettings,
 };
 use detox_runtime::{CausalLm, SafetensorsFiles};
 use tch::{Device, Kind};
@@ -47,19 +47,8 @@ fn check_variant_on(
         constraint_answer_len: exp["constraint_answer_len"].as_u64().unwrap() as usize,
     };
     let hp = DinmPreset::Llama2_7bChat.hparams();
-    let settings = OptimizeSettings {
-        lr: hp.lr,
-        weight_decay: hp.weight_decay,
-        num_steps: hp.num_steps,
-        kl_factor: hp.kl_factor,
-        norm_constraint: hp.norm_constraint,
-        weighting,
-        kl_gradient,
-        early_stop_loss: 1e-4,
-        early_stop: EarlyStop::Absolute,
-        step_forward: StepForward::default(),
-        synchronised_phases: false,
-    };
+    let options = DinmOptions { weighting, kl_gradient, ..DinmOptions::reference() };
+    let settings = OptimizeSettings::from_hparams(&hp, &options);
     let layer = exp["layer"].as_u64().unwrap() as usize;
     let name = hp.rewrite_tensor_name(layer);
     let before = model.snapshot(&[&name])?;

@@ -4,7 +4,7 @@
 
 use anyhow::Result;
 use detox_edit::dinm::{
-    build_tokens, optimize_batch, DinmPreset, DinmTokens, EarlyStop, KlGradient, LossWeighting,
+    build_tokens, optimize_batch, DinmOptions, DinmPreset, DinmTokens, KlGradient, LossWeighting,
     OptimizeSettings, StepForward, TrainedTensor,
 };
 use detox_edit::EditInput;
@@ -26,20 +26,8 @@ fn settings(
     kl_gradient: KlGradient,
     step_forward: StepForward,
 ) -> OptimizeSettings {
-    let hp = DinmPreset::Llama2_7bChat.hparams();
-    OptimizeSettings {
-        lr: hp.lr,
-        weight_decay: 0.0,
-        num_steps: hp.num_steps,
-        kl_factor: hp.kl_factor,
-        norm_constraint: None,
-        weighting,
-        kl_gradient,
-        early_stop_loss: 1e-4,
-        early_stop: EarlyStop::Absolute,
-        step_forward,
-        synchronised_phases: false,
-    }
+    let options = DinmOptions { weighting, kl_gradient, step_forward, ..DinmOptions::reference() };
+    OptimizeSettings::from_hparams(&DinmPreset::Llama2_7bChat.hparams(), &options)
 }
 
 /// Runs both paths on the same records and restores the model after each.

@@ -49,11 +49,14 @@ fn last_dl_error() -> String {
     }
 }
 
-/// Waits until every queued operation on `device` has finished (a no-op on the CPU, which computes
-/// synchronously): what a timing of GPU work needs before it reads the clock.
+/// Waits until every queued operation on every GPU has finished when `device` is a GPU (a no-op on the CPU,
+/// which computes synchronously): what a timing of GPU work needs before it reads the clock. Every GPU, not only
+/// `device`: a model placed over several GPUs queues its work on all of them.
 pub fn synchronize(device: Device) {
-    if let Device::Cuda(index) = device {
-        tch::Cuda::synchronize(index as i64);
+    if device.is_cuda() {
+        for index in 0..Cuda::device_count() {
+            Cuda::synchronize(index);
+        }
     }
 }
 

@@ -76,6 +76,27 @@ impl DinmOptions {
     }
 }
 
+impl OptimizeSettings {
+    /// The optimisation an editor with `hparams` and `options` runs: the hyper-parameters' learning rate, weight
+    /// decay, steps, loss weight and norm constraint, the options' readings, and the reference's early stop at
+    /// a loss of 1e-4.
+    pub fn from_hparams(hparams: &DinmHyperParams, options: &DinmOptions) -> Self {
+        Self {
+            lr: hparams.lr,
+            weight_decay: hparams.weight_decay,
+            num_steps: hparams.num_steps,
+            kl_factor: hparams.kl_factor,
+            norm_constraint: hparams.norm_constraint,
+            weighting: options.weighting,
+            kl_gradient: options.kl_gradient,
+            early_stop_loss: 1e-4,
+            early_stop: options.early_stop,
+            step_forward: options.step_forward,
+            synchronised_phases: false,
+        }
+    }
+}
+
 /// The DINM editor.
 #[derive(Debug)]
 pub struct DinmEditor {
@@ -110,19 +131,7 @@ impl DinmEditor {
     }
 
     fn settings(&self) -> OptimizeSettings {
-        OptimizeSettings {
-            lr: self.hparams.lr,
-            weight_decay: self.hparams.weight_decay,
-            num_steps: self.hparams.num_steps,
-            kl_factor: self.hparams.kl_factor,
-            norm_constraint: self.hparams.norm_constraint,
-            weighting: self.options.weighting,
-            kl_gradient: self.options.kl_gradient,
-            early_stop_loss: 1e-4,
-            early_stop: self.options.early_stop,
-            step_forward: self.options.step_forward,
-            synchronised_phases: false,
-        }
+        OptimizeSettings::from_hparams(&self.hparams, &self.options)
     }
 
     fn locate(
