@@ -89,6 +89,20 @@ fn without_timings(mut r: RunRecord) -> RunRecord {
     r
 }
 
+/// A DINM run with the reference options and the letter judge over `cases` into `dir`.
+fn run_dinm(
+    model: &mut CausalLm,
+    tokenizer: &Tokenizer,
+    cases: &[BenchmarkCase],
+    manifest: &RunManifest,
+    dir: &Path,
+    on_record: impl FnMut(&RunRecord),
+) -> detox_eval::Result<Summary> {
+    let mut editor =
+        DinmEditor::new(DinmPreset::Llama2_7bChat.hparams(), DinmOptions::reference())?;
+    run(model, tokenizer, &mut editor, &LetterJudge, cases, manifest, &settings(dir), on_record)
+}
+
 #[test]
 fn full_run_then_crash_and_resume_give_the_same_records() -> Result<()> {
     let tokenizer = Tokenizer::from_model_dir(model_dir())?;
@@ -98,17 +112,7 @@ fn full_run_then_crash_and_resume_give_the_same_records() -> Result<()> {
     let cases = cases();
 
     let clean_dir = tempfile::tempdir()?;
-    let mut editor = DinmEditor::new(hparams.clone(), DinmOptions::reference())?;
-    let summary = run(
-        &mut model,
-        &tokenizer,
-        &mut editor,
-        &LetterJudge,
-        &cases,
-        &manifest,
-        &settings(clean_dir.path()),
-        |_| {},
-    )?;
+    let summary = run_dinm(&mut model, &tokenizer, &cases, &manifest, clean_dir.path(), |_| {})?;
     let clean = read_records(clean_dir.path())?;
     assert_eq!(clean.len(), 3);
     assert_eq!(clean.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["0", "1", "2"]);
@@ -212,18 +216,8 @@ fn full_run_then_crash_and_resume_give_the_same_records() -> Result<()> {
         .replace("\"label\":\"flipped\"", "\"label\":\"unsafe\"");
     assert_ne!(altered, second, "the copy differs");
     std::fs::write(&records_path, format!("{intact}{altered}\n"))?;
-    let mut editor = DinmEditor::new(hparams.clone(), DinmOptions::reference())?;
-    let err = run(
-        &mut model,
-        &tokenizer,
-        &mut editor,
-        &LetterJudge,
-        &cases,
-        &manifest,
-        &settings(crash_dir.path()),
-        |_| {},
-    )
-    .unwrap_err();
+    let err =
+        run_dinm(&mut model, &tokenizer, &cases, &manifest, crash_dir.path(), |_| {}).unwrap_err();
     assert!(
         matches!(&err, detox_eval::EvalError::DuplicateRecord { id, first: 2, second: 4, .. } if id == "1"),
         "{err}"
@@ -234,18 +228,8 @@ fn full_run_then_crash_and_resume_give_the_same_records() -> Result<()> {
     // A different configuration refuses to resume the directory.
     let mut other = manifest.clone();
     other.seed = 1;
-    let mut editor = DinmEditor::new(hparams, DinmOptions::reference())?;
-    let err = run(
-        &mut model,
-        &tokenizer,
-        &mut editor,
-        &LetterJudge,
-        &cases,
-        &other,
-        &settings(crash_dir.path()),
-        |_| {},
-    )
-    .unwrap_err();
+    let err =
+        run_dinm(&mut model, &tokenizer, &cases, &other, crash_dir.path(), |_| {}).unwrap_err();
     assert!(err.to_string().contains("seed"), "{err}");
     Ok(())
 }
