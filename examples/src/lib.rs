@@ -3,11 +3,15 @@
 //! beyond parsing arguments and printing lives in the library crates.
 #![deny(missing_docs)]
 
+mod eval_args;
+
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use detox_runtime::load::{load_model, parse_devices, parse_kind, LoadedModel};
 use tch::{Device, Kind};
+
+pub use eval_args::{DecodingArgs, GeneralArgs, Keep, MethodChoice, SelectionArgs};
 
 /// The embedded default model: SmolLM2-135M-Instruct as `cargo xtask smollm2` installs it.
 pub const DEFAULT_MODEL: &str = "models/SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf";
