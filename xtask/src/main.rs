@@ -24,6 +24,7 @@ mod paths;
 mod pypi;
 mod slurm;
 mod smollm2;
+mod torch_build;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
