@@ -3,6 +3,7 @@
 //! This crate builds without libtorch: `cargo xtask setup` is what installs it.
 
 mod active;
+mod artifacts;
 mod bench;
 mod checks;
 mod chromium;
