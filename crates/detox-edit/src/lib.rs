@@ -50,6 +50,7 @@ mod editor;
 mod error;
 pub mod ext_sub;
 mod ftl;
+mod input_length;
 mod ledger;
 pub mod mend;
 mod precision;
@@ -64,7 +65,7 @@ mod trained;
 pub use delta::Delta;
 pub use dinm::StepLoss;
 pub use editor::{
-    Batching, EditDetails, EditInput, EditOutcome, EditTimings, Editor, PromptEncoder,
+    Batching, EditDetails, EditInput, EditNote, EditOutcome, EditTimings, Editor, PromptEncoder,
 };
 pub use error::{EditError, Result};
 pub use ftl::{FtlEditor, FtlHyperParams};
