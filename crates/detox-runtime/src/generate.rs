@@ -250,7 +250,10 @@ pub(crate) fn choose(logits: &Tensor, sampling: Sampling) -> Result<Tensor> {
     match sampling {
         Sampling::Greedy => logits.f_argmax(-1, false).ctx("argmax"),
         Sampling::TopP { temperature, top_p, .. } => {
-            let scaled = logits.f_div_scalar(temperature).ctx("temperature")?;
+            // A row with NaN or infinite logits would make the sampler itself fail; it draws from finite stand-ins
+            // instead, and the row is reported by its marked token ([`mark_non_finite`]) at the next sync.
+            let finite = logits.f_nan_to_num(0.0, None, None).ctx("finite logits")?;
+            let scaled = finite.f_div_scalar(temperature).ctx("temperature")?;
             let (sorted, order) = scaled.f_sort(-1, false).ctx("sorting logits")?;
             let cumulative = sorted
                 .f_softmax(-1, Kind::Float)
