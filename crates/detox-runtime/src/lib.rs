@@ -13,6 +13,7 @@
 pub mod backend;
 pub mod chat;
 mod config;
+pub mod digest;
 mod dynlib;
 mod error;
 mod generate;
