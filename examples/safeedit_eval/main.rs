@@ -114,6 +114,9 @@ fn main() -> Result<()> {
     let mut evaluation =
         Evaluation::new(&mut loaded, &mut method, judge.as_ref(), dataset, settings);
     let summary = evaluation.run(&cases, |r| {
+        for note in &r.notes {
+            eprintln!("note: record {}: {note}", r.id);
+        }
         if print {
             let (pre, post) = (&r.pre.responses[0], &r.post.responses[0]);
             println!("\n== record {} ({}) layer {:?}", r.id, r.category, r.layer);

@@ -192,17 +192,8 @@ fn sets_matching_the_unedited_model(
     Ok(sets)
 }
 
-fn sha256_of_weights(model: &CausalLm) -> Vec<u8> {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    for name in model.parameter_names() {
-        let t = model.parameter(name).unwrap().contiguous();
-        let mut bytes = vec![0u8; t.numel() * t.kind().elt_size_in_bytes()];
-        t.copy_data_u8(&mut bytes, t.numel());
-        h.update(name.as_bytes());
-        h.update(&bytes);
-    }
-    h.finalize().to_vec()
+fn sha256_of_weights(model: &CausalLm) -> [u8; 32] {
+    detox_runtime::digest::weights_digest(model).expect("hashing the weights")
 }
 
 fn read_records(dir: &Path) -> Result<Vec<RunRecord>> {

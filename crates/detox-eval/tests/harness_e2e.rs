@@ -472,17 +472,8 @@ fn batched_records_at_several_layers_match_the_one_at_a_time_path() -> Result<()
     Ok(())
 }
 
-fn sha256_of_weights(model: &CausalLm) -> Vec<u8> {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    for name in model.parameter_names() {
-        let t = model.parameter(name).unwrap().contiguous();
-        let mut bytes = vec![0u8; t.numel() * t.kind().elt_size_in_bytes()];
-        t.copy_data_u8(&mut bytes, t.numel());
-        h.update(name.as_bytes());
-        h.update(&bytes);
-    }
-    h.finalize().to_vec()
+fn sha256_of_weights(model: &CausalLm) -> [u8; 32] {
+    detox_runtime::digest::weights_digest(model).expect("hashing the weights")
 }
 
 #[test]

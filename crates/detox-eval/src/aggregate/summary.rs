@@ -225,6 +225,7 @@ mod tests {
             post: side(post, 4.0),
             degeneration: None,
             general: None,
+            notes: Vec::new(),
         }
     }
 

@@ -102,6 +102,10 @@ pub struct RunRecord {
     /// ([`crate::settings::general::GeneralConfig::every`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub general: Option<GeneralResult>,
+    /// What the editor noted about this record's edit (an input longer than the model's context, an input cut
+    /// by a bound, an input far longer than its batch's), as text.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// Degeneration of a record's responses before and after the edit.

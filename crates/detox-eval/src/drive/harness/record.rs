@@ -107,6 +107,7 @@ pub(super) fn finish_record(
         post: post_side,
         degeneration: Some(degeneration),
         general: None,
+        notes: outcome.notes.iter().map(ToString::to_string).collect(),
     })
 }
 
