@@ -133,7 +133,9 @@ impl Editor for FtlEditor {
             norm_constraint: self.hparams.norm_constraint,
             weighting: LossWeighting::Paper,
             kl_gradient: KlGradient::Detached,
-            early_stop_loss: 1e-4,
+            // EasyEdit's `easyeditor/models/ft/ft_main.py` updates only while the loss is at least 1e-2 and stops
+            // once it is below; with one record per batch that is the absolute early stop at 1e-2 (DINM's is 1e-4).
+            early_stop_loss: 1e-2,
             early_stop: EarlyStop::Absolute,
             step_forward: StepForward::default(),
             synchronised_phases: false,
