@@ -6,11 +6,17 @@
 //!     --model models/SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf \
 //!     --data datasets/safeedit_sample_test.json --out runs/demo
 //! ```
+//!
+//! For a record-independent method (`trained`, `profs`, `steering`, `surgery`: one edit for every record),
+//! `--save-model DIR` also writes the edited model as a Hugging Face model directory once the run is done.
 use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Parser, ValueEnum};
-use detox_edit::registry::{build_method, BuiltMethod, MethodOptions, Reading};
+use detox_edit::registry::{
+    apply_record_independent, build_method, check_record_independent, BuiltMethod, MethodOptions,
+    Reading,
+};
 use detox_eval::general::{GeneralConfig, GeneralPaths, GeneralSets};
 use detox_eval::harness::{run, BenchmarkCase, HarnessSettings, SuffixPolicy};
 use detox_eval::judges::judge_from_spec;
@@ -18,7 +24,7 @@ use detox_eval::manifest::RunManifest;
 use detox_eval::nlpcc;
 use detox_eval::respond::Decoding;
 use detox_eval::sizing::{plan_batch, BatchRecords};
-use detox_examples::ModelArgs;
+use detox_examples::{ModelArgs, SaveModelArgs};
 use detox_runtime::load::LoadedModel;
 use detox_runtime::{PromptLayout, Sampling, Truncation};
 use safeedit::{load_nlpcc, load_split, Mode, Split, Subset};
@@ -180,6 +186,8 @@ struct Args {
     /// selection exactly once).
     #[arg(long, num_args = 1..)]
     merge_shards: Vec<PathBuf>,
+    #[command(flatten)]
+    save: SaveModelArgs,
 }
 
 fn subset(args: &Args) -> Result<Subset> {
@@ -194,6 +202,13 @@ fn subset(args: &Args) -> Result<Subset> {
 fn main() -> Result<()> {
     let args = Args::parse();
     let subset = subset(&args)?;
+    if args.save.save_model.is_some() {
+        if args.nlpcc || !args.merge_shards.is_empty() {
+            anyhow::bail!("--save-model writes the model a run edits; --nlpcc and --merge-shards do not edit one");
+        }
+        check_record_independent(&args.method)?;
+        args.save.check_before(&args.model)?;
+    }
     if args.nlpcc {
         return run_nlpcc(&args, &subset);
     }
@@ -289,6 +304,12 @@ fn main() -> Result<()> {
     println!("\n{}", summary.to_markdown());
     println!("Records, summary and plots: {}", args.out.display());
     println!("Report: {}", args.out.join(detox_eval::report::REPORT_FILE).display());
+    if args.save.save_model.is_some() {
+        // The harness restored the model after every record; the method's one edit is applied once more.
+        apply_record_independent(&args.method, &mut method, &mut loaded.model, &loaded.tokenizer)?;
+        args.save.save(&loaded)?;
+        method.editor.restore(&mut loaded.model)?;
+    }
     Ok(())
 }
 

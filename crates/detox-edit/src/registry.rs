@@ -12,12 +12,12 @@
 
 use std::path::PathBuf;
 
-use detox_runtime::PromptLayout;
+use detox_runtime::{CausalLm, PromptLayout};
 use serde_json::{json, Value};
 use tch::Device;
 
 use crate::dinm::{DecodingLimits, DinmEditor, DinmHyperParams, DinmOptions, DinmPreset};
-use crate::editor::Editor;
+use crate::editor::{EditInput, EditOutcome, Editor, PromptEncoder};
 use crate::error::{EditError, Result};
 use crate::ftl::{FtlEditor, FtlHyperParams};
 use crate::ledger::EditMode;
@@ -49,6 +49,59 @@ pub const METHODS: &[(&str, &str)] = &[
         "Model Surgery: shift the gate rows most anti-aligned with a toxicity probe (`artefact` names its directory)",
     ),
 ];
+
+/// The methods of [`METHODS`] whose edit is the same for every record: a trained or fitted artefact applied as
+/// it is. Their edited model exists apart from any record, so it can be written back as a model directory
+/// ([`apply_record_independent`], then [`detox_runtime::CausalLm::save_pretrained`]). DINM, FT-L and MEND edit
+/// per record (and the protocol restores the model after each); Self-Reminder changes prompts, not weights.
+pub const RECORD_INDEPENDENT: &[&str] = &["trained", "profs", "steering", "surgery"];
+
+/// Whether the method called `name` makes one edit for every record (see [`RECORD_INDEPENDENT`]).
+pub fn is_record_independent(name: &str) -> bool {
+    RECORD_INDEPENDENT.contains(&name)
+}
+
+/// Refuses a method whose edited model depends on the record (or that changes no weights), saying why; `Ok` for
+/// the methods of [`RECORD_INDEPENDENT`].
+pub fn check_record_independent(name: &str) -> Result<()> {
+    if is_record_independent(name) {
+        return Ok(());
+    }
+    let why = match name {
+        "self-reminder" => "it rewrites prompts and leaves the weights as they are",
+        "dinm" | "ft-l" | "mend" => {
+            "it edits each record on its own (and the protocol restores the model after each)"
+        }
+        _ => "it is not a method that edits every record alike",
+    };
+    Err(EditError::InvalidRequest(format!(
+        "the edited model of method `{name}` cannot be written: {why}; record-independent methods are {}",
+        RECORD_INDEPENDENT.join(", ")
+    )))
+}
+
+/// Applies the edit of the record-independent method `name` (built by [`build_method`] under that name) to the
+/// unedited `model`, leaving it edited; `built.editor.restore` undoes it bit-exactly. The record's texts play no
+/// part in these methods' edits, so none is given.
+///
+/// # Errors
+/// [`EditError::InvalidRequest`] for a method outside [`RECORD_INDEPENDENT`] (see [`check_record_independent`]).
+pub fn apply_record_independent(
+    name: &str,
+    built: &mut BuiltMethod,
+    model: &mut CausalLm,
+    encoder: &dyn PromptEncoder,
+) -> Result<EditOutcome> {
+    check_record_independent(name)?;
+    let no_record = EditInput {
+        prompt: String::new(),
+        safe_response: String::new(),
+        unsafe_response: String::new(),
+        constraint_prompt: String::new(),
+        constraint_answer: String::new(),
+    };
+    built.editor.edit(model, encoder, &no_record)
+}
 
 /// Whether to follow the reference implementation or the paper where they read differently.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -277,6 +330,18 @@ mod tests {
                 }
                 Err(other) => panic!("{name}: {other}"),
             }
+        }
+    }
+
+    #[test]
+    fn only_record_independent_methods_can_be_written_back() {
+        for name in RECORD_INDEPENDENT {
+            assert!(METHODS.iter().any(|(n, _)| n == name), "{name} is a listed method");
+            check_record_independent(name).unwrap();
+        }
+        for name in ["dinm", "ft-l", "mend", "self-reminder"] {
+            let e = check_record_independent(name).unwrap_err().to_string();
+            assert!(e.contains(name) && e.contains("trained, profs"), "{e}");
         }
     }
 
