@@ -8,7 +8,7 @@
 //! ```
 //!
 //! For a record-independent method (`trained`, `profs`, `steering`, `surgery`: one edit for every record),
-//! `--save-model DIR` also writes the edited model as a Hugging Face model directory once the run is done.
+//! `--save-model DIR` also writes the edited model as a Hugging Face model directory (before the run starts).
 use std::path::PathBuf;
 
 use anyhow::Result;
@@ -276,6 +276,13 @@ fn main() -> Result<()> {
         args.seed,
     )?;
 
+    if args.save.save_model.is_some() {
+        // The method's edit is the same for every record: written before the run (a refusal comes early, and the
+        // model is kept even if the run is interrupted), then undone for the protocol.
+        apply_record_independent(&args.method, &mut method, &mut loaded.model, &loaded.tokenizer)?;
+        args.save.save(&loaded)?;
+        method.editor.restore(&mut loaded.model)?;
+    }
     let print = args.print_responses;
     let summary = run(
         &mut loaded.model,
@@ -304,12 +311,6 @@ fn main() -> Result<()> {
     println!("\n{}", summary.to_markdown());
     println!("Records, summary and plots: {}", args.out.display());
     println!("Report: {}", args.out.join(detox_eval::report::REPORT_FILE).display());
-    if args.save.save_model.is_some() {
-        // The harness restored the model after every record; the method's one edit is applied once more.
-        apply_record_independent(&args.method, &mut method, &mut loaded.model, &loaded.tokenizer)?;
-        args.save.save(&loaded)?;
-        method.editor.restore(&mut loaded.model)?;
-    }
     Ok(())
 }
 

@@ -198,8 +198,9 @@ impl CausalLm {
         }
         if let Some(bias) = self.attached_biases().next() {
             return Err(export_err(format!(
-                "`{bias}` is a bias attached at run time (e.g. a steering vector); the checkpoint format of this \
-                 architecture has no place for it, so transformers would drop it. Restore the model first"
+                "`{bias}` is a bias attached at run time (a steering vector, for instance): this architecture's \
+                 checkpoints have no such bias and transformers would drop it, so an edit that adds one cannot be \
+                 written back"
             )));
         }
         check_target(out, options.overwrite)?;
@@ -394,6 +395,13 @@ fn write_contents(
     config: &[u8],
     max_shard_size: u64,
 ) -> Result<(Vec<String>, Vec<String>, u64)> {
+    // config.json first: the safetensors writer creates its files private to the owner (a temporary file renamed),
+    // and the shards take this file's permissions, the ones the process creates files with.
+    let config_path = dir.join("config.json");
+    write_synced(&config_path, config)?;
+    let permissions = std::fs::metadata(&config_path)
+        .map_err(|source| Error::Io { path: config_path.clone(), source })?
+        .permissions();
     let shards = plan_shards(tensors, max_shard_size);
     let total_size: u64 = tensors.iter().map(|(_, t)| byte_size(t)).sum();
     let count = shards.len();
@@ -417,6 +425,8 @@ fn write_contents(
         let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
         safetensors::serialize_to_file(views, Some(metadata), &path)
             .map_err(|e| Error::Safetensors { path: path.clone(), reason: e.to_string() })?;
+        std::fs::set_permissions(&path, permissions.clone())
+            .map_err(|source| write_err("setting the permissions of", &path, source))?;
         sync_file(&path)?;
         for &j in shard {
             weight_map.insert(tensors[j].0.clone(), Json::String(file.clone()));
@@ -434,7 +444,6 @@ fn write_contents(
         text.push('\n');
         write_synced(&path, text.as_bytes())?;
     }
-    write_synced(&dir.join("config.json"), config)?;
     let mut copied = vec!["config.json".to_string()];
     for name in COPIED_FILES {
         let from = source.join(name);

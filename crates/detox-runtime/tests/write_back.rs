@@ -135,6 +135,11 @@ fn written_directories_reload_bit_identically_with_the_source_files() -> Result<
         .into();
         assert_eq!(files_in(&out)?, want, "{name}");
         assert_eq!(files_in(tmp.path())?.iter().filter(|f| f.starts_with('.')).count(), 0);
+        // The weights are as readable as the other files (not private like a temporary file).
+        let mode = |f: &str| -> Result<std::fs::Permissions> {
+            Ok(std::fs::metadata(out.join(f))?.permissions())
+        };
+        assert_eq!(mode("model.safetensors")?, mode("config.json")?, "{name}");
         for file in [
             "tokenizer.json",
             "tokenizer_config.json",
