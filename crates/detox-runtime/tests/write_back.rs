@@ -43,7 +43,11 @@ fn pattern(shape: &[i64], scale: f64, phase: f64) -> Tensor {
 /// The fixture model with an edit of each kind: a replaced down projection, a shifted final norm, a low-rank
 /// path beside a query projection, and for a tied model an edited embedding (which is also its head).
 fn edited(name: &str, tied: bool) -> Result<CausalLm> {
-    let mut model = CausalLm::load(decoder(name), Device::Cpu, Kind::Float)?;
+    edit(CausalLm::load(decoder(name), Device::Cpu, Kind::Float)?, tied)
+}
+
+/// [`edited`]'s edits on a loaded model.
+fn edit(mut model: CausalLm, tied: bool) -> Result<CausalLm> {
     let down = model.parameter(DOWN)?.detach();
     let _ = model.replace_parameter(DOWN, &down + pattern(&down.size(), 0.05, 0.0))?;
     let norm = model.parameter("model.norm.weight")?.detach();
@@ -99,6 +103,35 @@ fn source_dir(name: &str, into: &Path) -> Result<PathBuf> {
     )?;
     std::fs::write(dir.join("generation_config.json"), "{\n  \"do_sample\": false\n}\n")?;
     std::fs::write(dir.join("README.md"), "not part of the model\n")?;
+    Ok(dir)
+}
+
+/// The rotary table an older checkpoint stored, which the runtime recomputes and transformers ignores.
+const INV_FREQ: &str = "model.layers.0.self_attn.rotary_emb.inv_freq";
+
+/// The tied Llama-3 fixture as older checkpoints were saved: the tied head stored beside the embedding, and a
+/// rotary table, in one file.
+fn stored_head_source(into: &Path) -> Result<PathBuf> {
+    let dir = source_dir("llama3_tied_sharded", into)?;
+    let files = SafetensorsFiles::open_dir(&dir)?;
+    let mut tensors: Vec<(String, Tensor)> = files
+        .names()
+        .map(|n| Ok((n.to_string(), files.load(n, Device::Cpu, None)?)))
+        .collect::<Result<_>>()?;
+    drop(files);
+    let embed =
+        tensors.iter().find(|(n, _)| n == "model.embed_tokens.weight").context("embedding")?;
+    tensors.push(("lm_head.weight".into(), embed.1.copy()));
+    tensors.push((INV_FREQ.into(), Tensor::arange(4, (Kind::Float, Device::Cpu)) * 0.125));
+    for entry in std::fs::read_dir(&dir)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "safetensors")
+            || path.ends_with("model.safetensors.index.json")
+        {
+            std::fs::remove_file(path)?;
+        }
+    }
+    detox_runtime::weights::save_safetensors(&dir.join("model.safetensors"), &tensors)?;
     Ok(dir)
 }
 
@@ -170,6 +203,30 @@ fn written_directories_reload_bit_identically_with_the_source_files() -> Result<
         assert!(reloaded.low_rank(Q)?.is_none());
         let diff = (logits(&reloaded)? - logits(&model)?).abs().max().double_value(&[]);
         assert!(diff < 1e-5, "{name}: the reloaded model's logits differ by {diff}");
+    }
+    Ok(())
+}
+
+#[test]
+fn a_stored_tied_head_and_rotary_tables_are_written_as_the_source_had_them() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let source = stored_head_source(tmp.path())?;
+    let model = edit(CausalLm::load(&source, Device::Cpu, Kind::Float)?, true)?;
+    let out = tmp.path().join("out");
+    let saved = model.save_pretrained(&source, &out, &SaveOptions::new())?;
+    assert_eq!(saved.tensors, model.parameter_names().len() + 2);
+    let stored = SafetensorsFiles::open_dir(&out)?;
+    let head = stored.load("lm_head.weight", Device::Cpu, None)?;
+    assert!(
+        head.equal(model.parameter("model.embed_tokens.weight")?),
+        "the head is the edited embedding"
+    );
+    let table = stored.load(INV_FREQ, Device::Cpu, None)?;
+    let original = SafetensorsFiles::open_dir(&source)?.load(INV_FREQ, Device::Cpu, None)?;
+    assert!(table.equal(&original), "the rotary table is copied as it was");
+    let reloaded = CausalLm::load(&out, Device::Cpu, Kind::Float)?;
+    for p in model.parameter_names() {
+        assert!(reloaded.parameter(p)?.equal(&merged(&model, p)?), "`{p}` is not bit-identical");
     }
     Ok(())
 }
@@ -267,6 +324,7 @@ fn what_cannot_be_written_is_refused_with_the_path() -> Result<()> {
     let e = model.save_pretrained(&source, &fresh, &SaveOptions::new()).unwrap_err();
     assert!(matches!(&e, Error::NonFiniteWeights { name, .. } if name == DOWN), "{e}");
     assert!(!fresh.exists(), "nothing is left behind by a refused write");
+    assert!(!tmp.path().join(".fresh.partial").exists(), "nor a half-written directory");
 
     // A model loaded from GGUF has no config.json or tokenizer files to copy.
     let gguf = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gguf/tiny.gguf");
@@ -303,6 +361,17 @@ fn transformers_computes_the_edited_models_logits() -> Result<()> {
             let path = keep.join(format!("{name}.detox.safetensors"));
             detox_runtime::weights::save_safetensors(&path, &tensors)?;
         }
+        // A tied source that stored its head (and a rotary table): transformers must tie and ignore them.
+        let source = stored_head_source(tmp.path())?;
+        let model = edit(CausalLm::load(&source, Device::Cpu, Kind::Float)?, true)?;
+        let options = SaveOptions::new().with_overwrite(true);
+        model.save_pretrained(&source, &keep.join("llama3_stored_head"), &options)?;
+        let ids = Tensor::from_slice(&PROMPT).unsqueeze(0);
+        let tensors = [("input_ids".to_string(), ids), ("logits".to_string(), logits(&model)?)];
+        detox_runtime::weights::save_safetensors(
+            &keep.join("llama3_stored_head.detox.safetensors"),
+            &tensors,
+        )?;
         // Half precision: transformers must read the dtype from config.json (`dtype="auto"`).
         let out = keep.join("qwen2_bf16");
         let options = SaveOptions::new().with_overwrite(true).with_dtype(Kind::BFloat16);
@@ -330,6 +399,13 @@ fn transformers_computes_the_edited_models_logits() -> Result<()> {
         let moved = (&theirs - unedited).abs().max().double_value(&[]);
         assert!(moved > 1e-2, "{name}: the edit changed the logits by only {moved}");
     }
+    // The tied source with a stored head: the same edits, the same logits.
+    let tmp = tempfile::tempdir()?;
+    let source = stored_head_source(tmp.path())?;
+    let ours = logits(&edit(CausalLm::load(&source, Device::Cpu, Kind::Float)?, true)?)?;
+    let theirs = fixture_logits(&write_back_fixture("llama3_stored_head"))?;
+    let diff = (&theirs - &ours).abs().max().double_value(&[]);
+    assert!(diff < 1e-4, "llama3_stored_head: transformers' logits differ from ours by {diff}");
     // The bf16 directory, computed in bf16 by both runtimes: rounding differs, so the bound is looser.
     let tmp = tempfile::tempdir()?;
     let out = tmp.path().join("qwen2_bf16");
