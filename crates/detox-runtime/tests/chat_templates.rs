@@ -1,6 +1,6 @@
 //! Chat templates against transformers' `apply_chat_template(..., tokenize=False)` on the published templates of
 //! Llama-2-chat, Llama-3.1/3.2-Instruct, Mistral-7B-Instruct-v0.2, Qwen2-Instruct, SmolLM2-Instruct, Qwen3 (with
-//! `enable_thinking` true and false), Gemma-2-it, Gemma-3-it, Phi-3.5-mini-instruct, Phi-4-mini-instruct and
+//! `enable_thinking` true and false), Gemma-2-it, Gemma-3-it, Phi-3-mini-, Phi-3.5-mini- and Phi-4-mini-instruct, and
 //! OLMo-2-Instruct (`tests/fixtures/chat_templates/generate.py`).
 
 use std::path::{Path, PathBuf};
@@ -9,7 +9,7 @@ use anyhow::{ensure, Context, Result};
 use detox_runtime::chat::{Clock, DateTime};
 use detox_runtime::{ChatTemplate, Error, Message};
 
-const TEMPLATES: [&str; 13] = [
+const TEMPLATES: [&str; 14] = [
     "llama-2-chat",
     "llama-3.1-instruct",
     "llama-3.2-instruct",
@@ -20,6 +20,7 @@ const TEMPLATES: [&str; 13] = [
     "qwen3-no-thinking",
     "gemma-2-it",
     "gemma-3-it",
+    "phi-3-mini-instruct",
     "phi-3.5-mini-instruct",
     "phi-4-mini-instruct",
     "olmo-2-instruct",
