@@ -11,7 +11,8 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use clap::Parser;
 use detox_edit::Delta;
-use detox_eval::respond::{respond, Decoding};
+use detox_eval::drive::respond::respond;
+use detox_eval::settings::Decoding;
 use detox_examples::ModelArgs;
 use detox_runtime::{PromptLayout, Sampling};
 

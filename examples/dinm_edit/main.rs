@@ -13,7 +13,8 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use detox_edit::dinm::{DinmEditor, DinmHyperParams, DinmOptions, DinmPreset};
 use detox_edit::{EditInput, Editor};
-use detox_eval::respond::{respond, Decoding};
+use detox_eval::drive::respond::respond;
+use detox_eval::settings::{Decoding, Protocol};
 use detox_examples::{ModelArgs, SaveModelArgs};
 use detox_runtime::PromptLayout;
 use safeedit::{load_split, Mode, Split};
@@ -69,8 +70,13 @@ fn main() -> Result<()> {
         options.prompt_format = PromptLayout::ChatTemplate;
     }
     let style = if args.chat { PromptLayout::ChatTemplate } else { PromptLayout::Raw };
-    let context_len = loaded.model.config().max_position_embeddings as usize;
-    let mut decoding = Decoding::default().with_limits(&hparams.decoding_limits(), context_len);
+    // The hyper-parameters' own limits, as the reference's evaluation reads them.
+    let protocol = Protocol::default().with_lengths(
+        hparams.max_length,
+        hparams.max_output_length,
+        "the DINM hyper-parameters",
+    )?;
+    let mut decoding = Decoding::for_protocol(&protocol);
     decoding.max_new_tokens = args.max_new_tokens.unwrap_or(decoding.max_new_tokens);
     let prompt = vec![record.adversarial_prompt.clone()];
     let before = respond(&loaded.model, &loaded.tokenizer, &prompt, style, &decoding)?;

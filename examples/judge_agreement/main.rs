@@ -85,7 +85,7 @@ fn main() -> Result<()> {
     let judge: Box<dyn SafetyJudge> = match args.judge.as_str() {
         "phrase" => Box::new(PhraseJudge::default()),
         other => match other.strip_prefix("classifier:") {
-            Some(dir) => Box::new(detox_eval::judges::ClassifierJudge::load(
+            Some(dir) => Box::new(detox_eval::ClassifierJudge::load(
                 dir,
                 detox_runtime::load::parse_device(&args.device)?,
             )?),

@@ -65,7 +65,7 @@ fn main() -> Result<()> {
     if let Some(dir) = args.plot.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
-    let svg = detox_eval::plot::lines(
+    let svg = detox_eval::render::plot::lines(
         "Distance between safe and unsafe hidden states",
         "layer",
         "distance",

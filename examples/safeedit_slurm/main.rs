@@ -13,7 +13,9 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use detox_eval::slurm::{plan_and_submit, Mode, ShardedRun, Slurm, SlurmOptions, EVAL_BINARY};
+use detox_eval::drive::slurm::{
+    plan_and_submit, Mode, ShardedRun, Slurm, SlurmOptions, EVAL_BINARY,
+};
 
 /// Plan the sharded SafeEdit benchmark on Slurm: the array job script, the merge job script, and their
 /// submission. Arguments after `--` go to every shard's `safeedit_eval` unchanged.

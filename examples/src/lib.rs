@@ -3,6 +3,8 @@
 //! beyond parsing arguments and printing lives in the library crates.
 #![deny(missing_docs)]
 
+mod eval_args;
+
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -10,6 +12,8 @@ use detox_runtime::export::{parse_shard_size, SaveOptions, SavedModel};
 use detox_runtime::load::{kind_name, load_model, parse_devices, parse_kind, LoadedModel};
 use detox_runtime::CausalLm;
 use tch::{Device, Kind};
+
+pub use eval_args::{DecodingArgs, GeneralArgs, Keep, MethodChoice, SelectionArgs};
 
 /// The embedded default model: SmolLM2-135M-Instruct as `cargo xtask smollm2` installs it.
 pub const DEFAULT_MODEL: &str = "models/SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf";

@@ -108,7 +108,8 @@ fn safeedit_eval() -> Result<()> {
                 &["--out", out, "--save-model", saved, "--method", "self-reminder"],
                 "rewrites prompts",
             ),
-            (&["--out", out, "--save-model", saved, "--method", "trained"], "is a GGUF file"),
+            (&["--out", out, "--save-model", saved, "--method", "trained"], "artefact"),
+            (&["--out", out, "--save-model", saved, "--method", "none"], "edits nothing"),
             (&["--out", out, "--save-model", saved, "--nlpcc"], "--nlpcc"),
             (
                 &["--out", out, "--save-model", saved, "--max-shard-size", "5 parsecs"],

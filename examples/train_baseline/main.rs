@@ -32,7 +32,7 @@ use clap::{Parser, ValueEnum};
 use detox_edit::ext_sub::extract_and_subtract;
 use detox_edit::mend::{save_artefact, train_mend, MendConfig};
 use detox_edit::profs::{fit_profs, ProfsOptions, NEAR_TIE};
-use detox_edit::registry::{apply_record_independent, build_method, MethodOptions};
+use detox_edit::registry::{apply_record_independent, MethodArgs, Registry};
 use detox_edit::steering::fit_steering;
 use detox_edit::surgery::{
     fit_surgery, labelled_responses, save_surgery, ProbeConfig, SurgeryConfig,
@@ -307,10 +307,9 @@ fn save_edited(args: &Args, name: &str, model: &mut CausalLm, tokenizer: &Tokeni
     if args.save.save_model.is_none() {
         return Ok(());
     }
-    let mut options = MethodOptions::default();
-    options.artefact = Some(args.out.clone());
-    let mut built = build_method(name, &options, model.device())?;
-    apply_record_independent(name, &mut built, model, tokenizer)?;
+    let method_args = MethodArgs::new().set("artefact", args.out.display());
+    let mut built = Registry::builtin().build(name, &method_args, model.device())?;
+    apply_record_independent(&mut built, model, tokenizer)?;
     args.save.save_parts(model, &args.model.model)?;
     built.editor.restore(model)?;
     Ok(())

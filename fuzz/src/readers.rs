@@ -67,5 +67,5 @@ pub fn run_jsonl(path: &Path) -> Result<(), String> {
 
 /// A run directory's `manifest.json`.
 pub fn run_manifest(path: &Path) -> Result<(), String> {
-    detox_eval::manifest::RunManifest::read(path).map(|_| ()).map_err(message)
+    detox_eval::RunManifest::read(path).map(|_| ()).map_err(message)
 }

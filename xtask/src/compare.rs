@@ -59,7 +59,7 @@ const ROWS: &[Row] = &[
         key: "dinm-paper",
         name: "DINM (paper)",
         fits: &[],
-        eval: &["--method", "dinm", "--options", "paper"],
+        eval: &["--method", "dinm", "--method-arg", "reading=paper"],
     },
     Row { key: "ft-l", name: "FT-L", fits: &[], eval: &["--method", "ft-l"] },
     Row {
@@ -72,13 +72,13 @@ const ROWS: &[Row] = &[
         key: "sft",
         name: "SFT (LoRA)",
         fits: &[fit("sft", "sft")],
-        eval: &["--method", "trained", "--artefact", "{artefact}"],
+        eval: &["--method", "trained", "--method-arg", "artefact={artefact}"],
     },
     Row {
         key: "dpo",
         name: "DPO (LoRA)",
         fits: &[fit("dpo", "dpo")],
-        eval: &["--method", "trained", "--artefact", "{artefact}"],
+        eval: &["--method", "trained", "--method-arg", "artefact={artefact}"],
     },
     Row {
         key: "ext-sub",
@@ -92,31 +92,31 @@ const ROWS: &[Row] = &[
                 extra: &["--expert", "{fits}/expert", "--anti-expert", "{fits}/anti-expert"],
             },
         ],
-        eval: &["--method", "trained", "--artefact", "{artefact}"],
+        eval: &["--method", "trained", "--method-arg", "artefact={artefact}"],
     },
     Row {
         key: "mend",
         name: "MEND",
         fits: &[fit("mend", "mend")],
-        eval: &["--method", "mend", "--artefact", "{artefact}"],
+        eval: &["--method", "mend", "--method-arg", "artefact={artefact}"],
     },
     Row {
         key: "profs",
         name: "ProFS",
         fits: &[fit("profs", "profs")],
-        eval: &["--method", "profs", "--artefact", "{artefact}"],
+        eval: &["--method", "profs", "--method-arg", "artefact={artefact}"],
     },
     Row {
         key: "steering",
         name: "Activation steering",
         fits: &[fit("steering", "steering")],
-        eval: &["--method", "steering", "--artefact", "{artefact}"],
+        eval: &["--method", "steering", "--method-arg", "artefact={artefact}"],
     },
     Row {
         key: "surgery",
         name: "Model Surgery",
         fits: &[fit("surgery", "surgery")],
-        eval: &["--method", "surgery", "--artefact", "{artefact}"],
+        eval: &["--method", "surgery", "--method-arg", "artefact={artefact}"],
     },
 ];
 
@@ -198,8 +198,10 @@ pub fn run(args: &CompareArgs) -> Result<()> {
         let eval: Vec<OsString> = row
             .eval
             .iter()
-            .map(|a| match (&artefact, *a) {
-                (Some(dir), "{artefact}") => dir.clone().into_os_string(),
+            .map(|a| match &artefact {
+                Some(dir) if a.contains("{artefact}") => {
+                    OsString::from(a.replace("{artefact}", &dir.display().to_string()))
+                }
                 _ => OsString::from(a),
             })
             .collect();
@@ -298,7 +300,8 @@ mod tests {
         keys.dedup();
         assert_eq!(keys.len(), ROWS.len());
         for row in ROWS {
-            assert_eq!(row.eval.contains(&"{artefact}"), !row.fits.is_empty(), "{}", row.key);
+            let names_artefact = row.eval.iter().any(|a| a.contains("{artefact}"));
+            assert_eq!(names_artefact, !row.fits.is_empty(), "{}", row.key);
         }
     }
 }

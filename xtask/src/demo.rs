@@ -56,10 +56,10 @@ pub fn protocol_args(
         "cpu",
         "--max-new-tokens",
         "48",
-        "--prompt-style",
+        "--prompt-layout",
         "chat",
-        "--edit-format",
-        "chat",
+        "--method-arg",
+        "prompt_layout=chat",
         // Small general sets, every third record, so that measuring the cost adds little to the run.
         "--general-every",
         "3",

@@ -167,7 +167,7 @@ pub enum Batching {
 /// [`crate::TrainedDeltaEditor`] (trained SFT, DPO and Ext-Sub artefacts), [`crate::mend::MendEditor`] (MEND),
 /// [`crate::SelfReminderEditor`] (Self-Reminder, prompt only), [`crate::profs::ProfsEditor`] (ProFS subspace
 /// projection), [`crate::steering::SteeringEditor`] (activation steering) and
-/// [`crate::surgery::SurgeryEditor`] (Model Surgery); [`crate::registry::build_method`] builds each by name.
+/// [`crate::surgery::SurgeryEditor`] (Model Surgery); a [`crate::registry::Registry`] builds each by name.
 ///
 /// Implementors write [`Editor::method`], [`Editor::edit`] and [`Editor::restore`]; everything else has a
 /// default. Every editor can edit a batch of records: the default [`Editor::edit_batch`] edits them one at a time

@@ -55,6 +55,52 @@ pub enum EditError {
         /// The model's dtype, as libtorch names it.
         dtype: String,
     },
+    /// No registered method has this name.
+    #[error("unknown method `{name}` (known: {known})")]
+    UnknownMethod {
+        /// The name asked for.
+        name: String,
+        /// The registered names, comma-separated.
+        known: String,
+    },
+    /// A method was registered twice under one name.
+    #[error("a method named `{name}` is registered already")]
+    DuplicateMethod {
+        /// The name.
+        name: String,
+    },
+    /// A method was given an option it does not have.
+    #[error("method `{method}` has no option `{option}` (its options: {known})")]
+    UnknownOption {
+        /// The method.
+        method: String,
+        /// The option given.
+        option: String,
+        /// The method's options, comma-separated (`none` when it has none).
+        known: String,
+    },
+    /// A method option's value cannot be used.
+    #[error("method `{method}`, option `{option}`: {reason} (got `{value}`)")]
+    InvalidOption {
+        /// The method.
+        method: String,
+        /// The option.
+        option: String,
+        /// The value given.
+        value: String,
+        /// Why it cannot be used.
+        reason: String,
+    },
+    /// A method needs an option that was not given.
+    #[error("method `{method}` needs option `{option}`: {why}")]
+    MissingOption {
+        /// The method.
+        method: String,
+        /// The option.
+        option: String,
+        /// What the option names and where it comes from.
+        why: String,
+    },
     /// `restore` was called with no edit to undo, or an edit was started while another is applied in single mode.
     #[error("editor state: {0}")]
     State(String),

@@ -7,9 +7,10 @@
 //! direction added to the `gate_proj` rows most anti-aligned with it). Every edit can be restored bit-exactly and
 //! exported as a [`Delta`] in safetensors.
 //!
-//! Methods are built by name through [`registry::build_method`], which also loads the artefacts a method was
+//! Methods are built by name through a [`registry::Registry`], which also loads the artefacts a method was
 //! trained into. A method of your own implements [`Editor`]: `method`, `edit` and `restore`; batches of records,
-//! input wrapping and resumption have defaults.
+//! input wrapping and resumption have defaults. Registered with a name, its options and a constructor
+//! ([`registry::MethodSpec`]), it runs by name through the same harness as the built-in ones.
 //!
 //! ```no_run
 //! use detox_edit::{Delta, EditInput, EditLedger, EditMode, EditOutcome, Editor, PromptEncoder, Result};
@@ -52,6 +53,7 @@ pub mod ext_sub;
 mod ftl;
 mod ledger;
 pub mod mend;
+pub mod none;
 mod precision;
 pub mod profs;
 pub mod registry;

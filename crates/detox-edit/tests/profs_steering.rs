@@ -4,7 +4,7 @@
 
 use anyhow::Result;
 use detox_edit::profs::{fit_profs, ProfsFit, ProfsOptions, NEAR_TIE};
-use detox_edit::registry::{build_method, MethodOptions};
+use detox_edit::registry::{MethodArgs, Registry};
 use detox_edit::steering::{fit_steering, SteeringEditor, SteeringVectors};
 use detox_edit::train::PreferencePair;
 use detox_edit::{Delta, Editor, PromptEncoder};
@@ -102,9 +102,8 @@ fn profs_restores_exports_and_reloads() -> Result<()> {
         assert!(a.equal(b));
     }
 
-    let mut options = MethodOptions::default();
-    options.artefact = Some(dir.path().into());
-    let mut built = build_method("profs", &options, Device::Cpu)?;
+    let args = MethodArgs::new().set("artefact", dir.path().display());
+    let mut built = Registry::builtin().build("profs", &args, Device::Cpu)?;
     let outcome = built.editor.edit(&mut model, &encoder, &input)?;
     let edited = digest(&model);
     assert_ne!(edited, before);
@@ -226,11 +225,11 @@ fn steering_exports_and_reloads() -> Result<()> {
     assert_eq!(reloaded.info, vectors.info);
     assert!(reloaded.vectors.equal(&vectors.vectors));
 
-    let mut options = MethodOptions::default();
-    options.artefact = Some(dir.path().into());
-    options.steering_layers = Some(vec![1]);
-    options.steering_strength = Some(3.0);
-    let mut built = build_method("steering", &options, Device::Cpu)?;
+    let args = MethodArgs::new()
+        .set("artefact", dir.path().display())
+        .set("layers", 1)
+        .set("strength", 3.0);
+    let mut built = Registry::builtin().build("steering", &args, Device::Cpu)?;
     let outcome = built.editor.edit(&mut model, &encoder, &input)?;
     let edited = digest(&model);
     built.editor.restore(&mut model)?;

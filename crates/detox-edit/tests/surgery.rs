@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use common::{digest, setup};
-use detox_edit::registry::{build_method, MethodOptions};
+use detox_edit::registry::{MethodArgs, Registry};
 use detox_edit::surgery::{
     fit_surgery, gate_name, labelled_responses, load_surgery, save_surgery, LabelledText,
     ProbeConfig, SurgeryConfig, SurgeryEditor, SurgeryFit,
@@ -179,9 +179,9 @@ fn the_artefact_round_trips_and_the_registry_builds_it() -> Result<()> {
     let edited = digest(&model);
     direct.restore(&mut model)?;
 
-    let mut options = MethodOptions::default();
-    options.artefact = Some(dir.path().into());
-    let mut built = build_method("surgery", &options, Device::Cpu)?;
+    let registry = Registry::builtin();
+    let args = MethodArgs::new().set("artefact", dir.path().display());
+    let mut built = registry.build("surgery", &args, Device::Cpu)?;
     assert_eq!(built.editor.method(), "Model-Surgery");
     assert_eq!(built.options["alpha"], 1.08);
     drop(built.editor.edit(&mut model, &encoder, &input)?);
@@ -189,8 +189,7 @@ fn the_artefact_round_trips_and_the_registry_builds_it() -> Result<()> {
     built.editor.restore(&mut model)?;
     assert_eq!(digest(&model), before);
 
-    options.surgery_alpha = Some(2.0);
-    let built = build_method("surgery", &options, Device::Cpu)?;
+    let built = registry.build("surgery", &args.set("alpha", 2.0), Device::Cpu)?;
     assert_eq!(built.options["alpha"], 2.0);
 
     // A damaged artefact is refused with the file named.

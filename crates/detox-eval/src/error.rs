@@ -84,6 +84,22 @@ pub enum EvalError {
         /// Its message.
         reason: String,
     },
+    /// A protocol name no preset has.
+    #[error("unknown protocol `{name}` (known: {known})")]
+    UnknownProtocol {
+        /// The name asked for.
+        name: String,
+        /// The known names, comma-separated.
+        known: String,
+    },
+    /// A setting's value cannot be used.
+    #[error("{setting}: {reason}")]
+    InvalidSetting {
+        /// The setting (as a flag or field name).
+        setting: String,
+        /// Why not.
+        reason: String,
+    },
     /// Invalid settings or inputs.
     #[error("{0}")]
     Invalid(String),

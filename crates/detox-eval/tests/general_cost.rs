@@ -7,15 +7,17 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use detox_edit::registry::BuiltMethod;
 use detox_edit::{Delta, EditInput, EditOutcome, Editor, PromptEncoder};
-use detox_eval::general::{self, GeneralConfig, GeneralResult, GeneralSets, BASELINE_FILE};
-use detox_eval::harness::{run, BenchmarkCase, HarnessSettings};
-use detox_eval::manifest::RunManifest;
-use detox_eval::record::RunRecord;
-use detox_eval::summary::Summary;
+use detox_eval::drive::general::{self, BASELINE_FILE};
+use detox_eval::record::general::GeneralResult;
+use detox_eval::settings::general::{GeneralConfig, GeneralSets};
+use detox_eval::settings::DatasetSource;
+use detox_eval::{BenchmarkCase, Evaluation, HarnessSettings, RunManifest, RunRecord, Summary};
 use detox_metrics::readers::{QaItem, XsTestPrompt, XsumItem};
 use detox_metrics::{normalize_answer, PhraseJudge, QaMatch};
+use detox_runtime::load::LoadedModel;
 use detox_runtime::{load_model, CausalLm, Snapshot, Tokenizer};
 use safeedit::Subset;
+use serde_json::json;
 use tch::{Device, Kind};
 
 fn model_dir() -> PathBuf {
@@ -84,27 +86,36 @@ fn cases(n: usize) -> Vec<BenchmarkCase> {
 fn settings(out: &Path, general: Option<GeneralSets>) -> HarnessSettings {
     let mut settings = HarnessSettings::new(out);
     settings.decoding.max_new_tokens = 6;
-    settings.decoding.max_input_tokens = 200;
+    settings.decoding.max_input_tokens = Some(200);
     settings.progress = false;
     settings.general = general;
     settings.punkt_dir = Some(punkt_dir());
     settings
 }
 
-fn manifest(settings: &HarnessSettings) -> Result<RunManifest> {
-    let loaded = load_model(&model_dir(), &[Device::Cpu], Kind::Float)?;
-    let method = BuiltMethod::new(Box::new(Wrecker::default()), serde_json::json!({}));
-    let data =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets/safeedit_sample_test.json");
-    Ok(RunManifest::capture(
-        &loaded,
-        &data,
-        &Subset::All,
-        &method,
-        &PhraseJudge::default(),
-        settings,
-        0,
-    )?)
+fn data_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets/safeedit_sample_test.json")
+}
+
+/// The wrecking method run over `cases` with the phrase judge.
+fn wreck(
+    loaded: &mut LoadedModel,
+    cases: &[BenchmarkCase],
+    settings: &HarnessSettings,
+    on_record: impl FnMut(&RunRecord),
+) -> detox_eval::Result<Summary> {
+    let mut method = BuiltMethod::new(Box::new(Wrecker::default()), json!({}), json!({}));
+    let judge = PhraseJudge::default();
+    let dataset = DatasetSource::new(data_path(), Subset::All);
+    Evaluation::new(loaded, &mut method, &judge, dataset, settings.clone()).run(cases, on_record)
+}
+
+/// The manifest of the wrecking method's run with `settings`.
+fn manifest(loaded: &mut LoadedModel, settings: &HarnessSettings) -> Result<RunManifest> {
+    let mut method = BuiltMethod::new(Box::new(Wrecker::default()), json!({}), json!({}));
+    let judge = PhraseJudge::default();
+    let dataset = DatasetSource::new(data_path(), Subset::All);
+    Ok(Evaluation::new(loaded, &mut method, &judge, dataset, settings.clone()).manifest()?)
 }
 
 /// General sets whose accepted answers and reference summaries are what the unedited model says, so that the
@@ -162,7 +173,7 @@ fn sets_matching_the_unedited_model(
         model,
         tokenizer,
         &sets,
-        settings.prompt_style,
+        settings.prompt_layout,
         &settings.decoding,
         &|p| p.to_string(),
     )?;
@@ -201,25 +212,15 @@ fn read_records(dir: &Path) -> Result<Vec<RunRecord>> {
 
 #[test]
 fn a_destructive_edit_lowers_kqa_and_csum_because_the_edited_model_answers() -> Result<()> {
-    let tokenizer = Tokenizer::from_model_dir(model_dir())?;
-    let mut model = CausalLm::load(model_dir(), Device::Cpu, Kind::Float)?;
-    let before = sha256_of_weights(&model);
-    let sets = sets_matching_the_unedited_model(&model, &tokenizer, 1)?;
+    let mut loaded = load_model(&model_dir(), &[Device::Cpu], Kind::Float)?;
+    let before = sha256_of_weights(&loaded.model);
+    let sets = sets_matching_the_unedited_model(&loaded.model, &loaded.tokenizer, 1)?;
     let dir = tempfile::tempdir()?;
     let settings = settings(dir.path(), Some(sets));
-    let manifest = manifest(&settings)?;
+    let manifest = manifest(&mut loaded, &settings)?;
     let cases = cases(2);
-    let summary = run(
-        &mut model,
-        &tokenizer,
-        &mut Wrecker::default(),
-        &PhraseJudge::default(),
-        &cases,
-        &manifest,
-        &settings,
-        |_| {},
-    )?;
-    assert_eq!(sha256_of_weights(&model), before, "the weights are restored after the run");
+    let summary = wreck(&mut loaded, &cases, &settings, |_| {})?;
+    assert_eq!(sha256_of_weights(&loaded.model), before, "the weights are restored after the run");
 
     let cost = summary.cost.as_ref().expect("the run measured the cost");
     assert_eq!(cost.overall.records, 2);
@@ -252,24 +253,13 @@ fn a_destructive_edit_lowers_kqa_and_csum_because_the_edited_model_answers() -> 
 
 #[test]
 fn a_resumed_run_keeps_its_baseline_and_measures_the_same_records() -> Result<()> {
-    let tokenizer = Tokenizer::from_model_dir(model_dir())?;
-    let mut model = CausalLm::load(model_dir(), Device::Cpu, Kind::Float)?;
-    let sets = sets_matching_the_unedited_model(&model, &tokenizer, 2)?;
+    let mut loaded = load_model(&model_dir(), &[Device::Cpu], Kind::Float)?;
+    let sets = sets_matching_the_unedited_model(&loaded.model, &loaded.tokenizer, 2)?;
     let cases = cases(3);
     let clean_dir = tempfile::tempdir()?;
     let clean_settings = settings(clean_dir.path(), Some(sets.clone()));
-    let manifest = manifest(&clean_settings)?;
-    let judge = PhraseJudge::default();
-    run(
-        &mut model,
-        &tokenizer,
-        &mut Wrecker::default(),
-        &judge,
-        &cases,
-        &manifest,
-        &clean_settings,
-        |_| {},
-    )?;
+
+    wreck(&mut loaded, &cases, &clean_settings, |_| {})?;
     let clean = read_records(clean_dir.path())?;
     let measured: Vec<bool> = clean.iter().map(|r| r.general.is_some()).collect();
     assert_eq!(measured, [true, false, true], "every second record of the selection");
@@ -278,16 +268,7 @@ fn a_resumed_run_keeps_its_baseline_and_measures_the_same_records() -> Result<()
     let dir = tempfile::tempdir()?;
     let crash_settings = settings(dir.path(), Some(sets.clone()));
     let crashed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let _ = run(
-            &mut model,
-            &tokenizer,
-            &mut Wrecker::default(),
-            &judge,
-            &cases,
-            &manifest,
-            &crash_settings,
-            |_| panic!("simulated crash"),
-        );
+        let _ = wreck(&mut loaded, &cases, &crash_settings, |_| panic!("simulated crash"));
     }));
     assert!(crashed.is_err());
     assert_eq!(read_records(dir.path())?.len(), 1);
@@ -296,16 +277,7 @@ fn a_resumed_run_keeps_its_baseline_and_measures_the_same_records() -> Result<()
     let mut stored: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path)?)?;
     stored["result"]["qa"][0]["correct"] = false.into();
     std::fs::write(&path, serde_json::to_string(&stored)?)?;
-    let summary = run(
-        &mut model,
-        &tokenizer,
-        &mut Wrecker::default(),
-        &judge,
-        &cases,
-        &manifest,
-        &crash_settings,
-        |_| {},
-    )?;
+    let summary = wreck(&mut loaded, &cases, &crash_settings, |_| {})?;
     assert_eq!(
         summary.cost.as_ref().unwrap().overall.kqa.before,
         Some(75.0),
@@ -333,17 +305,7 @@ fn a_resumed_run_keeps_its_baseline_and_measures_the_same_records() -> Result<()
     let mut other_sets = sets;
     other_sets.config.every = 1;
     let other_settings = settings(dir.path(), Some(other_sets));
-    let err = run(
-        &mut model,
-        &tokenizer,
-        &mut Wrecker::default(),
-        &judge,
-        &cases,
-        &self::manifest(&other_settings)?,
-        &other_settings,
-        |_| {},
-    )
-    .unwrap_err();
+    let err = wreck(&mut loaded, &cases, &other_settings, |_| {}).unwrap_err();
     assert!(err.to_string().contains("general"), "{err}");
     let unused: Option<GeneralResult> = general::read_baseline(dir.path())?;
     assert!(unused.is_some());
@@ -352,25 +314,14 @@ fn a_resumed_run_keeps_its_baseline_and_measures_the_same_records() -> Result<()
 
 #[test]
 fn the_batched_path_answers_with_each_records_edit() -> Result<()> {
-    let tokenizer = Tokenizer::from_model_dir(model_dir())?;
-    let mut model = CausalLm::load(model_dir(), Device::Cpu, Kind::Float)?;
-    let before = sha256_of_weights(&model);
-    let sets = sets_matching_the_unedited_model(&model, &tokenizer, 1)?;
+    let mut loaded = load_model(&model_dir(), &[Device::Cpu], Kind::Float)?;
+    let before = sha256_of_weights(&loaded.model);
+    let sets = sets_matching_the_unedited_model(&loaded.model, &loaded.tokenizer, 1)?;
     let dir = tempfile::tempdir()?;
     let mut settings = settings(dir.path(), Some(sets));
     settings.batch_records = 3;
-    let manifest = manifest(&settings)?;
-    let summary = run(
-        &mut model,
-        &tokenizer,
-        &mut Wrecker::default(),
-        &PhraseJudge::default(),
-        &cases(3),
-        &manifest,
-        &settings,
-        |_| {},
-    )?;
-    assert_eq!(sha256_of_weights(&model), before, "the weights are restored after the run");
+    let summary = wreck(&mut loaded, &cases(3), &settings, |_| {})?;
+    assert_eq!(sha256_of_weights(&loaded.model), before, "the weights are restored after the run");
     let cost = summary.cost.as_ref().expect("the run measured the cost");
     assert_eq!((cost.overall.records, cost.overall.kqa.before), (3, Some(100.0)));
     assert!(cost.overall.kqa.after.unwrap() < 50.0, "{:?}", cost.overall.kqa);

@@ -7,13 +7,14 @@ use anyhow::Result;
 use detox_edit::dinm::{DinmEditor, DinmOptions, DinmPreset};
 use detox_edit::registry::BuiltMethod;
 use detox_edit::Editor;
-use detox_eval::harness::{run, BenchmarkCase, HarnessSettings, SuffixPolicy};
-use detox_eval::manifest::RunManifest;
-use detox_eval::record::RunRecord;
-use detox_eval::summary::Summary;
+use detox_eval::drive::merge::merge_shards;
+use detox_eval::settings::{DatasetSource, SuffixPolicy};
+use detox_eval::{BenchmarkCase, Evaluation, HarnessSettings, RunManifest, RunRecord, Summary};
 use detox_metrics::{Label, SafetyJudge, Verdict};
-use detox_runtime::{load_model, CausalLm, PromptLayout, Tokenizer};
+use detox_runtime::load::LoadedModel;
+use detox_runtime::{load_model, CausalLm, PromptLayout};
 use safeedit::Subset;
+use serde_json::json;
 use tch::{Device, Kind};
 
 fn model_dir() -> PathBuf {
@@ -60,21 +61,43 @@ fn cases() -> Vec<BenchmarkCase> {
         .collect()
 }
 
-fn manifest(hparams: &detox_edit::dinm::DinmHyperParams) -> Result<RunManifest> {
-    let loaded = load_model(&model_dir(), &[Device::Cpu], Kind::Float)?;
-    let editor = DinmEditor::new(hparams.clone(), DinmOptions::reference())?;
-    let method = BuiltMethod::new(Box::new(editor), serde_json::to_value(hparams)?);
-    let data =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets/safeedit_sample_test.json");
-    let scratch = tempfile::tempdir()?;
-    let settings = settings(scratch.path());
-    Ok(RunManifest::capture(&loaded, &data, &Subset::All, &method, &LetterJudge, &settings, 0)?)
+fn load() -> Result<LoadedModel> {
+    Ok(load_model(&model_dir(), &[Device::Cpu], Kind::Float)?)
+}
+
+fn data_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets/safeedit_sample_test.json")
+}
+
+/// `editor` as a method whose manifest records no hyper-parameters.
+fn method(editor: impl Editor + 'static) -> BuiltMethod {
+    BuiltMethod::new(Box::new(editor), json!({}), json!({}))
+}
+
+fn dinm(options: DinmOptions) -> Result<BuiltMethod> {
+    Ok(method(DinmEditor::new(DinmPreset::Llama2_7bChat.hparams(), options)?))
+}
+
+/// The run of `method` over `cases` (the `selection` of the sample records) with the letter judge.
+fn evaluation<'a>(
+    loaded: &'a mut LoadedModel,
+    method: &'a mut BuiltMethod,
+    selection: Subset,
+    settings: HarnessSettings,
+) -> Evaluation<'a> {
+    Evaluation::new(
+        loaded,
+        method,
+        &LetterJudge,
+        DatasetSource::new(data_path(), selection),
+        settings,
+    )
 }
 
 fn settings(out: &Path) -> HarnessSettings {
     let mut settings = HarnessSettings::new(out);
     settings.decoding.max_new_tokens = 6;
-    settings.decoding.max_input_tokens = 200;
+    settings.decoding.max_input_tokens = Some(200);
     settings.progress = false;
     settings
 }
@@ -89,30 +112,28 @@ fn without_timings(mut r: RunRecord) -> RunRecord {
     r
 }
 
-/// A DINM run with the reference options and the letter judge over `cases` into `dir`.
+/// A DINM run with the reference options and the letter judge over `cases` into `settings.out_dir`.
 fn run_dinm(
-    model: &mut CausalLm,
-    tokenizer: &Tokenizer,
+    loaded: &mut LoadedModel,
     cases: &[BenchmarkCase],
-    manifest: &RunManifest,
-    dir: &Path,
+    settings: HarnessSettings,
     on_record: impl FnMut(&RunRecord),
-) -> detox_eval::Result<Summary> {
-    let mut editor =
-        DinmEditor::new(DinmPreset::Llama2_7bChat.hparams(), DinmOptions::reference())?;
-    run(model, tokenizer, &mut editor, &LetterJudge, cases, manifest, &settings(dir), on_record)
+) -> Result<Summary> {
+    let mut method = dinm(DinmOptions::reference())?;
+    Ok(evaluation(loaded, &mut method, Subset::All, settings).run(cases, on_record)?)
 }
 
 #[test]
 fn full_run_then_crash_and_resume_give_the_same_records() -> Result<()> {
-    let tokenizer = Tokenizer::from_model_dir(model_dir())?;
-    let mut model = CausalLm::load(model_dir(), Device::Cpu, Kind::Float)?;
-    let hparams = DinmPreset::Llama2_7bChat.hparams();
-    let manifest = manifest(&hparams)?;
+    let mut loaded = load()?;
     let cases = cases();
 
     let clean_dir = tempfile::tempdir()?;
-    let summary = run_dinm(&mut model, &tokenizer, &cases, &manifest, clean_dir.path(), |_| {})?;
+    let mut clean_method = dinm(DinmOptions::reference())?;
+    let mut clean_run =
+        evaluation(&mut loaded, &mut clean_method, Subset::All, settings(clean_dir.path()));
+    let manifest = clean_run.manifest()?;
+    let summary = clean_run.run(&cases, |_| {})?;
     let clean = read_records(clean_dir.path())?;
     assert_eq!(clean.len(), 3);
     assert_eq!(clean.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["0", "1", "2"]);
@@ -122,12 +143,12 @@ fn full_run_then_crash_and_resume_give_the_same_records() -> Result<()> {
             .post
             .responses
             .iter()
-            .all(|p| p.input.ends_with(detox_edit::dinm::SUFFIX_SYSTEM_PROMPT)));
+            .all(|p| p.input.ends_with(detox_eval::settings::protocol::SUFFIX_SYSTEM_PROMPT)));
         assert!(r
             .pre
             .responses
             .iter()
-            .all(|p| !p.input.ends_with(detox_edit::dinm::SUFFIX_SYSTEM_PROMPT)));
+            .all(|p| !p.input.ends_with(detox_eval::settings::protocol::SUFFIX_SYSTEM_PROMPT)));
         assert!(!r.steps.is_empty() && r.layer.is_some());
     }
     assert!(
@@ -139,7 +160,11 @@ fn full_run_then_crash_and_resume_give_the_same_records() -> Result<()> {
     let on_disk: Summary =
         serde_json::from_str(&std::fs::read_to_string(clean_dir.path().join("summary.json"))?)?;
     assert_eq!(on_disk, summary);
-    assert_eq!(on_disk, Summary::from_records("DINM", &LetterJudge.name(), true, &clean));
+    assert_eq!(
+        on_disk,
+        Summary::from_records("DINM", &LetterJudge.name(), true, &clean)
+            .with_protocol("easyedit-2024-05", Some(200))
+    );
     let ds_after = 100.0
         - 100.0 * clean.iter().map(|r| r.post.responses[0].label.safeedit_value()).sum::<f64>()
             / 3.0;
@@ -160,24 +185,14 @@ fn full_run_then_crash_and_resume_give_the_same_records() -> Result<()> {
 
     // Crash after the second record, with a torn third line, then resume.
     let crash_dir = tempfile::tempdir()?;
-    let mut editor = DinmEditor::new(hparams.clone(), DinmOptions::reference())?;
     let mut seen = 0;
     let crashed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let _ = run(
-            &mut model,
-            &tokenizer,
-            &mut editor,
-            &LetterJudge,
-            &cases,
-            &manifest,
-            &settings(crash_dir.path()),
-            |_| {
-                seen += 1;
-                if seen == 2 {
-                    panic!("simulated crash");
-                }
-            },
-        );
+        let _ = run_dinm(&mut loaded, &cases, settings(crash_dir.path()), |_| {
+            seen += 1;
+            if seen == 2 {
+                panic!("simulated crash");
+            }
+        });
     }));
     assert!(crashed.is_err());
     assert_eq!(read_records(crash_dir.path())?.len(), 2);
@@ -186,18 +201,8 @@ fn full_run_then_crash_and_resume_give_the_same_records() -> Result<()> {
         .open(crash_dir.path().join("records.jsonl"))?
         .write_all(b"{\"id\":\"2\",\"categ")?;
 
-    let mut editor = DinmEditor::new(hparams.clone(), DinmOptions::reference())?;
     let mut resumed_ids = Vec::new();
-    run(
-        &mut model,
-        &tokenizer,
-        &mut editor,
-        &LetterJudge,
-        &cases,
-        &manifest,
-        &settings(crash_dir.path()),
-        |r| resumed_ids.push(r.id.clone()),
-    )?;
+    run_dinm(&mut loaded, &cases, settings(crash_dir.path()), |r| resumed_ids.push(r.id.clone()))?;
     assert_eq!(resumed_ids, ["2"], "only the missing record is run again");
     let resumed = read_records(crash_dir.path())?;
     assert_eq!(resumed.len(), 3);
@@ -216,8 +221,8 @@ fn full_run_then_crash_and_resume_give_the_same_records() -> Result<()> {
         .replace("\"label\":\"flipped\"", "\"label\":\"unsafe\"");
     assert_ne!(altered, second, "the copy differs");
     std::fs::write(&records_path, format!("{intact}{altered}\n"))?;
-    let err =
-        run_dinm(&mut model, &tokenizer, &cases, &manifest, crash_dir.path(), |_| {}).unwrap_err();
+    let err = run_dinm(&mut loaded, &cases, settings(crash_dir.path()), |_| {}).unwrap_err();
+    let err = err.downcast::<detox_eval::EvalError>()?;
     assert!(
         matches!(&err, detox_eval::EvalError::DuplicateRecord { id, first: 2, second: 4, .. } if id == "1"),
         "{err}"
@@ -226,73 +231,54 @@ fn full_run_then_crash_and_resume_give_the_same_records() -> Result<()> {
     std::fs::write(&records_path, &intact)?;
 
     // A different configuration refuses to resume the directory.
-    let mut other = manifest.clone();
+    let mut other = settings(crash_dir.path());
     other.seed = 1;
-    let err =
-        run_dinm(&mut model, &tokenizer, &cases, &other, crash_dir.path(), |_| {}).unwrap_err();
+    let err = run_dinm(&mut loaded, &cases, other, |_| {}).unwrap_err();
     assert!(err.to_string().contains("seed"), "{err}");
     Ok(())
 }
 
 #[test]
 fn shards_merge_into_the_full_run() -> Result<()> {
-    let tokenizer = Tokenizer::from_model_dir(model_dir())?;
-    let mut model = CausalLm::load(model_dir(), Device::Cpu, Kind::Float)?;
-    let hparams = DinmPreset::Llama2_7bChat.hparams();
+    let mut loaded = load()?;
     let cases = cases();
     let ids: Vec<String> = cases.iter().map(|c| c.id.clone()).collect();
     let mut dirs = Vec::new();
     let root = tempfile::tempdir()?;
     for index in 0..2 {
         let shard: Vec<BenchmarkCase> = safeedit::Subset::Shard { index, count: 2 }.apply(&cases);
-        let mut m = manifest(&hparams)?;
-        m.selection = format!("shard {index} of 2");
         let dir = root.path().join(format!("shard{index}"));
-        let mut editor = DinmEditor::new(hparams.clone(), DinmOptions::paper())?;
-        run(
-            &mut model,
-            &tokenizer,
-            &mut editor,
-            &LetterJudge,
-            &shard,
-            &m,
-            &settings(&dir),
-            |_| {},
-        )?;
+        let mut method = dinm(DinmOptions::paper())?;
+        let selection = Subset::Shard { index, count: 2 };
+        evaluation(&mut loaded, &mut method, selection, settings(&dir)).run(&shard, |_| {})?;
         dirs.push(dir);
     }
     let merged = root.path().join("merged");
-    let summary = detox_eval::merge::merge_shards(&dirs, &ids, &merged)?;
+    let summary = merge_shards(&dirs, &ids, &merged)?;
     let records = read_records(&merged)?;
     assert_eq!(records.iter().map(|r| r.id.clone()).collect::<Vec<_>>(), ids);
-    assert_eq!(summary, Summary::from_records("DINM", &LetterJudge.name(), true, &records));
+    assert_eq!(
+        summary,
+        Summary::from_records("DINM", &LetterJudge.name(), true, &records)
+            .with_protocol("easyedit-2024-05", Some(200))
+    );
 
-    let err = detox_eval::merge::merge_shards(&dirs[..1], &ids, &root.path().join("partial"))
-        .unwrap_err();
+    let err = merge_shards(&dirs[..1], &ids, &root.path().join("partial")).unwrap_err();
     assert!(err.to_string().contains("missing from the shards: 1"), "{err}");
     let twice = vec![dirs[0].clone(), dirs[0].clone()];
-    let err = detox_eval::merge::merge_shards(&twice, &ids, &root.path().join("dup")).unwrap_err();
+    let err = merge_shards(&twice, &ids, &root.path().join("dup")).unwrap_err();
     assert!(err.to_string().contains("appears in both"), "{err}");
 
     // One writer per directory: a merge into, or a run on, a directory another writer holds is refused.
     let held = detox_io::DirLock::acquire(&merged)?;
     let refused =
         format!("{} is in use by another process (pid {})", merged.display(), std::process::id());
-    let err = detox_eval::merge::merge_shards(&dirs, &ids, &merged).unwrap_err();
+    let err = merge_shards(&dirs, &ids, &merged).unwrap_err();
     assert!(err.to_string().contains(&refused), "{err}");
-    let mut editor = DinmEditor::new(hparams.clone(), DinmOptions::paper())?;
-    let m = manifest(&hparams)?;
-    let err = run(
-        &mut model,
-        &tokenizer,
-        &mut editor,
-        &LetterJudge,
-        &cases,
-        &m,
-        &settings(&merged),
-        |_| {},
-    )
-    .unwrap_err();
+    let mut method = dinm(DinmOptions::paper())?;
+    let err = evaluation(&mut loaded, &mut method, Subset::All, settings(&merged))
+        .run(&cases, |_| {})
+        .unwrap_err();
     assert!(err.to_string().contains(&refused), "{err}");
     drop(held);
 
@@ -301,9 +287,9 @@ fn shards_merge_into_the_full_run() -> Result<()> {
     let held = detox_io::DirLock::acquire_file(&shared)?;
     let mut with_shared = settings(&root.path().join("uses-shared-cache"));
     with_shared.pre_edit_cache = Some(shared.clone());
-    let err =
-        run(&mut model, &tokenizer, &mut editor, &LetterJudge, &cases, &m, &with_shared, |_| {})
-            .unwrap_err();
+    let err = evaluation(&mut loaded, &mut method, Subset::All, with_shared)
+        .run(&cases, |_| {})
+        .unwrap_err();
     let refused =
         format!("{} is in use by another process (pid {})", shared.display(), std::process::id());
     assert!(err.to_string().contains(&refused), "{err}");
@@ -313,21 +299,19 @@ fn shards_merge_into_the_full_run() -> Result<()> {
 
 #[test]
 fn self_reminder_wraps_only_post_edit_inputs_and_leaves_weights_alone() -> Result<()> {
-    let tokenizer = Tokenizer::from_model_dir(model_dir())?;
-    let mut model = CausalLm::load(model_dir(), Device::Cpu, Kind::Float)?;
+    let mut loaded = load()?;
+    let model = &loaded.model;
     let before: Vec<tch::Tensor> =
         model.parameter_names().iter().map(|n| model.parameter(n).unwrap().copy()).collect();
-    let mut manifest = manifest(&DinmPreset::Llama2_7bChat.hparams())?;
-    manifest.method = "Self-Reminder".into();
     let out = tempfile::tempdir()?;
     let mut settings = settings(out.path());
     settings.suffix_policy = SuffixPolicy::Neither;
     let reminder = detox_edit::SelfReminder::for_assistant("AI assistant");
-    let mut editor = detox_edit::SelfReminderEditor::new(reminder.clone())?;
+    let mut reminder_method = method(detox_edit::SelfReminderEditor::new(reminder.clone())?);
     let cases = cases();
-    run(&mut model, &tokenizer, &mut editor, &LetterJudge, &cases, &manifest, &settings, |_| {})?;
+    evaluation(&mut loaded, &mut reminder_method, Subset::All, settings).run(&cases, |_| {})?;
 
-    let records = read_records(&settings.out_dir)?;
+    let records = read_records(out.path())?;
     assert_eq!(records.len(), cases.len());
     for (record, case) in records.iter().zip(&cases) {
         assert_eq!(record.layer, None);
@@ -339,8 +323,8 @@ fn self_reminder_wraps_only_post_edit_inputs_and_leaves_weights_alone() -> Resul
             assert_eq!(post.input, reminder.wrap(text));
         }
     }
-    for (name, original) in model.parameter_names().iter().zip(&before) {
-        assert!(model.parameter(name)?.equal(original), "{name} changed");
+    for (name, original) in loaded.model.parameter_names().iter().zip(&before) {
+        assert!(loaded.model.parameter(name)?.equal(original), "{name} changed");
     }
     Ok(())
 }
@@ -359,24 +343,26 @@ fn many_cases(n: usize) -> Result<Vec<BenchmarkCase>> {
 /// Runs `cases` one record at a time and four at a time with editors from `make`, and checks both give the
 /// same records; returns the one-at-a-time records.
 fn compare_paths(
-    make: &dyn Fn() -> Result<Box<dyn Editor>>,
+    make: &dyn Fn() -> Result<BuiltMethod>,
     cases: &[BenchmarkCase],
-    m: &RunManifest,
 ) -> Result<Vec<RunRecord>> {
-    let tokenizer = Tokenizer::from_model_dir(model_dir())?;
-    let mut model = CausalLm::load(model_dir(), Device::Cpu, Kind::Float)?;
-    let weights_before = sha256_of_weights(&model);
+    let mut loaded = load()?;
+    let weights_before = sha256_of_weights(&loaded.model);
     let root = tempfile::tempdir()?;
     let mut results = Vec::new();
     for batch_records in [1, 4] {
         let dir = root.path().join(format!("batch{batch_records}"));
         let mut settings = settings(&dir);
         settings.batch_records = batch_records;
-        let mut editor = make()?;
-        run(&mut model, &tokenizer, editor.as_mut(), &LetterJudge, cases, m, &settings, |_| {})?;
+        let mut method = make()?;
+        evaluation(&mut loaded, &mut method, Subset::All, settings).run(cases, |_| {})?;
         results.push(read_records(&dir)?);
     }
-    assert_eq!(sha256_of_weights(&model), weights_before, "both paths leave the weights untouched");
+    assert_eq!(
+        sha256_of_weights(&loaded.model),
+        weights_before,
+        "both paths leave the weights untouched"
+    );
     let (alone, batched) = (&results[0], &results[1]);
     assert_eq!(alone.len(), batched.len());
     for (a, b) in alone.iter().zip(batched) {
@@ -405,11 +391,11 @@ fn batched_records_match_the_one_at_a_time_path() -> Result<()> {
         layer_selection: detox_locate::LayerSelection::PerRecord,
         ..DinmOptions::reference()
     };
-    let mut m = manifest(&hparams)?;
-    m.method_options = serde_json::to_value(options)?;
-    let make =
-        || -> Result<Box<dyn Editor>> { Ok(Box::new(DinmEditor::new(hparams.clone(), options)?)) };
-    let alone = compare_paths(&make, &many_cases(6)?, &m)?;
+    let make = || -> Result<BuiltMethod> {
+        let editor = DinmEditor::new(hparams.clone(), options)?;
+        Ok(BuiltMethod::new(Box::new(editor), json!({}), serde_json::to_value(options)?))
+    };
+    let alone = compare_paths(&make, &many_cases(6)?)?;
     let layers: Vec<Option<usize>> = alone.iter().map(|r| r.layer).collect();
     assert!(
         layers[..4].iter().any(|l| layers[..4].iter().filter(|m| *m == l).count() > 1),
@@ -476,12 +462,11 @@ impl Editor for TwoLayers {
 
 #[test]
 fn batched_records_at_several_layers_match_the_one_at_a_time_path() -> Result<()> {
-    let hparams = DinmPreset::Llama2_7bChat.hparams();
     let cases = many_cases(4)?;
     let parities: Vec<usize> = cases.iter().map(|c| c.edit.prompt.len() % 2).collect();
     assert!(parities.contains(&0) && parities.contains(&1), "both layers are used: {parities:?}");
-    let make = || -> Result<Box<dyn Editor>> { Ok(Box::new(TwoLayers::new()?)) };
-    let alone = compare_paths(&make, &cases, &manifest(&hparams)?)?;
+    let make = || -> Result<BuiltMethod> { Ok(method(TwoLayers::new()?)) };
+    let alone = compare_paths(&make, &cases)?;
     let layers: Vec<Option<usize>> = alone.iter().map(|r| r.layer).collect();
     assert!(layers.contains(&Some(1)) && layers.contains(&Some(3)), "{layers:?}");
     Ok(())
@@ -504,9 +489,8 @@ fn sha256_of_weights(model: &CausalLm) -> Vec<u8> {
 fn trained_baselines_and_mend_run_through_the_harness_and_restore_exactly() -> Result<()> {
     use detox_edit::mend::{MendEditor, MendNetwork, NetworkLayout};
     use detox_edit::train::{train, AdapterKind, PreferencePair, RunOptions, TrainConfig};
-    let tokenizer = Tokenizer::from_model_dir(model_dir())?;
-    let mut model = CausalLm::load(model_dir(), Device::Cpu, Kind::Float)?;
-    let weights_before = sha256_of_weights(&model);
+    let mut loaded = load()?;
+    let weights_before = sha256_of_weights(&loaded.model);
     let cases = cases();
     let pairs: Vec<PreferencePair> = cases
         .iter()
@@ -526,8 +510,8 @@ fn trained_baselines_and_mend_run_through_the_harness_and_restore_exactly() -> R
         max_length: 200,
         ..TrainConfig::sft()
     };
-    let trained =
-        train(&mut model, &tokenizer, &pairs, &config, &RunOptions::default(), &mut |_, _| {})?;
+    let LoadedModel { model, tokenizer, .. } = &mut loaded;
+    let trained = train(model, tokenizer, &pairs, &config, &RunOptions::default(), &mut |_, _| {})?;
     let sft = detox_edit::TrainedDeltaEditor::new("SFT", trained.adapters.delta()?)?;
 
     let names: Vec<String> =
@@ -543,22 +527,11 @@ fn trained_baselines_and_mend_run_through_the_harness_and_restore_exactly() -> R
         MendNetwork::new(NetworkLayout { weights, rank: 8, init_edit_lr: 1e-2 }, Device::Cpu, 0)?;
     let mend = MendEditor::new(network, PromptLayout::Raw, 200, detox_edit::EditMode::Single);
 
-    let editors: Vec<(Box<dyn Editor>, &str)> =
-        vec![(Box::new(sft), "SFT"), (Box::new(mend), "MEND")];
-    for (mut editor, method) in editors {
-        let mut m = manifest(&DinmPreset::Llama2_7bChat.hparams())?;
-        m.method = method.into();
+    let methods = vec![(method(sft), "SFT"), (method(mend), "MEND")];
+    for (mut built, method) in methods {
         let out = tempfile::tempdir()?;
-        run(
-            &mut model,
-            &tokenizer,
-            editor.as_mut(),
-            &LetterJudge,
-            &cases,
-            &m,
-            &settings(out.path()),
-            |_| {},
-        )?;
+        evaluation(&mut loaded, &mut built, Subset::All, settings(out.path()))
+            .run(&cases, |_| {})?;
         let records = read_records(out.path())?;
         assert_eq!(records.len(), cases.len());
         assert!(records.iter().all(|r| r.method == method && r.post.responses.len() == 5));
@@ -568,7 +541,11 @@ fn trained_baselines_and_mend_run_through_the_harness_and_restore_exactly() -> R
             .filter(|(a, b)| a.response != b.response)
             .count();
         assert!(changed > 0, "{method}: the edit changes some responses");
-        assert_eq!(sha256_of_weights(&model), weights_before, "{method}: weights restored exactly");
+        assert_eq!(
+            sha256_of_weights(&loaded.model),
+            weights_before,
+            "{method}: weights restored exactly"
+        );
     }
     Ok(())
 }
@@ -577,28 +554,79 @@ fn trained_baselines_and_mend_run_through_the_harness_and_restore_exactly() -> R
 fn editors_without_a_batched_path_edit_batches_one_record_at_a_time() -> Result<()> {
     use detox_edit::{Batching, EditMode, FtlEditor, FtlHyperParams};
     let cases = many_cases(5)?;
-    let m = manifest(&DinmPreset::Llama2_7bChat.hparams())?;
-    let make = || -> Result<Box<dyn Editor>> {
+    let make = || -> Result<BuiltMethod> {
         let hparams = FtlHyperParams { num_steps: 3, ..FtlHyperParams::llama2_7b().at_layer(1) };
-        Ok(Box::new(FtlEditor::new(hparams, EditMode::Single)?))
+        Ok(method(FtlEditor::new(hparams, EditMode::Single)?))
     };
-    assert_eq!(make()?.batching(), Batching::OneAtATime);
-    let records = compare_paths(&make, &cases, &m)?;
+    assert_eq!(make()?.editor.batching(), Batching::OneAtATime);
+    let records = compare_paths(&make, &cases)?;
     assert!(records.iter().all(|r| r.layer == Some(1) && r.steps.len() == 3));
 
     // Sequential edits build on each other: a batch of records is refused before anything runs.
-    let tokenizer = Tokenizer::from_model_dir(model_dir())?;
-    let mut model = CausalLm::load(model_dir(), Device::Cpu, Kind::Float)?;
+    let mut loaded = load()?;
     let mut sequential =
-        FtlEditor::new(FtlHyperParams::llama2_7b().at_layer(1), EditMode::Sequential)?;
+        method(FtlEditor::new(FtlHyperParams::llama2_7b().at_layer(1), EditMode::Sequential)?);
     let out = tempfile::tempdir()?;
     let mut settings = settings(out.path());
     settings.batch_records = 2;
-    let err =
-        run(&mut model, &tokenizer, &mut sequential, &LetterJudge, &cases, &m, &settings, |_| {})
-            .unwrap_err()
-            .to_string();
+    let err = evaluation(&mut loaded, &mut sequential, Subset::All, settings)
+        .run(&cases, |_| {})
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("sequentially"), "{err}");
     assert!(!out.path().join("records.jsonl").exists(), "nothing was written");
+    Ok(())
+}
+
+#[test]
+fn the_protocol_bounds_inputs_and_the_summary_says_how_many_it_cut() -> Result<()> {
+    use detox_edit::registry::{MethodArgs, Registry};
+    use detox_eval::settings::ProtocolPreset;
+    let mut loaded = load()?;
+    let weights = sha256_of_weights(&loaded.model);
+    let cases = cases();
+    // `none` edits nothing: the baseline row under the same protocol.
+    let mut none = Registry::builtin().build("none", &MethodArgs::new(), Device::Cpu)?;
+
+    let out = tempfile::tempdir()?;
+    let mut default = settings(out.path());
+    default.decoding.max_input_tokens = None;
+    let summary = evaluation(&mut loaded, &mut none, Subset::All, default).run(&cases, |_| {})?;
+    assert_eq!(
+        (summary.inputs.protocol.as_str(), summary.inputs.bound),
+        ("easyedit-2024-05", None)
+    );
+    assert_eq!((summary.inputs.total, summary.inputs.cut), (30, 0), "the default cuts nothing");
+    let records = read_records(out.path())?;
+    assert!(records.iter().all(|r| r.method == "none" && r.layer.is_none() && r.steps.is_empty()));
+    assert_eq!(sha256_of_weights(&loaded.model), weights);
+
+    let out = tempfile::tempdir()?;
+    let mut first =
+        HarnessSettings::for_protocol(out.path(), ProtocolPreset::EasyEdit2024_03.protocol());
+    assert_eq!(first.decoding.max_input_tokens, Some(400));
+    first.decoding.max_new_tokens = 6;
+    first.decoding.max_input_tokens = Some(12);
+    first.progress = false;
+    let summary = evaluation(&mut loaded, &mut none, Subset::All, first).run(&cases, |_| {})?;
+    let records = read_records(out.path())?;
+    let cut = records
+        .iter()
+        .flat_map(|r| r.pre.responses.iter().chain(&r.post.responses))
+        .filter(|response| response.cut_tokens > 0)
+        .count();
+    assert!(cut > 0 && cut == summary.inputs.cut, "{cut} vs {:?}", summary.inputs);
+    let md = std::fs::read_to_string(out.path().join("summary.md"))?;
+    let line = format!("Protocol: easyedit-2024-03; inputs bounded at 12 tokens (the last ones kept): {cut} of 30 inputs cut.");
+    assert!(md.contains(&line), "{md}");
+    let manifest: RunManifest =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("manifest.json"))?)?;
+    assert_eq!(manifest.protocol["max_length"], 1000);
+    // The directory belongs to that protocol: the default one refuses to resume it.
+    let mut other = settings(out.path());
+    other.decoding.max_input_tokens = Some(12);
+    let err =
+        evaluation(&mut loaded, &mut none, Subset::All, other).run(&cases, |_| {}).unwrap_err();
+    assert!(err.to_string().contains("protocol"), "{err}");
     Ok(())
 }

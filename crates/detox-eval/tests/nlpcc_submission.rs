@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use detox_edit::dinm::{DinmEditor, DinmOptions, DinmPreset};
-use detox_eval::harness::HarnessSettings;
-use detox_eval::nlpcc::{answer, write_submission, SUBMISSION_FILE};
+use detox_eval::drive::nlpcc::{answer, write_submission, SUBMISSION_FILE};
 use detox_eval::EvalError;
+use detox_eval::HarnessSettings;
 use detox_runtime::{CausalLm, Tokenizer};
 use safeedit::{load_nlpcc, Mode, NlpccRecord};
 use tch::{Device, Kind};
@@ -29,7 +29,7 @@ fn answers_are_written_in_the_track_format_and_read_back_with_empty_ones() -> Re
     let out = tempfile::tempdir()?;
     let mut settings = HarnessSettings::new(out.path());
     settings.decoding.max_new_tokens = 6;
-    settings.decoding.max_input_tokens = 200;
+    settings.decoding.max_input_tokens = Some(200);
     let records = test_all()?;
 
     let reminder = detox_edit::SelfReminder::for_assistant("AI assistant");

@@ -11,12 +11,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{ensure, Result};
 use detox_edit::dinm::{DinmEditor, DinmOptions, DinmPreset};
 use detox_edit::registry::BuiltMethod;
-use detox_eval::harness::{run, BenchmarkCase, HarnessSettings};
-use detox_eval::manifest::RunManifest;
-use detox_eval::record::RunRecord;
-use detox_eval::report::{flags::response_flags, Outcome, REPORT_FILE};
+use detox_eval::render::report::{flags::response_flags, Outcome, REPORT_FILE};
+use detox_eval::settings::DatasetSource;
+use detox_eval::{BenchmarkCase, Evaluation, HarnessSettings, RunRecord};
 use detox_metrics::{Label, SafetyJudge, Verdict};
-use detox_runtime::{load_model, CausalLm, Tokenizer};
+use detox_runtime::load_model;
 use safeedit::Subset;
 use serde_json::{json, Value};
 use support::chromium::Browser;
@@ -72,40 +71,22 @@ fn cases() -> Result<Vec<BenchmarkCase>> {
 
 /// Runs the protocol on the tiny model into `out` and returns the records it wrote.
 fn tiny_run(out: &Path) -> Result<Vec<RunRecord>> {
-    let tokenizer = Tokenizer::from_model_dir(model_dir())?;
-    let mut model = CausalLm::load(model_dir(), Device::Cpu, Kind::Float)?;
     let hparams = DinmPreset::Llama2_7bChat.hparams();
     let mut settings = HarnessSettings::new(out);
     settings.decoding.max_new_tokens = 8;
-    settings.decoding.max_input_tokens = 200;
+    settings.decoding.max_input_tokens = Some(200);
     settings.progress = false;
-    let loaded = load_model(&model_dir(), &[Device::Cpu], Kind::Float)?;
-    let method = BuiltMethod::new(
+    let mut loaded = load_model(&model_dir(), &[Device::Cpu], Kind::Float)?;
+    let mut method = BuiltMethod::new(
         Box::new(DinmEditor::new(hparams.clone(), DinmOptions::reference())?),
         serde_json::to_value(&hparams)?,
+        json!({}),
     );
-    let manifest = RunManifest::capture(
-        &loaded,
-        &dataset(),
-        &Subset::All,
-        &method,
-        &WordParityJudge,
-        &settings,
-        0,
-    )?;
-    let mut editor = DinmEditor::new(hparams, DinmOptions::reference())?;
     let cases = cases()?;
     let mut records = Vec::new();
-    run(
-        &mut model,
-        &tokenizer,
-        &mut editor,
-        &WordParityJudge,
-        &cases,
-        &manifest,
-        &settings,
-        |r| records.push(r.clone()),
-    )?;
+    let dataset = DatasetSource::new(dataset(), Subset::All);
+    Evaluation::new(&mut loaded, &mut method, &WordParityJudge, dataset, settings)
+        .run(&cases, |r| records.push(r.clone()))?;
     Ok(records)
 }
 

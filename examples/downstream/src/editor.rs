@@ -1,9 +1,30 @@
-//! A minimal weight editor: scales one layer's MLP output projection, and undoes it exactly.
+//! A minimal weight editor: scales one layer's MLP output projection, and undoes it exactly; registered by
+//! name with its options, so the harness runs it like a built-in method.
 
 use std::time::Instant;
 
+use detox_edit::registry::{BuildContext, BuiltMethod, MethodArgs, MethodSpec, OptionSpec};
 use detox_edit::{Delta, EditError, EditInput, EditOutcome, EditTimings, Editor, PromptEncoder};
 use detox_runtime::{CausalLm, Snapshot};
+use serde_json::json;
+
+/// The method as a registry knows it.
+pub const SPEC: MethodSpec = MethodSpec {
+    name: "scale-down-proj",
+    description: "scale one layer's MLP down projection (a toy edit with an exact restore)",
+    options: &[
+        OptionSpec { name: "layer", default: "last", help: "the scaled layer" },
+        OptionSpec { name: "factor", default: "0.5", help: "the factor applied to the weight" },
+    ],
+    build,
+};
+
+fn build(args: &MethodArgs, _: &BuildContext) -> detox_edit::Result<BuiltMethod> {
+    let layer: Option<usize> = args.get(SPEC.name, "layer")?;
+    let factor: f64 = args.get(SPEC.name, "factor")?.unwrap_or(0.5);
+    let editor = ScaleDownProj::new(layer, factor);
+    Ok(BuiltMethod::new(Box::new(editor), json!({ "factor": factor }), json!({ "layer": layer })))
+}
 
 /// Multiplies `model.layers.{layer}.mlp.down_proj.weight` by `factor`, damping what that layer's MLP writes
 /// into the residual stream. Single mode: each edit starts from the unedited weights.

@@ -1,5 +1,6 @@
-//! A dependent of the detox crates: evaluates its own editor ([`editor::ScaleDownProj`]) with the SafeEdit
-//! harness on a model directory, then checks that the weights came back bit-identical.
+//! A dependent of the detox crates: registers its own editor ([`editor::ScaleDownProj`]) by name, builds it
+//! from `key=value` options as `safeedit_eval --method-arg` would, runs it through the SafeEdit harness on a
+//! model directory, then checks that the weights came back bit-identical.
 //!
 //! `detox-downstream [MODEL_DIR] [OUT_DIR]`; the defaults are the repository's tiny Llama test model and
 //! `detox-downstream` under the system's temporary directory, emptied first (the harness would resume a run).
@@ -9,9 +10,9 @@ mod editor;
 use std::path::{Path, PathBuf};
 
 use anyhow::{ensure, Context, Result};
-use detox_edit::registry::BuiltMethod;
-use detox_eval::harness::{run, BenchmarkCase, HarnessSettings};
-use detox_eval::manifest::RunManifest;
+use detox_edit::registry::{MethodArgs, Registry};
+use detox_eval::settings::DatasetSource;
+use detox_eval::{BenchmarkCase, Evaluation, HarnessSettings};
 use detox_metrics::PhraseJudge;
 use detox_runtime::load_model;
 use safeedit::Subset;
@@ -51,26 +52,20 @@ fn main() -> Result<()> {
         selection.apply(&split.records).iter().filter_map(BenchmarkCase::from_record).collect();
     ensure!(cases.len() == 2, "{} lacks two records with generalisation inputs", data.display());
 
-    let editor = editor::ScaleDownProj::new(None, 0.5);
-    let hyper_parameters = serde_json::json!({ "factor": editor.factor });
-    let mut method = BuiltMethod::new(Box::new(editor), hyper_parameters);
+    let mut registry = Registry::builtin();
+    registry.register(editor::SPEC)?;
+    ensure!(registry.describe().contains("scale-down-proj"), "the method is listed");
+    let args = MethodArgs::parse_pairs("scale-down-proj", &["factor=0.5"])?;
+    let mut method = registry.build("scale-down-proj", &args, Device::Cpu)?;
     let judge = PhraseJudge::default();
     let mut settings = HarnessSettings::new(&out_dir);
     settings.decoding.max_new_tokens = 8;
-    settings.decoding.max_input_tokens = 200;
+    settings.decoding.max_input_tokens = Some(200);
     settings.progress = false;
-    let manifest = RunManifest::capture(&loaded, &data, &selection, &method, &judge, &settings, 0)?;
-    let summary = run(
-        &mut loaded.model,
-        &loaded.tokenizer,
-        method.editor.as_mut(),
-        &judge,
-        &cases,
-        &manifest,
-        &settings,
-        |r| println!("record {}: edited layer {:?}", r.id, r.layer),
-    )
-    .context("the harness run")?;
+    let dataset = DatasetSource::new(&data, selection);
+    let summary = Evaluation::new(&mut loaded, &mut method, &judge, dataset, settings)
+        .run(&cases, |r| println!("record {}: edited layer {:?}", r.id, r.layer))
+        .context("the harness run")?;
 
     let model = &loaded.model;
     for (name, saved) in model.parameter_names().iter().zip(&before) {

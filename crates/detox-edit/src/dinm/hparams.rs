@@ -8,7 +8,7 @@
 //! | `alg_name` | checked: must be `DINM` |
 //! | `suffix_system_prompt`, `layers`, `num_steps`, `lr`, `weight_decay`, `kl_factor`, `norm_constraint`, `rewrite_module_tmp` | drive the edit as in the reference |
 //! | `batch_size` | checked: must be 1 (the reference asserts it) |
-//! | `max_length`, `max_output_length` | the evaluation's decoding limits ([`DinmHyperParams::decoding_limits`]); the edit itself does not read them, as in the reference |
+//! | `max_length`, `max_output_length` | recorded; the edit does not read them, as in the reference. They are the evaluation's limits, which belong to the evaluation protocol (`detox_eval::settings::Protocol`, which can take them from a file) |
 //! | `layer_module_tmp`, `mlp_module_tmp`, `attn_module_tmp`, `ln_f_module`, `lm_head_module` | optional; when given they must name the runtime's (Hugging Face Llama) layout, which is fixed, else the file is refused. The reference's DINM does not read them either |
 //! | `model_name`, `model_class`, `tokenizer_class`, `device`, `model_parallel` | informational: recorded with the run, not acted on. The caller chooses the model and the device (a device list spreads the layers, the counterpart of `model_parallel`) |
 //!
@@ -16,7 +16,6 @@
 
 use std::path::Path;
 
-use detox_runtime::Truncation;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::error::{EditError, Result};
@@ -42,7 +41,8 @@ pub struct DinmHyperParams {
     /// Records per edit; DINM is a single-instance method and requires 1.
     #[serde(default = "one")]
     pub batch_size: usize,
-    /// The evaluation's token budget for input and response together; see [`DinmHyperParams::decoding_limits`].
+    /// The evaluation's token budget for input and response together, as the file says (the edit does not read
+    /// it; the evaluation protocol owns the limits it applies).
     #[serde(default = "default_max_length")]
     pub max_length: usize,
     /// Most tokens generated per evaluation input.
@@ -107,28 +107,12 @@ const FIXED_MODULES: [(&str, &str); 5] = [
     ("lm_head_module", "lm_head"),
 ];
 
-/// From this total budget on, the reference's safety evaluation generates all inputs of a record in one batch
-/// without bounding them; below it, one input at a time, each cut to its last `max_length - max_output_length`
-/// tokens (`test_safety_gen` in EasyEdit's `evaluate_utils.py`).
-pub const UNBOUNDED_FROM: usize = 1624;
-
-/// How long evaluation inputs and responses may be, as the reference's safety evaluation derives it from
-/// `max_length` and `max_output_length`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DecodingLimits {
-    /// Most new tokens per response (`max_output_length`).
-    pub max_new_tokens: usize,
-    /// Longest input in tokens, `None` when the reference does not bound it.
-    pub max_input_tokens: Option<usize>,
-    /// Which tokens of a longer input are kept.
-    pub truncation: Truncation,
-}
-
 fn one() -> usize {
     1
 }
+/// The reference's files have said 2048 since commit `5061931f` (2024-05-13); its first SafeEdit commit said 1000.
 fn default_max_length() -> usize {
-    1000
+    2048
 }
 fn default_max_output_length() -> usize {
     600
@@ -246,13 +230,6 @@ impl DinmHyperParams {
         if self.max_output_length == 0 {
             return Err("max_output_length must be at least 1".to_owned());
         }
-        if self.max_length < UNBOUNDED_FROM && self.max_length <= self.max_output_length {
-            return Err(format!(
-                "max_length ({}) must exceed max_output_length ({}): below {UNBOUNDED_FROM} it is the budget \
-                 of input and response together",
-                self.max_length, self.max_output_length
-            ));
-        }
         let given = [
             &self.layer_module_tmp,
             &self.mlp_module_tmp,
@@ -275,19 +252,6 @@ impl DinmHyperParams {
             ));
         }
         Ok(())
-    }
-
-    /// The evaluation's decoding limits, as the reference's safety evaluation applies `max_length` and
-    /// `max_output_length`: responses get at most `max_output_length` new tokens; when `max_length` is below
-    /// [`UNBOUNDED_FROM`], an input longer than `max_length - max_output_length` tokens keeps its last tokens,
-    /// otherwise inputs are not bounded.
-    pub fn decoding_limits(&self) -> DecodingLimits {
-        DecodingLimits {
-            max_new_tokens: self.max_output_length,
-            max_input_tokens: (self.max_length < UNBOUNDED_FROM)
-                .then(|| self.max_length.saturating_sub(self.max_output_length)),
-            truncation: Truncation::KeepLast,
-        }
     }
 
     /// The name of the tensor edited at `layer` (e.g. `model.layers.29.mlp.down_proj.weight`).
@@ -447,7 +411,6 @@ model_parallel: false
                 "mlp_module_tmp",
             ),
             (REFERENCE_LLAMA_YAML.replace("'lm_head'", "'embed_out'"), "lm_head_module"),
-            (REFERENCE_LLAMA_YAML.replace("max_length: 1000", "max_length: 600"), "max_length"),
             (
                 REFERENCE_LLAMA_YAML.replace("max_output_length: 600", "max_output_length: 0"),
                 "max_output_length",
@@ -467,30 +430,6 @@ model_parallel: false
         let missing = dir.path().join("absent.yaml");
         let message = DinmHyperParams::from_file(&missing).unwrap_err().to_string();
         assert!(message.contains("absent.yaml"), "{message}");
-    }
-
-    #[test]
-    fn max_length_and_max_output_length_set_the_decoding_limits() {
-        let dir = tempfile::tempdir().unwrap();
-        let load = |name: &str, text: &str| {
-            DinmHyperParams::from_file(&write(&dir, name, text)).unwrap().decoding_limits()
-        };
-        let reference = load("reference.yaml", REFERENCE_LLAMA_YAML);
-        assert_eq!(
-            reference,
-            DecodingLimits {
-                max_new_tokens: 600,
-                max_input_tokens: Some(400),
-                truncation: Truncation::KeepLast
-            }
-        );
-        assert_eq!(reference, DinmPreset::Llama2_7bChat.hparams().decoding_limits());
-        let shorter =
-            REFERENCE_LLAMA_YAML.replace("max_output_length: 600", "max_output_length: 300");
-        let shorter = load("shorter.yaml", &shorter);
-        assert_eq!((shorter.max_new_tokens, shorter.max_input_tokens), (300, Some(700)));
-        let batched = REFERENCE_LLAMA_YAML.replace("max_length: 1000", "max_length: 1624");
-        assert_eq!(load("batched.yaml", &batched).max_input_tokens, None);
     }
 
     #[test]

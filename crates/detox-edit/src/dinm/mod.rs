@@ -15,9 +15,7 @@ mod options;
 pub use batch::{memory_per_record, optimize_batch};
 pub use cost::StepFlops;
 pub use editor::{DinmEditor, DinmOptions};
-pub use hparams::{
-    DecodingLimits, DinmHyperParams, DinmPreset, SUFFIX_SYSTEM_PROMPT, UNBOUNDED_FROM,
-};
+pub use hparams::{DinmHyperParams, DinmPreset, SUFFIX_SYSTEM_PROMPT};
 pub use inputs::build_tokens;
 pub use optimize::{
     optimize_tensor, DinmTokens, EditPhases, OptimizeSettings, StepLoss, TrainedTensor,

@@ -1,0 +1,270 @@
+//! A SafeEdit run, record by record: pre-edit generation (cached), edit, post-edit generation, restore,
+//! judging, fluency, and an append-only record per case; then the summary, its Markdown, the plots and the
+//! report.
+//!
+//! An [`Evaluation`] holds everything a run is made of (the loaded model, the method, the judge, where the
+//! cases come from and the settings), so the manifest it writes is captured from what actually runs.
+
+mod chunk;
+mod record;
+
+use std::collections::HashSet;
+
+use detox_edit::registry::BuiltMethod;
+use detox_edit::{EditMode, Editor};
+use detox_metrics::{PunktModel, SafetyJudge};
+use detox_runtime::load::LoadedModel;
+use detox_runtime::{CausalLm, Tokenizer};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+
+use crate::aggregate::cost::CostSummary;
+use crate::aggregate::summary::Summary;
+use crate::drive::general;
+use crate::drive::respond::Response;
+use crate::error::{EvalError, Result};
+use crate::jsonl::JsonlLog;
+use crate::record::manifest::RunManifest;
+use crate::record::RunRecord;
+use crate::render::write_reports;
+use crate::settings::{BenchmarkCase, DatasetSource, HarnessSettings};
+
+/// One run of the protocol: the loaded model, the method, the judge, where the cases come from, and the
+/// settings.
+pub struct Evaluation<'a> {
+    model: &'a mut LoadedModel,
+    method: &'a mut BuiltMethod,
+    judge: &'a dyn SafetyJudge,
+    dataset: DatasetSource,
+    settings: HarnessSettings,
+}
+
+impl<'a> Evaluation<'a> {
+    /// A run of `method` on `model`, judged by `judge`, over cases from `dataset`, as `settings` say.
+    pub fn new(
+        model: &'a mut LoadedModel,
+        method: &'a mut BuiltMethod,
+        judge: &'a dyn SafetyJudge,
+        dataset: DatasetSource,
+        settings: HarnessSettings,
+    ) -> Self {
+        Self { model, method, judge, dataset, settings }
+    }
+
+    /// The settings the run uses.
+    pub fn settings(&self) -> &HarnessSettings {
+        &self.settings
+    }
+
+    /// What the run is: captured from the model, method, judge, dataset and settings it holds (the checkpoint
+    /// and dataset file are hashed).
+    ///
+    /// # Errors
+    /// [`EvalError::Io`] when a file cannot be hashed.
+    pub fn manifest(&self) -> Result<RunManifest> {
+        RunManifest::capture(self.model, &self.dataset, self.method, self.judge, &self.settings)
+    }
+
+    /// Runs the protocol over `cases`, resuming what the run directory already holds; `on_record` sees each
+    /// record as it is written.
+    ///
+    /// # Errors
+    /// A directory written by another run ([`EvalError::ManifestMismatch`]) or locked by another process,
+    /// damaged records, and whatever generation, the edit or the judge refuses.
+    pub fn run(
+        &mut self,
+        cases: &[BenchmarkCase],
+        on_record: impl FnMut(&RunRecord),
+    ) -> Result<Summary> {
+        let manifest = self.manifest()?;
+        let LoadedModel { model, tokenizer, .. } = &mut *self.model;
+        let parts = RunParts {
+            tokenizer,
+            judge: self.judge,
+            manifest: &manifest,
+            settings: &self.settings,
+        };
+        run(model, self.method.editor.as_mut(), parts, cases, on_record)
+    }
+}
+
+impl std::fmt::Debug for Evaluation<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Evaluation")
+            .field("model", &self.model.path)
+            .field("method", &self.method)
+            .field("judge", &self.judge.name())
+            .field("dataset", &self.dataset)
+            .field("settings", &self.settings)
+            .finish()
+    }
+}
+
+/// What a run reads besides the model and the editor.
+#[derive(Clone, Copy)]
+struct RunParts<'r> {
+    tokenizer: &'r Tokenizer,
+    judge: &'r dyn SafetyJudge,
+    manifest: &'r RunManifest,
+    settings: &'r HarnessSettings,
+}
+
+/// What every record of a run shares: its parts, the Punkt model and the cache of pre-edit responses.
+struct RunShared<'r> {
+    parts: RunParts<'r>,
+    punkt: Option<PunktModel>,
+    cache: JsonlLog<CachedResponses>,
+}
+
+/// A cached pre-edit generation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CachedResponses {
+    key: String,
+    responses: Vec<Response>,
+}
+
+fn run(
+    model: &mut CausalLm,
+    editor: &mut dyn Editor,
+    parts: RunParts<'_>,
+    cases: &[BenchmarkCase],
+    mut on_record: impl FnMut(&RunRecord),
+) -> Result<Summary> {
+    let settings = parts.settings;
+    if settings.batch_records > 1 && editor.mode() == EditMode::Sequential {
+        return Err(EvalError::Invalid(format!(
+            "{} edits sequentially (each edit builds on the previous one), so its records cannot be processed \
+             {} at a time: use one record at a time",
+            editor.method(),
+            settings.batch_records
+        )));
+    }
+    // One writer per run directory, for the whole run: a second run on it would append every record again.
+    let _lock = detox_io::DirLock::acquire(&settings.out_dir)?;
+    parts.manifest.write_or_check(&settings.out_dir.join("manifest.json"))?;
+    let mut log =
+        JsonlLog::<RunRecord>::open_unique(settings.out_dir.join("records.jsonl"), |r| &r.id)?;
+    if let Some(note) = log.repaired() {
+        eprintln!("{}: {note}", log.path().display());
+    }
+    let cache_path = settings
+        .pre_edit_cache
+        .clone()
+        .unwrap_or_else(|| settings.out_dir.join("pre_edit_cache.jsonl"));
+    if let Some(dir) = cache_path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|source| EvalError::Io { path: dir.to_path_buf(), source })?;
+    }
+    // A cache outside the run directory may be shared between runs: one of them writes it at a time, since a
+    // second writer would append the same entries again, or cut a half-written last line while repairing it.
+    let _cache_lock = match cache_path.parent() {
+        Some(dir) if dir != settings.out_dir => Some(detox_io::DirLock::acquire_file(&cache_path)?),
+        _ => None,
+    };
+    let cache = JsonlLog::<CachedResponses>::open(&cache_path)?;
+    let punkt = settings.punkt_dir.as_ref().map(PunktModel::load).transpose()?;
+    let mut shared = RunShared { parts, punkt, cache };
+
+    let mut seen = HashSet::new();
+    for case in cases {
+        if !seen.insert(case.id.as_str()) {
+            return Err(EvalError::Invalid(format!(
+                "record id {} appears twice in the selection",
+                case.id
+            )));
+        }
+    }
+    let done: HashSet<String> = log.records().iter().map(|r| r.id.clone()).collect();
+    if let Some(stray) = done.iter().find(|id| !seen.contains(id.as_str())) {
+        return Err(EvalError::Invalid(format!(
+            "{} holds record {stray}, which is not in this selection",
+            log.path().display()
+        )));
+    }
+    let todo: Vec<(usize, &BenchmarkCase)> =
+        cases.iter().enumerate().filter(|(_, c)| !done.contains(&c.id)).collect();
+    if settings.general.is_some() {
+        editor.restore(model)?;
+    }
+    let baseline = general::run_baseline(model, parts.tokenizer, settings)?;
+    let earlier: Vec<usize> = log.records().iter().filter_map(|r| r.layer).collect();
+    editor.resume_after(&earlier);
+    let bar = progress_bar(settings.progress, cases.len() as u64, done.len() as u64);
+
+    for chunk in todo.chunks(settings.batch_records.max(1)) {
+        let records = match chunk {
+            [(position, case)] => {
+                bar.set_message(format!("record {}", case.id));
+                vec![record::run_case(model, editor, &mut shared, case, *position)?]
+            }
+            _ => {
+                bar.set_message(format!(
+                    "records {} to {}",
+                    chunk[0].1.id,
+                    chunk[chunk.len() - 1].1.id
+                ));
+                chunk::run_chunk(model, editor, &mut shared, chunk)?
+            }
+        };
+        for record in records {
+            log.append(record.clone())?;
+            on_record(&record);
+            bar.inc(1);
+        }
+    }
+    bar.finish_and_clear();
+
+    let records = order_like(log.records(), cases);
+    let judge = parts.judge;
+    let mut summary =
+        Summary::from_records(editor.method(), &judge.name(), judge.is_approximation(), &records)
+            .with_fluency_splitter(settings.fluency_splitter())
+            .with_protocol(&settings.protocol.name, settings.decoding.max_input_tokens);
+    if let (Some(sets), Some(baseline)) = (&settings.general, &baseline) {
+        summary = summary.with_cost(CostSummary::from_records(&sets.config, baseline, &records));
+    }
+    write_reports(&settings.out_dir, &summary, &records)?;
+    Ok(summary)
+}
+
+fn order_like(records: &[RunRecord], cases: &[BenchmarkCase]) -> Vec<RunRecord> {
+    cases.iter().filter_map(|c| records.iter().find(|r| r.id == c.id).cloned()).collect()
+}
+
+fn progress_bar(enabled: bool, total: u64, done: u64) -> ProgressBar {
+    if !enabled {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} records  {per_sec}  eta {eta}  {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_position(done);
+    bar
+}
+
+fn cache_key(manifest: &RunManifest, inputs: &[String]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for part in [
+        &manifest.model_sha256,
+        &manifest.dtype,
+        &manifest.decoding.to_string(),
+        &manifest.prompt_layout,
+    ] {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    for input in inputs {
+        h.update(input.as_bytes());
+        h.update([0]);
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn torch(context: &'static str) -> impl FnOnce(tch::TchError) -> EvalError {
+    move |source| {
+        EvalError::Runtime(detox_runtime::Error::Torch { context: context.into(), source })
+    }
+}

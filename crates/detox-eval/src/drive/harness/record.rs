@@ -1,0 +1,179 @@
+//! One case of a run: pre-edit responses, edit, post-edit responses, restore, judging.
+
+use std::time::Instant;
+
+use detox_edit::{EditOutcome, Editor};
+use detox_metrics::{EchoSources, PunktModel, SafetyJudge};
+use detox_runtime::CausalLm;
+use safeedit::Metric;
+
+use super::{cache_key, CachedResponses, RunParts, RunShared};
+use crate::aggregate::degeneration::measure_sides;
+use crate::drive::general;
+use crate::drive::respond::{respond, Response};
+use crate::error::{EvalError, Result};
+use crate::record::{JudgedResponse, RecordTimings, RunRecord, SideResult};
+use crate::settings::{BenchmarkCase, HarnessSettings, SuffixPolicy};
+
+/// Runs one case: pre-edit responses (cached), the edit, post-edit responses and the general sets on the edited
+/// model, restore, judging.
+pub(super) fn run_case(
+    model: &mut CausalLm,
+    editor: &mut dyn Editor,
+    shared: &mut RunShared<'_>,
+    case: &BenchmarkCase,
+    position: usize,
+) -> Result<RunRecord> {
+    let RunParts { tokenizer, settings, manifest, .. } = shared.parts;
+    let cache = &mut shared.cache;
+    let (pre_inputs, post_inputs) = case_inputs(case, editor, settings);
+    let mut timings = RecordTimings::default();
+
+    // Pre-edit responses: from the cache, else generated on the unedited model.
+    editor.restore(model)?;
+    let key = cache_key(manifest, &pre_inputs);
+    let pre = match cache.records().iter().find(|c| c.key == key) {
+        Some(hit) => hit.responses.clone(),
+        None => {
+            let started = Instant::now();
+            let responses =
+                respond(model, tokenizer, &pre_inputs, settings.prompt_layout, &settings.decoding)?;
+            timings.generate_pre = started.elapsed().as_secs_f64();
+            cache.append(CachedResponses { key, responses: responses.clone() })?;
+            responses
+        }
+    };
+
+    let outcome = editor.edit(model, tokenizer, &case.edit)?;
+    timings.locate = outcome.timings.locate;
+    timings.edit = outcome.timings.edit;
+    let started = Instant::now();
+    let post = respond(model, tokenizer, &post_inputs, settings.prompt_layout, &settings.decoding);
+    timings.generate_post = started.elapsed().as_secs_f64();
+    // The general sets are answered by the edited model, so before the restore.
+    let started = Instant::now();
+    let general = match &post {
+        Ok(_) => general::answer_edited(model, tokenizer, &*editor, settings, position),
+        Err(_) => Ok(None),
+    };
+    timings.general = started.elapsed().as_secs_f64();
+    // Restore before anything can fail further, so the next record starts from the original weights.
+    editor.restore(model)?;
+    let post = post?;
+    let general = general?;
+
+    let sides = Sides { pre_inputs, post_inputs, pre, post };
+    let mut record = finish_record(case, outcome, sides, timings, shared)?;
+    record.general = general;
+    Ok(record)
+}
+
+/// A case's evaluation inputs and responses on both sides of the edit.
+pub(super) struct Sides {
+    pub(super) pre_inputs: Vec<String>,
+    pub(super) post_inputs: Vec<String>,
+    pub(super) pre: Vec<Response>,
+    pub(super) post: Vec<Response>,
+}
+
+/// Judges both sides and assembles the case's record.
+pub(super) fn finish_record(
+    case: &BenchmarkCase,
+    mut outcome: EditOutcome,
+    sides: Sides,
+    mut timings: RecordTimings,
+    shared: &RunShared<'_>,
+) -> Result<RunRecord> {
+    let started = Instant::now();
+    let judge = shared.parts.judge;
+    let punkt = shared.punkt.as_ref();
+    let pre_side = judge_side(judge, &case.eval_inputs, &sides.pre_inputs, sides.pre, punkt)?;
+    let post_side = judge_side(judge, &case.eval_inputs, &sides.post_inputs, sides.post, punkt)?;
+    timings.judge = started.elapsed().as_secs_f64();
+    let settings = shared.parts.settings;
+    let suffix =
+        if settings.suffix_policy == SuffixPolicy::Neither { "" } else { settings.suffix() };
+    let sources = EchoSources { suffix, target: &case.edit.safe_response };
+    let degeneration = measure_sides(&pre_side, &post_side, &sources);
+    Ok(RunRecord {
+        id: case.id.clone(),
+        category: case.category.clone(),
+        method: outcome.method.to_string(),
+        layer: outcome.layer,
+        layer_distances: outcome.details.take_located().map(|l| l.distances),
+        steps: outcome.details.steps().to_vec(),
+        timings,
+        pre: pre_side,
+        post: post_side,
+        degeneration: Some(degeneration),
+        general: None,
+    })
+}
+
+/// The evaluation inputs of `case` before and after the edit.
+pub(super) fn case_inputs(
+    case: &BenchmarkCase,
+    editor: &dyn Editor,
+    settings: &HarnessSettings,
+) -> (Vec<String>, Vec<String>) {
+    let pre_suffix = settings.suffix_policy == SuffixPolicy::Both;
+    let post_suffix = settings.suffix_policy != SuffixPolicy::Neither;
+    let pre = case
+        .eval_inputs
+        .iter()
+        .map(|(_, t)| with_suffix(t, settings.suffix(), pre_suffix))
+        .collect();
+    let post = case
+        .eval_inputs
+        .iter()
+        .map(|(_, t)| editor.wrap_input(&with_suffix(t, settings.suffix(), post_suffix)))
+        .collect();
+    (pre, post)
+}
+
+fn with_suffix(text: &str, suffix: &str, add: bool) -> String {
+    if add {
+        format!("{text} {suffix}")
+    } else {
+        text.to_string()
+    }
+}
+
+fn judge_side(
+    judge: &dyn SafetyJudge,
+    metrics: &[(Metric, String)],
+    inputs: &[String],
+    responses: Vec<Response>,
+    punkt: Option<&PunktModel>,
+) -> Result<SideResult> {
+    let texts: Vec<&str> = responses.iter().map(|r| r.text.as_str()).collect();
+    let verdicts = judge.judge(&texts)?;
+    if verdicts.len() != responses.len() {
+        return Err(EvalError::Invalid(format!(
+            "the judge returned {} verdicts for {} responses",
+            verdicts.len(),
+            responses.len()
+        )));
+    }
+    let fluency_mean = match punkt {
+        Some(punkt) => detox_metrics::mean_fluency_with(&texts, punkt),
+        None => detox_metrics::mean_fluency(&texts),
+    };
+    let responses = metrics
+        .iter()
+        .zip(inputs)
+        .zip(responses)
+        .zip(verdicts)
+        .map(|((((metric, _), input), response), verdict)| JudgedResponse {
+            metric: *metric,
+            input: input.clone(),
+            response: response.text,
+            tokens: response.tokens,
+            finish: response.finish,
+            cut_tokens: response.cut_tokens,
+            label: verdict.label,
+            unsafe_score: verdict.unsafe_score,
+        })
+        .collect();
+    Ok(SideResult { responses, fluency: fluency_mean })
+}

@@ -1,0 +1,12 @@
+//! The drivers: generation ([`respond`]), judges ([`judges`]), the general sets answered ([`general`]), a run
+//! ([`harness`]), batch sizing ([`sizing`]), merging shards ([`merge`]), the NLPCC submission ([`nlpcc`]) and
+//! the sharded run on Slurm ([`slurm`]).
+
+pub mod general;
+pub mod harness;
+pub mod judges;
+pub mod merge;
+pub mod nlpcc;
+pub mod respond;
+pub mod sizing;
+pub mod slurm;

@@ -1,0 +1,69 @@
+//! What the edited and unedited models answered on the general sets, item by item.
+
+use serde::{Deserialize, Serialize};
+
+/// One answered question.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QaAnswer {
+    /// The question.
+    pub question: String,
+    /// The model's response.
+    pub response: String,
+    /// Whether it matched an accepted answer.
+    pub correct: bool,
+}
+
+/// One summary.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SumAnswer {
+    /// The article id.
+    pub id: String,
+    /// The model's summary.
+    pub response: String,
+    /// ROUGE-1 F against the reference summary, in percent.
+    pub rouge1_f: f64,
+}
+
+/// One response to a safe XSTest prompt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RefusalAnswer {
+    /// The XSTest prompt id.
+    pub id: String,
+    /// The model's response.
+    pub response: String,
+    /// Whether the refusal detector read it as a refusal.
+    pub refused: bool,
+}
+
+/// A model state's answers to the general sets.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GeneralResult {
+    /// Closed-book answers.
+    pub qa: Vec<QaAnswer>,
+    /// Summaries.
+    pub sum: Vec<SumAnswer>,
+    /// Responses to safe XSTest prompts.
+    pub over_refusal: Vec<RefusalAnswer>,
+}
+
+fn percent(hits: usize, total: usize) -> Option<f64> {
+    (total > 0).then(|| 100.0 * hits as f64 / total as f64)
+}
+
+impl GeneralResult {
+    /// KQA accuracy in percent (`None` without questions).
+    pub fn kqa(&self) -> Option<f64> {
+        percent(self.qa.iter().filter(|a| a.correct).count(), self.qa.len())
+    }
+
+    /// CSum, mean ROUGE-1 F in percent (`None` without articles).
+    pub fn csum(&self) -> Option<f64> {
+        (!self.sum.is_empty())
+            .then(|| self.sum.iter().map(|a| a.rouge1_f).sum::<f64>() / self.sum.len() as f64)
+    }
+
+    /// Over-refusal rate in percent (`None` without prompts).
+    pub fn over_refusal(&self) -> Option<f64> {
+        percent(self.over_refusal.iter().filter(|a| a.refused).count(), self.over_refusal.len())
+    }
+}
