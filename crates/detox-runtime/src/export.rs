@@ -173,10 +173,12 @@ impl CausalLm {
     ///
     /// The source's conventions are kept: a tied model whose checkpoint had no `lm_head.weight` gets none, one
     /// whose checkpoint carried the (tied) head gets it again, equal to the embedding; rotary tables an older
-    /// checkpoint stored are copied as they were.
+    /// checkpoint stored are copied as they were. The written tensor names are exactly the source checkpoint's;
+    /// a model that is not the source's (other names, tensors the source lacks or has besides) is refused.
     ///
     /// # Errors
-    /// - [`Error::Export`] when `out` exists and is not empty (without [`SaveOptions::overwrite`]), when a bias
+    /// - [`Error::Export`] when `out` exists and is not empty (without [`SaveOptions::overwrite`]), when the
+    ///   model's tensor names are not the source checkpoint's, when a bias
     ///   was attached at run time (a steering edit: the architecture's `config.json` has no switch for that one
     ///   bias, so transformers would drop it), when a parameter is per-row (`[k, out, in]`, a batched edit still
     ///   applied) or when the dtype is not floating point;
@@ -207,6 +209,7 @@ impl CausalLm {
 
         let files = SafetensorsFiles::open_dir(source)?;
         let plan = self.plan(&files, dtype, out)?;
+        same_names(&plan, &files, source, out)?;
         let config = rewrite_config(&source.join("config.json"), dtype_name)?;
 
         let tmp = temporary_dir(out);
@@ -301,6 +304,40 @@ impl CausalLm {
             .and_then(|w| w.f_to_kind(weight.kind()))
             .ctx(&ctx)
     }
+}
+
+/// Refuses a write whose tensor names differ from the source checkpoint's: a model whose names the runtime
+/// maps on load (a prefix it drops, weights of another modality it does not load) would otherwise be written
+/// under other names or without those weights, and transformers would not load it as the source's architecture.
+fn same_names(plan: &[Planned], files: &SafetensorsFiles, source: &Path, out: &Path) -> Result<()> {
+    let written: std::collections::BTreeSet<&str> = plan.iter().map(|p| p.name.as_str()).collect();
+    let stored: std::collections::BTreeSet<&str> = files.names().collect();
+    if written == stored {
+        return Ok(());
+    }
+    let list = |names: Vec<&&str>| {
+        let shown: Vec<String> = names.iter().take(5).map(|n| format!("`{n}`")).collect();
+        let more = names.len().saturating_sub(5);
+        if more > 0 {
+            format!("{} and {more} more", shown.join(", "))
+        } else {
+            shown.join(", ")
+        }
+    };
+    let missing: Vec<&&str> = stored.difference(&written).collect();
+    let extra: Vec<&&str> = written.difference(&stored).collect();
+    let mut reason = format!("the model's tensors are not those of {}:", source.display());
+    if !missing.is_empty() {
+        reason
+            .push_str(&format!(" the checkpoint has {} the model would not write", list(missing)));
+    }
+    if !extra.is_empty() {
+        reason.push_str(&format!(
+            " the model would write {}, which the checkpoint lacks",
+            list(extra)
+        ));
+    }
+    Err(Error::Export { path: out.to_path_buf(), reason })
 }
 
 /// The embedding, which is also the output head of a tied model.

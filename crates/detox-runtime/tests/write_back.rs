@@ -326,6 +326,14 @@ fn what_cannot_be_written_is_refused_with_the_path() -> Result<()> {
     assert!(!fresh.exists(), "nothing is left behind by a refused write");
     assert!(!tmp.path().join(".fresh.partial").exists(), "nor a half-written directory");
 
+    // A source that is not the model's checkpoint: Qwen2's has the query, key and value biases Llama lacks.
+    let other = source_dir("qwen2", tmp.path())?;
+    let e =
+        edited("llama", false)?.save_pretrained(&other, &fresh, &SaveOptions::new()).unwrap_err();
+    assert!(
+        matches!(&e, Error::Export { reason, .. } if reason.contains("self_attn.k_proj.bias")),
+        "{e}"
+    );
     // A model loaded from GGUF has no config.json or tokenizer files to copy.
     let gguf = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gguf/tiny.gguf");
     let loaded = load_model(&gguf, &[Device::Cpu], Kind::Float)?;
