@@ -779,7 +779,10 @@ mod tests {
     fn configs_change_only_their_dtype() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.json");
-        let source = "{\n  \"torch_dtype\": \"bfloat16\",\n  \"z\": 1e-05,\n  \"a\": [1, 2],\n  \"text_config\": {\"torch_dtype\": \"bfloat16\", \"x\": 3}\n}";
+        let source = concat!(
+            "{\n  \"torch_dtype\": \"bfloat16\",\n  \"z\": 1e-05,\n  \"a\": [1, 2],\n",
+            "  \"text_config\": {\"torch_dtype\": \"bfloat16\", \"x\": 3}\n}"
+        );
         std::fs::write(&path, source).unwrap();
         assert_eq!(rewrite_config(&path, "bfloat16").unwrap(), source.as_bytes());
         let written: Json =

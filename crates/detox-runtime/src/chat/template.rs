@@ -273,9 +273,10 @@ impl ChatTemplate {
     /// Renders a conversation; with `add_generation_prompt` the text ends where the assistant's reply begins.
     ///
     /// The template sees `messages`, `add_generation_prompt`, `tools` and `documents` (both none), the special
-    /// tokens and the [variables](ChatTemplate::with_variable), exactly as transformers passes them. The result holds special tokens as text (BOS included where
-    /// the template writes it), so encode it without adding special tokens again. A template that calls
-    /// `raise_exception` gives [`Error::TemplateRaised`] with its message.
+    /// tokens and the [variables](ChatTemplate::with_variable), exactly as transformers passes them. The result
+    /// holds special tokens as text (BOS included where the template writes it), so encode it without adding
+    /// special tokens again. A template that calls `raise_exception` gives [`Error::TemplateRaised`] with its
+    /// message.
     pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
         let mut ctx: BTreeMap<&str, Value> = self
             .special_tokens
