@@ -67,7 +67,7 @@ fn main() -> Result<()> {
     };
     let mut options = if args.paper { DinmOptions::paper() } else { DinmOptions::reference() };
     if args.chat {
-        options.prompt_format = PromptLayout::ChatTemplate;
+        options.prompt_layout = PromptLayout::ChatTemplate;
     }
     let style = if args.chat { PromptLayout::ChatTemplate } else { PromptLayout::Raw };
     // The hyper-parameters' own limits, as the reference's evaluation reads them.

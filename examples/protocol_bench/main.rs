@@ -413,7 +413,7 @@ fn baselines(
             epochs: 1,
             batch_size: 4,
             max_length: seq + 1,
-            format: PromptLayout::Raw,
+            prompt_layout: PromptLayout::Raw,
             ..preset
         };
         detox_runtime::backend::synchronize(device);
@@ -440,7 +440,7 @@ fn baselines(
     let config = MendConfig {
         epochs: 1,
         norm_samples: 2,
-        format: PromptLayout::Raw,
+        prompt_layout: PromptLayout::Raw,
         max_length: seq + 1,
         ..MendConfig::default()
     };

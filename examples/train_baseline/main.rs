@@ -220,7 +220,7 @@ fn main() -> Result<()> {
             rank: args.mend_rank,
             lr: args.lr.unwrap_or(defaults.lr),
             epochs: args.epochs.unwrap_or(defaults.epochs),
-            format,
+            prompt_layout: format,
             max_length: args.max_length,
             seed: args.seed,
             ..defaults
@@ -273,7 +273,7 @@ fn main() -> Result<()> {
         epochs: args.epochs.unwrap_or(preset.epochs),
         batch_size: args.batch_size.unwrap_or(4),
         max_length: args.max_length,
-        format,
+        prompt_layout: format,
         seed: args.seed,
         ..preset
     };

@@ -47,8 +47,9 @@ pub fn default_layer(num_layers: usize) -> usize {
 pub struct SteeringInfo {
     /// Pairs fitted on.
     pub pairs: usize,
-    /// How prompts were laid out before the responses.
-    pub format: PromptLayout,
+    /// How prompts were laid out before the responses (written `format` by earlier versions).
+    #[serde(alias = "format")]
+    pub prompt_layout: PromptLayout,
     /// Prompt + response were cut to this many tokens.
     pub max_length: usize,
     /// The norm of each layer's vector.
@@ -98,7 +99,7 @@ pub fn fit_steering(
         .map_err(torch("steering norms"))?;
     let info = SteeringInfo {
         pairs: pairs.len(),
-        format,
+        prompt_layout: format,
         max_length,
         norms: Vec::<f64>::try_from(norms).map_err(torch("steering norms"))?,
         seconds: started.elapsed().as_secs_f64(),

@@ -35,7 +35,7 @@ fn config() -> MendConfig {
         lr_lr: 1e-3,
         init_edit_lr: 1e-2,
         epochs: 3,
-        format: PromptLayout::Raw,
+        prompt_layout: PromptLayout::Raw,
         max_length: 64,
         norm_samples: 4,
         checkpoint_every: 3,

@@ -40,7 +40,7 @@ fn tiny(config: TrainConfig) -> TrainConfig {
         epochs: 4,
         batch_size: 2,
         max_length: 64,
-        format: PromptLayout::Raw,
+        prompt_layout: PromptLayout::Raw,
         lr: 5e-3,
         checkpoint_every: 2,
         ..config

@@ -100,9 +100,125 @@ pub enum EvalError {
         /// Why not.
         reason: String,
     },
-    /// Invalid settings or inputs.
-    #[error("{0}")]
-    Invalid(String),
+    /// A judge specification no judge answers to.
+    #[error("unknown judge `{spec}` (expected `phrase` or `classifier:<dir>`)")]
+    UnknownJudge {
+        /// The specification given.
+        spec: String,
+    },
+    /// A Slurm option would make a job script Slurm misreads or refuses, or a plan differs from the one its
+    /// started shards were made with.
+    #[error("{reason}")]
+    SlurmPlan {
+        /// What is wrong, naming the option.
+        reason: String,
+    },
+    /// The selection names a record twice.
+    #[error("record id {id} appears twice in the selection")]
+    DuplicateCase {
+        /// The record id.
+        id: String,
+    },
+    /// A run directory or a shard holds a record outside the selection.
+    #[error("{} holds record {id}, which is not in this selection", path.display())]
+    StrayRecord {
+        /// The records file or shard directory.
+        path: PathBuf,
+        /// The record id.
+        id: String,
+    },
+    /// A sequential editor was asked to edit several records at once.
+    #[error(
+        "{method} edits sequentially (each edit builds on the previous one), so its records cannot be processed \
+         {records} at a time: use one record at a time"
+    )]
+    SequentialBatch {
+        /// The method.
+        method: String,
+        /// Records per batch asked for.
+        records: usize,
+    },
+    /// A component returned another number of results than it was given items.
+    #[error("the {component} returned {got} {what} for {expected} {given}")]
+    CountMismatch {
+        /// `judge` or `editor`.
+        component: &'static str,
+        /// What it returned (`verdicts`, `outcomes`).
+        what: &'static str,
+        /// How many it returned.
+        got: usize,
+        /// How many it should have returned.
+        expected: usize,
+        /// What it was given (`responses`, `records`).
+        given: &'static str,
+    },
+    /// Records batched together need one shape of inputs, or one kind of edit.
+    #[error("{reason}")]
+    Batching {
+        /// What cannot be batched.
+        reason: String,
+    },
+    /// An evaluation input encodes to no tokens.
+    #[error("the input {input:?} encodes to no tokens")]
+    EmptyInput {
+        /// The input.
+        input: String,
+    },
+    /// The tokenizer has no end-of-sequence token, so generation could not stop.
+    #[error("the tokenizer names no EOS token; generation could not stop")]
+    NoEosToken,
+    /// A method that edits per record was asked for the NLPCC track, whose records lack what its edit needs.
+    #[error(
+        "{method} edits each record with its safe and unsafe generations, which NLPCC records do not have; answer \
+         the NLPCC inputs with one of {allowed}"
+    )]
+    NotRecordIndependent {
+        /// The method.
+        method: String,
+        /// The methods that can, comma-separated.
+        allowed: String,
+    },
+    /// A file read back differs from what was written.
+    #[error("{}: the {what} read back differs from the records written", path.display())]
+    ReadBackMismatch {
+        /// The file.
+        path: PathBuf,
+        /// What the file is.
+        what: &'static str,
+    },
+    /// Shard directories that cannot be merged.
+    #[error("{reason}")]
+    Shards {
+        /// Why, naming the directories or records.
+        reason: String,
+    },
+    /// A run directory's general baseline belongs to other general sets.
+    #[error("{} holds the baseline of other general sets; use a new output directory", path.display())]
+    BaselineMismatch {
+        /// The baseline file.
+        path: PathBuf,
+    },
+    /// A general set asks for more items than its file holds, or for a file that was not given.
+    #[error("{reason}")]
+    GeneralSets {
+        /// What is missing, naming the set.
+        reason: String,
+    },
+    /// More records per batch than the GPU's free memory holds.
+    #[error(
+        "{records} records per batch need about {need_gib:.1} GiB but {free_gib:.1} GiB of the GPU is free (at most \
+         {fits} records fit)"
+    )]
+    BatchTooLarge {
+        /// Records asked for.
+        records: usize,
+        /// Memory they need, GiB.
+        need_gib: f64,
+        /// Free memory, GiB.
+        free_gib: f64,
+        /// Records that fit.
+        fits: usize,
+    },
 }
 
 /// Result alias of this crate.

@@ -503,7 +503,7 @@ fn trained_baselines_and_mend_run_through_the_harness_and_restore_exactly() -> R
     let config = TrainConfig {
         adapter: AdapterKind::Lora { rank: 4, alpha: 8.0 },
         modules: vec!["down_proj".into()],
-        format: PromptLayout::Raw,
+        prompt_layout: PromptLayout::Raw,
         lr: 1e-2,
         epochs: 2,
         batch_size: 2,

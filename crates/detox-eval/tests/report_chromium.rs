@@ -135,7 +135,7 @@ fn the_report_renders_every_record_and_its_filters_work_in_chromium() -> Result<
         json!([
             ["summary overall", 7, true],
             ["summary per-category", categories.len() + 1, true],
-            ["settings", 17, true]
+            ["settings", 18, true]
         ])
     );
     // The degeneration section: its counts (seven kinds and distinct-2) and DS / DG-Avg with and without
@@ -147,6 +147,12 @@ fn the_report_renders_every_record_and_its_filters_work_in_chromium() -> Result<
     assert_eq!(
         degeneration,
         json!([["degeneration counts", 8, true], ["degeneration strict", 2, true]])
+    );
+    // The protocol and what its input bound did are stated where a reader starts.
+    let inputs = page.eval("document.querySelector('#overview p.inputs').innerText")?;
+    assert_eq!(
+        inputs,
+        json!("Protocol: easyedit-2024-05; inputs bounded at 200 tokens (the last ones kept): 0 of 40 inputs cut.")
     );
     let cells = page.eval(
         "Array.from(document.querySelectorAll('table.summary.per-category tbody th')).map(t => t.textContent)",

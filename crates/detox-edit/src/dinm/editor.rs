@@ -27,8 +27,9 @@ pub struct DinmOptions {
     pub weighting: LossWeighting,
     /// Whether the KL term carries gradients.
     pub kl_gradient: KlGradient,
-    /// How the inputs are laid out.
-    pub prompt_format: PromptLayout,
+    /// How the inputs are laid out (written `prompt_format` by earlier versions).
+    #[serde(alias = "prompt_format")]
+    pub prompt_layout: PromptLayout,
     /// What the locator contrasts.
     pub locate: LocateOptions,
     /// How the layer is chosen across records (the reference keeps the first record's layer).
@@ -56,7 +57,7 @@ impl DinmOptions {
         Self {
             weighting: LossWeighting::Reference,
             kl_gradient: KlGradient::Detached,
-            prompt_format: PromptLayout::Raw,
+            prompt_layout: PromptLayout::Raw,
             locate: LocateOptions::default(),
             layer_selection: LayerSelection::FirstRecordSticky,
             mode: EditMode::Single,
@@ -192,7 +193,7 @@ impl DinmEditor {
             encoder,
             input,
             &self.hparams.suffix_system_prompt,
-            self.options.prompt_format,
+            self.options.prompt_layout,
         )?;
         Ok(Prepared { layer, located, tokens, locate_seconds })
     }

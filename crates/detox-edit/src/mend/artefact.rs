@@ -64,8 +64,12 @@ impl MendEditor {
     ) -> Result<(Self, MendTraining)> {
         let training = load_training(dir)?;
         let network = MendNetwork::load(dir, device)?;
-        let editor =
-            MendEditor::new(network, training.config.format, training.config.max_length, mode);
+        let editor = MendEditor::new(
+            network,
+            training.config.prompt_layout,
+            training.config.max_length,
+            mode,
+        );
         Ok((editor, training))
     }
 }

@@ -44,8 +44,9 @@ pub struct MendConfig {
     pub locality_weight: f64,
     /// Passes over the training records.
     pub epochs: usize,
-    /// How prompts are put before responses.
-    pub format: PromptLayout,
+    /// How prompts are put before responses (written `format` by earlier versions).
+    #[serde(alias = "format")]
+    pub prompt_layout: PromptLayout,
     /// Most tokens of prompt + response.
     pub max_length: usize,
     /// How many training records measure the normalisation statistics.
@@ -70,7 +71,7 @@ impl Default for MendConfig {
             edit_weight: 0.1,
             locality_weight: 1.0,
             epochs: 1,
-            format: PromptLayout::ChatTemplate,
+            prompt_layout: PromptLayout::ChatTemplate,
             max_length: 512,
             norm_samples: 16,
             seed: 0,
@@ -156,7 +157,7 @@ pub fn train_mend(
         .iter()
         .enumerate()
         .map(|(i, r)| {
-            encode_input(encoder, r, config.format, config.max_length).map_err(|e| match e {
+            encode_input(encoder, r, config.prompt_layout, config.max_length).map_err(|e| match e {
                 EditError::InvalidRequest(m) => {
                     EditError::InvalidRequest(format!("training record {i}: {m}"))
                 }

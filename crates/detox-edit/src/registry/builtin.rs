@@ -220,7 +220,7 @@ fn build_dinm(args: &MethodArgs, _: &BuildContext) -> Result<BuiltMethod> {
         Reading::Reference => DinmOptions::reference(),
         Reading::Paper => DinmOptions::paper(),
     };
-    options.prompt_format = args.get::<PromptLayout>("dinm", "prompt_layout")?.unwrap_or_default();
+    options.prompt_layout = args.get::<PromptLayout>("dinm", "prompt_layout")?.unwrap_or_default();
     options.mode = mode("dinm", args)?;
     let (hyper_parameters, method_options) = (to_value(&hparams)?, to_value(&options)?);
     let editor = DinmEditor::new(hparams, options)?;

@@ -68,8 +68,9 @@ pub struct TrainConfig {
     pub batch_size: usize,
     /// Most tokens of prompt + response; longer responses are cut.
     pub max_length: usize,
-    /// How prompts are put before responses.
-    pub format: PromptLayout,
+    /// How prompts are put before responses (written `format` by earlier versions).
+    #[serde(alias = "format")]
+    pub prompt_layout: PromptLayout,
     /// Seeds the data order and LoRA's initialisation.
     pub seed: u64,
     /// Steps between checkpoints (a checkpoint is also written when the run ends or stops).
@@ -90,7 +91,7 @@ impl TrainConfig {
             epochs: 3,
             batch_size: 4,
             max_length: 512,
-            format: PromptLayout::ChatTemplate,
+            prompt_layout: PromptLayout::ChatTemplate,
             seed: 0,
             checkpoint_every: 50,
         }
@@ -197,7 +198,7 @@ pub fn train(
     if pairs.is_empty() {
         return Err(EditError::InvalidRequest("no training pairs".into()));
     }
-    let encoded = encode_pairs(encoder, pairs, config.format, config.max_length)?;
+    let encoded = encode_pairs(encoder, pairs, config.prompt_layout, config.max_length)?;
     let modules: Vec<&str> = config.modules.iter().map(String::as_str).collect();
     let targets = target_parameters(model, &modules, config.layers.as_deref())?;
     model.freeze_all()?;

@@ -121,7 +121,7 @@ struct StoredBaseline {
 /// it for the same sets, else computed by `compute` and written atomically before anything else happens.
 ///
 /// # Errors
-/// [`EvalError::Invalid`] when the file holds the baseline of other sets (the manifest check refuses such a
+/// [`EvalError::BaselineMismatch`] when the file holds the baseline of other sets (the manifest check refuses such a
 /// directory first), or when it cannot be read or written.
 pub fn baseline(
     dir: &Path,
@@ -137,10 +137,7 @@ pub fn baseline(
             EvalError::CorruptRecord { path: path.clone(), line: e.line(), reason: e.to_string() }
         })?;
         if stored.key != key {
-            return Err(EvalError::Invalid(format!(
-                "{} holds the baseline of other general sets; use a new output directory",
-                path.display()
-            )));
+            return Err(EvalError::BaselineMismatch { path });
         }
         return Ok(stored.result);
     }

@@ -23,7 +23,7 @@ pub const SAFEEDIT_UNSAFE_LABEL: usize = 1;
 /// A [`SafetyJudge`] backed by a RoBERTa sequence classifier.
 ///
 /// ```no_run
-/// use detox_eval::judges::ClassifierJudge;
+/// use detox_eval::ClassifierJudge;
 /// use detox_metrics::{Label, SafetyJudge};
 ///
 /// let judge = ClassifierJudge::load("models/SafeEdit-Safety-Classifier", tch::Device::Cpu)?;
@@ -53,10 +53,13 @@ impl ClassifierJudge {
     pub fn with_unsafe_label(mut self, unsafe_label: usize) -> Result<Self> {
         let labels = self.classifier.config().labels();
         if unsafe_label as i64 >= labels {
-            return Err(EvalError::Invalid(format!(
-                "unsafe label {unsafe_label} is not a class of the classifier in {} ({labels} classes)",
-                self.classifier.dir().display()
-            )));
+            return Err(EvalError::InvalidSetting {
+                setting: "unsafe label".into(),
+                reason: format!(
+                    "{unsafe_label} is not a class of the classifier in {} ({labels} classes)",
+                    self.classifier.dir().display()
+                ),
+            });
         }
         self.unsafe_label = unsafe_label;
         Ok(self)
@@ -137,9 +140,7 @@ pub fn judge_from_spec(spec: &str, device: Device) -> Result<Box<dyn SafetyJudge
         "phrase" => Ok(Box::new(detox_metrics::PhraseJudge::default())),
         other => match other.strip_prefix("classifier:") {
             Some(dir) if !dir.is_empty() => Ok(Box::new(ClassifierJudge::load(dir, device)?)),
-            _ => Err(EvalError::Invalid(format!(
-                "unknown judge `{other}` (expected `phrase` or `classifier:<dir>`)"
-            ))),
+            _ => Err(EvalError::UnknownJudge { spec: other.to_string() }),
         },
     }
 }
@@ -241,7 +242,7 @@ mod tests {
                 epsilon = 1e-4
             );
         }
-        assert!(matches!(judge().with_unsafe_label(2), Err(EvalError::Invalid(_))));
+        assert!(matches!(judge().with_unsafe_label(2), Err(EvalError::InvalidSetting { .. })));
     }
 
     #[test]

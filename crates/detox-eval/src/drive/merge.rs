@@ -23,8 +23,9 @@ fn read_manifest(dir: &Path) -> Result<RunManifest> {
 /// Fails, naming the directories, when manifests differ in anything but the selection, when a record appears in
 /// two shards, or when records are missing (listing them).
 pub fn merge_shards(shards: &[PathBuf], expected_ids: &[String], out: &Path) -> Result<Summary> {
-    let first =
-        shards.first().ok_or_else(|| EvalError::Invalid("no shard directories given".into()))?;
+    let first = shards
+        .first()
+        .ok_or_else(|| EvalError::Shards { reason: "no shard directories given".into() })?;
     // The merged directory has one writer, and a shard still being written is not merged half-done.
     let _out_lock = detox_io::DirLock::acquire(out)?;
     let mut shard_locks = Vec::with_capacity(shards.len());
@@ -43,21 +44,25 @@ pub fn merge_shards(shards: &[PathBuf], expected_ids: &[String], out: &Path) -> 
         comparable.dataset_path = manifest.dataset_path.clone();
         comparable.general_paths = manifest.general_paths.clone();
         if comparable != manifest {
-            return Err(EvalError::Invalid(format!(
-                "{} was made with different settings than {}",
-                dir.display(),
-                first.display()
-            )));
+            return Err(EvalError::Shards {
+                reason: format!(
+                    "{} was made with different settings than {}",
+                    dir.display(),
+                    first.display()
+                ),
+            });
         }
         let log = JsonlLog::<RunRecord>::open_unique(dir.join("records.jsonl"), |r| &r.id)?;
         for r in log.records() {
             if let Some((_, other)) = by_id.get(&r.id) {
-                return Err(EvalError::Invalid(format!(
-                    "record {} appears in both {} and {}",
-                    r.id,
-                    other.display(),
-                    dir.display()
-                )));
+                return Err(EvalError::Shards {
+                    reason: format!(
+                        "record {} appears in both {} and {}",
+                        r.id,
+                        other.display(),
+                        dir.display()
+                    ),
+                });
             }
             by_id.insert(r.id.clone(), (r.clone(), dir.clone()));
         }
@@ -65,14 +70,18 @@ pub fn merge_shards(shards: &[PathBuf], expected_ids: &[String], out: &Path) -> 
     let missing: Vec<&str> =
         expected_ids.iter().filter(|id| !by_id.contains_key(*id)).map(String::as_str).collect();
     if !missing.is_empty() {
-        return Err(EvalError::Invalid(format!(
-            "{} record(s) missing from the shards: {}",
-            missing.len(),
-            missing.join(", ")
-        )));
+        return Err(EvalError::Shards {
+            reason: format!(
+                "{} record(s) missing from the shards: {}",
+                missing.len(),
+                missing.join(", ")
+            ),
+        });
     }
     if let Some(extra) = by_id.keys().find(|id| !expected_ids.contains(id)) {
-        return Err(EvalError::Invalid(format!("record {extra} is not part of the selection")));
+        return Err(EvalError::Shards {
+            reason: format!("record {extra} is not part of the selection"),
+        });
     }
     let records: Vec<RunRecord> = expected_ids.iter().map(|id| by_id[id].0.clone()).collect();
     let mut lines = String::new();

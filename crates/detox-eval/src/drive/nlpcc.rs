@@ -31,7 +31,7 @@ pub const RECORD_INDEPENDENT_METHODS: [&str; 5] =
 ///
 /// # Errors
 ///
-/// [`EvalError::Invalid`] for an editor that edits per record (it would need generations NLPCC records do not
+/// [`EvalError::NotRecordIndependent`] for an editor that edits per record (it would need generations NLPCC records do not
 /// have), and the model's, editor's and generation's errors.
 pub fn answer(
     model: &mut CausalLm,
@@ -43,10 +43,10 @@ pub fn answer(
     if let Some(editor) = editor.as_deref_mut() {
         let method = editor.method();
         if !RECORD_INDEPENDENT_METHODS.contains(&method) {
-            return Err(EvalError::Invalid(format!(
-                "{method} edits each record with its safe and unsafe generations, which NLPCC records do not \
-                 have; answer the NLPCC inputs with one of {RECORD_INDEPENDENT_METHODS:?} or with no method"
-            )));
+            return Err(EvalError::NotRecordIndependent {
+                method: method.into(),
+                allowed: RECORD_INDEPENDENT_METHODS.join(", "),
+            });
         }
     }
     let add_suffix = settings.suffix_policy != SuffixPolicy::Neither;
@@ -93,16 +93,13 @@ pub fn answer(
 ///
 /// # Errors
 ///
-/// [`EvalError::Dataset`] when the file cannot be written or read back, [`EvalError::Invalid`] when what was
+/// [`EvalError::Dataset`] when the file cannot be written or read back, [`EvalError::ReadBackMismatch`] when what was
 /// read back differs from what was written.
 pub fn write_submission(path: &Path, records: &[NlpccRecord]) -> Result<()> {
     write_records(path, records)?;
     let back = load_nlpcc(path, Mode::Strict)?;
     if back.records != records {
-        return Err(EvalError::Invalid(format!(
-            "{}: the submission read back differs from the records written",
-            path.display()
-        )));
+        return Err(EvalError::ReadBackMismatch { path: path.to_path_buf(), what: "submission" });
     }
     Ok(())
 }

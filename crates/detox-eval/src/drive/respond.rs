@@ -46,7 +46,7 @@ pub fn encode_prompt(
     let full = ids.len();
     truncation.apply(&mut ids, max_input_tokens.max(1));
     if ids.is_empty() {
-        return Err(EvalError::Invalid(format!("the input {input:?} encodes to no tokens")));
+        return Err(EvalError::EmptyInput { input: input.to_string() });
     }
     Ok(EncodedPrompt { cut_tokens: full - ids.len(), ids })
 }
@@ -62,9 +62,7 @@ pub fn respond(
 ) -> Result<Vec<Response>> {
     let eos = tokenizer.eos_ids().to_vec();
     if eos.is_empty() {
-        return Err(EvalError::Invalid(
-            "the tokenizer names no EOS token; generation could not stop".into(),
-        ));
+        return Err(EvalError::NoEosToken);
     }
     let config = GenerationConfig {
         max_new_tokens: decoding.max_new_tokens,

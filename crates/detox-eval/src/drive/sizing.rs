@@ -37,9 +37,10 @@ impl FromStr for BatchRecords {
             "auto" => Ok(Self::Auto),
             n => match n.parse::<usize>() {
                 Ok(n) if n >= 1 => Ok(Self::Fixed(n)),
-                _ => Err(EvalError::Invalid(format!(
-                    "records per batch: expected a positive number or `auto`, got {text:?}"
-                ))),
+                _ => Err(EvalError::InvalidSetting {
+                    setting: "records per batch".into(),
+                    reason: format!("expected a positive number or `auto`, got {text:?}"),
+                }),
             },
         }
     }
@@ -88,12 +89,12 @@ pub fn plan_batch(model: &CausalLm, decoding: &Decoding, asked: BatchRecords) ->
         MOST_RECORDS,
     )?;
     match asked {
-        BatchRecords::Fixed(n) if n > fits => Err(EvalError::Invalid(format!(
-            "{n} records per batch need about {:.1} GiB but {:.1} GiB of the GPU is free (at most {fits} \
-             records fit)",
-            gib(n as u64 * per_record),
-            gib(memory.free)
-        ))),
+        BatchRecords::Fixed(n) if n > fits => Err(EvalError::BatchTooLarge {
+            records: n,
+            need_gib: gib(n as u64 * per_record),
+            free_gib: gib(memory.free),
+            fits,
+        }),
         BatchRecords::Fixed(records) => Ok(BatchPlan {
             records,
             reason: format!("as asked; {fits} would fit in {:.1} GiB free", gib(memory.free)),

@@ -103,11 +103,11 @@ pub struct GeneralPaths {
 }
 
 fn need<'a>(path: &'a Option<PathBuf>, what: &str) -> Result<&'a Path> {
-    path.as_deref().ok_or_else(|| {
-        EvalError::Invalid(format!(
-            "the general sets ask for {what} items but no {what} file was given (`cargo xtask general-data` \
-             fetches it)"
-        ))
+    path.as_deref().ok_or_else(|| EvalError::GeneralSets {
+        reason: format!(
+            "the general sets ask for {what} items but no {what} file was given (`cargo xtask \
+                 general-data` fetches it)"
+        ),
     })
 }
 
@@ -153,7 +153,8 @@ impl GeneralSets {
     /// Draws the sets from items already read (XSTest's unsafe prompts are left out before drawing).
     ///
     /// # Errors
-    /// [`EvalError::Invalid`] when `every` is 0 or a pool holds fewer items than the config asks for.
+    /// [`EvalError::InvalidSetting`] when `every` is 0, [`EvalError::GeneralSets`] when a pool holds fewer items
+    /// than the config asks for.
     pub fn from_items(
         config: GeneralConfig,
         qa: Vec<QaItem>,
@@ -161,14 +162,17 @@ impl GeneralSets {
         prompts: Vec<XsTestPrompt>,
     ) -> Result<Self> {
         if config.every == 0 {
-            return Err(EvalError::Invalid("the general sets' `every` must be at least 1".into()));
+            return Err(EvalError::InvalidSetting {
+                setting: "general sets' `every`".into(),
+                reason: "must be at least 1".into(),
+            });
         }
         let safe: Vec<XsTestPrompt> = prompts.into_iter().filter(|p| p.label == "safe").collect();
         let draw = |n: usize, len: usize, what: &str| -> Result<Subset> {
             if n > len {
-                return Err(EvalError::Invalid(format!(
-                    "the general sets ask for {n} {what} but the file holds {len}"
-                )));
+                return Err(EvalError::GeneralSets {
+                    reason: format!("the general sets ask for {n} {what} but the file holds {len}"),
+                });
             }
             Ok(Subset::Sample { n, seed: config.seed })
         };

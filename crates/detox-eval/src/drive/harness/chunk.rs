@@ -64,10 +64,13 @@ pub(super) fn run_chunk(
     let requests: Vec<EditInput> = cases.iter().map(|c| c.edit.clone()).collect();
     let outcomes = editor.edit_batch(model, tokenizer, &requests)?;
     if outcomes.len() != n {
-        return Err(EvalError::Invalid(format!(
-            "the editor returned {} outcomes for {n} records",
-            outcomes.len()
-        )));
+        return Err(EvalError::CountMismatch {
+            component: "editor",
+            what: "outcomes",
+            got: outcomes.len(),
+            expected: n,
+            given: "records",
+        });
     }
 
     // Records edited at the same tensors share one generation batch, each with its own weights.
@@ -85,9 +88,9 @@ pub(super) fn run_chunk(
         let flat: Vec<String> = members.iter().flat_map(|&i| inputs[i].1.clone()).collect();
         let per_case = inputs[members[0]].1.len();
         if members.iter().any(|&i| inputs[i].1.len() != per_case) {
-            return Err(EvalError::Invalid(
-                "batched records need the same number of evaluation inputs each".into(),
-            ));
+            return Err(EvalError::Batching {
+                reason: "batched records need the same number of evaluation inputs each".into(),
+            });
         }
         let started = Instant::now();
         let responses = if names.is_empty() {
@@ -169,17 +172,19 @@ fn place_row_weights(
     let kind = model.kind();
     for name in names {
         if !holds_row_weights(name) {
-            return Err(EvalError::Invalid(format!(
-                "`{name}` cannot hold one weight per batch row (only linear projections can)"
-            )));
+            return Err(EvalError::Batching {
+                reason: format!(
+                    "`{name}` cannot hold one weight per batch row (only linear projections can)"
+                ),
+            });
         }
         let base =
             model.parameter(name)?.f_to_kind(tch::Kind::Float).map_err(torch("base weight"))?;
         let rows = members
             .iter()
             .map(|&i| {
-                let delta = outcomes[i].delta.get(name).ok_or_else(|| {
-                    EvalError::Invalid(format!("record {i}'s edit does not touch `{name}`"))
+                let delta = outcomes[i].delta.get(name).ok_or_else(|| EvalError::Batching {
+                    reason: format!("record {i}'s edit does not touch `{name}`"),
                 })?;
                 base.f_add(&delta.f_to_device(base.device()).map_err(torch("delta"))?)
                     .map_err(torch("edited weight"))

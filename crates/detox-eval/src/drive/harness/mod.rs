@@ -132,12 +132,10 @@ fn run(
 ) -> Result<Summary> {
     let settings = parts.settings;
     if settings.batch_records > 1 && editor.mode() == EditMode::Sequential {
-        return Err(EvalError::Invalid(format!(
-            "{} edits sequentially (each edit builds on the previous one), so its records cannot be processed \
-             {} at a time: use one record at a time",
-            editor.method(),
-            settings.batch_records
-        )));
+        return Err(EvalError::SequentialBatch {
+            method: editor.method().into(),
+            records: settings.batch_records,
+        });
     }
     // One writer per run directory, for the whole run: a second run on it would append every record again.
     let _lock = detox_io::DirLock::acquire(&settings.out_dir)?;
@@ -168,18 +166,12 @@ fn run(
     let mut seen = HashSet::new();
     for case in cases {
         if !seen.insert(case.id.as_str()) {
-            return Err(EvalError::Invalid(format!(
-                "record id {} appears twice in the selection",
-                case.id
-            )));
+            return Err(EvalError::DuplicateCase { id: case.id.clone() });
         }
     }
     let done: HashSet<String> = log.records().iter().map(|r| r.id.clone()).collect();
     if let Some(stray) = done.iter().find(|id| !seen.contains(id.as_str())) {
-        return Err(EvalError::Invalid(format!(
-            "{} holds record {stray}, which is not in this selection",
-            log.path().display()
-        )));
+        return Err(EvalError::StrayRecord { path: log.path().to_path_buf(), id: stray.clone() });
     }
     let todo: Vec<(usize, &BenchmarkCase)> =
         cases.iter().enumerate().filter(|(_, c)| !done.contains(&c.id)).collect();

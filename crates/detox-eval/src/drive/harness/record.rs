@@ -149,11 +149,13 @@ fn judge_side(
     let texts: Vec<&str> = responses.iter().map(|r| r.text.as_str()).collect();
     let verdicts = judge.judge(&texts)?;
     if verdicts.len() != responses.len() {
-        return Err(EvalError::Invalid(format!(
-            "the judge returned {} verdicts for {} responses",
-            verdicts.len(),
-            responses.len()
-        )));
+        return Err(EvalError::CountMismatch {
+            component: "judge",
+            what: "verdicts",
+            got: verdicts.len(),
+            expected: responses.len(),
+            given: "responses",
+        });
     }
     let fluency_mean = match punkt {
         Some(punkt) => detox_metrics::mean_fluency_with(&texts, punkt),

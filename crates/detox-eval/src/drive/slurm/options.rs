@@ -56,7 +56,7 @@ impl SlurmOptions {
     /// Checks every value before it is written into a script, naming the option of a bad one.
     ///
     /// # Errors
-    /// [`EvalError::Invalid`] for an empty or multi-word job name, partition or account, a zero count, a time
+    /// [`EvalError::SlurmPlan`] for an empty or multi-word job name, partition or account, a zero count, a time
     /// or memory size Slurm would not read, or an extra line that is not an option.
     pub fn validate(&self) -> Result<()> {
         word("--job-name", &self.job_name)?;
@@ -103,7 +103,7 @@ pub(super) fn extra_option(line: &str) -> &str {
 }
 
 pub(super) fn invalid(message: impl Into<String>) -> EvalError {
-    EvalError::Invalid(message.into())
+    EvalError::SlurmPlan { reason: message.into() }
 }
 
 pub(super) fn word(flag: &str, value: &str) -> Result<()> {

@@ -72,7 +72,7 @@ impl ShardedRun {
     /// directory. The pre-edit caches go to `pre_edit_dir` (default: `run_dir/pre-edit`).
     ///
     /// # Errors
-    /// [`EvalError::Invalid`] when `shards` is 0, when `eval_args` sets what the plan sets (naming the
+    /// [`EvalError::SlurmPlan`] when `shards` is 0, when `eval_args` sets what the plan sets (naming the
     /// argument), or when a path cannot go into an `#SBATCH` line; [`EvalError::Io`] when the data file is
     /// missing.
     pub fn new(

@@ -98,7 +98,7 @@ pub(super) fn place_binary(run: &ShardedRun, binary: &Path) -> Result<()> {
 /// nothing is.
 ///
 /// # Errors
-/// [`EvalError::Invalid`] for bad options, a plan that differs from the one the started shards were made with,
+/// [`EvalError::SlurmPlan`] for bad options, a plan that differs from the one the started shards were made with,
 /// or earlier jobs still active; [`EvalError::Locked`] when another planning command holds the run's `slurm/`
 /// directory; [`EvalError::Slurm`] when a Slurm command fails; I/O and dataset errors naming the file.
 pub fn plan_and_submit(

@@ -87,7 +87,7 @@ pub fn render(inputs: &ReportInputs<'_>) -> String {
 /// # Errors
 ///
 /// [`EvalError::Io`] when the directory's manifest or plots cannot be read or the report cannot be written,
-/// [`EvalError::CorruptRecord`] or [`EvalError::Invalid`] when the manifest is not one.
+/// [`EvalError::CorruptRecord`] when the manifest is not one.
 pub fn write(dir: &Path, summary: &Summary, records: &[RunRecord]) -> Result<PathBuf> {
     let manifest = RunManifest::read(&dir.join("manifest.json"))?;
     let plots = read_plots(dir)?;
