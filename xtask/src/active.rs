@@ -14,8 +14,8 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-use crate::libtorch::{Build, STAMP};
 use crate::paths::{managed_libtorch, workspace_root};
+use crate::torch_build::{Build, STAMP};
 
 /// The build `.libtorch` points at, or `None` when there is no `.libtorch` yet.
 ///

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use serde_json::Value;
 
 use crate::paths::workspace_root;
@@ -299,15 +299,7 @@ fn run_capturing(command: &mut Command, what: &str) -> (String, Result<()>) {
 pub fn run(args: &BenchArgs) -> Result<()> {
     crate::libtorch::ensure(false)?;
     let root = workspace_root();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let status = Command::new(&cargo)
-        .args(["build", "--release", "-p", "detox-examples", "--example", "protocol_bench"])
-        .current_dir(&root)
-        .status()
-        .context("building the protocol_bench example")?;
-    if !status.success() {
-        bail!("building the protocol_bench example failed ({status})");
-    }
+    let built = crate::artifacts::release_examples(&["protocol_bench"])?;
     let common = |command: &mut Command| {
         command
             .args(["--shape", &args.shape, "--device", &args.device, "--dtype", &args.dtype])
@@ -318,7 +310,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             command.args(["--layer", &layer.to_string()]);
         }
     };
-    let mut ours = Command::new(root.join("target/release/examples/protocol_bench"));
+    let mut ours = Command::new(built.get("protocol_bench")?);
     common(&mut ours);
     let (mut output, ours_status) = run_capturing(&mut ours, "the protocol_bench example");
     ours_status?;

@@ -133,17 +133,7 @@ pub fn run(args: &CompareArgs) -> Result<()> {
     let punkt = crate::general_data::ensure_punkt()?;
     let general = crate::general_data::ensure_for_run()?;
     let root = workspace_root();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let status = Command::new(&cargo)
-        .args(["build", "--release", "-p", "detox-examples"])
-        .args(["--example", "safeedit_eval", "--example", "train_baseline"])
-        .current_dir(&root)
-        .status()
-        .context("building the examples")?;
-    if !status.success() {
-        bail!("building the examples failed ({status})");
-    }
-    let bin = root.join("target/release/examples");
+    let built = crate::artifacts::release_examples(&["safeedit_eval", "train_baseline"])?;
     let out = root.join(&args.out);
     let fits_dir = out.join("fits");
     std::fs::create_dir_all(&fits_dir)
@@ -169,7 +159,7 @@ pub fn run(args: &CompareArgs) -> Result<()> {
                     .iter()
                     .map(|a| a.replace("{fits}", &fits_dir.display().to_string()))
                     .collect();
-                let mut command = Command::new(bin.join("train_baseline"));
+                let mut command = Command::new(built.get("train_baseline")?);
                 command
                     .args(["--method", fit.method, "--device", "cpu", "--model"])
                     .arg(&model)
@@ -205,7 +195,7 @@ pub fn run(args: &CompareArgs) -> Result<()> {
                 _ => OsString::from(a),
             })
             .collect();
-        let mut command = Command::new(bin.join("safeedit_eval"));
+        let mut command = Command::new(built.get("safeedit_eval")?);
         command
             .args(&protocol)
             .args(&eval)

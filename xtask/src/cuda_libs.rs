@@ -14,7 +14,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 
 use crate::elf;
-use crate::libtorch::{Keep, Wheel};
+use crate::torch_build::{Keep, Wheel};
 
 /// An NVIDIA wheel whose `lib/` folder (`prefix`) holds libraries the CUDA build may need.
 macro_rules! nvidia {
@@ -118,7 +118,7 @@ pub(crate) fn needed_libraries(lib_dir: &Path) -> Result<BTreeMap<String, String
                 bail!(
                     "{library} needs {name} (DT_NEEDED), which none of the pinned wheels provides; the pins in \
                      xtask/src/cuda_libs.rs no longer match torch {}",
-                    crate::libtorch::TORCH_VERSION
+                    crate::torch_build::TORCH_VERSION
                 );
             }
             keep.insert(name.clone(), format!("DT_NEEDED of {library}"));
@@ -189,7 +189,7 @@ pub(crate) fn prune(lib_dir: &Path, keep: &BTreeMap<String, String>) -> Result<V
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::libtorch::destination;
+    use crate::torch_build::destination;
 
     #[test]
     fn wheels_keep_libraries_directly_under_their_lib_folder() {

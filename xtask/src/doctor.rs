@@ -4,8 +4,9 @@ use std::process::Command;
 
 use anyhow::{Context, Result};
 
-use crate::libtorch::{read_version, TORCH_VERSION};
+use crate::libtorch::read_version;
 use crate::paths::{managed_libtorch, workspace_root};
+use crate::torch_build::TORCH_VERSION;
 
 /// Prints the libtorch in use and its version, then runs the `doctor` example, which reports what libtorch
 /// itself sees (CUDA, devices, cuDNN, threads).

@@ -14,7 +14,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
-use serde_json::Value;
 
 use crate::paths::{managed_libtorch, workspace_root};
 
@@ -89,45 +88,17 @@ fn build_bundle(dir: &Path) -> Result<()> {
     fs::create_dir_all(&bin)?;
 
     let mut tests = Command::new(&cargo);
-    tests.args(["test", "--release", "--no-run", "--message-format=json"]).current_dir(&root);
+    tests.args(["test", "--release", "--no-run"]).current_dir(&root);
     for (package, target) in CUDA_TESTS {
         tests.args(["-p", package, "--test", target]);
     }
-    let output = tests.output().context("building the CUDA test executables")?;
-    if !output.status.success() {
-        bail!("building the CUDA tests failed:\n{}", String::from_utf8_lossy(&output.stderr));
-    }
-    for line in String::from_utf8_lossy(&output.stdout).lines() {
-        let Ok(message) = serde_json::from_str::<Value>(line) else { continue };
-        let (Some(executable), Some(name)) =
-            (message["executable"].as_str(), message["target"]["name"].as_str())
-        else {
-            continue;
-        };
-        if CUDA_TESTS.iter().any(|(_, target)| *target == name) {
-            place(Path::new(executable), &bin.join(name))?;
-        }
-    }
+    let built = crate::artifacts::build(&mut tests, "the CUDA test executables")?;
     for (_, target) in CUDA_TESTS {
-        if !bin.join(target).exists() {
-            bail!("cargo built no executable for the test {target}");
-        }
+        place(built.get(target)?, &bin.join(target))?;
     }
-    let mut examples = Command::new(&cargo);
-    examples.args(["build", "--release", "-p", "detox-examples"]).current_dir(&root);
+    let examples = crate::artifacts::release_examples(EXAMPLES)?;
     for example in EXAMPLES {
-        examples.args(["--example", example]);
-    }
-    let status = examples.status().context("building the examples")?;
-    if !status.success() {
-        bail!("building the examples failed ({status})");
-    }
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .map(|dir| if dir.is_absolute() { dir } else { root.join(dir) })
-        .unwrap_or_else(|| root.join("target"));
-    for example in EXAMPLES {
-        place(&target_dir.join("release/examples").join(example), &bin.join(example))?;
+        place(examples.get(example)?, &bin.join(example))?;
     }
     for fixture in FIXTURES {
         copy_tree(&root.join(fixture), &dir.join(fixture))?;

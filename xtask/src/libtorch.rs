@@ -1,7 +1,7 @@
 //! Provisioning of libtorch 2.11.0 from PyPI wheels, without a Python environment.
 //!
 //! Two builds coexist: the CPU-only one in `.libtorch-cpu/` and the CUDA 13 one in `.libtorch-cuda/`; the
-//! link `.libtorch`, which the build uses, points at one of them (see [`crate::active`]). The `torch` wheel
+//! link `.libtorch`, which the build uses, points at one of them (see [`crate::active`]; what a build is: [`crate::torch_build`]). The `torch` wheel
 //! carries the C++ libraries and headers; libtorch_cpu also needs the CUDA runtime and CUPTI libraries from two
 //! small NVIDIA wheels, even on a CPU-only machine. The CUDA build adds the torch wheel's CUDA libraries and
 //! the NVIDIA libraries they need ([`crate::cuda_libs`]). We download the wheels with pip, extract only what
@@ -20,27 +20,7 @@ use sha2::{Digest, Sha256};
 
 use crate::active;
 use crate::paths::{managed_libtorch, workspace_root};
-
-/// The libtorch version tch 0.24 is built for.
-pub const TORCH_VERSION: &str = "2.11.0";
-
-/// A wheel to fetch and the members of it to keep: (prefix inside the wheel, destination folder, what to keep).
-pub(crate) struct Wheel {
-    pub(crate) requirement: &'static str,
-    pub(crate) file_prefix: &'static str,
-    pub(crate) members: &'static [(&'static str, &'static str, Keep)],
-}
-
-/// Which members under a wheel prefix are extracted.
-#[derive(Clone, Copy)]
-pub(crate) enum Keep {
-    /// Exactly these files, directly under the prefix.
-    Files(&'static [&'static str]),
-    /// The whole subtree.
-    Tree,
-    /// Every shared library directly under the prefix; the CUDA set-up later keeps only those the loader needs.
-    Libraries,
-}
+use crate::torch_build::{destination, Build, Keep, Wheel, STAMP, TORCH_VERSION};
 
 /// The wheels of the CPU-only build.
 const CPU_WHEELS: &[Wheel] = &[
@@ -79,50 +59,19 @@ const REQUIRED_LIBS: &[&str] = &[
     "libcupti.so.13",
 ];
 
-/// Written last into a provisioned folder: one line per file, `<sha256 hex> <size> <relative path>`.
-pub(crate) const STAMP: &str = ".provisioned";
-
-/// The libtorch builds `cargo xtask setup` provisions.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Build {
-    /// The small CPU-only build (about 0.5 GB).
-    Cpu,
-    /// The CUDA 13 build; it also runs on a machine without a GPU, on the CPU.
-    Cuda,
+/// The wheels a build is made of.
+fn wheels(build: Build) -> &'static [Wheel] {
+    match build {
+        Build::Cpu => CPU_WHEELS,
+        Build::Cuda => crate::cuda_libs::WHEELS,
+    }
 }
 
-impl Build {
-    /// Both builds.
-    pub const ALL: [Build; 2] = [Build::Cpu, Build::Cuda];
-
-    /// The folder, relative to the workspace root, the build is provisioned into.
-    pub fn folder_name(self) -> &'static str {
-        match self {
-            Build::Cpu => ".libtorch-cpu",
-            Build::Cuda => ".libtorch-cuda",
-        }
-    }
-
-    /// How the build is named to the user.
-    pub fn describe(self) -> &'static str {
-        match self {
-            Build::Cpu => "CPU-only",
-            Build::Cuda => "CUDA 13",
-        }
-    }
-
-    fn wheels(self) -> &'static [Wheel] {
-        match self {
-            Build::Cpu => CPU_WHEELS,
-            Build::Cuda => crate::cuda_libs::WHEELS,
-        }
-    }
-
-    fn sizes(self) -> &'static str {
-        match self {
-            Build::Cpu => "about 545 MB of wheels from PyPI, 0.5 GB on disk",
-            Build::Cuda => "about 2.5 GB of wheels from PyPI, 3.4 GB on disk",
-        }
+/// What provisioning a build downloads and occupies, as told to the user.
+fn sizes(build: Build) -> &'static str {
+    match build {
+        Build::Cpu => "about 545 MB of wheels from PyPI, 0.5 GB on disk",
+        Build::Cuda => "about 2.5 GB of wheels from PyPI, 3.4 GB on disk",
     }
 }
 
@@ -308,15 +257,15 @@ fn provision(build: Build, target: &Path) -> Result<()> {
         "Provisioning the {} build of libtorch {TORCH_VERSION} into {} ({})",
         build.describe(),
         target.display(),
-        build.sizes()
+        sizes(build)
     );
-    download_wheels(build.wheels(), &wheels_dir)?;
+    download_wheels(wheels(build), &wheels_dir)?;
     if partial.exists() {
         fs::remove_dir_all(&partial).with_context(|| format!("removing {}", partial.display()))?;
     }
     fs::create_dir_all(&partial)?;
     let mut extracted = Vec::new();
-    for wheel in build.wheels() {
+    for wheel in wheels(build) {
         let path = find_wheel(&wheels_dir, wheel)?;
         println!("  extracting {}", path.file_name().unwrap_or_default().to_string_lossy());
         let files = extract_wheel(&path, wheel, &partial)?;
@@ -500,21 +449,6 @@ fn extract_wheel(path: &Path, wheel: &Wheel, out: &Path) -> Result<Vec<Extracted
         extracted.push(Extracted { path: dest, stamp_line });
     }
     Ok(extracted)
-}
-
-/// Where a wheel member goes inside the libtorch folder, or `None` if it is not kept.
-pub(crate) fn destination(wheel: &Wheel, name: &str) -> Option<PathBuf> {
-    wheel.members.iter().find_map(|(prefix, folder, keep)| {
-        let rest = name.strip_prefix(prefix)?;
-        let kept = match keep {
-            Keep::Files(files) => files.contains(&rest),
-            Keep::Tree => true,
-            Keep::Libraries => {
-                !rest.contains('/') && rest.starts_with("lib") && rest.contains(".so")
-            }
-        };
-        kept.then(|| Path::new(folder).join(rest))
-    })
 }
 
 /// The wheel's RECORD: member name -> SHA-256 digest.

@@ -3,6 +3,7 @@
 //! This crate builds without libtorch: `cargo xtask setup` is what installs it.
 
 mod active;
+mod artifacts;
 mod bench;
 mod checks;
 mod chromium;
@@ -24,6 +25,7 @@ mod paths;
 mod pypi;
 mod slurm;
 mod smollm2;
+mod torch_build;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};

@@ -8,12 +8,15 @@
 //!
 //! # Use from your crate
 //!
+//! The crates are not on a registry: depend on them by git (or by path, from a clone).
+//!
 //! ```toml
 //! [dependencies]
-//! detox-runtime = "0.1"    # any detox crate that links libtorch; detox-runtime tells this helper where it is
+//! # Directly, even if only another detox crate is called: detox-runtime tells this helper where libtorch is.
+//! detox-runtime = { git = "https://github.com/detox-rs/detox" }
 //!
 //! [build-dependencies]
-//! detox-build = "0.1"
+//! detox-build = { git = "https://github.com/detox-rs/detox" }
 //! ```
 //!
 //! ```no_run

@@ -118,6 +118,63 @@ pub struct EditOutcome {
     pub delta: Delta,
     /// What the method reports beyond the delta.
     pub details: EditDetails,
+    /// Things the caller should know about this edit's inputs (none for most edits); the library does not print
+    /// them, the program running the edit decides how to report them.
+    pub notes: Vec<EditNote>,
+}
+
+/// Something worth reporting about an edit's inputs, which did not stop the edit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum EditNote {
+    /// An input is longer than the model's context (`max_position_embeddings`): the reference edits it whole all
+    /// the same, with positions the model was not trained on, and memory grows with its length.
+    LongerThanContext {
+        /// Which input (`edit input`, `knowledge constraint`).
+        input: String,
+        /// Its length in tokens (before any cut).
+        tokens: usize,
+        /// The model's context.
+        context: usize,
+    },
+    /// An input was cut to its last `kept` tokens by a bound the caller set (e.g. DINM's `max_edit_tokens`).
+    Truncated {
+        /// Which input.
+        input: String,
+        /// Its length in tokens before the cut.
+        tokens: usize,
+        /// Tokens kept (the last ones).
+        kept: usize,
+    },
+    /// In a batch edited together, this record's edit input is far longer than the batch's median: every record
+    /// of the batch is padded to the longest, so this one sets the batch's memory and time.
+    FarLongerThanBatch {
+        /// Its length in tokens.
+        tokens: usize,
+        /// The batch's median length (the lower middle value).
+        median: usize,
+    },
+}
+
+impl std::fmt::Display for EditNote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EditNote::LongerThanContext { input, tokens, context } => write!(
+                f,
+                "the {input} has {tokens} tokens, more than the model's context of {context}: it is edited whole, \
+                 as the reference does, with positions the model was not trained on"
+            ),
+            EditNote::Truncated { input, tokens, kept } => {
+                write!(f, "the {input} had {tokens} tokens; only its last {kept} were used")
+            }
+            EditNote::FarLongerThanBatch { tokens, median } => write!(
+                f,
+                "the edit input has {tokens} tokens, over 4 times the batch's median of {median}: the whole batch \
+                 is padded to it"
+            ),
+        }
+    }
 }
 
 impl EditOutcome {
@@ -129,7 +186,14 @@ impl EditOutcome {
             timings: EditTimings::default(),
             delta,
             details: EditDetails::None,
+            notes: Vec::new(),
         }
+    }
+
+    /// The same outcome with `notes` added to its notes.
+    pub fn with_notes(mut self, notes: impl IntoIterator<Item = EditNote>) -> Self {
+        self.notes.extend(notes);
+        self
     }
 
     /// The same outcome, edited at `layer`.

@@ -16,6 +16,7 @@ use crate::dinm::{
 };
 use crate::editor::{EditDetails, EditInput, EditOutcome, EditTimings, Editor, PromptEncoder};
 use crate::error::{torch, EditError, Result};
+use crate::input_length::bound_input;
 use crate::ledger::{EditLedger, EditMode};
 use crate::precision::refuse_half;
 
@@ -114,6 +115,9 @@ impl Editor for FtlEditor {
                 "the safe response adds no tokens after the prompt".into(),
             ));
         }
+        // Unbounded, as in the reference; an input past the model's context is noted, not cut.
+        let context = usize::try_from(model.config().max_position_embeddings).unwrap_or(usize::MAX);
+        let (edit_input, notes) = bound_input("edit input", edit_input, 0, context, None)?;
         let tokens = DinmTokens {
             target: edit_input[prompt.len()..].to_vec(),
             edit_input,
@@ -141,7 +145,8 @@ impl Editor for FtlEditor {
         Ok(EditOutcome::new("FT-L", delta)
             .at_layer(layer)
             .with_timings(EditTimings { locate: 0.0, edit: started.elapsed().as_secs_f64() })
-            .with_details(EditDetails::FineTune { steps: trained.steps }))
+            .with_details(EditDetails::FineTune { steps: trained.steps })
+            .with_notes(notes))
     }
 
     fn restore(&mut self, model: &mut CausalLm) -> Result<()> {

@@ -51,6 +51,7 @@ mod editor;
 mod error;
 pub mod ext_sub;
 mod ftl;
+mod input_length;
 mod ledger;
 pub mod mend;
 pub mod none;
@@ -66,7 +67,7 @@ mod trained;
 pub use delta::Delta;
 pub use dinm::StepLoss;
 pub use editor::{
-    Batching, EditDetails, EditInput, EditOutcome, EditTimings, Editor, PromptEncoder,
+    Batching, EditDetails, EditInput, EditNote, EditOutcome, EditTimings, Editor, PromptEncoder,
 };
 pub use error::{EditError, Result};
 pub use ftl::{FtlEditor, FtlHyperParams};

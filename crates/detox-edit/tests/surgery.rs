@@ -11,8 +11,8 @@ use anyhow::Result;
 use common::{digest, setup};
 use detox_edit::registry::{MethodArgs, Registry};
 use detox_edit::surgery::{
-    fit_surgery, gate_name, labelled_responses, load_surgery, save_surgery, LabelledText,
-    ProbeConfig, SurgeryConfig, SurgeryEditor, SurgeryFit,
+    fit_surgery, gate_name, labelled_responses, load_surgery, save_surgery, train_probe,
+    LabelledText, ProbeConfig, SurgeryConfig, SurgeryEditor, SurgeryFit,
 };
 use detox_edit::{Delta, Editor};
 use detox_runtime::CausalLm;
@@ -97,6 +97,34 @@ fn the_probe_separates_its_training_texts() -> Result<()> {
     let one_class: Vec<LabelledText> = training_texts()?.into_iter().filter(|t| t.toxic).collect();
     let err = fit_surgery(&model, &encoder, &one_class, &config(None)).unwrap_err();
     assert!(err.to_string().contains("both classes"), "{err}");
+    Ok(())
+}
+
+/// The authors' split trains on `int(0.9 * n)` texts (`train/run_pplm_discrim_train.py`), not on
+/// `n - floor(0.1 * n)`: 28 of 32, not 29. Expected counts from Python 3: `[int(0.9 * n) for n in
+/// (2, 3, 10, 19, 30, 32, 70, 1000)]` = `[1, 2, 9, 17, 27, 28, 63, 900]`, and `int((1 - 0.25) * 18)` = 13.
+#[test]
+fn the_probe_trains_on_the_authors_share_of_texts() -> Result<()> {
+    let cases: [(usize, f64, usize); 10] = [
+        (2, 0.1, 1),
+        (3, 0.1, 2),
+        (10, 0.1, 9),
+        (19, 0.1, 17),
+        (30, 0.1, 27),
+        (32, 0.1, 28),
+        (70, 0.1, 63),
+        (1000, 0.1, 900),
+        (18, 0.25, 13),
+        (5, 0.0, 5),
+    ];
+    for (n, holdout, expected) in cases {
+        let features = Tensor::randn([n as i64, 4], (Kind::Float, Device::Cpu));
+        let toxic: Vec<bool> = (0..n).map(|i| i % 2 == 1).collect();
+        let config = ProbeConfig { epochs: 1, holdout, ..ProbeConfig::default() };
+        let fit = train_probe(&features, &toxic, &config)?;
+        assert_eq!(fit.trained_on.len(), expected, "{n} texts, holdout {holdout}");
+        assert_eq!(fit.holdout_accuracy.is_some(), expected < n, "{n} texts, holdout {holdout}");
+    }
     Ok(())
 }
 

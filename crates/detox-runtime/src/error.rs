@@ -77,6 +77,18 @@ pub enum Error {
         /// How many of its values are not finite.
         count: i64,
     },
+    /// A decoding step produced NaN or infinite logits for a row still generating: the token it would pick is
+    /// meaningless, so generation stops instead of handing garbage to a judge.
+    #[error(
+        "the model produced non-finite (NaN or infinite) logits at generated token {step} of prompt {row}; \
+         likely an overflow in the model's dtype (try float32 or bfloat16) or damaged weights"
+    )]
+    NonFiniteLogits {
+        /// The generated token's index in its row's continuation (0 for the first new token).
+        step: usize,
+        /// The prompt's index in the call.
+        row: usize,
+    },
     /// A parameter name is not part of the model.
     #[error("the model has no parameter named `{name}`")]
     UnknownParameter {

@@ -138,7 +138,8 @@ pub fn generate(
             let hit = Tensor::f_isin(&token, &eos, false, false).ctx("eos check")?;
             unfinished = unfinished.f_logical_and(&hit.f_logical_not().ctx("eos")?).ctx("eos")?;
         }
-        produced.push(token.shallow_clone());
+        // The model is fed the token it chose; the host reads the marked copy at the next sync.
+        produced.push(mark_non_finite(&logits, &token)?);
         let ones = Tensor::f_ones([batch, 1], (full_mask.kind(), device)).ctx("mask")?;
         full_mask = Tensor::f_cat(&[&full_mask, &ones], 1).ctx("extending mask")?;
         next_input = token.f_unsqueeze(1).ctx("next input")?;
@@ -208,6 +209,9 @@ fn sync(
                 continue;
             }
             for pos in start..tokens.len() {
+                if tokens[pos] == NON_FINITE_TOKEN {
+                    return Err(Error::NonFiniteLogits { step: pos, row });
+                }
                 if config.eos_token_ids.contains(&tokens[pos]) {
                     finish[row] = Some((pos, FinishReason::Eos));
                     break;
@@ -224,6 +228,20 @@ fn sync(
     Ok(finish.iter().all(Option::is_some))
 }
 
+/// The id the host reads for a row whose logits held NaN or infinity at that step: no vocabulary has it, so
+/// the check rides on the token copy each sync already makes, without a device sync of its own.
+pub(crate) const NON_FINITE_TOKEN: i64 = -1;
+
+/// `tokens` with [`NON_FINITE_TOKEN`] in the rows whose `logits` are not all finite; stays on the device.
+///
+/// # Shapes
+/// `logits`: `[batch, vocab]`, `tokens`: `[batch]` int64 -> `[batch]` int64
+pub(crate) fn mark_non_finite(logits: &Tensor, tokens: &Tensor) -> Result<Tensor> {
+    let finite =
+        logits.f_isfinite().ctx("finite logits")?.f_all_dim(-1, false).ctx("finite logits")?;
+    tokens.f_where_scalarother(&finite, NON_FINITE_TOKEN).ctx("finite logits")
+}
+
 /// Picks one token per row.
 ///
 /// # Shapes
@@ -232,7 +250,10 @@ pub(crate) fn choose(logits: &Tensor, sampling: Sampling) -> Result<Tensor> {
     match sampling {
         Sampling::Greedy => logits.f_argmax(-1, false).ctx("argmax"),
         Sampling::TopP { temperature, top_p, .. } => {
-            let scaled = logits.f_div_scalar(temperature).ctx("temperature")?;
+            // A row with NaN or infinite logits would make the sampler itself fail; it draws from finite stand-ins
+            // instead, and the row is reported by its marked token ([`mark_non_finite`]) at the next sync.
+            let finite = logits.f_nan_to_num(0.0, None, None).ctx("finite logits")?;
+            let scaled = finite.f_div_scalar(temperature).ctx("temperature")?;
             let (sorted, order) = scaled.f_sort(-1, false).ctx("sorting logits")?;
             let cumulative = sorted
                 .f_softmax(-1, Kind::Float)

@@ -14,6 +14,7 @@
 pub mod backend;
 pub mod chat;
 mod config;
+pub mod digest;
 mod dynlib;
 mod error;
 pub mod export;

@@ -12,7 +12,10 @@
 use tch::{Kind, Tensor};
 
 use crate::error::{Error, Result, TorchContext};
-use crate::generate::{check_and_seed, choose, FinishReason, Generated, GenerationConfig};
+use crate::generate::{
+    check_and_seed, choose, mark_non_finite, FinishReason, Generated, GenerationConfig,
+    NON_FINITE_TOKEN,
+};
 use crate::kv_cache::KvCache;
 use crate::model::{CausalLm, ForwardOptions, LogitsSelection, PositionIds};
 
@@ -60,7 +63,9 @@ pub fn generate_refill(
     let mut results: Vec<Option<Generated>> = vec![None; prompts.len()];
     let mut queue = 0..prompts.len();
     let mut next_tokens = vec![config.pad_token_id; slots];
+    // What the host reads at the next sync (non-finite rows marked), and the tokens last fed to the model.
     let mut produced: Vec<Tensor> = Vec::new();
+    let mut last_fed: Option<Tensor> = None;
     let positions_of = |active: &[Option<Active>]| -> Vec<i64> {
         active.iter().map(|a| a.as_ref().map_or(0, |a| a.position)).collect()
     };
@@ -79,6 +84,9 @@ pub fn generate_refill(
                 let Some(prompt) = queue.next() else { break };
                 on_device = None;
                 let first = prefill(model, &prompts[prompt], config, &mut cache, slot as i64)?;
+                if first == NON_FINITE_TOKEN {
+                    return Err(Error::NonFiniteLogits { step: 0, row: prompt });
+                }
                 let mut state = Active {
                     prompt,
                     position: prompts[prompt].len() as i64,
@@ -118,7 +126,7 @@ pub fn generate_refill(
             .f_to_kind(Kind::Int64)
             .ctx("slot mask")?;
         let position_ids = position_tensor.f_unsqueeze(1).ctx("slot positions")?;
-        let input = match produced.last() {
+        let input = match &last_fed {
             // Between syncs every running row continues from the device's last tokens.
             Some(last) if !rebuilt => last.shallow_clone(),
             // Running rows continue from the device's last tokens; refilled rows from their prefill token.
@@ -144,7 +152,8 @@ pub fn generate_refill(
         let logits =
             logits.f_select(1, 0).ctx("last logits")?.f_to_kind(Kind::Float).ctx("logits")?;
         let token = choose(&logits, config.sampling)?;
-        produced.push(token);
+        produced.push(mark_non_finite(&logits, &token)?);
+        last_fed = Some(token);
         on_device = Some((position_tensor.f_add(&running).ctx("slot positions")?, running));
         let mut must_sync = false;
         for a in active.iter_mut().flatten() {
@@ -156,6 +165,7 @@ pub fn generate_refill(
         if must_sync || window >= config.sync_every.max(1) {
             sync_slots(&produced, &mut active, &mut results, &mut next_tokens, config)?;
             produced.clear();
+            last_fed = None;
             on_device = None;
         }
     }
@@ -187,7 +197,8 @@ fn prefill(
     let logits = model.forward_with_cache(&ids, &options, &mut own)?.logits;
     cache.write_row(slot, &own)?;
     let logits = logits.f_select(1, 0).ctx("last logits")?.f_to_kind(Kind::Float).ctx("logits")?;
-    choose(&logits, config.sampling)?.f_int64_value(&[0]).ctx("first token")
+    let token = choose(&logits, config.sampling)?;
+    mark_non_finite(&logits, &token)?.f_int64_value(&[0]).ctx("first token")
 }
 
 /// Whether `state` has ended (EOS among its tokens, or `max_new_tokens` reached), and its result if so.
@@ -232,6 +243,16 @@ fn sync_slots(
         let row = &flat[slot * steps..(slot + 1) * steps];
         state.tokens.extend_from_slice(&row[steps - state.pending..]);
         state.pending = 0;
+        // Tokens after the row's EOS or past its budget are discarded, whatever logits produced them.
+        let kept = state
+            .tokens
+            .iter()
+            .position(|t| config.eos_token_ids.contains(t))
+            .unwrap_or(state.tokens.len())
+            .min(config.max_new_tokens);
+        if let Some(step) = state.tokens[..kept].iter().position(|&t| t == NON_FINITE_TOKEN) {
+            return Err(Error::NonFiniteLogits { step, row: state.prompt });
+        }
         if let Some(done) = finished(state, config) {
             results[state.prompt] = Some(done);
             *entry = None;

@@ -5,24 +5,14 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use detox_runtime::{CausalLm, Config, Error, ForwardOptions, SafetensorsFiles};
-use sha2::{Digest, Sha256};
 use tch::{Device, Kind, Tensor};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/decoders").join(name)
 }
 
-fn digest(model: &CausalLm) -> Vec<(String, Vec<u8>)> {
-    model
-        .parameter_names()
-        .iter()
-        .map(|name| {
-            let t = model.parameter(name).unwrap().contiguous();
-            let mut bytes = vec![0u8; t.numel() * t.kind().elt_size_in_bytes()];
-            t.copy_data_u8(&mut bytes, t.numel());
-            (name.clone(), Sha256::digest(&bytes).to_vec())
-        })
-        .collect()
+fn digest(model: &CausalLm) -> Vec<(String, [u8; 32])> {
+    detox_runtime::digest::parameter_digests(model).unwrap()
 }
 
 const DOWN: &str = "model.layers.1.mlp.down_proj.weight";

@@ -2,7 +2,7 @@
 //! however the rows finish.
 
 use anyhow::Result;
-use detox_runtime::{generate, generate_refill, CausalLm, GenerationConfig, Sampling};
+use detox_runtime::{generate, generate_refill, CausalLm, Error, GenerationConfig, Sampling};
 use tch::{Device, Kind};
 
 fn fixture() -> Result<CausalLm> {
@@ -60,5 +60,75 @@ fn refill_refuses_what_it_cannot_do() -> Result<()> {
     assert!(generate_refill(&model, &prompts(), &config, 0).is_err());
     assert!(generate_refill(&model, &[vec![]], &config, 2).is_err());
     assert!(generate_refill(&model, &[], &config, 2)?.is_empty());
+    Ok(())
+}
+
+/// Loading refuses non-finite weights, but a weight can become non-finite afterwards (an edit, an overflow in a
+/// low-precision dtype). Then a row fed the damaged token gets NaN logits: both generation paths stop with a
+/// typed error naming the row and the step, instead of decoding garbage for the judge.
+#[test]
+fn non_finite_logits_stop_generation_naming_row_and_step() -> Result<()> {
+    let mut model = fixture()?;
+    let config = GenerationConfig {
+        max_new_tokens: 10,
+        sampling: Sampling::Greedy,
+        eos_token_ids: Vec::new(),
+        pad_token_id: 0,
+        sync_every: 4,
+    };
+    let clean = generate(&model, &prompts(), &config, None)?;
+    // A token that exactly one row produces, at step `k` (not its last), and that no prompt holds: with its
+    // embedding row poisoned, that row's logits turn NaN at step `k + 1` and no other row's ever do.
+    let (row, k, token) = (0..clean.len())
+        .flat_map(|r| (0..clean[r].tokens.len() - 1).map(move |k| (r, k)))
+        .map(|(r, k)| (r, k, clean[r].tokens[k]))
+        .find(|&(r, k, t)| {
+            t != config.pad_token_id
+                && !prompts().iter().any(|p| p.contains(&t))
+                && clean[r].tokens[..k].iter().all(|&u| u != t)
+                && clean.iter().enumerate().all(|(o, g)| o == r || !g.tokens.contains(&t))
+        })
+        .expect("some row produces a token no other row or prompt holds");
+    let others: Vec<Vec<i64>> =
+        prompts().into_iter().enumerate().filter(|&(r, _)| r != row).map(|(_, p)| p).collect();
+    let clean_others = generate(&model, &others, &config, None)?;
+    let name = "model.embed_tokens.weight";
+    let poisoned = model.parameter(name)?.copy();
+    let _ = poisoned.get(token).fill_(f64::NAN);
+    let _previous = model.replace_parameter(name, poisoned)?;
+
+    let expected = (k + 1, row);
+    let refusal = |result: detox_runtime::Result<Vec<_>>| match result {
+        Err(Error::NonFiniteLogits { step, row }) => (step, row),
+        other => panic!("expected non-finite logits, got {other:?}"),
+    };
+    assert_eq!(refusal(generate(&model, &prompts(), &config, None)), expected);
+    for slots in [1, 3, 7] {
+        assert_eq!(
+            refusal(generate_refill(&model, &prompts(), &config, slots)),
+            expected,
+            "{slots} slots"
+        );
+    }
+    // Alone, the row's prompt is row 0 of its call; the other prompts generate as before.
+    let alone = generate(&model, std::slice::from_ref(&prompts()[row]), &config, None);
+    assert_eq!(refusal(alone), (k + 1, 0));
+    assert_eq!(generate(&model, &others, &config, None)?, clean_others);
+
+    // A NaN norm weight makes every logit NaN: the first row's first token is refused, and so is a refill's
+    // prefill.
+    let norm = model.parameter("model.norm.weight")?.copy().fill_(f64::NAN);
+    let _previous = model.replace_parameter("model.norm.weight", norm)?;
+    assert_eq!(refusal(generate(&model, &prompts(), &config, None)), (0, 0));
+    assert_eq!(refusal(generate_refill(&model, &prompts(), &config, 2)), (0, 0));
+    // Sampling reports the same error, not a failure of the sampler on NaN probabilities.
+    let sampled = GenerationConfig {
+        sampling: Sampling::TopP { temperature: 0.7, top_p: 0.9, seed: 3 },
+        ..config.clone()
+    };
+    assert_eq!(refusal(generate(&model, &prompts(), &sampled, None)), (0, 0));
+    assert_eq!(refusal(generate_refill(&model, &prompts(), &sampled, 2)), (0, 0));
+    let message = generate(&model, &prompts(), &config, None).unwrap_err().to_string();
+    assert!(message.contains("non-finite") && message.contains("dtype"), "{message}");
     Ok(())
 }

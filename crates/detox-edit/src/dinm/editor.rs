@@ -13,10 +13,11 @@ use super::optimize::{optimize_tensor, DinmTokens, OptimizeSettings};
 use super::options::{EarlyStop, KlGradient, LossWeighting, StepForward};
 use crate::delta::Delta;
 use crate::editor::{
-    refuse_sequential_batch, Batching, EditDetails, EditInput, EditOutcome, EditTimings, Editor,
-    PromptEncoder,
+    refuse_sequential_batch, Batching, EditDetails, EditInput, EditNote, EditOutcome, EditTimings,
+    Editor, PromptEncoder,
 };
 use crate::error::{torch, EditError, Result};
+use crate::input_length::{bound_input, far_longer_than_batch};
 use crate::ledger::{EditLedger, EditMode};
 use crate::precision::refuse_half;
 
@@ -43,6 +44,12 @@ pub struct DinmOptions {
     /// updates (up to floating-point reassociation); the default runs only what the edit can change.
     #[serde(default)]
     pub step_forward: StepForward,
+    /// The most tokens of an edit input (and of a knowledge-constraint input) the optimisation sees; a longer
+    /// input keeps its last tokens, so the scored response stays whole (a bound that would cut into it is
+    /// refused), and the outcome notes the cut. `None` (the default, and the reference) edits every input whole,
+    /// however long: an input longer than the model's context is then noted, not cut.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_edit_tokens: Option<usize>,
 }
 
 impl Default for DinmOptions {
@@ -63,6 +70,7 @@ impl DinmOptions {
             mode: EditMode::Single,
             early_stop: EarlyStop::Absolute,
             step_forward: StepForward::FromEditedTensor,
+            max_edit_tokens: None,
         }
     }
 
@@ -113,6 +121,9 @@ impl DinmEditor {
         hparams
             .validate()
             .map_err(|reason| EditError::HyperParams { path: "<in memory>".into(), reason })?;
+        if options.max_edit_tokens == Some(0) {
+            return Err(EditError::InvalidRequest("`max_edit_tokens` must be at least 1".into()));
+        }
         Ok(Self {
             hparams,
             policy: LayerPolicy::new(options.layer_selection),
@@ -164,12 +175,14 @@ impl DinmEditor {
     }
 }
 
-/// A record ready for the optimisation: its layer, the locator's report, its tokens and the locate time.
+/// A record ready for the optimisation: its layer, the locator's report, its tokens, the locate time and what
+/// its outcome notes about its inputs.
 struct Prepared {
     layer: usize,
     located: Option<detox_locate::LayerDistances>,
     tokens: DinmTokens,
     locate_seconds: f64,
+    notes: Vec<EditNote>,
 }
 
 impl DinmEditor {
@@ -189,13 +202,32 @@ impl DinmEditor {
                 model.config().num_hidden_layers
             )));
         }
-        let tokens = build_tokens(
+        let mut tokens = build_tokens(
             encoder,
             input,
             &self.hparams.suffix_system_prompt,
             self.options.prompt_layout,
         )?;
-        Ok(Prepared { layer, located, tokens, locate_seconds })
+        let context = usize::try_from(model.config().max_position_embeddings).unwrap_or(usize::MAX);
+        let bound = self.options.max_edit_tokens;
+        let (edit_input, mut notes) = bound_input(
+            "edit input",
+            std::mem::take(&mut tokens.edit_input),
+            tokens.target.len(),
+            context,
+            bound,
+        )?;
+        let (constraint_input, constraint_notes) = bound_input(
+            "knowledge constraint",
+            std::mem::take(&mut tokens.constraint_input),
+            tokens.constraint_answer_len,
+            context,
+            bound,
+        )?;
+        notes.extend(constraint_notes);
+        tokens.edit_input = edit_input;
+        tokens.constraint_input = constraint_input;
+        Ok(Prepared { layer, located, tokens, locate_seconds, notes })
     }
 }
 
@@ -223,7 +255,7 @@ impl Editor for DinmEditor {
             // Locate on the original model, as the reference does for every record.
             self.ledger.restore(model)?;
         }
-        let Prepared { layer, located, tokens, locate_seconds } =
+        let Prepared { layer, located, tokens, locate_seconds, notes } =
             self.prepare(model, encoder, input)?;
         let name = self.hparams.rewrite_tensor_name(layer);
         self.ledger.begin(model, self.options.mode, &[&name])?;
@@ -233,7 +265,8 @@ impl Editor for DinmEditor {
         Ok(EditOutcome::new("DINM", delta)
             .at_layer(layer)
             .with_timings(EditTimings { locate: locate_seconds, edit: trained.seconds })
-            .with_details(EditDetails::Dinm { located, steps: trained.steps }))
+            .with_details(EditDetails::Dinm { located, steps: trained.steps })
+            .with_notes(notes))
     }
 
     /// Locates every record in order (so the layer policy sees them as the sequential path does), then edits the
@@ -251,6 +284,10 @@ impl Editor for DinmEditor {
         let mut prepared = Vec::with_capacity(inputs.len());
         for input in inputs {
             prepared.push(self.prepare(model, encoder, input)?);
+        }
+        let lengths: Vec<usize> = prepared.iter().map(|p| p.tokens.edit_input.len()).collect();
+        for (p, note) in prepared.iter_mut().zip(far_longer_than_batch(&lengths)) {
+            p.notes.extend(note);
         }
         let mut outcomes: Vec<Option<EditOutcome>> = inputs.iter().map(|_| None).collect();
         let mut layers: Vec<usize> = prepared.iter().map(|p| p.layer).collect();
@@ -280,7 +317,8 @@ impl Editor for DinmEditor {
                             locate: prepared[i].locate_seconds,
                             edit: trained.seconds,
                         })
-                        .with_details(details),
+                        .with_details(details)
+                        .with_notes(std::mem::take(&mut prepared[i].notes)),
                 );
             }
         }

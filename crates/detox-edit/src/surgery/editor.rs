@@ -11,9 +11,10 @@ use super::fit::SurgeryInfo;
 use super::probe::Probe;
 use super::select::{surgery_delta, SelectedRow};
 use crate::delta::Delta;
-use crate::editor::{EditInput, EditOutcome, EditTimings, Editor, PromptEncoder};
+use crate::editor::{EditInput, EditOutcome, Editor, PromptEncoder};
 use crate::error::{torch, EditError, Result};
-use crate::ledger::{EditLedger, EditMode};
+use crate::ledger::EditLedger;
+use crate::trained::apply_fixed_delta;
 
 /// Shifts the selected `gate_proj` rows by `alpha` times the probe's toxic direction. The edit does not depend
 /// on the record (the model is edited once, as in the paper); each record is evaluated on the original model
@@ -85,12 +86,7 @@ impl Editor for SurgeryEditor {
                 delta
             }
         };
-        let names: Vec<&str> = delta.names().collect();
-        self.ledger.begin(model, EditMode::Single, &names)?;
-        // The ledger holds the originals; the snapshot `apply` returns is the same values again.
-        drop(delta.apply(model)?);
-        Ok(EditOutcome::new(super::METHOD, delta)
-            .with_timings(EditTimings { locate: 0.0, edit: started.elapsed().as_secs_f64() }))
+        apply_fixed_delta(&mut self.ledger, model, super::METHOD, delta, started)
     }
 
     fn restore(&mut self, model: &mut CausalLm) -> Result<()> {

@@ -53,7 +53,8 @@ pub struct ProbeConfig {
     pub epochs: usize,
     /// Texts per optimisation step (`scripts/train.sh`: 16).
     pub batch_size: usize,
-    /// The share of texts held out to measure the probe (the authors' script holds out 10%).
+    /// The share of texts held out to measure the probe (the authors' script holds out 10%): `int((1 - holdout) · n)`
+    /// texts are trained on, as the script's `int(0.9 * len(full_dataset))`, the rest held out.
     pub holdout: f64,
     /// Most tokens per text; longer texts keep their first tokens.
     pub max_length: usize,
@@ -231,6 +232,15 @@ pub struct ProbeFit {
     pub holdout_accuracy: Option<f64>,
 }
 
+/// How many of `n` texts are trained on: the authors' `train_size = int(0.9 * len(full_dataset))`
+/// (`train/run_pplm_discrim_train.py` in github `lucywang720/model-surgery`), the training share times `n` in f64
+/// truncated, so that the held-out count is the remainder (4 of 32, not `floor(0.1 · 32)` = 3). With the default
+/// holdout `1.0 - 0.1` is the same f64 as Python's `0.9`, so the product and its truncation match bit for bit. At
+/// least one text is trained on.
+fn train_count(n: usize, holdout: f64) -> usize {
+    (((1.0 - holdout) * n as f64) as usize).clamp(1, n.max(1))
+}
+
 /// Fits the probe on `features` (one row per text) with labels `toxic`: PyTorch's `nn.Linear` initialisation
 /// (uniform in ±1/√hidden for weight and bias, drawn from `config.seed`), then Adam on the mean cross-entropy
 /// of shuffled batches, the held-out share of texts (chosen by a seeded shuffle) never trained on.
@@ -258,7 +268,7 @@ pub fn train_probe(features: &Tensor, toxic: &[bool], config: &ProbeConfig) -> R
 
     // The held-out texts are the tail of a seeded shuffle that no training epoch uses.
     let shuffled = epoch_order(config.seed, usize::MAX, n);
-    let train_count = (n - (n as f64 * config.holdout).floor() as usize).max(1);
+    let train_count = train_count(n, config.holdout);
     let (trained_on, held_out) = shuffled.split_at(train_count);
 
     let mut rng = safeedit::SplitMix64::new(config.seed);

@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use anyhow::Result;
 use detox_edit::{EditInput, PromptEncoder};
 use detox_runtime::CausalLm;
-use sha2::{Digest, Sha256};
 use tch::{Device, Kind};
 
 pub fn fixtures() -> PathBuf {
@@ -58,14 +57,7 @@ pub fn row(v: &serde_json::Value) -> Vec<i64> {
     rows.into_iter().next().unwrap()
 }
 
-pub fn digest(model: &CausalLm) -> Vec<u8> {
-    let mut h = Sha256::new();
-    for name in model.parameter_names() {
-        let t = model.parameter(name).unwrap().contiguous();
-        let mut bytes = vec![0u8; t.numel() * t.kind().elt_size_in_bytes()];
-        t.copy_data_u8(&mut bytes, t.numel());
-        h.update(name.as_bytes());
-        h.update(&bytes);
-    }
-    h.finalize().to_vec()
+/// The weights' digest ([`detox_runtime::digest::weights_digest`]), for comparisons that prove an exact restore.
+pub fn digest(model: &CausalLm) -> [u8; 32] {
+    detox_runtime::digest::weights_digest(model).expect("hashing the weights")
 }
