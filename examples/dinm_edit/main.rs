@@ -1,8 +1,11 @@
 //! Edits one SafeEdit record with DINM: prints the located layer, the loss of every step, the responses to the
-//! adversarial prompt before and after the edit, and writes the delta as safetensors.
+//! adversarial prompt before and after the edit, and writes the delta as safetensors; with `--save-model DIR`
+//! also the edited model, as a Hugging Face model directory.
 //!
 //! ```text
 //! cargo run -p detox-examples --example dinm_edit -- --id 3 --delta runs/delta_3.safetensors
+//! cargo run -p detox-examples --example dinm_edit -- --model models/Llama-2-7b-chat-hf --id 3 \
+//!     --save-model runs/llama-2-7b-chat-dinm-3
 //! ```
 use std::path::PathBuf;
 
@@ -12,7 +15,7 @@ use detox_edit::dinm::{DinmEditor, DinmHyperParams, DinmOptions, DinmPreset};
 use detox_edit::{EditInput, Editor};
 use detox_eval::drive::respond::respond;
 use detox_eval::settings::{Decoding, Protocol};
-use detox_examples::ModelArgs;
+use detox_examples::{ModelArgs, SaveModelArgs};
 use detox_runtime::PromptLayout;
 use safeedit::{load_split, Mode, Split};
 
@@ -45,10 +48,13 @@ struct Args {
     /// Most new tokens of the responses (default: the hyper-parameters' `max_output_length`).
     #[arg(long, value_parser = detox_examples::at_least(1))]
     max_new_tokens: Option<usize>,
+    #[command(flatten)]
+    save: SaveModelArgs,
 }
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    args.save.check_before(&args.model)?;
     let records = load_split(&args.data, Split::Train, Mode::Strict)?.records;
     let record = records
         .iter()
@@ -102,6 +108,7 @@ fn main() -> Result<()> {
     }
     outcome.delta.save(&args.delta)?;
     println!("\ndelta (norm {:.4}) written to {}", outcome.delta.norm()?, args.delta.display());
+    args.save.save(&loaded)?;
     editor.restore(&mut loaded.model)?;
     Ok(())
 }

@@ -5,18 +5,23 @@
 //! cargo run -p detox-examples --example safeedit_eval -- --method dinm --method-arg lr=1e-4 --first 4
 //! cargo run -p detox-examples --example safeedit_eval -- --list-methods
 //! ```
+//!
+//! For a record-independent method (`trained`, `profs`, `steering`, `surgery`: one edit for every record),
+//! `--save-model DIR` also writes the edited model as a Hugging Face model directory (before the run starts).
 use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Parser;
-use detox_edit::registry::Registry;
+use detox_edit::registry::{apply_record_independent, check_record_independent, Registry};
 use detox_eval::drive::judges::judge_from_spec;
 use detox_eval::drive::sizing::{plan_batch, BatchRecords};
 use detox_eval::drive::{merge, nlpcc};
 use detox_eval::render::report::REPORT_FILE;
 use detox_eval::settings::{DatasetSource, SuffixPolicy};
 use detox_eval::{BenchmarkCase, Evaluation, HarnessSettings};
-use detox_examples::{DecodingArgs, GeneralArgs, MethodChoice, ModelArgs, SelectionArgs};
+use detox_examples::{
+    DecodingArgs, GeneralArgs, MethodChoice, ModelArgs, SaveModelArgs, SelectionArgs,
+};
 use detox_runtime::PromptLayout;
 use safeedit::{load_split, Mode, Split};
 
@@ -69,6 +74,8 @@ struct Args {
     /// Instead of running, merge these shard run directories into --out.
     #[arg(long, num_args = 1..)]
     merge_shards: Vec<PathBuf>,
+    #[command(flatten)]
+    save: SaveModelArgs,
 }
 
 fn main() -> Result<()> {
@@ -79,6 +86,20 @@ fn main() -> Result<()> {
         return Ok(());
     }
     let subset = args.selection.subset()?;
+    // A --save-model that cannot succeed is refused before anything is loaded: the method is built first.
+    let early_method = if args.save.save_model.is_some() {
+        if args.nlpcc || !args.merge_shards.is_empty() {
+            anyhow::bail!(
+                "--save-model writes the model a run edits; --nlpcc and --merge-shards do not edit one"
+            );
+        }
+        let method = args.method.build(&registry, args.model.device()?)?;
+        check_record_independent(&method)?;
+        args.save.check_before(&args.model)?;
+        Some(method)
+    } else {
+        None
+    };
     if args.nlpcc {
         return run_nlpcc(&args, &registry, &subset);
     }
@@ -101,7 +122,17 @@ fn main() -> Result<()> {
     drop(detox_io::DirLock::acquire(&args.out)?);
     let mut loaded = args.model.load()?;
     let judge = judge_from_spec(&args.judge, loaded.model.device())?;
-    let mut method = args.method.build(&registry, loaded.model.device())?;
+    let mut method = match early_method {
+        Some(method) => method,
+        None => args.method.build(&registry, loaded.model.device())?,
+    };
+    if args.save.save_model.is_some() {
+        // The method's edit is the same for every record: written before the run (the model is kept even if the
+        // run is interrupted), then undone for the protocol.
+        apply_record_independent(&mut method, &mut loaded.model, &loaded.tokenizer)?;
+        args.save.save(&loaded)?;
+        method.editor.restore(&mut loaded.model)?;
+    }
     let mut settings = settings(&args, method.prompt_only)?;
     settings.general = args.general.sets(args.selection.seed)?;
     let plan = plan_batch(&loaded.model, &settings.decoding, args.batch_records)?;

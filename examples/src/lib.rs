@@ -5,10 +5,12 @@
 
 mod eval_args;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use detox_runtime::load::{load_model, parse_devices, parse_kind, LoadedModel};
+use detox_runtime::export::{parse_shard_size, SaveOptions, SavedModel};
+use detox_runtime::load::{kind_name, load_model, parse_devices, parse_kind, LoadedModel};
+use detox_runtime::CausalLm;
 use tch::{Device, Kind};
 
 pub use eval_args::{DecodingArgs, GeneralArgs, Keep, MethodChoice, SelectionArgs};
@@ -54,6 +56,108 @@ impl ModelArgs {
         load_model(&self.model, &devices, kind)
             .with_context(|| format!("loading {}", self.model.display()))
     }
+}
+
+/// Where and how to write the edited model back as a Hugging Face model directory (`--save-model DIR`);
+/// flattened into the examples that edit a model.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SaveModelArgs {
+    /// Write the model with the edit merged to this new directory, as transformers' `save_pretrained` would
+    /// (safetensors, `config.json` with its dtype updated, the tokenizer files copied); it loads in transformers
+    /// without `trust_remote_code`. Only for a model loaded from a Hugging Face directory.
+    #[arg(long, value_name = "DIR")]
+    pub save_model: Option<PathBuf>,
+    /// The dtype of the written weights (`f32`, `bf16`, `f16`; default: the model's `--dtype`).
+    #[arg(long, requires = "save_model", value_parser = kind_arg)]
+    pub save_dtype: Option<Kind>,
+    /// The largest safetensors shard of the written model (`5GB`, `500MB`, `200MiB` or bytes), as transformers'
+    /// `max_shard_size`.
+    #[arg(long, default_value = "5GB", value_parser = shard_size_arg)]
+    pub max_shard_size: u64,
+    /// Replace the --save-model directory when it exists and is not empty.
+    #[arg(long, requires = "save_model")]
+    pub overwrite_model: bool,
+}
+
+impl SaveModelArgs {
+    /// The writer's options.
+    pub fn options(&self) -> SaveOptions {
+        let mut options = SaveOptions::new()
+            .with_max_shard_size(self.max_shard_size)
+            .with_overwrite(self.overwrite_model);
+        if let Some(kind) = self.save_dtype {
+            options = options.with_dtype(kind);
+        }
+        options
+    }
+
+    /// Refuses, before any work, a `--save-model` that cannot succeed: a GGUF model (it has no `config.json` or
+    /// tokenizer files to copy) or an existing non-empty directory without `--overwrite-model`.
+    pub fn check_before(&self, model: &ModelArgs) -> Result<()> {
+        let Some(dir) = &self.save_model else {
+            return Ok(());
+        };
+        if model.model.extension().is_some_and(|e| e == "gguf") {
+            anyhow::bail!(
+                "--save-model needs a model loaded from a Hugging Face directory; {} is a GGUF file",
+                model.model.display()
+            );
+        }
+        let non_empty = std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some());
+        if non_empty && !self.overwrite_model {
+            anyhow::bail!(
+                "--save-model {} exists and is not empty (--overwrite-model replaces it)",
+                dir.display()
+            );
+        }
+        Ok(())
+    }
+
+    /// Writes `loaded` (in its current, edited state) to `--save-model` when it is given and prints what was
+    /// written; `None` without the flag.
+    pub fn save(&self, loaded: &LoadedModel) -> Result<Option<SavedModel>> {
+        let Some(dir) = &self.save_model else {
+            return Ok(None);
+        };
+        let saved = loaded
+            .save_pretrained(dir, &self.options())
+            .with_context(|| format!("writing the edited model to {}", dir.display()))?;
+        print_saved(&saved);
+        Ok(Some(saved))
+    }
+
+    /// [`SaveModelArgs::save`] for a model whose [`LoadedModel`] was taken apart: `source` is the model directory
+    /// it was loaded from.
+    pub fn save_parts(&self, model: &CausalLm, source: &Path) -> Result<Option<SavedModel>> {
+        let Some(dir) = &self.save_model else {
+            return Ok(None);
+        };
+        let saved = model
+            .save_pretrained(source, dir, &self.options())
+            .with_context(|| format!("writing the edited model to {}", dir.display()))?;
+        print_saved(&saved);
+        Ok(Some(saved))
+    }
+}
+
+fn print_saved(saved: &SavedModel) {
+    println!(
+        "edited model written to {} ({} tensors, {:.1} MB in {} file(s), {}; copied {})",
+        saved.dir.display(),
+        saved.tensors,
+        saved.total_size as f64 / 1e6,
+        saved.weight_files.len(),
+        kind_name(saved.dtype),
+        saved.copied.join(", ")
+    );
+}
+
+fn kind_arg(text: &str) -> std::result::Result<Kind, String> {
+    parse_kind(text).map_err(|e| e.to_string())
+}
+
+fn shard_size_arg(text: &str) -> std::result::Result<u64, String> {
+    parse_shard_size(text).map_err(|e| e.to_string())
 }
 
 /// A clap value parser for counts that must be at least `min` (`--reps 0` is refused with the flag's name).

@@ -88,6 +88,8 @@ fn safeedit_eval() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let out = dir.path().join("run");
     let out = out.to_str().context("temporary path")?;
+    let saved = dir.path().join("saved");
+    let saved = saved.to_str().context("temporary path")?;
     sweep(
         "safeedit_eval",
         &[
@@ -101,9 +103,24 @@ fn safeedit_eval() -> Result<()> {
             (&["--out", out, "--shard", "2/2"], "shard"),
             (&["--out", out, "--shard", "0/0"], "shard"),
             (&["--out", out, "--shard", "half"], "half"),
+            (&["--out", out, "--save-model", saved, "--method", "dinm"], "cannot be written"),
+            (
+                &["--out", out, "--save-model", saved, "--method", "self-reminder"],
+                "rewrites prompts",
+            ),
+            (&["--out", out, "--save-model", saved, "--method", "trained"], "artefact"),
+            (&["--out", out, "--save-model", saved, "--method", "none"], "edits nothing"),
+            (&["--out", out, "--save-model", saved, "--nlpcc"], "--nlpcc"),
+            (
+                &["--out", out, "--save-model", saved, "--max-shard-size", "5 parsecs"],
+                "--max-shard-size",
+            ),
+            (&["--out", out, "--save-model", saved, "--save-dtype", "f64"], "--save-dtype"),
+            (&["--out", out, "--save-dtype", "bf16"], "--save-model"),
         ],
     )?;
     ensure!(!dir.path().join("run").exists(), "a refused run created its directory");
+    ensure!(!dir.path().join("saved").exists(), "a refused run created its model directory");
     Ok(())
 }
 
@@ -150,6 +167,8 @@ fn train_baseline() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let out = dir.path().join("artefact");
     let out = out.to_str().context("temporary path")?;
+    let saved = dir.path().join("saved");
+    let saved = saved.to_str().context("temporary path")?;
     let with = |extra: &'static [&'static str]| -> Vec<&str> {
         let mut args = vec!["--method", "sft", "--out", out];
         args.extend_from_slice(extra);
@@ -170,10 +189,37 @@ fn train_baseline() -> Result<()> {
         (with(&["--layers", "1,x"]), "--layers"),
         (with(&["--layers", "1,,2"]), "--layers"),
         (with(&["--modules", "q_proj,"]), "--modules"),
+        (vec!["--method", "sft", "--out", out, "--save-model", saved], "is a GGUF file"),
+        (vec!["--method", "sft", "--out", out, "--max-shard-size", "0"], "--max-shard-size"),
+        (vec!["--method", "mend", "--out", out, "--save-model", saved], "MEND edits each record"),
     ];
     let cases: Vec<(&[&str], &str)> = cases.iter().map(|(a, e)| (a.as_slice(), *e)).collect();
     sweep("train_baseline", &cases)?;
     ensure!(!dir.path().join("artefact").exists(), "a refused run created its artefact directory");
+    ensure!(!dir.path().join("saved").exists(), "a refused run created its model directory");
+    Ok(())
+}
+
+#[test]
+fn dinm_edit_save_model() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let saved = dir.path().join("saved");
+    let saved = saved.to_str().context("temporary path")?;
+    std::fs::create_dir_all(dir.path().join("full"))?;
+    std::fs::write(dir.path().join("full/config.json"), "{}")?;
+    let full = dir.path().join("full");
+    let full = full.to_str().context("temporary path")?;
+    sweep(
+        "dinm_edit",
+        &[
+            (&["--save-model", saved], "is a GGUF file"),
+            (&["--save-model", saved, "--save-dtype", "f8"], "--save-dtype"),
+            (&["--max-shard-size", "1.5GB"], "--max-shard-size"),
+            (&["--overwrite-model"], "--save-model"),
+            (&["--model", full, "--save-model", full], "exists and is not empty"),
+        ],
+    )?;
+    ensure!(!dir.path().join("saved").exists(), "a refused run created its model directory");
     Ok(())
 }
 

@@ -17,6 +17,14 @@
 //! ProFS, steering and Model Surgery are fitted (forward passes, an SVD for ProFS, a linear probe for Model
 //! Surgery): `safeedit_eval --method profs|steering|surgery --artefact DIR` applies them.
 //! An interrupted run resumes from `<out>/checkpoint` when started again with the same arguments.
+//!
+//! With `--save-model DIR` every method but MEND (whose edit is made per record) also writes the model with the
+//! artefact applied as a Hugging Face model directory, loadable in transformers:
+//!
+//! ```text
+//! cargo run --release -p detox-examples --example train_baseline -- --model models/Qwen2-0.5B-Instruct \
+//!     --method dpo --out runs/baselines/dpo --save-model runs/qwen2-0.5b-dpo
+//! ```
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
@@ -24,6 +32,7 @@ use clap::{Parser, ValueEnum};
 use detox_edit::ext_sub::extract_and_subtract;
 use detox_edit::mend::{save_artefact, train_mend, MendConfig};
 use detox_edit::profs::{fit_profs, ProfsOptions, NEAR_TIE};
+use detox_edit::registry::{apply_record_independent, MethodArgs, Registry};
 use detox_edit::steering::fit_steering;
 use detox_edit::surgery::{
     fit_surgery, labelled_responses, save_surgery, ProbeConfig, SurgeryConfig,
@@ -33,8 +42,8 @@ use detox_edit::train::{
     RunOptions, TrainConfig,
 };
 use detox_edit::EditInput;
-use detox_examples::ModelArgs;
-use detox_runtime::PromptLayout;
+use detox_examples::{ModelArgs, SaveModelArgs};
+use detox_runtime::{CausalLm, PromptLayout, Tokenizer};
 use safeedit::{load_split, Mode, Split};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -148,6 +157,8 @@ struct Args {
     /// Model Surgery: share of the texts held out to measure the probe.
     #[arg(long, default_value_t = 0.1)]
     holdout: f64,
+    #[command(flatten)]
+    save: SaveModelArgs,
 }
 
 fn list<T: std::str::FromStr>(text: &str, what: &str) -> Result<Vec<T>> {
@@ -162,6 +173,10 @@ fn list<T: std::str::FromStr>(text: &str, what: &str) -> Result<Vec<T>> {
 fn main() -> Result<()> {
     detox_runtime::backend::init();
     let args = Args::parse();
+    if args.save.save_model.is_some() && args.method == Method::Mend {
+        bail!("--save-model: MEND edits each record on its own, so there is no one edited model to write");
+    }
+    args.save.check_before(&args.model)?;
     let layers = args.layers.as_deref().map(|l| list::<usize>(l, "layers")).transpose()?;
     let modules = args.modules.as_deref().map(|m| list::<String>(m, "modules")).transpose()?;
     // One writer per artefact directory for the whole process (training, then the artefact files).
@@ -182,7 +197,9 @@ fn main() -> Result<()> {
     let format = args.format;
     if matches!(args.method, Method::Profs | Method::Steering) {
         let pairs: Vec<PreferencePair> = records.iter().map(PreferencePair::from).collect();
-        return fit(&args, &model, &tokenizer, &pairs, layers);
+        fit(&args, &model, &tokenizer, &pairs, layers)?;
+        let name = if args.method == Method::Profs { "profs" } else { "steering" };
+        return save_edited(&args, name, &mut model, &tokenizer);
     }
     let run = RunOptions {
         checkpoint_dir: Some(args.out.join("checkpoint")),
@@ -191,7 +208,8 @@ fn main() -> Result<()> {
     println!("{} training records from {}", records.len(), args.data.display());
 
     if args.method == Method::Surgery {
-        return surgery(&args, &model, &tokenizer, &records);
+        surgery(&args, &model, &tokenizer, &records)?;
+        return save_edited(&args, "surgery", &mut model, &tokenizer);
     }
 
     if args.method == Method::Mend {
@@ -280,6 +298,20 @@ fn main() -> Result<()> {
         outcome.seconds,
         outcome.adapters.delta()?.norm()?
     );
+    save_edited(&args, "trained", &mut model, &tokenizer)
+}
+
+/// `--save-model`: applies the artefact just written to `--out` (the registry's method `name`) to the unedited
+/// `model`, writes the edited model, and undoes the edit.
+fn save_edited(args: &Args, name: &str, model: &mut CausalLm, tokenizer: &Tokenizer) -> Result<()> {
+    if args.save.save_model.is_none() {
+        return Ok(());
+    }
+    let method_args = MethodArgs::new().set("artefact", args.out.display());
+    let mut built = Registry::builtin().build(name, &method_args, model.device())?;
+    apply_record_independent(&mut built, model, tokenizer)?;
+    args.save.save_parts(model, &args.model.model)?;
+    built.editor.restore(model)?;
     Ok(())
 }
 
@@ -394,5 +426,10 @@ fn ext_sub(args: &Args) -> Result<()> {
         plus.norm()?,
         minus.norm()?
     );
+    if args.save.save_model.is_some() {
+        let loaded = args.model.load()?;
+        let (mut model, tokenizer) = (loaded.model, loaded.tokenizer);
+        save_edited(args, "trained", &mut model, &tokenizer)?;
+    }
     Ok(())
 }

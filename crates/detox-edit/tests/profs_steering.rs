@@ -1,6 +1,7 @@
 //! ProFS and activation steering on the tiny fixture model: ProFS removes its subspace from the value matrices
 //! and leaves the complement alone; steering moves the residual stream by exactly its vector, also per row in
-//! batched generation; both restore bit-exactly, export their deltas and reload their fitted artefacts.
+//! batched generation; both restore bit-exactly, export their deltas and reload their fitted artefacts. A ProFS edit
+//! is written back as a model directory that reloads into the edited weights (steering's bias is refused there).
 
 use anyhow::Result;
 use detox_edit::profs::{fit_profs, ProfsFit, ProfsOptions, NEAR_TIE};
@@ -241,5 +242,52 @@ fn steering_exports_and_reloads() -> Result<()> {
     assert_eq!(digest(&model), edited, "the exported delta does not reproduce the edit");
     model.restore(&snapshot)?;
     assert_eq!(digest(&model), before);
+    Ok(())
+}
+
+/// `--save-model` as a library does it: a fitted method's one edit applied to the unedited model, the model written
+/// back as a Hugging Face directory that reloads into the edited weights, then the edit undone. Steering adds a
+/// bias this architecture's checkpoints cannot hold, so writing it is refused; a per-record method is refused
+/// before anything is applied.
+#[test]
+fn a_record_independent_edit_is_written_back_as_a_model_directory() -> Result<()> {
+    use detox_edit::registry::{apply_record_independent, check_record_independent};
+    use detox_runtime::{Error, SaveOptions};
+
+    let (mut model, encoder, _, _) = setup()?;
+    let source = common::fixtures().join("model");
+    let before = digest(&model);
+    let dir = tempfile::tempdir()?;
+    let artefact = dir.path().join("profs");
+    clear_fit(&model, &encoder)?.save(&artefact)?;
+    let args = MethodArgs::new().set("artefact", artefact.display());
+    let mut built = Registry::builtin().build("profs", &args, Device::Cpu)?;
+    assert!(built.record_independent);
+    apply_record_independent(&mut built, &mut model, &encoder)?;
+    let edited = digest(&model);
+    assert_ne!(edited, before);
+    let out = dir.path().join("written");
+    model.save_pretrained(&source, &out, &SaveOptions::new())?;
+    built.editor.restore(&mut model)?;
+    assert_eq!(digest(&model), before, "restore after writing is bit-exact");
+    let written = CausalLm::load(&out, Device::Cpu, Kind::Float)?;
+    assert_eq!(digest(&written), edited, "the written model is the edited one");
+    assert!(out.join("tokenizer.json").is_file(), "the tokenizer is copied");
+
+    let steering = dir.path().join("steering");
+    steering_vectors(&model, &encoder)?.save(&steering)?;
+    let args = MethodArgs::new().set("artefact", steering.display()).set("layers", 1);
+    let mut built = Registry::builtin().build("steering", &args, Device::Cpu)?;
+    apply_record_independent(&mut built, &mut model, &encoder)?;
+    let e = model.save_pretrained(&source, &dir.path().join("steered"), &SaveOptions::new());
+    assert!(matches!(&e, Err(Error::Export { reason, .. }) if reason.contains("bias")), "{e:?}");
+    built.editor.restore(&mut model)?;
+    assert_eq!(digest(&model), before);
+
+    let mut dinm = Registry::builtin().build("dinm", &MethodArgs::new(), Device::Cpu)?;
+    assert!(check_record_independent(&dinm).is_err());
+    let e = apply_record_independent(&mut dinm, &mut model, &encoder).unwrap_err();
+    assert!(e.to_string().contains("cannot be written"), "{e}");
+    assert_eq!(digest(&model), before, "a refused method edits nothing");
     Ok(())
 }

@@ -139,6 +139,14 @@ pub enum Error {
         /// Bytes available.
         available: u64,
     },
+    /// A model cannot be written back as a model directory at `path` (see [`crate::CausalLm::save_pretrained`]).
+    #[error("cannot write the model to {}: {reason}", path.display())]
+    Export {
+        /// The directory asked for.
+        path: PathBuf,
+        /// Why not, and what to do about it.
+        reason: String,
+    },
     /// A device or dtype named by the user cannot be used in this process.
     #[error("device `{asked}`: {reason}")]
     Device {

@@ -3,7 +3,8 @@
 //! The libtorch-backed model runtime of the detox workspace (CPU and CUDA, through `tch`): decoder LLMs of the
 //! Llama-2, Llama-3, Mistral and Qwen2 families loaded from Hugging Face safetensors and `tokenizer.json`, chat
 //! templates, full-sequence logits with the hidden states of every layer, access to any parameter by its Hugging
-//! Face name for editing and exact restore, batched KV-cache generation, and the RoBERTa sequence classifier used
+//! Face name for editing and exact restore, batched KV-cache generation, writing an edited model back as a
+//! Hugging Face directory ([`CausalLm::save_pretrained`], [`export`]), and the RoBERTa sequence classifier used
 //! as the SafeEdit safety judge.
 //!
 //! Start every program with [`backend::init`] (or [`backend::default_device`]) so that CUDA is available when the
@@ -16,6 +17,7 @@ mod config;
 pub mod digest;
 mod dynlib;
 mod error;
+pub mod export;
 mod generate;
 pub mod gguf;
 mod kv_cache;
@@ -31,6 +33,7 @@ pub mod weights;
 pub use chat::{ChatTemplate, Message, PromptLayout, Role};
 pub use config::{Architecture, Config, RopeScaling};
 pub use error::{Error, Result};
+pub use export::{SaveOptions, SavedModel};
 pub use generate::{generate, FinishReason, Generated, GenerationConfig, Sampling, StopCheck};
 pub use kv_cache::KvCache;
 pub use load::{load_model, LoadedModel, ModelFormat};

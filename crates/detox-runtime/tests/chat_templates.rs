@@ -1,6 +1,7 @@
 //! Chat templates against transformers' `apply_chat_template(..., tokenize=False)` on the published templates of
-//! Llama-2-chat, Llama-3.1/3.2-Instruct, Mistral-7B-Instruct-v0.2, Qwen2-Instruct and SmolLM2-Instruct
-//! (`tests/fixtures/chat_templates/generate.py`).
+//! Llama-2-chat, Llama-3.1/3.2-Instruct, Mistral-7B-Instruct-v0.2, Qwen2-Instruct, SmolLM2-Instruct, Qwen3 (with
+//! `enable_thinking` true and false), Gemma-2-it, Gemma-3-it, Phi-3-mini-, Phi-3.5-mini- and Phi-4-mini-instruct, and
+//! OLMo-2-Instruct (`tests/fixtures/chat_templates/generate.py`).
 
 use std::path::{Path, PathBuf};
 
@@ -8,13 +9,32 @@ use anyhow::{ensure, Context, Result};
 use detox_runtime::chat::{Clock, DateTime};
 use detox_runtime::{ChatTemplate, Error, Message};
 
-const TEMPLATES: [&str; 6] = [
+const TEMPLATES: [&str; 14] = [
     "llama-2-chat",
     "llama-3.1-instruct",
     "llama-3.2-instruct",
     "mistral-instruct-v0.2",
     "qwen2-instruct",
     "smollm2-instruct",
+    "qwen3-thinking",
+    "qwen3-no-thinking",
+    "gemma-2-it",
+    "gemma-3-it",
+    "phi-3-mini-instruct",
+    "phi-3.5-mini-instruct",
+    "phi-4-mini-instruct",
+    "olmo-2-instruct",
+];
+
+/// The conversations every fixture renders, in order (the generator's CONVERSATIONS); some add more after them.
+const SHARED_CASES: [&str; 7] = [
+    "user turn",
+    "user turn without generation prompt",
+    "system and user",
+    "multi-turn",
+    "multi-turn ending with the assistant",
+    "surrounding whitespace",
+    "roles that do not alternate",
 ];
 
 fn fixture(name: &str) -> Result<(PathBuf, serde_json::Value)> {
@@ -45,11 +65,21 @@ fn fixed_clock(iso: &str) -> Result<Clock> {
 fn renders_exactly_as_transformers_apply_chat_template() -> Result<()> {
     for name in TEMPLATES {
         let (path, fx) = fixture(name)?;
-        let template = ChatTemplate::from_tokenizer_config(&fx["tokenizer_config"], &path)?
+        let mut template = ChatTemplate::from_tokenizer_config(&fx["tokenizer_config"], &path)?
             .context("the fixture has a chat_template")?
             .with_clock(fixed_clock(fx["now"].as_str().context("now")?)?);
+        // apply_chat_template's keyword arguments, such as Qwen3's enable_thinking.
+        if let Some(kwargs) = fx.get("kwargs") {
+            for (k, v) in kwargs.as_object().context("kwargs")? {
+                template = template.with_variable(k, v.clone());
+            }
+        }
         let cases = fx["cases"].as_array().context("cases")?;
-        ensure!(cases.len() == 7, "{name}: expected 7 cases");
+        let titles: Vec<&str> = cases.iter().filter_map(|c| c["title"].as_str()).collect();
+        ensure!(
+            titles.starts_with(&SHARED_CASES),
+            "{name}: the shared cases, in order: {titles:?}"
+        );
         for case in cases {
             let title = case["title"].as_str().context("title")?;
             let messages: Vec<Message> = serde_json::from_value(case["messages"].clone())?;
@@ -101,5 +131,36 @@ fn model_directories_read_tokenizer_config_and_chat_template_jinja() -> Result<(
     let from_jinja = ChatTemplate::from_model_dir(dir.path())?.context("template")?;
     assert_eq!(from_jinja.user_prompt(" Hi ")?, "<s>Hi");
     assert!(from_jinja.origin().ends_with("chat_template.jinja"), "{}", from_jinja.origin());
+    Ok(())
+}
+
+#[test]
+fn qwen3_thinking_switch_and_gemma_system_roles() -> Result<()> {
+    let (path, fx) = fixture("qwen3-thinking")?;
+    let base =
+        ChatTemplate::from_tokenizer_config(&fx["tokenizer_config"], &path)?.context("template")?;
+    // Not passing enable_thinking is thinking on, as in transformers.
+    assert_eq!(base.user_prompt("Hi")?, "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
+    let off = base.clone().with_variable("enable_thinking", serde_json::Value::Bool(false));
+    assert!(off.user_prompt("Hi")?.ends_with("<|im_start|>assistant\n<think>\n\n</think>\n\n"));
+    assert_ne!(off, base);
+
+    let (path, fx) = fixture("gemma-2-it")?;
+    let gemma2 =
+        ChatTemplate::from_tokenizer_config(&fx["tokenizer_config"], &path)?.context("template")?;
+    let conversation = [Message::system("Be brief."), Message::user("Hi")];
+    match gemma2.render(&conversation, true) {
+        Err(Error::TemplateRaised { message, .. }) => {
+            assert_eq!(message, "System role not supported")
+        }
+        other => panic!("expected Gemma-2's exception, got {other:?}"),
+    }
+    let (path, fx) = fixture("gemma-3-it")?;
+    let gemma3 =
+        ChatTemplate::from_tokenizer_config(&fx["tokenizer_config"], &path)?.context("template")?;
+    assert_eq!(
+        gemma3.render(&conversation, true)?,
+        "<bos><start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\n"
+    );
     Ok(())
 }

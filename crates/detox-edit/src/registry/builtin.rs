@@ -253,7 +253,7 @@ fn build_trained(args: &MethodArgs, _: &BuildContext) -> Result<BuiltMethod> {
     let (info, _) = load_artefact(&dir)?;
     let editor = TrainedDeltaEditor::from_dir(&dir)?;
     let options = json!({ "artefact": dir, "sources": info.sources });
-    Ok(BuiltMethod::new(Box::new(editor), to_value(&info.config)?, options))
+    Ok(BuiltMethod::new(Box::new(editor), to_value(&info.config)?, options).record_independent())
 }
 
 fn build_mend(args: &MethodArgs, context: &BuildContext) -> Result<BuiltMethod> {
@@ -269,7 +269,8 @@ fn build_profs(args: &MethodArgs, _: &BuildContext) -> Result<BuiltMethod> {
     let fit = ProfsFit::load(&dir)?;
     let hyper_parameters = to_value(&fit.info.options)?;
     let options = json!({ "artefact": dir, "near_ties": fit.info.near_ties() });
-    Ok(BuiltMethod::new(Box::new(ProfsEditor::new(fit)), hyper_parameters, options))
+    Ok(BuiltMethod::new(Box::new(ProfsEditor::new(fit)), hyper_parameters, options)
+        .record_independent())
 }
 
 fn build_steering(args: &MethodArgs, _: &BuildContext) -> Result<BuiltMethod> {
@@ -288,7 +289,8 @@ fn build_steering(args: &MethodArgs, _: &BuildContext) -> Result<BuiltMethod> {
     let editor = SteeringEditor::new(&vectors, layers.as_deref(), strength)?;
     let steered: Vec<&str> = editor.delta().names().collect();
     let hyper_parameters = json!({ "fit": vectors.info, "strength": strength, "layers": steered });
-    Ok(BuiltMethod::new(Box::new(editor), hyper_parameters, json!({ "artefact": dir })))
+    Ok(BuiltMethod::new(Box::new(editor), hyper_parameters, json!({ "artefact": dir }))
+        .record_independent())
 }
 
 fn build_surgery(args: &MethodArgs, _: &BuildContext) -> Result<BuiltMethod> {
@@ -296,7 +298,7 @@ fn build_surgery(args: &MethodArgs, _: &BuildContext) -> Result<BuiltMethod> {
     let alpha: Option<f64> = args.get("surgery", "alpha")?;
     let (editor, info) = SurgeryEditor::from_dir(&dir, alpha)?;
     let options = json!({ "artefact": dir, "alpha": editor.alpha() });
-    Ok(BuiltMethod::new(Box::new(editor), to_value(&info.config)?, options))
+    Ok(BuiltMethod::new(Box::new(editor), to_value(&info.config)?, options).record_independent())
 }
 
 #[cfg(test)]
@@ -336,7 +338,8 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, EditError::InvalidOption { .. }), "{err}");
         let reminder = registry.build("self-reminder", &MethodArgs::new(), Device::Cpu).unwrap();
-        assert!(reminder.prompt_only);
+        assert!(reminder.prompt_only && !reminder.record_independent);
+        assert!(!built.record_independent, "DINM edits each record");
         assert!(reminder.editor.wrap_input("q").contains('q'));
         let none = registry.build("none", &MethodArgs::new(), Device::Cpu).unwrap();
         assert_eq!(none.editor.method(), "none");

@@ -19,13 +19,14 @@ mod builtin;
 
 use std::fmt::Write as _;
 
+use detox_runtime::CausalLm;
 use serde_json::Value;
 use tch::Device;
 
 pub use args::{MethodArgs, OptionSpec};
 pub use builtin::Reading;
 
-use crate::editor::Editor;
+use crate::editor::{EditInput, EditOutcome, Editor, PromptEncoder};
 use crate::error::{EditError, Result};
 
 /// What a method's constructor is given besides its options.
@@ -63,12 +64,17 @@ pub struct BuiltMethod {
     pub options: Value,
     /// Whether the method only rewrites prompts (then evaluation inputs carry no suffix by default).
     pub prompt_only: bool,
+    /// Whether the method's edit is the same for every record (a trained or fitted artefact applied as it is):
+    /// its edited model exists apart from any record, so it can be written back as a model directory
+    /// ([`apply_record_independent`], then `detox_runtime::CausalLm::save_pretrained`). Among the built-in
+    /// methods: `trained`, `profs`, `steering` and `surgery`; DINM, FT-L and MEND edit per record.
+    pub record_independent: bool,
 }
 
 impl BuiltMethod {
     /// `editor` with the hyper-parameters and options to record.
     pub fn new(editor: Box<dyn Editor>, hyper_parameters: Value, options: Value) -> Self {
-        Self { editor, hyper_parameters, options, prompt_only: false }
+        Self { editor, hyper_parameters, options, prompt_only: false, record_independent: false }
     }
 
     /// Marks the method as one that only rewrites prompts ([`Editor::wrap_input`]).
@@ -76,6 +82,56 @@ impl BuiltMethod {
         self.prompt_only = true;
         self
     }
+
+    /// Marks the method as one whose edit does not depend on the record ([`BuiltMethod::record_independent`]).
+    pub fn record_independent(mut self) -> Self {
+        self.record_independent = true;
+        self
+    }
+}
+
+/// Refuses a method whose edited model depends on the record (or that changes no weights), saying why: only a
+/// [record-independent](BuiltMethod::record_independent) method has one edited model to write back.
+///
+/// # Errors
+/// [`EditError::InvalidRequest`] naming the method.
+pub fn check_record_independent(built: &BuiltMethod) -> Result<()> {
+    if built.record_independent {
+        return Ok(());
+    }
+    let why = if built.prompt_only {
+        "it rewrites prompts and leaves the weights as they are"
+    } else {
+        "it makes no one edit that serves every record (DINM, FT-L and MEND edit each record on its own and the \
+         model is restored after it; `none` edits nothing)"
+    };
+    Err(EditError::InvalidRequest(format!(
+        "the edited model of {} cannot be written: {why}; methods whose one edit serves every record can \
+         (trained, profs, steering and surgery among the built-in ones)",
+        built.editor.method()
+    )))
+}
+
+/// Applies the edit of a record-independent method to the unedited `model`, leaving it edited;
+/// `built.editor.restore` undoes it bit-exactly. The record's texts play no part in such an edit, so none is
+/// given.
+///
+/// # Errors
+/// [`check_record_independent`]'s refusal, or the editor's own.
+pub fn apply_record_independent(
+    built: &mut BuiltMethod,
+    model: &mut CausalLm,
+    encoder: &dyn PromptEncoder,
+) -> Result<EditOutcome> {
+    check_record_independent(built)?;
+    let no_record = EditInput {
+        prompt: String::new(),
+        safe_response: String::new(),
+        unsafe_response: String::new(),
+        constraint_prompt: String::new(),
+        constraint_answer: String::new(),
+    };
+    built.editor.edit(model, encoder, &no_record)
 }
 
 impl std::fmt::Debug for BuiltMethod {
@@ -85,6 +141,7 @@ impl std::fmt::Debug for BuiltMethod {
             .field("hyper_parameters", &self.hyper_parameters)
             .field("options", &self.options)
             .field("prompt_only", &self.prompt_only)
+            .field("record_independent", &self.record_independent)
             .finish_non_exhaustive()
     }
 }
@@ -190,6 +247,24 @@ mod tests {
         assert!(matches!(registry.register(spec), Err(EditError::DuplicateMethod { .. })));
         let err = registry.build("mine", &MethodArgs::new().set("lr", 1), Device::Cpu).unwrap_err();
         assert!(matches!(err, EditError::UnknownOption { .. }), "{err}");
+    }
+
+    #[test]
+    fn only_record_independent_methods_are_applied_for_writing_back() {
+        let registry = Registry::builtin();
+        for name in ["none", "dinm", "ft-l", "self-reminder"] {
+            let built = registry.build(name, &MethodArgs::new(), Device::Cpu).unwrap();
+            let e = check_record_independent(&built).unwrap_err().to_string();
+            assert!(e.contains(built.editor.method()) && e.contains("trained, profs"), "{e}");
+        }
+        let reminder = registry.build("self-reminder", &MethodArgs::new(), Device::Cpu).unwrap();
+        let e = check_record_independent(&reminder).unwrap_err().to_string();
+        assert!(e.contains("rewrites prompts"), "{e}");
+        let editor =
+            crate::reminder::SelfReminderEditor::new(crate::reminder::SelfReminder::original())
+                .unwrap();
+        let fixed = BuiltMethod::new(Box::new(editor), json!({}), json!({})).record_independent();
+        check_record_independent(&fixed).unwrap();
     }
 
     #[test]

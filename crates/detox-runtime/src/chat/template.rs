@@ -38,6 +38,7 @@ pub struct ChatTemplate {
     source: String,
     origin: String,
     special_tokens: BTreeMap<String, String>,
+    variables: BTreeMap<String, Json>,
     clock: Clock,
     env: Arc<Environment<'static>>,
 }
@@ -47,6 +48,7 @@ impl std::fmt::Debug for ChatTemplate {
         f.debug_struct("ChatTemplate")
             .field("origin", &self.origin)
             .field("special_tokens", &self.special_tokens)
+            .field("variables", &self.variables)
             .field("clock", &self.clock)
             .field("source", &self.source)
             .finish()
@@ -55,8 +57,8 @@ impl std::fmt::Debug for ChatTemplate {
 
 impl PartialEq for ChatTemplate {
     fn eq(&self, other: &Self) -> bool {
-        (&self.source, &self.special_tokens, &self.clock)
-            == (&other.source, &other.special_tokens, &other.clock)
+        (&self.source, &self.special_tokens, &self.variables, &self.clock)
+            == (&other.source, &other.special_tokens, &other.variables, &other.clock)
     }
 }
 
@@ -113,6 +115,7 @@ impl ChatTemplate {
             source,
             origin,
             special_tokens: BTreeMap::new(),
+            variables: BTreeMap::new(),
             clock: Clock::Local,
             env: Arc::new(env),
         })
@@ -122,6 +125,20 @@ impl ChatTemplate {
     pub fn with_special_token(mut self, name: impl Into<String>, text: impl Into<String>) -> Self {
         self.special_tokens.insert(name.into(), text.into());
         self
+    }
+
+    /// Sets a variable the template reads beyond the conversation: a keyword argument of transformers'
+    /// `apply_chat_template`, such as Qwen3's `enable_thinking` (`false` asks for an empty `<think>` block after
+    /// the generation prompt). As there, it takes the place of a special token of the same name; `messages`,
+    /// `add_generation_prompt`, `tools` and `documents` are always the render's own.
+    pub fn with_variable(mut self, name: impl Into<String>, value: Json) -> Self {
+        self.variables.insert(name.into(), value);
+        self
+    }
+
+    /// The variables set with [`ChatTemplate::with_variable`], by name.
+    pub fn variables(&self) -> &BTreeMap<String, Json> {
+        &self.variables
     }
 
     /// Reads `strftime_now` from `clock` (a fixed instant makes dated templates reproducible).
@@ -255,16 +272,20 @@ impl ChatTemplate {
 
     /// Renders a conversation; with `add_generation_prompt` the text ends where the assistant's reply begins.
     ///
-    /// The template sees `messages`, `add_generation_prompt`, `tools` and `documents` (both none) and the special
-    /// tokens, exactly as transformers passes them. The result holds special tokens as text (BOS included where
-    /// the template writes it), so encode it without adding special tokens again. A template that calls
-    /// `raise_exception` gives [`Error::TemplateRaised`] with its message.
+    /// The template sees `messages`, `add_generation_prompt`, `tools` and `documents` (both none), the special
+    /// tokens and the [variables](ChatTemplate::with_variable), exactly as transformers passes them. The result
+    /// holds special tokens as text (BOS included where the template writes it), so encode it without adding
+    /// special tokens again. A template that calls `raise_exception` gives [`Error::TemplateRaised`] with its
+    /// message.
     pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
         let mut ctx: BTreeMap<&str, Value> = self
             .special_tokens
             .iter()
             .map(|(k, v)| (k.as_str(), Value::from(v.as_str())))
             .collect();
+        for (name, value) in &self.variables {
+            ctx.insert(name.as_str(), Value::from(Serde(value)));
+        }
         ctx.insert("messages", Value::from(Serde(messages)));
         ctx.insert("add_generation_prompt", Value::from(add_generation_prompt));
         ctx.insert("tools", Value::from(()));

@@ -415,6 +415,16 @@ impl CausalLm {
         Ok(self.params.remove_low_rank(id))
     }
 
+    /// The low-rank side path beside the projection weight `name`, if one is placed.
+    pub fn low_rank(&self, name: &str) -> Result<Option<&LowRank>> {
+        Ok(self.params.low_rank(self.params.id(name)?))
+    }
+
+    /// The projection biases attached with [`CausalLm::attach_bias`] and not detached since, by name.
+    pub fn attached_biases(&self) -> impl Iterator<Item = &str> {
+        self.attached.iter().map(String::as_str)
+    }
+
     /// Deep copies of the named parameters. A projection bias the model lacks (one [`CausalLm::attach_bias`]
     /// could add) is recorded as absent, so that restoring the snapshot detaches it again.
     pub fn snapshot(&self, names: &[&str]) -> Result<Snapshot> {
