@@ -39,11 +39,13 @@ pub(crate) fn pooled_layer_outputs(
     let layers = model.config().num_hidden_layers;
     for (i, (row, pool)) in data.rows.iter().zip(&data.pool).enumerate() {
         if row.is_empty() || pool.is_empty() || pool.end > data.width.max(row.len()) {
-            return Err(EditError::InvalidRequest(format!(
-                "text {i}: {} tokens, pooled positions {pool:?} of a width of {}",
-                row.len(),
-                data.width
-            )));
+            return Err(EditError::InputLength {
+                what: format!(
+                    "text {i}: {} tokens, pooled positions {pool:?} of a width of {}",
+                    row.len(),
+                    data.width
+                ),
+            });
         }
     }
     let _guard = tch::no_grad_guard();

@@ -93,7 +93,10 @@ impl Delta {
             delta.entries.push((name.to_string(), t));
         }
         if delta.is_empty() {
-            return Err(EditError::InvalidRequest(format!("{} holds no tensors", path.display())));
+            return Err(EditError::Artefact {
+                path: path.to_path_buf(),
+                reason: "holds no tensors".into(),
+            });
         }
         Ok(delta)
     }

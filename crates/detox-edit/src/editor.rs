@@ -302,10 +302,7 @@ pub trait Editor {
 pub(crate) fn refuse_sequential_batch(mode: EditMode, method: &str) -> Result<()> {
     match mode {
         EditMode::Single => Ok(()),
-        EditMode::Sequential => Err(EditError::InvalidRequest(format!(
-            "{method} is in sequential mode, where each edit builds on the previous one: edit its records one \
-             at a time (batches of records are edited independently)"
-        ))),
+        EditMode::Sequential => Err(EditError::SequentialBatch { method: method.to_string() }),
     }
 }
 

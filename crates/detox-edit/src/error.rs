@@ -40,9 +40,96 @@ pub enum EditError {
         #[source]
         source: tch::TchError,
     },
-    /// The request cannot be edited (empty text, inputs longer than the model allows, ...).
-    #[error("cannot edit: {0}")]
-    InvalidRequest(String),
+    /// An input the method needs is empty.
+    #[error("cannot edit: {what} is empty")]
+    EmptyInput {
+        /// Which input (a field, the training records, ...).
+        what: String,
+    },
+    /// An input encodes to no tokens where the method scores or contrasts some.
+    #[error("cannot edit: {what} has no tokens")]
+    NoTokens {
+        /// Which input.
+        what: String,
+    },
+    /// An input is longer than a bound allows, or its parts do not fit together.
+    #[error("cannot edit: {what}")]
+    InputLength {
+        /// What does not fit, with the lengths.
+        what: String,
+    },
+    /// A tensor's shape is not the one the method needs.
+    #[error("{what} has shape {got:?}, expected {expected}")]
+    ShapeMismatch {
+        /// The tensor (and where it comes from).
+        what: String,
+        /// The shape expected (with free dimensions named).
+        expected: String,
+        /// The shape found.
+        got: Vec<i64>,
+    },
+    /// A layer the method was asked for does not exist in the model.
+    #[error("{method} layer {layer} does not exist (the model has {layers})")]
+    NoSuchLayer {
+        /// The method.
+        method: String,
+        /// The layer asked for.
+        layer: usize,
+        /// The model's number of layers.
+        layers: usize,
+    },
+    /// The optimisation's loss became NaN or infinite.
+    #[error("{context}the loss became {value} at step {step}")]
+    NonFiniteLoss {
+        /// Which record or method (empty, or ending in `: `).
+        context: String,
+        /// The step.
+        step: usize,
+        /// The loss.
+        value: f64,
+    },
+    /// No gradient reached a tensor the method trains.
+    #[error("no gradient reached `{tensor}`")]
+    NoGradient {
+        /// The tensor.
+        tensor: String,
+    },
+    /// A method's configuration cannot be used.
+    #[error("{method}: {reason}")]
+    InvalidConfig {
+        /// The method.
+        method: String,
+        /// What is wrong, naming the setting.
+        reason: String,
+    },
+    /// A method in sequential mode was asked to edit a batch of records.
+    #[error(
+        "{method} is in sequential mode, where each edit builds on the previous one: edit its records one at a \
+         time (batches of records are edited independently)"
+    )]
+    SequentialBatch {
+        /// The method.
+        method: String,
+    },
+    /// An artefact directory or file does not hold what the method needs.
+    #[error("{}: {reason}", path.display())]
+    Artefact {
+        /// The directory or file.
+        path: PathBuf,
+        /// What is missing or wrong.
+        reason: String,
+    },
+    /// One record of several (a batch, a training set) could not be used.
+    #[error("{what} {index}: {source}")]
+    Record {
+        /// `record`, `training record`, `training pair`.
+        what: &'static str,
+        /// Its index.
+        index: usize,
+        /// Why.
+        #[source]
+        source: Box<EditError>,
+    },
     /// The model's dtype cannot be trained or edited: f16 gradients underflow without loss scaling, which no
     /// method here does. Generation in f16 is unaffected.
     #[error(

@@ -25,20 +25,23 @@ pub fn extract_and_subtract(expert: &Delta, anti_expert: &Delta, lambda: f64) ->
     if expert_names.len() != anti_names.len()
         || expert_names.iter().any(|n| !anti_names.contains(n))
     {
-        return Err(EditError::InvalidRequest(format!(
-            "Ext-Sub needs modules on the same parameters: the expert has {expert_names:?}, the anti-expert \
-             {anti_names:?}"
-        )));
+        return Err(EditError::InvalidConfig {
+            method: "Ext-Sub".into(),
+            reason: format!(
+                "the two modules must cover the same parameters: the expert has {expert_names:?}, the \
+                 anti-expert {anti_names:?}"
+            ),
+        });
     }
     for name in expert_names {
         let plus = expert.get(name).expect("name listed by the delta");
         let minus = anti_expert.get(name).expect("checked above");
         if plus.size() != minus.size() {
-            return Err(EditError::InvalidRequest(format!(
-                "Ext-Sub: `{name}` has shape {:?} in the expert and {:?} in the anti-expert",
-                plus.size(),
-                minus.size()
-            )));
+            return Err(EditError::ShapeMismatch {
+                what: format!("Ext-Sub: the anti-expert's `{name}`"),
+                expected: format!("{:?} (the expert's)", plus.size()),
+                got: minus.size(),
+            });
         }
         out.add(
             name,

@@ -100,10 +100,11 @@ impl Editor for FtlEditor {
         refuse_half(model, "FT-L")?;
         let layer = self.hparams.layers[0];
         if layer >= model.config().num_hidden_layers {
-            return Err(EditError::InvalidRequest(format!(
-                "FT-L layer {layer} does not exist (the model has {}); choose one with `at_layer`",
-                model.config().num_hidden_layers
-            )));
+            return Err(EditError::NoSuchLayer {
+                method: "FT-L".into(),
+                layer,
+                layers: model.config().num_hidden_layers,
+            });
         }
         let name = self.hparams.rewrite_module_tmp.replacen("{}", &layer.to_string(), 1);
         self.ledger.begin(model, self.mode, &[&name])?;
@@ -111,9 +112,9 @@ impl Editor for FtlEditor {
         let edit_input =
             encoder.encode(&format!("{} {}", input.prompt, input.safe_response), true)?;
         if edit_input.len() <= prompt.len() {
-            return Err(EditError::InvalidRequest(
-                "the safe response adds no tokens after the prompt".into(),
-            ));
+            return Err(EditError::NoTokens {
+                what: "the safe response (after the prompt)".into(),
+            });
         }
         // Unbounded, as in the reference; an input past the model's context is noted, not cut.
         let context = usize::try_from(model.config().max_position_embeddings).unwrap_or(usize::MAX);

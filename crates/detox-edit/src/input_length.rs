@@ -32,12 +32,12 @@ pub(crate) fn bound_input(
     }
     let Some(bound) = bound.filter(|&b| tokens.len() > b) else { return Ok((tokens, notes)) };
     if bound <= scored {
-        return Err(EditError::InvalidRequest(format!(
+        return Err(EditError::InputLength { what: format!(
             "the {input} has {} tokens, of which the last {scored} are scored: a bound of {bound} tokens would cut \
              into them (it needs at least {})",
             tokens.len(),
             scored + 1
-        )));
+        ) });
     }
     notes.push(EditNote::Truncated { input: input.into(), tokens: tokens.len(), kept: bound });
     Ok((tokens[tokens.len() - bound..].to_vec(), notes))

@@ -130,9 +130,9 @@ pub fn fit_profs(
                 let mut ids = encoder.encode(pick(pair), true)?;
                 ids.truncate(options.max_length);
                 if ids.is_empty() {
-                    return Err(EditError::InvalidRequest(format!(
-                        "ProFS pair {i}: field `{field}` has no tokens"
-                    )));
+                    return Err(EditError::NoTokens {
+                        what: format!("ProFS pair {i}: field `{field}`"),
+                    });
                 }
                 Ok(ids)
             })
@@ -163,10 +163,13 @@ pub fn fit_profs(
             .map_err(torch("ProFS singular values"))?;
         let k = options.rank;
         if s[k - 1] <= 0.0 {
-            return Err(EditError::InvalidRequest(format!(
-                "ProFS layer {layer}: the difference matrix has rank below k = {k} (σ_k = {})",
-                s[k - 1]
-            )));
+            return Err(EditError::InvalidConfig {
+                method: "ProFS".into(),
+                reason: format!(
+                    "layer {layer}: the difference matrix has rank below k = {k} (σ_k = {})",
+                    s[k - 1]
+                ),
+            });
         }
         rank_gaps.push(s.get(k).map_or(1.0, |next| (s[k - 1] - next) / s[k - 1]));
         singular_values.push(s.iter().take(RECORDED_SINGULAR_VALUES).copied().collect());
@@ -196,7 +199,7 @@ fn check_options(
     num_layers: usize,
     pairs: usize,
 ) -> Result<()> {
-    let bad = |m: String| Err(EditError::InvalidRequest(format!("ProFS: {m}")));
+    let bad = |reason: String| Err(EditError::InvalidConfig { method: "ProFS".into(), reason });
     if options.rank == 0 || options.rank > pairs {
         return bad(format!("k = {} needs 1 <= k <= the number of pairs ({pairs})", options.rank));
     }
@@ -226,11 +229,11 @@ impl ProfsFit {
             let name = value_matrix(*layer);
             let weight = model.parameter(&name)?;
             if weight.dim() != 2 || weight.size()[0] != basis.size()[1] {
-                return Err(EditError::InvalidRequest(format!(
-                    "ProFS layer {layer}: a basis of width {} cannot project `{name}` of shape {:?}",
-                    basis.size()[1],
-                    weight.size()
-                )));
+                return Err(EditError::ShapeMismatch {
+                    what: format!("`{name}` (projected by layer {layer}'s ProFS basis)"),
+                    expected: format!("[{}, in]", basis.size()[1]),
+                    got: weight.size(),
+                });
             }
             let diff = weight
                 .f_to_kind(Kind::Float)
@@ -269,13 +272,11 @@ impl ProfsFit {
             .map(|l| {
                 let basis = files.load(&basis_name(*l), Device::Cpu, Some(Kind::Float))?;
                 if basis.dim() != 2 || basis.size()[0] != info.options.rank as i64 {
-                    return Err(EditError::InvalidRequest(format!(
-                        "{}: `{}` has shape {:?}, expected [{}, hidden]",
-                        dir.join(BASIS_FILE).display(),
-                        basis_name(*l),
-                        basis.size(),
-                        info.options.rank
-                    )));
+                    return Err(EditError::ShapeMismatch {
+                        what: format!("{}: `{}`", dir.join(BASIS_FILE).display(), basis_name(*l)),
+                        expected: format!("[{}, hidden]", info.options.rank),
+                        got: basis.size(),
+                    });
                 }
                 Ok(basis)
             })

@@ -66,9 +66,10 @@ impl SelfReminderEditor {
     /// An editor that wraps inputs with `reminder`.
     pub fn new(reminder: SelfReminder) -> Result<Self> {
         if reminder.system.trim().is_empty() && reminder.reminder.trim().is_empty() {
-            return Err(EditError::InvalidRequest(
-                "a Self-Reminder needs a system prompt or a reminder".into(),
-            ));
+            return Err(EditError::InvalidConfig {
+                method: "Self-Reminder".into(),
+                reason: "needs a system prompt or a reminder".into(),
+            });
         }
         Ok(Self { reminder })
     }

@@ -77,7 +77,7 @@ pub fn fit_steering(
 ) -> Result<SteeringVectors> {
     let started = Instant::now();
     if pairs.is_empty() {
-        return Err(EditError::InvalidRequest("steering needs at least one pair".into()));
+        return Err(EditError::EmptyInput { what: "the steering pairs".into() });
     }
     let encoded = encode_pairs(encoder, pairs, format, max_length)?;
     let side = |pick: fn(&crate::train::EncodedPair) -> &Vec<i64>| -> Result<Tensor> {
@@ -129,12 +129,11 @@ impl SteeringVectors {
             Some(Kind::Float),
         )?;
         if vectors.dim() != 2 || vectors.size()[0] as usize != info.norms.len() {
-            return Err(EditError::InvalidRequest(format!(
-                "{}: `{VECTORS}` has shape {:?}, expected [{}, hidden]",
-                path.display(),
-                vectors.size(),
-                info.norms.len()
-            )));
+            return Err(EditError::ShapeMismatch {
+                what: format!("{}: `{VECTORS}`", path.display()),
+                expected: format!("[{}, hidden]", info.norms.len()),
+                got: vectors.size(),
+            });
         }
         Ok(Self { info, vectors })
     }
@@ -144,16 +143,19 @@ impl SteeringVectors {
     pub fn delta(&self, layers: &[usize], strength: f64) -> Result<Delta> {
         let available = self.vectors.size()[0] as usize;
         if layers.is_empty() || !strength.is_finite() {
-            return Err(EditError::InvalidRequest(format!(
-                "steering needs a layer and a finite strength (got {layers:?}, {strength})"
-            )));
+            return Err(EditError::InvalidConfig {
+                method: "steering".into(),
+                reason: format!("needs a layer and a finite strength (got {layers:?}, {strength})"),
+            });
         }
         let mut delta = Delta::new();
         for &layer in layers {
             if layer >= available {
-                return Err(EditError::InvalidRequest(format!(
-                    "steering layer {layer} does not exist (the vectors cover {available} layers)"
-                )));
+                return Err(EditError::NoSuchLayer {
+                    method: "steering".into(),
+                    layer,
+                    layers: available,
+                });
             }
             let v = self
                 .vectors

@@ -27,12 +27,13 @@ impl TrainedDeltaEditor {
     /// An editor applying `delta` under the report name `method` (one of `SFT`, `DPO`, `Ext-Sub`).
     pub fn new(method: &str, delta: Delta) -> Result<Self> {
         let method = TRAINED_METHODS.iter().copied().find(|m| *m == method).ok_or_else(|| {
-            EditError::InvalidRequest(format!(
-                "`{method}` is not a trained-delta method (expected one of {TRAINED_METHODS:?})"
-            ))
+            EditError::InvalidConfig {
+                method: method.to_string(),
+                reason: format!("not a trained-delta method (expected one of {TRAINED_METHODS:?})"),
+            }
         })?;
         if delta.is_empty() {
-            return Err(EditError::InvalidRequest("the trained delta touches nothing".into()));
+            return Err(EditError::EmptyInput { what: "the trained delta".into() });
         }
         Ok(Self { method, delta, ledger: EditLedger::new() })
     }
@@ -42,8 +43,8 @@ impl TrainedDeltaEditor {
     pub fn from_dir(dir: &Path) -> Result<Self> {
         let (info, delta) = load_artefact(dir)?;
         Self::new(&info.method, delta).map_err(|e| match e {
-            EditError::InvalidRequest(m) => {
-                EditError::InvalidRequest(format!("{}: {m}", dir.display()))
+            EditError::InvalidConfig { .. } | EditError::EmptyInput { .. } => {
+                EditError::Artefact { path: dir.to_path_buf(), reason: e.to_string() }
             }
             other => other,
         })

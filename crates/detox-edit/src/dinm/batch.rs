@@ -45,11 +45,13 @@ impl ScoredBatch {
         let mut labels = vec![-1i64; rows.len() * window];
         for (i, (row, marks)) in rows.iter().zip(marks).enumerate() {
             if marks.len() + shift > row.len() {
-                return Err(EditError::InvalidRequest(format!(
-                    "record {i}: {} scored tokens in a {}-token input",
-                    marks.len(),
-                    row.len()
-                )));
+                return Err(EditError::InputLength {
+                    what: format!(
+                        "record {i}: {} scored tokens in a {}-token input",
+                        marks.len(),
+                        row.len()
+                    ),
+                });
             }
             labels[(i + 1) * window - marks.len()..(i + 1) * window].copy_from_slice(marks);
         }
@@ -219,9 +221,7 @@ pub fn optimize_batch(
     let uses_kl = !(settings.weighting == LossWeighting::Paper && settings.kl_factor == 0.0);
     for (i, t) in tokens.iter().enumerate() {
         check_tokens(t, uses_kl).map_err(|e| match e {
-            EditError::InvalidRequest(m) if rows > 1 => {
-                EditError::InvalidRequest(format!("record {i}: {m}"))
-            }
+            e if rows > 1 => EditError::Record { what: "record", index: i, source: Box::new(e) },
             other => other,
         })?;
     }
@@ -283,9 +283,11 @@ pub fn optimize_batch(
         .f_to_device_(weight_device, Kind::Float, false, true)
         .map_err(torch("fp32 master copy"))?;
     if original.dim() != 2 {
-        return Err(EditError::InvalidRequest(format!(
-            "`{tensor_name}` already holds per-row weights"
-        )));
+        return Err(EditError::ShapeMismatch {
+            what: format!("`{tensor_name}` (it already holds per-row weights)"),
+            expected: "[out, in]".into(),
+            got: original.size(),
+        });
     }
     let stacked = rows > 1;
     let master = if stacked {
@@ -358,11 +360,8 @@ pub fn optimize_batch(
             }
             steps[i].push(StepLoss { loss: losses[i], nll: nlls[i], kl: kls[i] });
             if !losses[i].is_finite() {
-                let record = if stacked { format!("record {i}: ") } else { String::new() };
-                return Err(EditError::InvalidRequest(format!(
-                    "{record}the loss became {} at step {step}",
-                    losses[i]
-                )));
+                let context = if stacked { format!("record {i}: ") } else { String::new() };
+                return Err(EditError::NonFiniteLoss { context, step, value: losses[i] });
             }
             let threshold = match settings.early_stop {
                 EarlyStop::Absolute => settings.early_stop_loss,
@@ -392,7 +391,7 @@ pub fn optimize_batch(
         clock.lap(Phase::Backward);
         let grad = master.grad();
         if !grad.defined() {
-            return Err(EditError::InvalidRequest(format!("no gradient reached `{tensor_name}`")));
+            return Err(EditError::NoGradient { tensor: tensor_name.to_string() });
         }
         match &row_weights {
             None => adam.step(&mut master, &grad)?,

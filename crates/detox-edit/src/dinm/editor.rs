@@ -122,7 +122,10 @@ impl DinmEditor {
             .validate()
             .map_err(|reason| EditError::HyperParams { path: "<in memory>".into(), reason })?;
         if options.max_edit_tokens == Some(0) {
-            return Err(EditError::InvalidRequest("`max_edit_tokens` must be at least 1".into()));
+            return Err(EditError::InvalidConfig {
+                method: "DINM".into(),
+                reason: "`max_edit_tokens` must be at least 1".into(),
+            });
         }
         Ok(Self {
             hparams,
@@ -197,10 +200,11 @@ impl DinmEditor {
         let (layer, located) = self.locate(model, encoder, input)?;
         let locate_seconds = started.elapsed().as_secs_f64();
         if layer >= model.config().num_hidden_layers {
-            return Err(EditError::InvalidRequest(format!(
-                "layer {layer} does not exist (the model has {})",
-                model.config().num_hidden_layers
-            )));
+            return Err(EditError::NoSuchLayer {
+                method: "DINM".into(),
+                layer,
+                layers: model.config().num_hidden_layers,
+            });
         }
         let mut tokens = build_tokens(
             encoder,

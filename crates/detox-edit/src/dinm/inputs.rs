@@ -27,7 +27,7 @@ pub fn build_tokens(
         ("constraint_answer", &input.constraint_answer),
     ] {
         if text.trim().is_empty() {
-            return Err(EditError::InvalidRequest(format!("`{field}` is empty")));
+            return Err(EditError::EmptyInput { what: format!("`{field}`") });
         }
     }
     let prompt = format!("{} {}", input.prompt, suffix);

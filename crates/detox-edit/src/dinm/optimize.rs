@@ -116,29 +116,31 @@ pub fn optimize_tensor(
 ) -> Result<TrainedTensor> {
     let mut trained =
         super::optimize_batch(model, tensor_name, std::slice::from_ref(tokens), settings)?;
-    trained.pop().ok_or_else(|| EditError::InvalidRequest("the edit produced no result".into()))
+    trained.pop().ok_or_else(|| EditError::State("the edit produced no result".into()))
 }
 
 /// Checks that `tokens` can be scored: a non-empty target shorter than the edit input, and (with the KL term)
 /// a non-empty constraint answer within the constraint input.
 pub(super) fn check_tokens(tokens: &DinmTokens, uses_kl: bool) -> Result<()> {
     if tokens.target.is_empty() {
-        return Err(EditError::InvalidRequest("the safe target has no tokens".into()));
+        return Err(EditError::NoTokens { what: "the safe target".into() });
     }
     if uses_kl && tokens.constraint_answer_len == 0 {
-        return Err(EditError::InvalidRequest("the constraint answer has no tokens".into()));
+        return Err(EditError::NoTokens { what: "the constraint answer".into() });
     }
     if tokens.target.len() >= tokens.edit_input.len() {
-        return Err(EditError::InvalidRequest(format!(
-            "the target ({} tokens) must be shorter than the edit input ({} tokens)",
-            tokens.target.len(),
-            tokens.edit_input.len()
-        )));
+        return Err(EditError::InputLength {
+            what: format!(
+                "the target ({} tokens) must be shorter than the edit input ({} tokens)",
+                tokens.target.len(),
+                tokens.edit_input.len()
+            ),
+        });
     }
     if tokens.constraint_answer_len > tokens.constraint_input.len() {
-        return Err(EditError::InvalidRequest(
-            "the constraint answer is longer than the constraint input".into(),
-        ));
+        return Err(EditError::InputLength {
+            what: "the constraint answer is longer than the constraint input".into(),
+        });
     }
     Ok(())
 }

@@ -62,9 +62,10 @@ impl MendNetwork {
             || !layout.init_edit_lr.is_finite()
             || layout.init_edit_lr <= 0.0
         {
-            return Err(EditError::InvalidRequest(
-                "MEND needs at least one weight, a positive rank and a positive edit lr".into(),
-            ));
+            return Err(EditError::InvalidConfig {
+                method: "MEND".into(),
+                reason: "needs at least one weight, a positive rank and a positive edit lr".into(),
+            });
         }
         let mut rng = safeedit::SplitMix64::new(seed);
         let mut shapes: Vec<[i64; 2]> = Vec::new();
@@ -151,9 +152,7 @@ impl MendNetwork {
                 }
             }
             if rows.is_empty() {
-                return Err(EditError::InvalidRequest(
-                    "no gradient factors to normalise with".into(),
-                ));
+                return Err(EditError::EmptyInput { what: "the gradient factors".into() });
             }
             let all = f(Tensor::f_cat(&rows, 0))?;
             let all = f(all.f_to_device(transform.mean.device()))?;
@@ -173,9 +172,10 @@ impl MendNetwork {
         if factors.len() != self.routes.len()
             || factors.iter().zip(&self.layout.weights).any(|(f, (n, _))| &f.name != n)
         {
-            return Err(EditError::InvalidRequest(
-                "the gradient factors do not match the network's weights".into(),
-            ));
+            return Err(EditError::InvalidConfig {
+                method: "MEND".into(),
+                reason: "the gradient factors do not match the network's weights".into(),
+            });
         }
         let e = |r: std::result::Result<Tensor, tch::TchError>| r.map_err(torch("MEND transform"));
         let mut out = Vec::with_capacity(factors.len());
@@ -289,19 +289,18 @@ fn copy_named(
     device: Device,
 ) -> Result<()> {
     if !files.contains(name) {
-        return Err(EditError::InvalidRequest(format!(
-            "{}: tensor `{name}` is missing",
-            path.display()
-        )));
+        return Err(EditError::Artefact {
+            path: path.to_path_buf(),
+            reason: format!("tensor `{name}` is missing"),
+        });
     }
     let t = files.load(name, device, Some(Kind::Float))?;
     if t.size() != target.size() {
-        return Err(EditError::InvalidRequest(format!(
-            "{}: tensor `{name}` has shape {:?}, the layout gives {:?}",
-            path.display(),
-            t.size(),
-            target.size()
-        )));
+        return Err(EditError::ShapeMismatch {
+            what: format!("{}: tensor `{name}`", path.display()),
+            expected: format!("{:?} (the layout's)", target.size()),
+            got: t.size(),
+        });
     }
     target.f_copy_(&t).map_err(torch("loading MEND"))?;
     Ok(())

@@ -31,10 +31,12 @@ pub(crate) fn encode_input(
     );
     let room = |p: &[i64], field: &str| -> Result<usize> {
         if p.is_empty() || p.len() >= max_length {
-            return Err(EditError::InvalidRequest(format!(
-                "field `{field}` takes {} tokens, max_length is {max_length}",
-                p.len()
-            )));
+            return Err(EditError::InputLength {
+                what: format!(
+                    "field `{field}` takes {} tokens, max_length is {max_length}",
+                    p.len()
+                ),
+            });
         }
         Ok(max_length - p.len())
     };
@@ -44,7 +46,7 @@ pub(crate) fn encode_input(
     constraint_answer.truncate(room(&constraint_prompt, "constraint_prompt")?);
     for (ids, field) in [(&target, "safe_response"), (&constraint_answer, "constraint_answer")] {
         if ids.is_empty() {
-            return Err(EditError::InvalidRequest(format!("field `{field}` has no tokens")));
+            return Err(EditError::NoTokens { what: format!("field `{field}`") });
         }
     }
     Ok(MendTokens { prompt, target, constraint_prompt, constraint_answer })

@@ -99,7 +99,10 @@ impl MendConfig {
         if ok {
             Ok(())
         } else {
-            Err(EditError::InvalidRequest(format!("invalid MEND configuration: {self:?}")))
+            Err(EditError::InvalidConfig {
+                method: "MEND".into(),
+                reason: format!("invalid training configuration: {self:?}"),
+            })
         }
     }
 }
@@ -151,17 +154,14 @@ pub fn train_mend(
     let _lock = run.lock_checkpoint()?;
     config.check()?;
     if records.is_empty() {
-        return Err(EditError::InvalidRequest("no training records".into()));
+        return Err(EditError::EmptyInput { what: "the training records".into() });
     }
     let tokens = records
         .iter()
         .enumerate()
         .map(|(i, r)| {
-            encode_input(encoder, r, config.prompt_layout, config.max_length).map_err(|e| match e {
-                EditError::InvalidRequest(m) => {
-                    EditError::InvalidRequest(format!("training record {i}: {m}"))
-                }
-                other => other,
+            encode_input(encoder, r, config.prompt_layout, config.max_length).map_err(|e| {
+                EditError::Record { what: "training record", index: i, source: Box::new(e) }
             })
         })
         .collect::<Result<Vec<_>>>()?;
@@ -203,7 +203,7 @@ pub fn train_mend(
     let (mut step, mut history) = match resumed {
         Some(r) => {
             let history: Vec<MendStep> = serde_json::from_value(r.history).map_err(|e| {
-                EditError::InvalidRequest(format!("the checkpoint's history is malformed: {e}"))
+                EditError::State(format!("the checkpoint's history is malformed: {e}"))
             })?;
             (r.step, history)
         }
@@ -278,10 +278,11 @@ pub fn train_mend(
                 locality_kl: value(&kl)?,
             };
             if !record.loss.is_finite() {
-                return Err(EditError::InvalidRequest(format!(
-                    "the MEND loss became {} at step {}",
-                    record.loss, record.step
-                )));
+                return Err(EditError::NonFiniteLoss {
+                    context: "MEND: ".into(),
+                    step: record.step,
+                    value: record.loss,
+                });
             }
             loss.f_backward().map_err(torch("MEND backward"))?;
             for (t, adam) in network.trainable_mut().into_iter().zip(adams.iter_mut()) {

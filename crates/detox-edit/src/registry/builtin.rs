@@ -173,7 +173,7 @@ fn artefact_dir(method: &str, args: &MethodArgs) -> Result<PathBuf> {
 
 fn to_value(value: &impl serde::Serialize) -> Result<Value> {
     serde_json::to_value(value)
-        .map_err(|e| EditError::InvalidRequest(format!("cannot record the settings: {e}")))
+        .map_err(|e| EditError::State(format!("cannot record the settings: {e}")))
 }
 
 fn build_none(_: &MethodArgs, _: &BuildContext) -> Result<BuiltMethod> {

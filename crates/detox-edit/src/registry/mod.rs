@@ -94,7 +94,7 @@ impl BuiltMethod {
 /// [record-independent](BuiltMethod::record_independent) method has one edited model to write back.
 ///
 /// # Errors
-/// [`EditError::InvalidRequest`] naming the method.
+/// [`EditError::InvalidConfig`] naming the method.
 pub fn check_record_independent(built: &BuiltMethod) -> Result<()> {
     if built.record_independent {
         return Ok(());
@@ -105,11 +105,13 @@ pub fn check_record_independent(built: &BuiltMethod) -> Result<()> {
         "it makes no one edit that serves every record (DINM, FT-L and MEND edit each record on its own and the \
          model is restored after it; `none` edits nothing)"
     };
-    Err(EditError::InvalidRequest(format!(
-        "the edited model of {} cannot be written: {why}; methods whose one edit serves every record can \
-         (trained, profs, steering and surgery among the built-in ones)",
-        built.editor.method()
-    )))
+    Err(EditError::InvalidConfig {
+        method: built.editor.method().to_string(),
+        reason: format!(
+            "its edited model cannot be written: {why}; methods whose one edit serves every record can \
+             (trained, profs, steering and surgery among the built-in ones)"
+        ),
+    })
 }
 
 /// Applies the edit of a record-independent method to the unedited `model`, leaving it edited;

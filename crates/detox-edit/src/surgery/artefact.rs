@@ -41,7 +41,7 @@ pub fn save_surgery(dir: &Path, fit: &SurgeryFit) -> Result<()> {
 pub fn load_surgery(dir: &Path) -> Result<SurgeryFit> {
     let info: SurgeryInfo = read_json(&dir.join(SURGERY_INFO_FILE), "a Model Surgery description")?;
     let path = dir.join(SURGERY_TENSORS_FILE);
-    let bad = |what: String| EditError::InvalidRequest(format!("{}: {what}", path.display()));
+    let bad = |reason: String| EditError::Artefact { path: path.clone(), reason };
     let files = SafetensorsFiles::open_files(std::slice::from_ref(&path))?;
     let load = |name: &str, kind: Kind| files.load(name, Device::Cpu, Some(kind));
     let weight = load("probe.weight", Kind::Float)?;

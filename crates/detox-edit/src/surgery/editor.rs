@@ -32,10 +32,13 @@ impl SurgeryEditor {
     /// An editor shifting `rows` along `probe`'s toxic direction with strength `alpha`.
     pub fn new(probe: &Probe, rows: Vec<SelectedRow>, alpha: f64) -> Result<Self> {
         if rows.is_empty() {
-            return Err(EditError::InvalidRequest("Model Surgery needs at least one row".into()));
+            return Err(EditError::EmptyInput { what: "Model Surgery's rows".into() });
         }
         if !alpha.is_finite() {
-            return Err(EditError::InvalidRequest(format!("surgery alpha {alpha} is not finite")));
+            return Err(EditError::InvalidConfig {
+                method: "Model Surgery".into(),
+                reason: format!("alpha {alpha} is not finite"),
+            });
         }
         let direction = probe.toxic_direction()?.f_detach().map_err(torch("probe direction"))?;
         Ok(Self { direction, rows, alpha, delta: None, ledger: EditLedger::new() })
@@ -47,8 +50,8 @@ impl SurgeryEditor {
         let fit = load_surgery(dir)?;
         let alpha = alpha.unwrap_or(fit.info.config.alpha);
         let editor = Self::new(&fit.probe, fit.rows, alpha).map_err(|e| match e {
-            EditError::InvalidRequest(m) => {
-                EditError::InvalidRequest(format!("{}: {m}", dir.display()))
+            EditError::InvalidConfig { .. } | EditError::EmptyInput { .. } => {
+                EditError::Artefact { path: dir.to_path_buf(), reason: e.to_string() }
             }
             other => other,
         })?;

@@ -84,15 +84,18 @@ pub fn fit_surgery(
     config: &SurgeryConfig,
 ) -> Result<SurgeryFit> {
     if !config.alpha.is_finite() {
-        return Err(EditError::InvalidRequest(format!(
-            "surgery alpha {} is not finite",
-            config.alpha
-        )));
+        return Err(EditError::InvalidConfig {
+            method: "Model Surgery".into(),
+            reason: format!("alpha {} is not finite", config.alpha),
+        });
     }
     let c = model.config();
     let count = config.rows.unwrap_or(ROWS_PER_HIDDEN_UNIT * c.hidden_size as usize);
     if count == 0 {
-        return Err(EditError::InvalidRequest("surgery must shift at least one row".into()));
+        return Err(EditError::InvalidConfig {
+            method: "Model Surgery".into(),
+            reason: "must shift at least one row".into(),
+        });
     }
     let started = Instant::now();
     let features = probe_features(model, encoder, texts, &config.probe)?;

@@ -80,8 +80,12 @@ impl Default for ProbeConfig {
 
 impl ProbeConfig {
     fn check(&self) -> Result<()> {
-        let bad =
-            |what: &str| Err(EditError::InvalidRequest(format!("probe configuration: {what}")));
+        let bad = |what: &str| {
+            Err(EditError::InvalidConfig {
+                method: "Model Surgery probe".into(),
+                reason: what.into(),
+            })
+        };
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return bad("`lr` must be a positive number");
         }
@@ -114,17 +118,14 @@ pub fn probe_features(
 ) -> Result<Tensor> {
     config.check()?;
     if texts.is_empty() {
-        return Err(EditError::InvalidRequest("the probe needs at least one text".into()));
+        return Err(EditError::EmptyInput { what: "the probe's texts".into() });
     }
     let mut ids = Vec::with_capacity(texts.len());
     for t in texts {
         let mut row = encoder.encode(&t.text, true)?;
         row.truncate(config.max_length);
         if row.is_empty() {
-            return Err(EditError::InvalidRequest(format!(
-                "probe text ({}) has no tokens",
-                t.origin
-            )));
+            return Err(EditError::NoTokens { what: format!("probe text ({})", t.origin) });
         }
         ids.push(row);
     }
@@ -138,9 +139,9 @@ pub fn probe_features(
             ..batch.forward_options()
         };
         let hidden = model.forward(&batch.ids, &options)?.hidden_states.unwrap_or_default();
-        let last = hidden.last().ok_or_else(|| {
-            EditError::InvalidRequest("the model returned no hidden states".into())
-        })?;
+        let last = hidden
+            .last()
+            .ok_or_else(|| EditError::State("the model returned no hidden states".into()))?;
         pooled.push(masked_mean(last, &batch.mask)?);
     }
     Tensor::f_cat(&pooled, 0).map_err(torch("probe features"))
@@ -196,7 +197,9 @@ impl Probe {
     /// `features`: `[n, hidden]` with `n = toxic.len()`.
     pub fn accuracy(&self, features: &Tensor, toxic: &[bool]) -> Result<f64> {
         if toxic.is_empty() {
-            return Err(EditError::InvalidRequest("accuracy of the probe on no texts".into()));
+            return Err(EditError::EmptyInput {
+                what: "the texts the probe's accuracy is measured on".into(),
+            });
         }
         let predicted =
             self.logits(features)?.f_argmax(-1, false).map_err(torch("probe accuracy"))?;
@@ -251,15 +254,16 @@ pub fn train_probe(features: &Tensor, toxic: &[bool], config: &ProbeConfig) -> R
     config.check()?;
     let size = features.size();
     if size.len() != 2 || size[0] as usize != toxic.len() || toxic.is_empty() {
-        return Err(EditError::InvalidRequest(format!(
-            "probe features of shape {size:?} do not match {} labels",
-            toxic.len()
-        )));
+        return Err(EditError::ShapeMismatch {
+            what: "the probe features".into(),
+            expected: format!("[{}, hidden] (one row per label)", toxic.len()),
+            got: size.clone(),
+        });
     }
     if !toxic.iter().any(|&t| t) || toxic.iter().all(|&t| t) {
-        return Err(EditError::InvalidRequest(
-            "the probe needs texts of both classes (safe and unsafe)".into(),
-        ));
+        return Err(EditError::EmptyInput {
+            what: "one of the probe's classes (safe or unsafe texts)".into(),
+        });
     }
     let (n, hidden) = (toxic.len(), size[1]);
     let device = features.device();
@@ -303,10 +307,11 @@ pub fn train_probe(features: &Tensor, toxic: &[bool], config: &ProbeConfig) -> R
                 .f_nll_loss::<Tensor>(&labels, None, Reduction::Mean, -100))?;
             let value = loss.f_double_value(&[]).map_err(torch("probe loss"))?;
             if !value.is_finite() {
-                return Err(EditError::InvalidRequest(format!(
-                    "the probe's loss became {value} at step {}",
-                    steps.len() + 1
-                )));
+                return Err(EditError::NonFiniteLoss {
+                    context: "the probe: ".into(),
+                    step: steps.len() + 1,
+                    value,
+                });
             }
             loss.f_backward().map_err(torch("probe backward"))?;
             for (param, adam) in [(&mut weight, &mut adam_w), (&mut bias, &mut adam_b)] {

@@ -33,10 +33,11 @@ pub fn gate_name(layer: usize) -> String {
 pub fn select_rows(model: &CausalLm, direction: &Tensor, count: usize) -> Result<Vec<SelectedRow>> {
     let hidden = model.config().hidden_size;
     if direction.size() != [hidden] {
-        return Err(EditError::InvalidRequest(format!(
-            "the probe direction has shape {:?}, the model's hidden size is {hidden}",
-            direction.size()
-        )));
+        return Err(EditError::ShapeMismatch {
+            what: "the probe direction".into(),
+            expected: format!("[{hidden}] (the model's hidden size)"),
+            got: direction.size(),
+        });
     }
     let e = |r: std::result::Result<Tensor, tch::TchError>| r.map_err(torch("ranking gate rows"));
     let _guard = tch::no_grad_guard();
@@ -58,17 +59,23 @@ pub fn select_rows(model: &CausalLm, direction: &Tensor, count: usize) -> Result
         }));
     }
     if count > scored.len() {
-        return Err(EditError::InvalidRequest(format!(
-            "cannot shift {count} gate rows: the model has {} ({} layers)",
-            scored.len(),
-            model.config().num_hidden_layers
-        )));
+        return Err(EditError::InvalidConfig {
+            method: "Model Surgery".into(),
+            reason: format!(
+                "cannot shift {count} gate rows: the model has {} ({} layers)",
+                scored.len(),
+                model.config().num_hidden_layers
+            ),
+        });
     }
     if let Some(bad) = scored.iter().find(|s| !s.score.is_finite()) {
-        return Err(EditError::InvalidRequest(format!(
-            "the cosine of layer {} row {} with the probe direction is {}",
-            bad.layer, bad.row, bad.score
-        )));
+        return Err(EditError::InvalidConfig {
+            method: "Model Surgery".into(),
+            reason: format!(
+                "the cosine of layer {} row {} with the probe direction is {}",
+                bad.layer, bad.row, bad.score
+            ),
+        });
     }
     scored.sort_by(|a, b| b.score.total_cmp(&a.score));
     scored.truncate(count);
@@ -99,16 +106,17 @@ pub fn surgery_delta(
         let name = gate_name(layer);
         let size = model.parameter(&name)?.size();
         if size.len() != 2 || size[1] != shift.size()[0] {
-            return Err(EditError::InvalidRequest(format!(
-                "`{name}` has shape {size:?}, the probe direction {:?}",
-                shift.size()
-            )));
+            return Err(EditError::ShapeMismatch {
+                what: format!("`{name}`"),
+                expected: format!("[rows, {}] (the probe direction's width)", shift.size()[0]),
+                got: size.clone(),
+            });
         }
         if let Some(&row) = mine.iter().find(|&&r| r >= size[0]) {
-            return Err(EditError::InvalidRequest(format!(
-                "row {row} of `{name}` does not exist (it has {} rows)",
-                size[0]
-            )));
+            return Err(EditError::InvalidConfig {
+                method: "Model Surgery".into(),
+                reason: format!("row {row} of `{name}` does not exist (it has {} rows)", size[0]),
+            });
         }
         // Built where the weight lives, so that applying it moves nothing.
         let device = model.parameter_device(&name)?;
@@ -120,10 +128,11 @@ pub fn surgery_delta(
         delta.add(&name, &diff)?;
     }
     if let Some(bad) = rows.iter().find(|r| r.layer >= layers) {
-        return Err(EditError::InvalidRequest(format!(
-            "layer {} does not exist (the model has {layers})",
-            bad.layer
-        )));
+        return Err(EditError::NoSuchLayer {
+            method: "Model Surgery".into(),
+            layer: bad.layer,
+            layers,
+        });
     }
     Ok(delta)
 }

@@ -39,9 +39,10 @@ impl AdapterKind {
         match *self {
             Self::Full => Ok(()),
             Self::Lora { rank, alpha } if rank > 0 && alpha.is_finite() && alpha > 0.0 => Ok(()),
-            Self::Lora { rank, alpha } => Err(EditError::InvalidRequest(format!(
-                "LoRA needs a positive rank and alpha (got rank {rank}, alpha {alpha})"
-            ))),
+            Self::Lora { rank, alpha } => Err(EditError::InvalidConfig {
+                method: "LoRA".into(),
+                reason: format!("needs a positive rank and alpha (got rank {rank}, alpha {alpha})"),
+            }),
         }
     }
 }
@@ -64,9 +65,10 @@ pub fn target_parameters(
         .cloned()
         .collect();
     if names.is_empty() {
-        return Err(EditError::InvalidRequest(format!(
-            "no parameter matches the modules {modules:?} in layers {layers:?}"
-        )));
+        return Err(EditError::InvalidConfig {
+            method: "training".into(),
+            reason: format!("no parameter matches the modules {modules:?} in layers {layers:?}"),
+        });
     }
     Ok(names)
 }
@@ -93,7 +95,7 @@ impl Adapters {
     pub fn new(model: &CausalLm, targets: &[String], kind: AdapterKind, seed: u64) -> Result<Self> {
         kind.check()?;
         if targets.is_empty() {
-            return Err(EditError::InvalidRequest("no parameter to train".into()));
+            return Err(EditError::EmptyInput { what: "the parameters to train".into() });
         }
         // A generator of our own: libtorch's global one is shared with every other thread of the process.
         let mut rng = safeedit::SplitMix64::new(seed);
@@ -106,9 +108,11 @@ impl Adapters {
                 .and_then(|t| deep_copy(&t))?;
             let size = base.size();
             if size.len() != 2 {
-                return Err(EditError::InvalidRequest(format!(
-                    "`{name}` has shape {size:?}; only matrices can be trained"
-                )));
+                return Err(EditError::ShapeMismatch {
+                    what: format!("`{name}` (only matrices can be trained)"),
+                    expected: "[out, in]".into(),
+                    got: size.clone(),
+                });
             }
             let device = base.device();
             let factors = match kind {
@@ -265,19 +269,18 @@ impl Adapters {
         let names = self.tensor_names();
         for (name, t) in names.iter().zip(self.tensors_mut()) {
             if !files.contains(name) {
-                return Err(EditError::InvalidRequest(format!(
-                    "{}: tensor `{name}` is missing",
-                    path.display()
-                )));
+                return Err(EditError::Artefact {
+                    path: path.to_path_buf(),
+                    reason: format!("tensor `{name}` is missing"),
+                });
             }
             let loaded = files.load(name, t.device(), Some(Kind::Float))?;
             if loaded.size() != t.size() {
-                return Err(EditError::InvalidRequest(format!(
-                    "{}: tensor `{name}` has shape {:?}, expected {:?}",
-                    path.display(),
-                    loaded.size(),
-                    t.size()
-                )));
+                return Err(EditError::ShapeMismatch {
+                    what: format!("{}: tensor `{name}`", path.display()),
+                    expected: format!("{:?}", t.size()),
+                    got: loaded.size(),
+                });
             }
             let _guard = tch::no_grad_guard();
             t.f_copy_(&loaded).map_err(torch("loading a trained tensor"))?;

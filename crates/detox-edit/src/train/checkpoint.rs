@@ -83,29 +83,29 @@ pub(crate) fn load(
 ) -> Result<Option<Resumed>> {
     let Some(state) = read_state(dir)? else { return Ok(None) };
     if state.fingerprint != fingerprint {
-        return Err(EditError::InvalidRequest(format!(
-            "{}: the checkpoint was written for another configuration or other training data; \
-             use a fresh checkpoint directory",
-            dir.join(STATE_FILE).display()
-        )));
+        return Err(EditError::Artefact {
+            path: dir.join(STATE_FILE),
+            reason: "the checkpoint was written for another configuration or other training data; use a \
+                     fresh checkpoint directory"
+                .into(),
+        });
     }
     let path = dir.join(&state.tensors);
     let files = SafetensorsFiles::open_files(std::slice::from_ref(&path))?;
     let fetch = |key: &str, like: &Tensor| -> Result<Tensor> {
         if !files.contains(key) {
-            return Err(EditError::InvalidRequest(format!(
-                "{}: tensor `{key}` is missing",
-                path.display()
-            )));
+            return Err(EditError::Artefact {
+                path: path.to_path_buf(),
+                reason: format!("tensor `{key}` is missing"),
+            });
         }
         let t = files.load(key, Device::Cpu, Some(Kind::Float))?;
         if t.size() != like.size() {
-            return Err(EditError::InvalidRequest(format!(
-                "{}: tensor `{key}` has shape {:?}, expected {:?}",
-                path.display(),
-                t.size(),
-                like.size()
-            )));
+            return Err(EditError::ShapeMismatch {
+                what: format!("{}: tensor `{key}`", path.display()),
+                expected: format!("{:?}", like.size()),
+                got: t.size(),
+            });
         }
         Ok(t)
     };
@@ -147,8 +147,10 @@ pub(crate) fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<(
 pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> Result<T> {
     let bytes =
         std::fs::read(path).map_err(|source| EditError::Io { path: path.to_path_buf(), source })?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| EditError::InvalidRequest(format!("{}: not {what}: {e}", path.display())))
+    serde_json::from_slice(&bytes).map_err(|e| EditError::Artefact {
+        path: path.to_path_buf(),
+        reason: format!("not {what}: {e}"),
+    })
 }
 
 /// An FNV-1a 64 hash of token-id sequences, to tell training data apart in fingerprints.

@@ -67,19 +67,21 @@ pub fn encode_pairs(
         .map(|(i, pair)| {
             let prompt = prompt_ids(encoder, &pair.prompt, layout)?;
             if prompt.is_empty() || prompt.len() >= max_length {
-                return Err(EditError::InvalidRequest(format!(
-                    "training pair {i}: field `prompt` takes {} tokens, max_length is {max_length}",
-                    prompt.len()
-                )));
+                return Err(EditError::InputLength {
+                    what: format!(
+                        "training pair {i}: field `prompt` takes {} tokens, max_length is {max_length}",
+                        prompt.len()
+                    ),
+                });
             }
             let room = max_length - prompt.len();
             let response = |field: &str, text: &str| -> Result<Vec<i64>> {
                 let mut ids = encoder.encode(text, false)?;
                 ids.truncate(room);
                 if ids.is_empty() {
-                    return Err(EditError::InvalidRequest(format!(
-                        "training pair {i}: field `{field}` has no tokens"
-                    )));
+                    return Err(EditError::NoTokens {
+                        what: format!("training pair {i}: field `{field}`"),
+                    });
                 }
                 Ok(ids)
             };

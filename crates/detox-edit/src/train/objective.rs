@@ -35,9 +35,7 @@ pub(crate) fn response_log_probs_probed(
     probe: Option<&LinearProbe>,
 ) -> Result<ResponseLogProbs> {
     if rows.is_empty() || rows.iter().any(|(p, r)| p.is_empty() || r.is_empty()) {
-        return Err(EditError::InvalidRequest(
-            "every scored row needs prompt and response tokens".into(),
-        ));
+        return Err(EditError::NoTokens { what: "a scored row's prompt or response".into() });
     }
     let sequences: Vec<Vec<i64>> = rows.iter().map(|(p, r)| [*p, *r].concat()).collect();
     let device = model.device();

@@ -114,7 +114,8 @@ impl TrainConfig {
     }
 
     fn check(&self) -> Result<()> {
-        let bad = |reason: String| Err(EditError::InvalidRequest(reason));
+        let bad =
+            |reason: String| Err(EditError::InvalidConfig { method: "training".into(), reason });
         if self.modules.is_empty() {
             return bad("training needs at least one module".into());
         }
@@ -196,7 +197,7 @@ pub fn train(
     let _lock = run.lock_checkpoint()?;
     config.check()?;
     if pairs.is_empty() {
-        return Err(EditError::InvalidRequest("no training pairs".into()));
+        return Err(EditError::EmptyInput { what: "the training pairs".into() });
     }
     let encoded = encode_pairs(encoder, pairs, config.prompt_layout, config.max_length)?;
     let modules: Vec<&str> = config.modules.iter().map(String::as_str).collect();
@@ -222,7 +223,7 @@ pub fn train(
     let (mut step, mut history, reference) = match resumed {
         Some(r) => {
             let bad = |e: serde_json::Error| {
-                EditError::InvalidRequest(format!("the checkpoint's state is malformed: {e}"))
+                EditError::State(format!("the checkpoint's state is malformed: {e}"))
             };
             let history: Vec<TrainStep> = serde_json::from_value(r.history).map_err(bad)?;
             let reference: Option<Vec<[f64; 2]>> = serde_json::from_value(r.extra).map_err(bad)?;
@@ -257,18 +258,17 @@ pub fn train(
                 batch_loss(model, &encoded, &batch, config, reference.as_deref(), pad)?;
             let value = loss.f_double_value(&[]).map_err(torch("reading the loss"))?;
             if !value.is_finite() {
-                return Err(EditError::InvalidRequest(format!(
-                    "the training loss became {value} at step {}",
-                    step + 1
-                )));
+                return Err(EditError::NonFiniteLoss {
+                    context: "training: ".into(),
+                    step: step + 1,
+                    value,
+                });
             }
             loss.f_backward().map_err(torch("backward"))?;
             for (t, adam) in adapters.tensors_mut().zip(adams.iter_mut()) {
                 let grad = t.grad();
                 if !grad.defined() {
-                    return Err(EditError::InvalidRequest(
-                        "no gradient reached a trained tensor".into(),
-                    ));
+                    return Err(EditError::NoGradient { tensor: "a trained tensor".into() });
                 }
                 adam.step(t, &grad)?;
                 t.zero_grad();
