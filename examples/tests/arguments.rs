@@ -157,19 +157,26 @@ fn train_baseline() -> Result<()> {
     };
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (with(&["--first", "0"]), "--first"),
-        (with(&["--rank", "0"]), "--rank"),
-        (with(&["--alpha=-2"]), "--alpha"),
-        (with(&["--lr", "0"]), "--lr"),
-        (with(&["--epochs", "0"]), "--epochs"),
-        (with(&["--batch-size", "0"]), "--batch-size"),
-        (with(&["--beta", "nan"]), "--beta"),
-        (with(&["--max-length", "1"]), "--max-length"),
-        (with(&["--mend-rank", "0"]), "--mend-rank"),
-        (with(&["--lambda", "inf"]), "--lambda"),
-        (with(&["--stop-after", "0"]), "--stop-after"),
-        (with(&["--layers", "1,x"]), "--layers"),
-        (with(&["--layers", "1,,2"]), "--layers"),
-        (with(&["--modules", "q_proj,"]), "--modules"),
+        (with(&["--method-arg", "rank=0"]), "option `rank`"),
+        (with(&["--method-arg", "alpha=-2"]), "option `alpha`"),
+        (with(&["--method-arg", "lr=0"]), "option `lr`"),
+        (with(&["--method-arg", "epochs=0"]), "option `epochs`"),
+        (with(&["--method-arg", "batch_size=0"]), "option `batch_size`"),
+        (with(&["--method-arg", "max_length=1"]), "option `max_length`"),
+        (with(&["--method-arg", "stop_after=0"]), "option `stop_after`"),
+        (with(&["--method-arg", "layers=1,x"]), "option `layers`"),
+        (with(&["--method-arg", "layers=1,,2"]), "option `layers`"),
+        (with(&["--method-arg", "modules=q_proj,"]), "option `modules`"),
+        (with(&["--method-arg", "mend_rank=4"]), "has no option `mend_rank`"),
+        (with(&["--method-arg", "rank"]), "expected `key=value`"),
+        (vec!["--method", "dpo", "--out", out, "--method-arg", "beta=nan"], "option `beta`"),
+        (vec!["--method", "mend", "--out", out, "--method-arg", "rank=0"], "option `rank`"),
+        (
+            vec!["--method", "ext-sub", "--out", out, "--method-arg", "lambda=inf"],
+            "option `lambda`",
+        ),
+        (vec!["--method", "ext-sub", "--out", out], "needs option `expert`"),
+        (vec!["--method", "rome", "--out", out], "unknown method `rome`"),
     ];
     let cases: Vec<(&[&str], &str)> = cases.iter().map(|(a, e)| (a.as_slice(), *e)).collect();
     sweep("train_baseline", &cases)?;
@@ -186,6 +193,7 @@ fn judge_agreement() -> Result<()> {
         &[
             (&["--completions", missing.to_str().context("path")?], "does not exist"),
             (&["--judge", "oracle"], "unknown judge"),
+            (&["--judge", "classifier:"], "names no model directory"),
         ],
     )
 }
