@@ -45,6 +45,7 @@
 
 mod activations;
 mod adam;
+pub mod bench;
 mod delta;
 pub mod dinm;
 mod editor;
