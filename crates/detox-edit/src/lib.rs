@@ -13,7 +13,7 @@
 //! ([`registry::MethodSpec`]), it runs by name through the same harness as the built-in ones. What a method
 //! learns once from a training split (adapters, MEND's hyper-network, ProFS's subspaces, steering vectors, Model
 //! Surgery's probe) is a fit, run by name from a [`registry::FitRegistry`] the same way. The timings the
-//! benchmark programs print are functions of [`bench`].
+//! benchmark programs print are functions of [`mod@bench`].
 //!
 //! ```no_run
 //! use detox_edit::{Delta, EditInput, EditLedger, EditMode, EditOutcome, Editor, PromptEncoder, Result};
