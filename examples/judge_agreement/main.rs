@@ -11,8 +11,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 use clap::Parser;
+use detox_eval::drive::judges::judge_from_spec;
 use detox_metrics::readers::read_xstest_completions;
-use detox_metrics::{PhraseJudge, SafetyJudge};
+use detox_metrics::Confusion;
 
 /// Judge agreement with XSTest's human labels.
 #[derive(Debug, Parser)]
@@ -26,42 +27,6 @@ struct Args {
     /// `cpu`, `cuda`, `cuda:N` or `auto` (for the classifier).
     #[arg(long, default_value = "auto")]
     device: String,
-}
-
-#[derive(Default, Clone, Copy)]
-struct Confusion {
-    tp: usize,
-    fp: usize,
-    fn_: usize,
-    tn: usize,
-}
-
-impl Confusion {
-    fn add(&mut self, human: bool, judge: bool) {
-        match (human, judge) {
-            (true, true) => self.tp += 1,
-            (false, true) => self.fp += 1,
-            (true, false) => self.fn_ += 1,
-            (false, false) => self.tn += 1,
-        }
-    }
-    fn total(&self) -> usize {
-        self.tp + self.fp + self.fn_ + self.tn
-    }
-    fn accuracy(&self) -> f64 {
-        100.0 * (self.tp + self.tn) as f64 / self.total().max(1) as f64
-    }
-    fn row(&self, name: &str) -> String {
-        format!(
-            "| {name} | {} | {:.1} | {} | {} | {} | {} |",
-            self.total(),
-            self.accuracy(),
-            self.tp,
-            self.fn_,
-            self.fp,
-            self.tn
-        )
-    }
 }
 
 fn files(path: &Path) -> Result<Vec<PathBuf>> {
@@ -82,18 +47,9 @@ fn files(path: &Path) -> Result<Vec<PathBuf>> {
 fn main() -> Result<()> {
     let args = Args::parse();
     detox_runtime::backend::init();
-    let judge: Box<dyn SafetyJudge> = match args.judge.as_str() {
-        "phrase" => Box::new(PhraseJudge::default()),
-        other => match other.strip_prefix("classifier:") {
-            Some(dir) => Box::new(detox_eval::ClassifierJudge::load(
-                dir,
-                detox_runtime::load::parse_device(&args.device)?,
-            )?),
-            None => bail!("unknown judge {other:?}"),
-        },
-    };
+    let device = detox_runtime::load::parse_device(&args.device)?;
+    let judge = judge_from_spec(&args.judge, device)?;
     println!("Judge: {}\n", judge.name());
-    let header = "| completions | n | accuracy % | agree positive | human positive, judge negative | judge positive, human negative | agree negative |\n|---|---:|---:|---:|---:|---:|---:|";
     let (mut refusal_all, mut safety_all) = (Confusion::default(), Confusion::default());
     let mut refusal_rows = Vec::new();
     let mut safety_rows = Vec::new();
@@ -104,27 +60,23 @@ fn main() -> Result<()> {
         let (mut refusal, mut safety) = (Confusion::default(), Confusion::default());
         for (row, verdict) in rows.iter().zip(&verdicts) {
             // The judge's "safe" is read as a refusal; empty responses count as refusals too.
-            let judge_refuses = !verdict.is_unsafe();
-            refusal.add(row.label.is_refusal(), judge_refuses);
+            refusal.record(row.label.is_refusal(), !verdict.is_unsafe());
             if row.prompt_is_unsafe() {
-                safety.add(!row.label.is_refusal(), verdict.is_unsafe());
+                safety.record(!row.label.is_refusal(), verdict.is_unsafe());
             }
         }
         let name = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-        refusal_rows.push(refusal.row(&name));
-        safety_rows.push(safety.row(&name));
-        for (all, one) in [(&mut refusal_all, refusal), (&mut safety_all, safety)] {
-            all.tp += one.tp;
-            all.fp += one.fp;
-            all.fn_ += one.fn_;
-            all.tn += one.tn;
-        }
+        refusal_rows.push(refusal.markdown_row(&name));
+        safety_rows.push(safety.markdown_row(&name));
+        refusal_all += refusal;
+        safety_all += safety;
     }
+    let header = Confusion::TABLE_HEADER;
     println!("Refusal detection (positive = refusal, full or partial), all prompts\n\n{header}");
     refusal_rows.iter().for_each(|r| println!("{r}"));
-    println!("{}\n", refusal_all.row("**all**"));
+    println!("{}\n", refusal_all.markdown_row("**all**"));
     println!("Safety on XSTest's unsafe (contrast) prompts (positive = unsafe: the model complied)\n\n{header}");
     safety_rows.iter().for_each(|r| println!("{r}"));
-    println!("{}", safety_all.row("**all**"));
+    println!("{}", safety_all.markdown_row("**all**"));
     Ok(())
 }

@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Parser;
 use detox_examples::ModelArgs;
-use detox_locate::{contrast_token_ids, LocateInput, PaddingPositions};
+use detox_locate::{
+    contrast_texts, ContrastTexts, LocateError, LocateInput, LocateOptions, PaddingPositions,
+};
 use safeedit::{load_split, Mode, Split, Subset};
 
 /// Per-layer distances between the hidden states of each record's safe and unsafe responses.
@@ -42,16 +44,18 @@ fn main() -> Result<()> {
     let input = if args.with_prompt { LocateInput::WithPrompt } else { LocateInput::ResponsesOnly };
     let padding =
         if args.mask_padding { PaddingPositions::Masked } else { PaddingPositions::Included };
+    let options = LocateOptions { input, padding };
     let pad = loaded.tokenizer.pad_id().unwrap_or(0);
     let mut series = Vec::new();
     for r in &records {
-        let text = |response: &str| match input {
-            LocateInput::ResponsesOnly => response.to_string(),
-            LocateInput::WithPrompt => format!("{} {response}", r.adversarial_prompt),
+        let texts = ContrastTexts {
+            prompt: &r.adversarial_prompt,
+            safe: &r.safe_generation,
+            unsafe_: &r.unsafe_generation,
         };
-        let safe = loaded.tokenizer.encode(&text(&r.safe_generation), true)?;
-        let unsafe_ = loaded.tokenizer.encode(&text(&r.unsafe_generation), true)?;
-        let report = contrast_token_ids(&loaded.model, &safe, &unsafe_, pad, padding)?;
+        let report = contrast_texts(&loaded.model, texts, &options, pad, |text| {
+            loaded.tokenizer.encode(text, true).map_err(LocateError::from)
+        })?;
         let shown: Vec<String> = report.distances.iter().map(|d| format!("{d:.1}")).collect();
         println!(
             "record {} ({}): toxic layer {}\n  [{}]",

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Parser;
-use detox_edit::registry::{apply_record_independent, check_record_independent, Registry};
+use detox_edit::registry::{check_record_independent, Registry};
 use detox_eval::drive::judges::judge_from_spec;
 use detox_eval::drive::sizing::{plan_batch, BatchRecords};
 use detox_eval::drive::{merge, nlpcc};
@@ -126,13 +126,8 @@ fn main() -> Result<()> {
         Some(method) => method,
         None => args.method.build(&registry, loaded.model.device())?,
     };
-    if args.save.save_model.is_some() {
-        // The method's edit is the same for every record: written before the run (the model is kept even if the
-        // run is interrupted), then undone for the protocol.
-        apply_record_independent(&mut method, &mut loaded.model, &loaded.tokenizer)?;
-        args.save.save(&loaded)?;
-        method.editor.restore(&mut loaded.model)?;
-    }
+    // A record-independent method's one edit is written before the run, then undone for the protocol.
+    args.save.write_edited(&mut method, &mut loaded)?;
     let mut settings = settings(&args, method.prompt_only)?;
     settings.general = args.general.sets(args.selection.seed)?;
     let plan = plan_batch(&loaded.model, &settings.decoding, args.batch_records)?;

@@ -8,6 +8,9 @@ mod eval_args;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use detox_edit::registry::{
+    apply_record_independent, check_record_independent, BuiltMethod, MethodArgs, Registry,
+};
 use detox_runtime::export::{parse_shard_size, SaveOptions, SavedModel};
 use detox_runtime::load::{kind_name, load_model, parse_devices, parse_kind, LoadedModel};
 use detox_runtime::CausalLm;
@@ -137,6 +140,37 @@ impl SaveModelArgs {
             .with_context(|| format!("writing the edited model to {}", dir.display()))?;
         print_saved(&saved);
         Ok(Some(saved))
+    }
+}
+
+impl SaveModelArgs {
+    /// With `--save-model`: applies `method`'s one edit to the unedited `loaded` model (refused for a method
+    /// whose edit depends on the record), writes the edited model, and undoes the edit bit-exactly.
+    pub fn write_edited(&self, method: &mut BuiltMethod, loaded: &mut LoadedModel) -> Result<()> {
+        if self.save_model.is_none() {
+            return Ok(());
+        }
+        check_record_independent(method)?;
+        apply_record_independent(method, &mut loaded.model, &loaded.tokenizer)?;
+        let saved = self.save(loaded);
+        method.editor.restore(&mut loaded.model)?;
+        saved.map(|_| ())
+    }
+
+    /// With `--save-model`: builds the method that applies the artefact a fit wrote to `artefact` (the method
+    /// registry's `method` with `artefact=DIR`) and writes the model it edits ([`SaveModelArgs::write_edited`]).
+    pub fn write_fitted(
+        &self,
+        method: &str,
+        artefact: &Path,
+        loaded: &mut LoadedModel,
+    ) -> Result<()> {
+        if self.save_model.is_none() {
+            return Ok(());
+        }
+        let args = MethodArgs::new().set("artefact", artefact.display());
+        let mut built = Registry::builtin().build(method, &args, loaded.model.device())?;
+        self.write_edited(&mut built, loaded)
     }
 }
 

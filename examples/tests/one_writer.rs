@@ -72,6 +72,16 @@ fn every_writer_refuses_a_directory_another_process_holds() -> Result<()> {
     )?;
     refused("safeedit_eval", &["--data", &test_data, "--merge-shards", shard, "--out", out], &run)?;
     refused("train_baseline", &["--method", "sft", "--data", &train_data, "--out", out], &run)?;
-    refused("train_baseline", &["--method", "ext-sub", "--data", &train_data, "--out", out], &run)?;
+    let ext_sub = [
+        "--method",
+        "ext-sub",
+        "--method-arg",
+        "expert=expert",
+        "--method-arg",
+        "anti_expert=anti-expert",
+        "--out",
+        out,
+    ];
+    refused("train_baseline", &ext_sub, &run)?;
     Ok(())
 }

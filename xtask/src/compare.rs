@@ -89,7 +89,12 @@ const ROWS: &[Row] = &[
             Fit {
                 artefact: "ext-sub",
                 method: "ext-sub",
-                extra: &["--expert", "{fits}/expert", "--anti-expert", "{fits}/anti-expert"],
+                extra: &[
+                    "--method-arg",
+                    "expert={fits}/expert",
+                    "--method-arg",
+                    "anti_expert={fits}/anti-expert",
+                ],
             },
         ],
         eval: &["--method", "trained", "--method-arg", "artefact={artefact}"],

@@ -188,6 +188,14 @@ pub enum EditError {
         /// What the option names and where it comes from.
         why: String,
     },
+    /// A fit was run without what it needs (a model, training records).
+    #[error("fit `{fit}` needs {what}")]
+    FitInput {
+        /// The fit.
+        fit: String,
+        /// What it lacks.
+        what: &'static str,
+    },
     /// `restore` was called with no edit to undo, or an edit was started while another is applied in single mode.
     #[error("editor state: {0}")]
     State(String),

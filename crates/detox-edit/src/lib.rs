@@ -10,7 +10,10 @@
 //! Methods are built by name through a [`registry::Registry`], which also loads the artefacts a method was
 //! trained into. A method of your own implements [`Editor`]: `method`, `edit` and `restore`; batches of records,
 //! input wrapping and resumption have defaults. Registered with a name, its options and a constructor
-//! ([`registry::MethodSpec`]), it runs by name through the same harness as the built-in ones.
+//! ([`registry::MethodSpec`]), it runs by name through the same harness as the built-in ones. What a method
+//! learns once from a training split (adapters, MEND's hyper-network, ProFS's subspaces, steering vectors, Model
+//! Surgery's probe) is a fit, run by name from a [`registry::FitRegistry`] the same way. The timings the
+//! benchmark programs print are functions of [`mod@bench`].
 //!
 //! ```no_run
 //! use detox_edit::{Delta, EditInput, EditLedger, EditMode, EditOutcome, Editor, PromptEncoder, Result};
@@ -45,6 +48,7 @@
 
 mod activations;
 mod adam;
+pub mod bench;
 mod delta;
 pub mod dinm;
 mod editor;

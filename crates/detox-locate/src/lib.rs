@@ -14,8 +14,10 @@ mod contrast;
 mod error;
 mod options;
 mod policy;
+mod texts;
 
 pub use contrast::{contrast_token_ids, LayerDistances, NEAR_TIE_RELATIVE};
 pub use error::{LocateError, Result};
 pub use options::{LocateInput, LocateOptions, PaddingPositions};
 pub use policy::{LayerPolicy, LayerSelection};
+pub use texts::{contrast_texts, ContrastTexts};

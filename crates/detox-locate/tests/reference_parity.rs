@@ -77,3 +77,38 @@ fn a_bf16_model_names_the_same_layer_as_fp32() -> Result<()> {
     }
     Ok(())
 }
+
+/// The text API lays the texts out as asked, encodes them with the caller's encoder and contrasts the ids exactly
+/// as [`contrast_token_ids`] does; the encoder's error comes back as it is.
+#[test]
+fn texts_are_laid_out_encoded_and_contrasted_like_their_ids() -> Result<()> {
+    use detox_locate::{contrast_texts, ContrastTexts, LocateError, LocateInput, LocateOptions};
+
+    let dir = dinm_fixtures();
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json"))?)?;
+    let model = CausalLm::load(dir.join("model"), Device::Cpu, Kind::Float)?;
+    let ids = rows(&expected["locate"]["input_ids"]);
+    let mask = rows(&expected["locate"]["attention_mask"]);
+    let unpadded: Vec<Vec<i64>> = ids
+        .iter()
+        .zip(&mask)
+        .map(|(i, m)| i.iter().zip(m).filter(|(_, &m)| m == 1).map(|(&t, _)| t).collect())
+        .collect();
+    let pad = ids[1][0];
+    let texts = ContrastTexts { prompt: "Q", safe: "S", unsafe_: "U" };
+    let encode = |text: &str| match text {
+        "Q S" => Ok(unpadded[0].clone()),
+        "Q U" => Ok(unpadded[1].clone()),
+        other => Err(LocateError::InvalidInput(format!("unexpected text {other:?}"))),
+    };
+    let options = LocateOptions { input: LocateInput::WithPrompt, ..LocateOptions::default() };
+    let from_texts = contrast_texts(&model, texts, &options, pad, encode)?;
+    let from_ids =
+        contrast_token_ids(&model, &unpadded[0], &unpadded[1], pad, PaddingPositions::Included)?;
+    assert_eq!(from_texts.distances, from_ids.distances);
+    assert_eq!(from_texts.toxic_layer, from_ids.toxic_layer);
+    let err = contrast_texts(&model, texts, &LocateOptions::default(), pad, encode).unwrap_err();
+    assert!(err.to_string().contains("unexpected text \"S\""), "{err}");
+    Ok(())
+}

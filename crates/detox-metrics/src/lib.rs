@@ -11,6 +11,7 @@
 #![deny(missing_docs)]
 
 mod aggregate;
+mod confusion;
 pub mod degeneration;
 mod error;
 mod fluency;
@@ -23,6 +24,7 @@ pub mod rouge;
 mod safety;
 
 pub use aggregate::{score_record, RecordScores, SafetyRates, SafetySummary, Score, DG_METRICS};
+pub use confusion::Confusion;
 pub use degeneration::{Degeneration, DegenerationCounts, DegenerationThresholds, EchoSources};
 pub use error::{MetricsError, Result};
 pub use fluency::{

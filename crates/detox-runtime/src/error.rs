@@ -147,6 +147,12 @@ pub enum Error {
         /// Why not, and what to do about it.
         reason: String,
     },
+    /// A random model was asked of a config with a tensor whose shape and initialisation are not known.
+    #[error("no random initialisation is known for `{name}`")]
+    NoRandomInit {
+        /// The tensor's name.
+        name: String,
+    },
     /// A device or dtype named by the user cannot be used in this process.
     #[error("device `{asked}`: {reason}")]
     Device {

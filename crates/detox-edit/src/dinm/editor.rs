@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use detox_locate::{contrast_token_ids, LayerPolicy, LayerSelection, LocateInput, LocateOptions};
+use detox_locate::{contrast_texts, ContrastTexts, LayerPolicy, LayerSelection, LocateOptions};
 use detox_runtime::{CausalLm, PromptLayout};
 use serde::{Deserialize, Serialize};
 
@@ -161,19 +161,15 @@ impl DinmEditor {
         if let Some(layer) = self.policy.fixed_layer() {
             return Ok((layer, None));
         }
-        let text = |response: &str| match self.options.locate.input {
-            LocateInput::ResponsesOnly => response.to_string(),
-            LocateInput::WithPrompt => format!("{} {}", input.prompt, response),
+        let texts = ContrastTexts {
+            prompt: &input.prompt,
+            safe: &input.safe_response,
+            unsafe_: &input.unsafe_response,
         };
-        let safe = encoder.encode(&text(&input.safe_response), true)?;
-        let unsafe_ = encoder.encode(&text(&input.unsafe_response), true)?;
-        let report = contrast_token_ids(
-            model,
-            &safe,
-            &unsafe_,
-            encoder.pad_id(),
-            self.options.locate.padding,
-        )?;
+        let report =
+            contrast_texts(model, texts, &self.options.locate, encoder.pad_id(), |text| {
+                encoder.encode(text, true)
+            })?;
         Ok((self.policy.choose(report.toxic_layer), Some(report)))
     }
 }

@@ -340,7 +340,7 @@ suffix_system_prompt: "If the user's request is reasonable, give the correct ans
 layers: []
 num_steps: 10
 batch_size: 1
-max_length: 1000
+max_length: 2048
 max_output_length: 600
 lr: 5e-4
 weight_decay: 0

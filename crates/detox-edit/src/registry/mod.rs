@@ -12,10 +12,13 @@
 //! # Ok::<(), detox_edit::EditError>(())
 //! ```
 //!
-//! A method of one's own is a [`MethodSpec`] given to [`Registry::register`]; see `docs/extending.md`.
+//! A method of one's own is a [`MethodSpec`] given to [`Registry::register`]; see `docs/extending.md`. What a
+//! method learns once from a training split before it edits is a fit, registered the same way in a
+//! [`FitRegistry`].
 
 mod args;
 mod builtin;
+mod fits;
 
 use std::fmt::Write as _;
 
@@ -25,6 +28,7 @@ use tch::Device;
 
 pub use args::{MethodArgs, OptionSpec};
 pub use builtin::Reading;
+pub use fits::{ConfigureFn, Fit, FitContext, FitProgress, FitRegistry, FitReport, FitSpec};
 
 use crate::editor::{EditInput, EditOutcome, Editor, PromptEncoder};
 use crate::error::{EditError, Result};

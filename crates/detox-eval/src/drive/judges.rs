@@ -138,9 +138,14 @@ impl SafetyJudge for ClassifierJudge {
 pub fn judge_from_spec(spec: &str, device: Device) -> Result<Box<dyn SafetyJudge>> {
     match spec.trim() {
         "phrase" => Ok(Box::new(detox_metrics::PhraseJudge::default())),
-        other => match other.strip_prefix("classifier:") {
-            Some(dir) if !dir.is_empty() => Ok(Box::new(ClassifierJudge::load(dir, device)?)),
-            _ => Err(EvalError::UnknownJudge { spec: other.to_string() }),
+        other => match other.strip_prefix("classifier:").map(str::trim) {
+            Some("") => Err(EvalError::InvalidSetting {
+                setting: "judge".into(),
+                reason: "`classifier:` names no model directory (expected `phrase` or `classifier:<dir>`)"
+                    .into(),
+            }),
+            Some(dir) => Ok(Box::new(ClassifierJudge::load(dir, device)?)),
+            None => Err(EvalError::UnknownJudge { spec: other.to_string() }),
         },
     }
 }
@@ -151,7 +156,7 @@ mod tests {
     fn judges_are_named_by_spec_and_unknown_specs_say_what_is_expected() {
         let phrase = super::judge_from_spec("phrase", tch::Device::Cpu).unwrap();
         assert!(phrase.is_approximation());
-        for bad in ["classifier:", "roberta", ""] {
+        for bad in ["classifier:", "classifier:  ", "roberta", ""] {
             let err = super::judge_from_spec(bad, tch::Device::Cpu).err().unwrap().to_string();
             assert!(err.contains("`phrase` or `classifier:<dir>`"), "{bad:?}: {err}");
         }

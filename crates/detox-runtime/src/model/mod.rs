@@ -11,6 +11,7 @@ mod linear;
 mod norm;
 mod params;
 mod probe;
+mod random;
 mod resume;
 mod rope;
 
