@@ -49,7 +49,7 @@ torch.manual_seed(0)
 tok = AutoTokenizer.from_pretrained(a.model_dir, gguf_file=a.gguf)
 tok.pad_token_id = tok.eos_token_id
 tok.padding_side = "left"
-model = AutoModelForCausalLM.from_pretrained(a.model_dir, gguf_file=a.gguf, torch_dtype=torch.float32)
+model = AutoModelForCausalLM.from_pretrained(a.model_dir, gguf_file=a.gguf, dtype=torch.float32)
 model.eval()
 
 records = [r for r in json.load(open(a.data)) if r.get("generalization test")][: a.first]
