@@ -12,17 +12,16 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Parser;
-use detox_edit::registry::{check_record_independent, Registry};
+use detox_edit::registry::{check_record_independent, BuiltMethod, Registry};
 use detox_eval::drive::judges::judge_from_spec;
 use detox_eval::drive::sizing::{plan_batch, BatchRecords};
 use detox_eval::drive::{merge, nlpcc};
 use detox_eval::render::report::REPORT_FILE;
-use detox_eval::settings::{DatasetSource, SuffixPolicy};
+use detox_eval::settings::DatasetSource;
 use detox_eval::{BenchmarkCase, Evaluation, HarnessSettings};
 use detox_examples::{
-    DecodingArgs, GeneralArgs, MethodChoice, ModelArgs, SaveModelArgs, SelectionArgs,
+    DecodingArgs, GeneralArgs, InputArgs, MethodChoice, ModelArgs, SaveModelArgs, SelectionArgs,
 };
-use detox_runtime::PromptLayout;
 use safeedit::{load_split, Mode, Split};
 
 /// Run the SafeEdit protocol with an editing method and write records, a summary, plots and a report.
@@ -43,36 +42,23 @@ struct Args {
     /// Safety judge: `phrase` (embedded approximation) or `classifier:<dir>` (the SafeEdit classifier).
     #[arg(long, default_value = "phrase")]
     judge: String,
-    /// How evaluation inputs are shown to the model: `raw` text (the reference) or the `chat` template.
-    #[arg(long, default_value_t = PromptLayout::Raw)]
-    prompt_layout: PromptLayout,
-    /// Deprecated spelling of --prompt-layout.
-    #[arg(long, hide = true)]
-    prompt_style: Option<PromptLayout>,
-    /// Where the suffix system prompt goes (default: post-edit only, neither for prompt-only methods).
-    #[arg(long)]
-    suffix_policy: Option<SuffixPolicy>,
+    #[command(flatten)]
+    inputs: InputArgs,
     #[command(flatten)]
     decoding: DecodingArgs,
     /// Records processed together (`1`: the reference's flow; `auto`: as many as the GPU's memory holds).
     #[arg(long, default_value = "1")]
     batch_records: BatchRecords,
-    /// Cache of pre-edit responses shared between runs.
-    #[arg(long)]
-    pre_edit_cache: Option<PathBuf>,
     /// Print each record's adversarial-prompt response before and after the edit.
     #[arg(long)]
     print_responses: bool,
     /// NLPCC 2024 track 2: answer a `SafeEdit_test_ALL` file after the method's edit and write the submission.
-    #[arg(long, conflicts_with = "merge_shards")]
+    #[arg(long, conflicts_with_all = ["merge_shards", "save_model"])]
     nlpcc: bool,
     #[command(flatten)]
     general: GeneralArgs,
-    /// NLTK's `punkt_tab/english` directory for exact fluency (`cargo xtask punkt`); else the rule splitter.
-    #[arg(long, default_value = "models/punkt_tab/english")]
-    punkt: PathBuf,
     /// Instead of running, merge these shard run directories into --out.
-    #[arg(long, num_args = 1..)]
+    #[arg(long, num_args = 1.., conflicts_with = "save_model")]
     merge_shards: Vec<PathBuf>,
     #[command(flatten)]
     save: SaveModelArgs,
@@ -86,22 +72,15 @@ fn main() -> Result<()> {
         return Ok(());
     }
     let subset = args.selection.subset()?;
-    // A --save-model that cannot succeed is refused before anything is loaded: the method is built first.
-    let early_method = if args.save.save_model.is_some() {
-        if args.nlpcc || !args.merge_shards.is_empty() {
-            anyhow::bail!(
-                "--save-model writes the model a run edits; --nlpcc and --merge-shards do not edit one"
-            );
-        }
-        let method = args.method.build(&registry, args.model.device()?)?;
+    // The method is built (its artefacts loaded) before the model, so that a bad option or an impossible
+    // --save-model is refused before the long part starts.
+    let mut method = args.method.build(&registry, args.model.device()?)?;
+    if args.save.save_model.is_some() {
         check_record_independent(&method)?;
         args.save.check_before(&args.model)?;
-        Some(method)
-    } else {
-        None
-    };
+    }
     if args.nlpcc {
-        return run_nlpcc(&args, &registry, &subset);
+        return run_nlpcc(&args, &mut method, &subset);
     }
     let split = load_split(&args.data, Split::Test, Mode::Strict)?;
     let cases: Vec<BenchmarkCase> =
@@ -122,10 +101,6 @@ fn main() -> Result<()> {
     drop(detox_io::DirLock::acquire(&args.out)?);
     let mut loaded = args.model.load()?;
     let judge = judge_from_spec(&args.judge, loaded.model.device())?;
-    let mut method = match early_method {
-        Some(method) => method,
-        None => args.method.build(&registry, loaded.model.device())?,
-    };
     // A record-independent method's one edit is written before the run, then undone for the protocol.
     args.save.write_edited(&mut method, &mut loaded)?;
     let mut settings = settings(&args, method.prompt_only)?;
@@ -139,17 +114,7 @@ fn main() -> Result<()> {
     let dataset = DatasetSource::new(&args.data, subset);
     let mut evaluation =
         Evaluation::new(&mut loaded, &mut method, judge.as_ref(), dataset, settings);
-    let summary = evaluation.run(&cases, |r| {
-        for note in &r.notes {
-            eprintln!("note: record {}: {note}", r.id);
-        }
-        if print {
-            let (pre, post) = (&r.pre.responses[0], &r.post.responses[0]);
-            println!("\n== record {} ({}) layer {:?}", r.id, r.category, r.layer);
-            println!("   prompt : {}\n   before : [{}] {}", pre.input, pre.label, pre.response);
-            println!("   after  : [{}] {}", post.label, post.response);
-        }
-    })?;
+    let summary = evaluation.run(&cases, |r| detox_examples::print_record(r, print))?;
     println!("\n{}", summary.to_markdown());
     println!("Report: {}", args.out.join(REPORT_FILE).display());
     Ok(())
@@ -157,31 +122,18 @@ fn main() -> Result<()> {
 
 /// The harness settings the arguments ask for, for a method that only rewrites prompts or not.
 fn settings(args: &Args, prompt_only: bool) -> Result<HarnessSettings> {
-    let protocol = args.decoding.protocol()?;
-    let mut settings = HarnessSettings::for_protocol(&args.out, protocol);
-    settings.decoding = args.decoding.decoding(&settings.protocol, args.selection.seed);
-    settings.prompt_layout = match args.prompt_style {
-        Some(layout) => {
-            eprintln!("note: --prompt-style is deprecated; use --prompt-layout");
-            layout
-        }
-        None => args.prompt_layout,
-    };
-    settings.pre_edit_cache = args.pre_edit_cache.clone();
+    let mut settings =
+        args.inputs.settings(&args.out, &args.decoding, args.selection.seed, prompt_only)?;
     settings.progress = !args.print_responses;
-    settings.seed = args.selection.seed;
-    settings.punkt_dir = args.punkt.is_dir().then(|| args.punkt.clone());
-    settings.suffix_policy = args.suffix_policy.unwrap_or(SuffixPolicy::default_for(prompt_only));
     Ok(settings)
 }
 
 /// `--nlpcc`: answers the selected `SafeEdit_test_ALL` inputs after the method's edit and writes the submission.
-fn run_nlpcc(args: &Args, registry: &Registry, subset: &safeedit::Subset) -> Result<()> {
+fn run_nlpcc(args: &Args, method: &mut BuiltMethod, subset: &safeedit::Subset) -> Result<()> {
     let records = subset.apply(&safeedit::load_nlpcc(&args.data, Mode::Strict)?.records);
     std::fs::create_dir_all(&args.out)?;
     let _lock = detox_io::DirLock::acquire(&args.out)?;
     let mut loaded = args.model.load()?;
-    let mut method = args.method.build(registry, loaded.model.device())?;
     let settings = settings(args, method.prompt_only)?;
     let editor: &mut dyn detox_edit::Editor = method.editor.as_mut();
     let answered =

@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use anyhow::{anyhow, Result};
 use detox_edit::registry::{BuiltMethod, MethodArgs, Registry};
 use detox_eval::settings::general::{GeneralConfig, GeneralPaths, GeneralSets};
-use detox_eval::settings::{Decoding, Protocol, ProtocolPreset};
-use detox_runtime::{Sampling, Truncation};
+use detox_eval::settings::{Decoding, Protocol, ProtocolPreset, SuffixPolicy};
+use detox_eval::HarnessSettings;
+use detox_runtime::{PromptLayout, Sampling, Truncation};
 use safeedit::Subset;
 use tch::Device;
 
@@ -186,5 +187,53 @@ impl GeneralArgs {
                 "{e}\n(`cargo xtask general-data` fetches the general sets; `--no-general` runs without them)"
             )
         })
+    }
+}
+
+/// How evaluation inputs are shown to the model, and what a run keeps besides its records.
+#[derive(Debug, Clone, clap::Args)]
+pub struct InputArgs {
+    /// How evaluation inputs are shown to the model: `raw` text (the reference) or the `chat` template.
+    #[arg(long, default_value_t = PromptLayout::Raw)]
+    pub prompt_layout: PromptLayout,
+    /// Deprecated spelling of --prompt-layout.
+    #[arg(long, hide = true)]
+    pub prompt_style: Option<PromptLayout>,
+    /// Where the suffix system prompt goes (default: post-edit only, neither for prompt-only methods).
+    #[arg(long)]
+    pub suffix_policy: Option<SuffixPolicy>,
+    /// Cache of pre-edit responses shared between runs.
+    #[arg(long)]
+    pub pre_edit_cache: Option<PathBuf>,
+    /// NLTK's `punkt_tab/english` directory for exact fluency (`cargo xtask punkt`); else the rule splitter.
+    #[arg(long, default_value = "models/punkt_tab/english")]
+    pub punkt: PathBuf,
+}
+
+impl InputArgs {
+    /// The harness settings of a run into `out`: the protocol and decoding `decoding` names, these inputs,
+    /// `seed`, and the suffix policy's default for a method that only rewrites prompts or not.
+    pub fn settings(
+        &self,
+        out: &std::path::Path,
+        decoding: &DecodingArgs,
+        seed: u64,
+        prompt_only: bool,
+    ) -> Result<HarnessSettings> {
+        let mut settings = HarnessSettings::for_protocol(out, decoding.protocol()?);
+        settings.decoding = decoding.decoding(&settings.protocol, seed);
+        settings.prompt_layout = match self.prompt_style {
+            Some(layout) => {
+                eprintln!("note: --prompt-style is deprecated; use --prompt-layout");
+                layout
+            }
+            None => self.prompt_layout,
+        };
+        settings.suffix_policy =
+            self.suffix_policy.unwrap_or(SuffixPolicy::default_for(prompt_only));
+        settings.pre_edit_cache = self.pre_edit_cache.clone();
+        settings.seed = seed;
+        settings.punkt_dir = self.punkt.is_dir().then(|| self.punkt.clone());
+        Ok(settings)
     }
 }

@@ -16,7 +16,7 @@ use detox_runtime::load::{kind_name, load_model, parse_devices, parse_kind, Load
 use detox_runtime::CausalLm;
 use tch::{Device, Kind};
 
-pub use eval_args::{DecodingArgs, GeneralArgs, Keep, MethodChoice, SelectionArgs};
+pub use eval_args::{DecodingArgs, GeneralArgs, InputArgs, Keep, MethodChoice, SelectionArgs};
 
 /// The embedded default model: SmolLM2-135M-Instruct as `cargo xtask smollm2` installs it.
 pub const DEFAULT_MODEL: &str = "models/SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf";
@@ -171,6 +171,20 @@ impl SaveModelArgs {
         let args = MethodArgs::new().set("artefact", artefact.display());
         let mut built = Registry::builtin().build(method, &args, loaded.model.device())?;
         self.write_edited(&mut built, loaded)
+    }
+}
+
+/// Prints what a benchmark program shows of a record as it is written: the editor's notes on standard error,
+/// and, with `responses`, the adversarial prompt's response before and after the edit.
+pub fn print_record(record: &detox_eval::RunRecord, responses: bool) {
+    for note in &record.notes {
+        eprintln!("note: record {}: {note}", record.id);
+    }
+    if responses {
+        let (pre, post) = (&record.pre.responses[0], &record.post.responses[0]);
+        println!("\n== record {} ({}) layer {:?}", record.id, record.category, record.layer);
+        println!("   prompt : {}\n   before : [{}] {}", pre.input, pre.label, pre.response);
+        println!("   after  : [{}] {}", post.label, post.response);
     }
 }
 
