@@ -868,7 +868,7 @@ mod tests {
             ("sft", "layers=1,,2", "layers"),
             ("sft", "modules=q_proj,", "modules"),
             ("sft", "adapter=half", "adapter"),
-            ("steering", "format=markdown", "format"),
+            ("steering", "prompt_layout=markdown", "prompt_layout"),
         ] {
             let err = refused(fit, &[pair]);
             assert!(
