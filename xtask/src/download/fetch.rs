@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 
 use super::hub::{check_status, network_error, Hub};
-use crate::libtorch::hex;
+use crate::wheels::hex;
 
 /// What the file must be.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

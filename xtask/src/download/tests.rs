@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use sha2::{Digest, Sha256};
 
 use super::*;
-use crate::libtorch::hex;
+use crate::wheels::hex;
 
 const FILE: &str = "SafeEdit_test.json";
 const DATASET: &str = "/datasets/zjunlp/SafeEdit/resolve/main/";
