@@ -28,7 +28,10 @@ mod tokenizer;
 pub mod weights;
 
 pub use chat::{ChatTemplate, Message, PromptLayout, Role};
-pub use config::{Architecture, Config, RopeScaling};
+pub use config::{
+    Activation, Architecture, Config, NormKind, NormPlacement, QkNorm, RopeScaling,
+    SUPPORTED_MODEL_TYPES,
+};
 pub use error::{Error, Result};
 pub use generate::{generate, FinishReason, Generated, GenerationConfig, Sampling, StopCheck};
 pub use kv_cache::KvCache;

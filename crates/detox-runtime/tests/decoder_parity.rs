@@ -10,7 +10,22 @@ use detox_runtime::{
 };
 use tch::{Device, Kind, Tensor};
 
-const MODELS: &[&str] = &["llama", "llama3_tied_sharded", "mistral_window", "qwen2"];
+const MODELS: &[&str] = &[
+    "llama",
+    "llama3_tied_sharded",
+    "mistral_window",
+    "qwen2",
+    "qwen3",
+    "olmo2",
+    "gemma2",
+    "gemma3",
+    "gemma3_multimodal",
+    "phi3",
+];
+/// Fixtures whose reference ran transformers' eager attention (Gemma-2's soft-capping), which fills the query
+/// rows of left padding with an average of the values where the fused path gives zeros. Nothing reads those
+/// positions (no real token attends to padding), so there the batch outputs are compared at real tokens only.
+const EAGER_REFERENCE: &[&str] = &["gemma2"];
 const TOLERANCE: f64 = 1e-4;
 /// bf16 keeps 8 bits of mantissa: on CUDA in bf16 the logits and hidden states may differ from the fp32
 /// reference by this fraction of the largest magnitude in the compared tensor.
@@ -129,12 +144,19 @@ fn check_logits_and_hidden_states(device: Device, kind: Kind) -> Result<()> {
             ..Default::default()
         };
         let out = tch::no_grad(|| model.forward(&ids, &options))?;
-        let want = &exp.tensors["batch.logits"];
-        let d = max_diff(&out.logits, want);
+        let real = |t: &Tensor| -> Tensor {
+            if !EAGER_REFERENCE.contains(name) {
+                return t.shallow_clone();
+            }
+            let keep = mask.to_device(t.device()).unsqueeze(-1).to_kind(t.kind());
+            t * keep
+        };
+        let want = &real(&exp.tensors["batch.logits"]);
+        let d = max_diff(&real(&out.logits), want);
         assert!(d <= tolerance(kind, want), "{name}: left-padded batch logits differ by {d}");
         for (i, h) in out.hidden_states.expect("hidden").iter().enumerate() {
-            let want = &exp.tensors[&format!("batch.hidden.{i}")];
-            let d = max_diff(h, want);
+            let want = &real(&exp.tensors[&format!("batch.hidden.{i}")]);
+            let d = max_diff(&real(h), want);
             assert!(d <= tolerance(kind, want), "{name}: batch hidden state {i} differs by {d}");
         }
     }
