@@ -476,13 +476,15 @@ impl Converter<'_> {
             attention_bias,
             mlp_bias: raw.mlp_bias.unwrap_or(false),
             sliding_windows: self.sliding_windows(architecture, num_hidden_layers)?,
-            bos_token_id: raw.bos_token_id,
+            // A multimodal checkpoint's `text_config` omits what equals Gemma's defaults (BOS 2, EOS 1, PAD 0).
+            bos_token_id: raw.bos_token_id.or(gemma.then_some(2)),
             eos_token_ids: match &raw.eos_token_id {
+                None if gemma => vec![1],
                 None => Vec::new(),
                 Some(OneOrMany::One(id)) => vec![*id],
                 Some(OneOrMany::Many(ids)) => ids.clone(),
             },
-            pad_token_id: raw.pad_token_id,
+            pad_token_id: raw.pad_token_id.or(gemma.then_some(0)),
             saved_dtype: raw.dtype.clone().or_else(|| raw.torch_dtype.clone()),
             norm_kind: match architecture {
                 Architecture::Gemma2 | Architecture::Gemma3 => NormKind::OffsetScaleThenCast,
