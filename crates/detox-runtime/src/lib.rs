@@ -1,7 +1,8 @@
 //! # detox-runtime
 //!
 //! The libtorch-backed model runtime of the detox workspace (CPU and CUDA, through `tch`): decoder LLMs of the
-//! Llama-2, Llama-3, Mistral and Qwen2 families loaded from Hugging Face safetensors and `tokenizer.json`, chat
+//! Llama-2, Llama-3, Mistral, Qwen2, Qwen3, Gemma-2, Gemma-3, Phi-3 and OLMo-2 families (one decoder with
+//! per-family options, `docs/models.md`) loaded from Hugging Face safetensors and `tokenizer.json`, chat
 //! templates, full-sequence logits with the hidden states of every layer, access to any parameter by its Hugging
 //! Face name for editing and exact restore, batched KV-cache generation, and the RoBERTa sequence classifier used
 //! as the SafeEdit safety judge.

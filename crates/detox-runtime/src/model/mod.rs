@@ -352,9 +352,39 @@ impl CausalLm {
         self.params.names()
     }
 
+    /// The slot of the parameter `name`; a projection a fused checkpoint keeps inside another one is reported
+    /// with the fused parameter's name.
+    fn id(&self, name: &str) -> Result<ParamId> {
+        self.params.id(name).map_err(|unknown| match self.fused_parameter(name) {
+            Some(fused) => Error::FusedParameter {
+                name: name.to_string(),
+                fused,
+                model_type: self.config.architecture.model_type(),
+            },
+            None => unknown,
+        })
+    }
+
+    /// For a fused checkpoint (Phi-3), the parameter holding the separate projection `name` (`q_proj`, `k_proj`,
+    /// `v_proj` in `qkv_proj`; `gate_proj`, `up_proj` in `gate_up_proj`).
+    pub fn fused_parameter(&self, name: &str) -> Option<String> {
+        if !self.config.fused_projections {
+            return None;
+        }
+        let (module, suffix) = name.rsplit_once('.')?;
+        let (layer, module) = split_layer_name(module)?;
+        let fused = match module {
+            "self_attn.q_proj" | "self_attn.k_proj" | "self_attn.v_proj" => "self_attn.qkv_proj",
+            "mlp.gate_proj" | "mlp.up_proj" => "mlp.gate_up_proj",
+            _ => return None,
+        };
+        let fused = format!("model.layers.{layer}.{fused}.{suffix}");
+        self.params.id(&fused).is_ok().then_some(fused)
+    }
+
     /// The parameter called `name`.
     pub fn parameter(&self, name: &str) -> Result<&Tensor> {
-        Ok(self.params.get(self.params.id(name)?))
+        Ok(self.params.get(self.id(name)?))
     }
 
     /// Puts `tensor` in place of the parameter `name` and returns the previous tensor.
@@ -366,7 +396,7 @@ impl CausalLm {
     ///
     /// A projection's bias (its own or one attached with [`CausalLm::attach_bias`]) may likewise be `[k, out]`.
     pub fn replace_parameter(&mut self, name: &str, tensor: Tensor) -> Result<Tensor> {
-        let id = self.params.id(name)?;
+        let id = self.id(name)?;
         let rank = if name.ends_with("_proj.weight") {
             Some(2)
         } else if name.ends_with("_proj.bias") {
@@ -399,7 +429,7 @@ impl CausalLm {
     /// `path.a`: `[rank, in]`, `path.b`: `[out, rank]` for a weight of shape `[out, in]`; both floating point, of
     /// one dtype.
     pub fn set_low_rank(&mut self, name: &str, path: LowRank) -> Result<Option<LowRank>> {
-        let id = self.params.id(name)?;
+        let id = self.id(name)?;
         let weight = self.params.get(id).size();
         let (a, b) = (path.a.size(), path.b.size());
         let fits = name.ends_with("_proj.weight")
@@ -426,7 +456,7 @@ impl CausalLm {
 
     /// Removes the low-rank side path beside `name`, returning it (`None` when there was none).
     pub fn remove_low_rank(&mut self, name: &str) -> Result<Option<LowRank>> {
-        let id = self.params.id(name)?;
+        let id = self.id(name)?;
         Ok(self.params.remove_low_rank(id))
     }
 
@@ -436,6 +466,9 @@ impl CausalLm {
         let (absent, present): (Vec<&str>, Vec<&str>) = names
             .iter()
             .partition(|n| self.params.id(n).is_err() && self.attachable_bias(n).is_some());
+        for name in &present {
+            self.id(name)?;
+        }
         Snapshot::take(&self.params, &present, absent.into_iter().map(String::from).collect())
     }
 
@@ -443,7 +476,7 @@ impl CausalLm {
     /// biases attached since are detached.
     pub fn restore(&mut self, snapshot: &Snapshot) -> Result<()> {
         for (name, saved) in &snapshot.entries {
-            let id = self.params.id(name)?;
+            let id = self.id(name)?;
             drop(self.params.set(id, deep_copy(saved)?));
         }
         for name in &snapshot.absent {
