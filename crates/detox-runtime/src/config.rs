@@ -2,12 +2,14 @@
 //!
 //! The file is deserialised into a struct that mirrors what transformers writes (module `hf`), older and newer
 //! versions alike: `torch_dtype` or `dtype`, `rope_theta` + `rope_scaling` (with `rope_type` or the older `type`)
-//! or transformers 5's `rope_parameters`, `sliding_window` absent or `null`. Keys the runtime does not read
-//! (training switches, bookkeeping, fields a newer transformers adds) are ignored. The keys it needs are checked
-//! with an error naming the file and the key: missing, of the wrong type, or holding a value that would change the
-//! computation in a way the runtime does not implement (another activation, a quantisation config, a RoPE variant
-//! other than default, linear and llama3), which is refused rather than ignored. Keys transformers gives a default
-//! take that default, per family.
+//! or transformers 5's `rope_parameters` (nested per layer type for Gemma-3), `sliding_window` absent or `null`,
+//! `layer_types` or the older per-family window rules, and a multimodal Gemma-3's nested `text_config`. Keys the
+//! runtime does not read (training switches, bookkeeping, fields a newer transformers adds) are ignored. The keys
+//! it needs are checked with an error naming the file and the key: missing, of the wrong type, or holding a value
+//! that would change the computation in a way the runtime does not implement (another activation, a quantisation
+//! config, a RoPE variant other than default, linear, llama3 and longrope, a mixture of experts), which is refused
+//! rather than ignored. Keys transformers gives a default take that default, per family; what separates the
+//! families becomes the decoder options of [`Config`] (norm kind and placement, q/k norms, soft-capping, ...).
 
 mod hf;
 
