@@ -280,6 +280,9 @@ impl GgufModel {
     }
 }
 
+/// The split pattern of Qwen2's and Qwen3's pre-tokenizer.
+const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
 /// Rebuilds a Hugging Face `tokenizer.json` from `tokenizer.ggml.*` metadata (GPT-2-style byte-level BPE).
 fn tokenizer_json(file: &GgufFile) -> Result<Json> {
     let model = file.get("tokenizer.ggml.model").and_then(Value::as_str).unwrap_or_default();
@@ -315,15 +318,26 @@ fn tokenizer_json(file: &GgufFile) -> Result<Json> {
     let merges: Vec<Json> = merges.iter().filter_map(Value::as_str).map(|m| json!(m)).collect();
     let byte_level = json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true});
     let pre = file.get("tokenizer.ggml.pre").and_then(Value::as_str).unwrap_or("default");
-    let pre_tokenizer = match pre {
-        "smollm" => json!({"type": "Sequence", "pretokenizers": [
-            {"type": "Digits", "individual_digits": true}, byte_level.clone()]}),
-        "gpt2" | "default" => byte_level.clone(),
+    let (normalizer, pre_tokenizer) = match pre {
+        "smollm" => (
+            Json::Null,
+            json!({"type": "Sequence", "pretokenizers": [
+                {"type": "Digits", "individual_digits": true}, byte_level.clone()]}),
+        ),
+        "gpt2" | "default" => (Json::Null, byte_level.clone()),
+        // Qwen2's and Qwen3's `tokenizer.json`: NFC, then their split pattern (llama.cpp's `qwen2` one) before
+        // the byte-level mapping.
+        "qwen2" => (
+            json!({"type": "NFC"}),
+            json!({"type": "Sequence", "pretokenizers": [
+                {"type": "Split", "pattern": {"Regex": QWEN2_SPLIT}, "behavior": "Isolated", "invert": false},
+                {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": false}]}),
+        ),
         other => {
             return Err(meta_err(
                 file,
                 "tokenizer.ggml.pre",
-                &format!("pre-tokenizer `{other}` is not supported (smollm, gpt2)"),
+                &format!("pre-tokenizer `{other}` is not supported (smollm, gpt2, qwen2)"),
             ))
         }
     };
@@ -349,7 +363,7 @@ fn tokenizer_json(file: &GgufFile) -> Result<Json> {
         "truncation": null,
         "padding": null,
         "added_tokens": added,
-        "normalizer": null,
+        "normalizer": normalizer,
         "pre_tokenizer": pre_tokenizer,
         "post_processor": post_processor,
         "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
