@@ -288,3 +288,33 @@ fn unknown_model_types_are_refused_with_the_supported_list() -> Result<()> {
     assert!(err.contains("`model_type`"), "{err}");
     Ok(())
 }
+
+/// The decoder parity checkpoints' configurations, as transformers 4.x (`rope_theta`, `rope_scaling`, Gemma-3's
+/// `rope_local_base_freq` and `sliding_window_pattern`, no `layer_types`) and 5.x write them, read the same as
+/// the `config.json` each checkpoint was saved with.
+#[test]
+fn the_parity_checkpoints_read_the_same_in_both_dialects() -> Result<()> {
+    let families = [
+        ("qwen3", 2),
+        ("olmo2", 3),
+        ("gemma2", 3),
+        ("gemma3", 2),
+        ("gemma3_multimodal", 2),
+        ("phi3", 2),
+    ];
+    for (family, count) in families {
+        let saved = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/decoders")
+            .join(family)
+            .join("config.json");
+        let mut want = Config::from_file(&saved)?;
+        for (version, path) in versions(&format!("tiny-{family}"), count) {
+            let mut got = Config::from_file(&path)?;
+            // Which transformers wrote the file is the one thing that differs: it is not in `Config`.
+            got.saved_dtype = None;
+            want.saved_dtype = None;
+            assert_eq!(got, want, "{family}: transformers {version} reads differently");
+        }
+    }
+    Ok(())
+}
