@@ -1008,6 +1008,50 @@ mod tests {
         assert!(not_object.contains("<root>"), "{not_object}");
     }
 
+    const PHI3: &str = r#"{"model_type":"phi3","vocab_size":10,"hidden_size":32,"intermediate_size":8,
+        "num_hidden_layers":1,"num_attention_heads":4,"max_position_embeddings":64,"partial_rotary_factor":0.5,
+        "original_max_position_embeddings":8,"rope_scaling":{"type":"su","short_factor":[1.0,1.0],
+        "long_factor":[2.0,2.0]}}"#;
+
+    #[test]
+    fn new_family_options_are_refused_where_they_do_not_apply() {
+        let phi3 = parse(PHI3).unwrap();
+        assert_eq!((phi3.rotary_dim(), phi3.fused_projections), (4, true));
+        let cases = [
+            (
+                LLAMA.replace("\"initializer_range\":0.02", "\"partial_rotary_factor\":0.5"),
+                "partial_rotary_factor",
+            ),
+            (
+                LLAMA.replace("\"initializer_range\":0.02", "\"final_logit_softcapping\":30.0"),
+                "final_logit_softcapping",
+            ),
+            (PHI3.replace("[2.0,2.0]", "[2.0]"), "rope_scaling.long_factor"),
+            (
+                PHI3.replace("\"original_max_position_embeddings\":8,", ""),
+                "original_max_position_embeddings",
+            ),
+            (LLAMA.replace("\"model_type\":\"llama\"", "\"model_type\":\"gemma3\""), "text_config"),
+            (
+                LLAMA.replace("\"model_type\":\"llama\"", "\"model_type\":\"qwen2_moe\""),
+                "model_type",
+            ),
+            (LLAMA.replace("\"initializer_range\":0.02", "\"num_local_experts\":8"), "model_type"),
+        ];
+        for (json, key) in cases {
+            let err = parse(&json).map(|_| ()).expect_err(key).to_string();
+            assert!(err.contains(&format!("`{key}`")), "{key}: {err}");
+        }
+        let gemma3 = r#"{"model_type":"gemma3_text","vocab_size":10,"hidden_size":8,"intermediate_size":8,
+            "num_hidden_layers":2,"num_attention_heads":2,"num_key_value_heads":1,
+            "rope_parameters":{"full_attention":{"rope_type":"default",
+            "rope_theta":100.0},"sliding_attention":{"rope_type":"linear","factor":2.0,"rope_theta":10.0}}}"#;
+        let err = parse(gemma3).unwrap_err().to_string();
+        assert!(err.contains("`rope_parameters.sliding_attention`"), "{err}");
+        let per_type_llama = gemma3.replace("gemma3_text", "llama");
+        assert!(parse(&per_type_llama).unwrap_err().to_string().contains("`rope_parameters`"));
+    }
+
     #[test]
     fn windows_per_family() {
         let mistral = r#"{"model_type":"mistral","vocab_size":10,"hidden_size":8,"intermediate_size":8,
