@@ -149,7 +149,9 @@ impl DecoderLayer {
         names
     }
 
-    /// Registers this layer's tensors (taken from `source`) in `store`.
+    /// Registers this layer's tensors (taken from `source`) in `store`: the projections in the order of
+    /// [`projections`] (q, k, v, o, gate, up, down for the unfused families, as before the other families were
+    /// added), then the norms, then the q/k norms.
     pub fn register(
         config: &Config,
         i: usize,
@@ -157,6 +159,32 @@ impl DecoderLayer {
         source: &mut HashMap<String, Tensor>,
     ) -> Result<Self> {
         let p = format!("model.layers.{i}");
+        let mut take = |module: &str, bias: bool| -> Result<Proj> {
+            let w = store.take(source, &format!("{p}.{module}.weight"))?;
+            let b =
+                if bias { Some(store.take(source, &format!("{p}.{module}.bias"))?) } else { None };
+            Ok((w, b))
+        };
+        let attn_bias = |proj: &str| has_attention_bias(config, proj);
+        let qkv = if config.fused_projections {
+            QkvProj::Fused(take("self_attn.qkv_proj", attn_bias("qkv_proj"))?)
+        } else {
+            QkvProj::Separate {
+                q: take("self_attn.q_proj", attn_bias("q_proj"))?,
+                k: take("self_attn.k_proj", attn_bias("k_proj"))?,
+                v: take("self_attn.v_proj", attn_bias("v_proj"))?,
+            }
+        };
+        let o = take("self_attn.o_proj", attn_bias("o_proj"))?;
+        let gate_up = if config.fused_projections {
+            GateUpProj::Fused(take("mlp.gate_up_proj", config.mlp_bias)?)
+        } else {
+            GateUpProj::Separate {
+                gate: take("mlp.gate_proj", config.mlp_bias)?,
+                up: take("mlp.up_proj", config.mlp_bias)?,
+            }
+        };
+        let down = take("mlp.down_proj", config.mlp_bias)?;
         let mut norms = [None; 4];
         for (slot, name) in norms.iter_mut().zip(norm_names(config.norm_placement)) {
             if let Some(name) = name {
@@ -171,36 +199,14 @@ impl DecoderLayer {
                 store.take(source, &format!("{p}.self_attn.k_norm.weight"))?,
             )),
         };
-        let mut projs = HashMap::new();
-        for (module, bias) in projections(config) {
-            let w = store.take(source, &format!("{p}.{module}.weight"))?;
-            let b =
-                if bias { Some(store.take(source, &format!("{p}.{module}.bias"))?) } else { None };
-            projs.insert(module, (w, b));
-        }
-        let mut get = |module: &str| projs.remove(module).expect("listed by projections()");
-        let qkv = if config.fused_projections {
-            QkvProj::Fused(get("self_attn.qkv_proj"))
-        } else {
-            QkvProj::Separate {
-                q: get("self_attn.q_proj"),
-                k: get("self_attn.k_proj"),
-                v: get("self_attn.v_proj"),
-            }
-        };
-        let gate_up = if config.fused_projections {
-            GateUpProj::Fused(get("mlp.gate_up_proj"))
-        } else {
-            GateUpProj::Separate { gate: get("mlp.gate_proj"), up: get("mlp.up_proj") }
-        };
         Ok(Self {
             index: i,
             norms: LayerNorms { attn_pre, attn_post, mlp_pre, mlp_post },
             qkv,
             qk_norms,
-            o: get("self_attn.o_proj"),
+            o,
             gate_up,
-            down: get("mlp.down_proj"),
+            down,
         })
     }
 
