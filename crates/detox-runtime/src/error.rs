@@ -95,6 +95,19 @@ pub enum Error {
         /// The requested name.
         name: String,
     },
+    /// A parameter name is one of the projections a fused checkpoint (Phi-3) stores inside another one.
+    #[error(
+        "the model has no parameter named `{name}`: this {model_type} model fuses it into `{fused}` \
+         (address that tensor instead)"
+    )]
+    FusedParameter {
+        /// The requested name (e.g. `model.layers.3.mlp.gate_proj.weight`).
+        name: String,
+        /// The fused parameter holding it (e.g. `model.layers.3.mlp.gate_up_proj.weight`).
+        fused: String,
+        /// The checkpoint's `model_type`.
+        model_type: &'static str,
+    },
     /// A tensor's shape does not fit where it is used.
     #[error("`{name}`: expected shape {expected:?}, got {actual:?}")]
     ShapeMismatch {

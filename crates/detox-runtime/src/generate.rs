@@ -112,7 +112,12 @@ pub fn generate(
     let max_new = config.max_new_tokens as i64;
     let LeftPadded { ids, mask: mut full_mask, padded, .. } =
         left_pad(prompts, config.pad_token_id, device)?;
-    let mut cache = model.new_cache(batch, prompt_len + max_new.max(1))?;
+    let capacity = prompt_len + max_new.max(1);
+    let mut cache = model.new_cache(batch, capacity)?;
+    // LongRoPE models recompute the whole sequence once it outgrows the pre-training context (see
+    // `CausalLm::cache_rebuild_context`), so they keep every token; other models keep nothing extra.
+    let rebuild_at = model.cache_rebuild_context();
+    let mut history = rebuild_at.map(|_| ids.shallow_clone());
     let eos = Tensor::from_slice(&config.eos_token_ids).f_to_device(device).ctx("eos ids")?;
     let mut unfinished = Tensor::f_ones([batch], (Kind::Bool, device)).ctx("flags")?;
     let mut produced: Vec<Tensor> = Vec::with_capacity(config.max_new_tokens);
@@ -120,6 +125,13 @@ pub fn generate(
     let mut finish: Vec<Option<(usize, FinishReason)>> = vec![None; prompts.len()];
     let mut next_input = ids;
     for step in 0..config.max_new_tokens {
+        if let (Some(context), Some(history)) = (rebuild_at, &history) {
+            // The step whose one new token first reaches past the context.
+            if cache.len() == context {
+                cache = model.new_cache(batch, capacity)?;
+                next_input = history.shallow_clone();
+            }
+        }
         let options = ForwardOptions {
             // Equal-length prompts need no padding mask (and then take the fused causal kernel).
             attention_mask: if padded { Some(&full_mask) } else { None },
@@ -140,6 +152,10 @@ pub fn generate(
         }
         // The model is fed the token it chose; the host reads the marked copy at the next sync.
         produced.push(mark_non_finite(&logits, &token)?);
+        if let Some(history) = history.as_mut() {
+            *history = Tensor::f_cat(&[&*history, &token.f_unsqueeze(1).ctx("history")?], 1)
+                .ctx("history")?;
+        }
         let ones = Tensor::f_ones([batch, 1], (full_mask.kind(), device)).ctx("mask")?;
         full_mask = Tensor::f_cat(&[&full_mask, &ones], 1).ctx("extending mask")?;
         next_input = token.f_unsqueeze(1).ctx("next input")?;

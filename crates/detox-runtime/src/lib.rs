@@ -1,7 +1,8 @@
 //! # detox-runtime
 //!
 //! The libtorch-backed model runtime of the detox workspace (CPU and CUDA, through `tch`): decoder LLMs of the
-//! Llama-2, Llama-3, Mistral and Qwen2 families loaded from Hugging Face safetensors and `tokenizer.json`, chat
+//! Llama-2, Llama-3, Mistral, Qwen2, Qwen3, Gemma-2, Gemma-3, Phi-3 and OLMo-2 families (one decoder with
+//! per-family options, `docs/models.md`) loaded from Hugging Face safetensors and `tokenizer.json`, chat
 //! templates, full-sequence logits with the hidden states of every layer, access to any parameter by its Hugging
 //! Face name for editing and exact restore, batched KV-cache generation, writing an edited model back as a
 //! Hugging Face directory ([`CausalLm::save_pretrained`], [`export`]), and the RoBERTa sequence classifier used
@@ -31,7 +32,10 @@ mod tokenizer;
 pub mod weights;
 
 pub use chat::{ChatTemplate, Message, PromptLayout, Role};
-pub use config::{Architecture, Config, RopeScaling};
+pub use config::{
+    Activation, Architecture, Config, NormKind, NormPlacement, QkNorm, RopeScaling,
+    SUPPORTED_MODEL_TYPES,
+};
 pub use error::{Error, Result};
 pub use export::{SaveOptions, SavedModel};
 pub use generate::{generate, FinishReason, Generated, GenerationConfig, Sampling, StopCheck};

@@ -34,7 +34,8 @@ struct Active {
 ///
 /// With greedy decoding each result equals what [`generate`](crate::generate::generate) gives for that prompt alone, up to
 /// floating-point differences between batch shapes. Models with a sliding window shorter than the longest prompt
-/// plus `max_new_tokens` are refused (a slot's window would be misplaced); use [`generate`](crate::generate::generate) for them.
+/// plus `max_new_tokens` are refused (a slot's window would be misplaced), as are LongRoPE models whose slots reach past
+/// the pre-training context; use [`generate`](crate::generate::generate) for them.
 pub fn generate_refill(
     model: &CausalLm,
     prompts: &[Vec<i64>],
@@ -54,6 +55,12 @@ pub fn generate_refill(
     if let Some(w) = model.config().sliding_windows.iter().flatten().find(|w| **w < capacity) {
         return Err(Error::InvalidInput(format!(
             "refill generation cannot place a {w}-token sliding window in a {capacity}-position slot; use generate"
+        )));
+    }
+    if let Some(context) = model.cache_rebuild_context().filter(|c| *c < capacity) {
+        return Err(Error::InvalidInput(format!(
+            "refill generation cannot run LongRoPE past its {context}-position pre-training context (a {capacity}-position \
+             slot), where the whole sequence is recomputed; use generate"
         )));
     }
     let slots = slots.min(prompts.len());

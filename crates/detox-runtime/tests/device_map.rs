@@ -102,3 +102,33 @@ fn layers_split_over_cpu_and_cuda_match_the_cpu_model() -> Result<()> {
     }
     Ok(())
 }
+
+/// The sizes a device map is planned with are the sizes of the loaded parameters, for every family's layout
+/// (Gemma's four norms per layer and q/k norms, OLMo-2's whole-projection q/k norms, Phi-3's fused projections).
+#[test]
+fn planned_part_sizes_are_the_loaded_parameter_sizes() -> Result<()> {
+    let all = [
+        "llama",
+        "llama3_tied_sharded",
+        "mistral_window",
+        "qwen2",
+        "qwen3",
+        "olmo2",
+        "gemma2",
+        "gemma3",
+        "gemma3_multimodal",
+        "phi3",
+    ];
+    for name in all {
+        let model = CausalLm::load(fixture(name), Device::Cpu, Kind::Float)?;
+        let loaded: u64 = model
+            .parameter_names()
+            .iter()
+            .map(|n| model.parameter(n).map(|t| t.numel() as u64 * 4))
+            .sum::<detox_runtime::Result<u64>>()?;
+        let planned = detox_runtime::PartSizes::of(model.config(), Kind::Float)
+            .total(model.config().num_hidden_layers);
+        assert_eq!(planned, loaded, "{name}");
+    }
+    Ok(())
+}

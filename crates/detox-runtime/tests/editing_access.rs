@@ -306,3 +306,46 @@ fn low_rank_side_path_survives_bf16_and_removes_exactly() -> Result<()> {
     assert!(err.contains("A [rank, in]") && err.contains(DOWN), "{err}");
     Ok(())
 }
+
+/// Parameters are listed in one order per family: the embedding, then per layer the projections (weight, then
+/// bias), the block norms and the q/k norms, then the final norm and the head.
+#[test]
+fn parameter_names_follow_the_layer_layout() -> Result<()> {
+    let qwen2 = CausalLm::load(fixture("qwen2"), Device::Cpu, Kind::Float)?;
+    let layer0: Vec<&str> = qwen2.parameter_names()[1..12].iter().map(String::as_str).collect();
+    let p = "model.layers.0";
+    let want: Vec<String> = [
+        "self_attn.q_proj.weight",
+        "self_attn.q_proj.bias",
+        "self_attn.k_proj.weight",
+        "self_attn.k_proj.bias",
+        "self_attn.v_proj.weight",
+        "self_attn.v_proj.bias",
+        "self_attn.o_proj.weight",
+        "mlp.gate_proj.weight",
+        "mlp.up_proj.weight",
+        "mlp.down_proj.weight",
+        "input_layernorm.weight",
+    ]
+    .iter()
+    .map(|n| format!("{p}.{n}"))
+    .collect();
+    assert_eq!(layer0, want);
+    assert_eq!(qwen2.parameter_names()[0], "model.embed_tokens.weight");
+
+    let gemma3 = CausalLm::load(fixture("gemma3"), Device::Cpu, Kind::Float)?;
+    let tail: Vec<&str> = gemma3.parameter_names()[8..14].iter().map(String::as_str).collect();
+    let want: Vec<String> = [
+        "input_layernorm.weight",
+        "post_attention_layernorm.weight",
+        "pre_feedforward_layernorm.weight",
+        "post_feedforward_layernorm.weight",
+        "self_attn.q_norm.weight",
+        "self_attn.k_norm.weight",
+    ]
+    .iter()
+    .map(|n| format!("{p}.{n}"))
+    .collect();
+    assert_eq!(tail, want);
+    Ok(())
+}

@@ -132,3 +132,46 @@ fn non_finite_logits_stop_generation_naming_row_and_step() -> Result<()> {
     assert!(message.contains("non-finite") && message.contains("dtype"), "{message}");
     Ok(())
 }
+
+fn decoder_fixture(name: &str) -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/decoders").join(name)
+}
+
+/// OLMo-2 (norms after each block, whole-projection q/k norms) refills like the Llama-shaped fixture.
+#[test]
+fn refill_serves_a_post_norm_family() -> Result<()> {
+    let model = CausalLm::load(decoder_fixture("olmo2"), Device::Cpu, Kind::Float)?;
+    let config = GenerationConfig::greedy(6, vec![2]);
+    let alone: Vec<_> = prompts()
+        .iter()
+        .map(|p| generate(&model, std::slice::from_ref(p), &config, None).map(|mut g| g.remove(0)))
+        .collect::<detox_runtime::Result<_>>()?;
+    for slots in [1, 3] {
+        assert_eq!(generate_refill(&model, &prompts(), &config, slots)?, alone, "{slots} slots");
+    }
+    Ok(())
+}
+
+/// A LongRoPE model whose slots would cross its pre-training context (where generation recomputes the whole
+/// sequence) is refused by name; Phi-3's sliding window is taken away so that the window is not what refuses.
+#[test]
+fn refill_refuses_longrope_past_its_context() -> Result<()> {
+    let dir = decoder_fixture("phi3");
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json"))?)?;
+    json["sliding_window"] = serde_json::Value::Null;
+    let config = detox_runtime::Config::from_value(&json, &dir.join("config.json"))?;
+    let tensors = detox_runtime::SafetensorsFiles::open_dir(&dir)?.load_all(Device::Cpu, None)?;
+    let model = CausalLm::from_tensors(config, tensors, Device::Cpu, Kind::Float)?;
+    let short = GenerationConfig::greedy(2, vec![2]);
+    assert_eq!(
+        generate_refill(&model, &[vec![1, 5, 6]], &short, 1)?.len(),
+        1,
+        "within the context"
+    );
+    let err = generate_refill(&model, &prompts(), &GenerationConfig::greedy(4, vec![2]), 2)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("LongRoPE") && err.contains("8-position"), "{err}");
+    Ok(())
+}

@@ -72,8 +72,11 @@ fn check_model(name: &str) -> Result<()> {
 
 #[test]
 fn resumed_passes_equal_full_passes_with_padding_and_windows() -> Result<()> {
-    // Llama, Qwen2 (q/k/v biases) and Mistral with a sliding window shorter than the input.
-    for name in ["llama", "qwen2", "mistral_window"] {
+    // Llama, Qwen2 (q/k/v biases) and Mistral with a sliding window shorter than the input; Qwen3 and OLMo-2
+    // (q/k norms, OLMo-2's norms after each block), Gemma-2 (a norm after down_proj, soft-capped attention and
+    // logits, windowed logits capped too), Gemma-3 (local and global RoPE) and Phi-3 (fused projections,
+    // partial LongRoPE past its pre-training context).
+    for name in ["llama", "qwen2", "mistral_window", "qwen3", "olmo2", "gemma2", "gemma3", "phi3"] {
         check_model(name)?;
     }
     Ok(())
@@ -81,7 +84,15 @@ fn resumed_passes_equal_full_passes_with_padding_and_windows() -> Result<()> {
 
 #[test]
 fn a_resumed_pass_follows_the_changed_tensor_and_carries_its_gradient() -> Result<()> {
-    let mut model = CausalLm::load(fixture("llama"), Device::Cpu, Kind::Float)?;
+    // Gemma-2's down_proj feeds a norm before the residual, and Phi-3's input comes from a fused gate_up_proj.
+    for fixture_name in ["llama", "gemma2", "phi3"] {
+        follows_the_changed_tensor(fixture_name)?;
+    }
+    Ok(())
+}
+
+fn follows_the_changed_tensor(fixture_name: &str) -> Result<()> {
+    let mut model = CausalLm::load(fixture(fixture_name), Device::Cpu, Kind::Float)?;
     let name = "model.layers.1.mlp.down_proj.weight";
     let point = model.resume_point_for(name).expect("a down_proj resumes before itself");
     assert_eq!(point, ResumePoint::DownProjInput(1));
@@ -93,7 +104,10 @@ fn a_resumed_pass_follows_the_changed_tensor_and_carries_its_gradient() -> Resul
     let _ = model.replace_parameter(name, changed)?;
     let full = tch::no_grad(|| model.forward(&ids, &ForwardOptions::default()))?.logits;
     let resumed = tch::no_grad(|| model.forward_resumed(&prefix, LogitsSelection::All))?;
-    assert!(max_diff(&resumed, &full) <= 1e-5, "the resumed pass uses the current weight");
+    assert!(
+        max_diff(&resumed, &full) <= 1e-5,
+        "{fixture_name}: the resumed pass uses the current weight"
+    );
 
     let _ = model.replace_parameter(name, master.shallow_clone())?;
     // A window inside the sequence and one reaching its end (the last layer's shortened path).
@@ -115,7 +129,7 @@ fn a_resumed_pass_follows_the_changed_tensor_and_carries_its_gradient() -> Resul
         master.zero_grad();
         assert!(
             scale > 0.0 && diff <= 1e-5 * scale,
-            "window {start}+{len}: gradients differ by {diff}"
+            "{fixture_name} window {start}+{len}: gradients differ by {diff}"
         );
     }
     Ok(())
@@ -161,6 +175,16 @@ fn resume_points_are_named_by_the_changing_tensor() -> Result<()> {
     let outside = model.forward_resumed(&prefix, LogitsSelection::Window { start: 2, len: 2 });
     assert!(outside.is_err(), "a window past the end is refused");
     assert!(model.resume_layers(&prefix, 3).is_err(), "no position kept");
+    let phi3 = CausalLm::load(fixture("phi3"), Device::Cpu, Kind::Float)?;
+    assert_eq!(
+        phi3.resume_point_for("model.layers.1.mlp.gate_up_proj.weight"),
+        Some(ResumePoint::LayerInput(1))
+    );
+    assert_eq!(
+        phi3.resume_point_for("model.layers.2.mlp.down_proj.weight"),
+        Some(ResumePoint::DownProjInput(2))
+    );
+    assert_eq!(phi3.resume_point_for("model.layers.1.mlp.gate_proj.weight"), None, "fused in phi3");
     assert!(model.resume_layers(&prefix, -1).is_err());
     Ok(())
 }

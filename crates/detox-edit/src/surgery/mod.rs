@@ -28,7 +28,7 @@ pub use probe::{
     labelled_responses, probe_features, train_probe, LabelledText, Probe, ProbeConfig, ProbeFit,
     ProbeStep,
 };
-pub use select::{gate_name, select_rows, surgery_delta, SelectedRow};
+pub use select::{gate_name, gate_rows, select_rows, surgery_delta, SelectedRow};
 
 /// The method's report name.
 pub const METHOD: &str = "Model-Surgery";

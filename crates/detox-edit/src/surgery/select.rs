@@ -23,6 +23,27 @@ pub fn gate_name(layer: usize) -> String {
     format!("model.layers.{layer}.mlp.gate_proj.weight")
 }
 
+/// Where layer `layer`'s gate rows live: the tensor's name and how many of its leading rows are gate rows. That
+/// is the whole `mlp.gate_proj.weight`, or the first `intermediate_size` rows of Phi-3's fused
+/// `mlp.gate_up_proj.weight` (its gate half; the up half follows).
+pub fn gate_rows(model: &CausalLm, layer: usize) -> Result<(String, i64)> {
+    let name = gate_name(layer);
+    if let Ok(weight) = model.parameter(&name) {
+        return Ok((name, weight.size()[0]));
+    }
+    match model.fused_parameter(&name) {
+        Some(fused) => Ok((fused, model.config().intermediate_size)),
+        None => Err(EditError::InvalidConfig {
+            method: "Model Surgery".into(),
+            reason: format!(
+                "it shifts gate rows, and this {} model has neither `{name}` nor a fused `mlp.gate_up_proj` \
+                 in layer {layer}",
+                model.config().architecture.model_type()
+            ),
+        }),
+    }
+}
+
 /// The `count` rows of all layers' `gate_proj` weights whose cosine with `direction` is the most negative,
 /// best first: every row is scored by its negated cosine in fp32 (in fp16 a tenth of the chosen rows would
 /// differ), the scores of all layers pooled and ranked. Equal scores keep layer order, then row order, as the
@@ -43,7 +64,8 @@ pub fn select_rows(model: &CausalLm, direction: &Tensor, count: usize) -> Result
     let _guard = tch::no_grad_guard();
     let mut scored = Vec::new();
     for layer in 0..model.config().num_hidden_layers {
-        let weight = model.parameter(&gate_name(layer))?;
+        let (name, rows) = gate_rows(model, layer)?;
+        let weight = e(model.parameter(&name)?.f_narrow(0, 0, rows))?;
         let weight = e(weight.f_to_kind(Kind::Float))?;
         let v =
             e(e(e(direction.f_to_kind(Kind::Float))?.f_to_device(weight.device()))?
@@ -103,7 +125,7 @@ pub fn surgery_delta(
         if mine.is_empty() {
             continue;
         }
-        let name = gate_name(layer);
+        let (name, rows) = gate_rows(model, layer)?;
         let size = model.parameter(&name)?.size();
         if size.len() != 2 || size[1] != shift.size()[0] {
             return Err(EditError::ShapeMismatch {
@@ -112,10 +134,12 @@ pub fn surgery_delta(
                 got: size.clone(),
             });
         }
-        if let Some(&row) = mine.iter().find(|&&r| r >= size[0]) {
+        if let Some(&row) = mine.iter().find(|&&r| r >= rows) {
             return Err(EditError::InvalidConfig {
                 method: "Model Surgery".into(),
-                reason: format!("row {row} of `{name}` does not exist (it has {} rows)", size[0]),
+                reason: format!(
+                    "gate row {row} of `{name}` does not exist (it has {rows} gate rows)"
+                ),
             });
         }
         // Built where the weight lives, so that applying it moves nothing.

@@ -48,7 +48,9 @@ impl AdapterKind {
 }
 
 /// The parameter names of `model` ending in `.{module}.weight` for any of `modules` (e.g. `q_proj`,
-/// `down_proj`), restricted to `layers` when given, in checkpoint order.
+/// `down_proj`), restricted to `layers` when given, in checkpoint order. In a fused checkpoint (Phi-3) `q_proj`,
+/// `k_proj` and `v_proj` name `qkv_proj`, `gate_proj` and `up_proj` name `gate_up_proj`. A module that matches
+/// nothing is an error naming it.
 pub fn target_parameters(
     model: &CausalLm,
     modules: &[&str],
@@ -58,19 +60,38 @@ pub fn target_parameters(
         None => true,
         Some(ls) => ls.iter().any(|l| name.starts_with(&format!("model.layers.{l}."))),
     };
-    let names: Vec<String> = model
-        .parameter_names()
-        .iter()
-        .filter(|n| modules.iter().any(|m| n.ends_with(&format!(".{m}.weight"))) && in_layers(n))
-        .cloned()
-        .collect();
-    if names.is_empty() {
+    // A fused checkpoint (Phi-3) keeps q/k/v in `qkv_proj` and gate/up in `gate_up_proj`: a request for the
+    // separate projections targets the tensor that holds them.
+    let fused = model.config().fused_projections;
+    let mut resolved: Vec<&str> = Vec::with_capacity(modules.len());
+    for module in modules {
+        let module = match (fused, *module) {
+            (true, "q_proj" | "k_proj" | "v_proj") => "qkv_proj",
+            (true, "gate_proj" | "up_proj") => "gate_up_proj",
+            (_, module) => module,
+        };
+        if !resolved.contains(&module) {
+            resolved.push(module);
+        }
+    }
+    let matches = |n: &str, m: &str| n.ends_with(&format!(".{m}.weight")) && in_layers(n);
+    if let Some(missing) =
+        resolved.iter().find(|m| !model.parameter_names().iter().any(|n| matches(n, m)))
+    {
         return Err(EditError::InvalidConfig {
             method: "training".into(),
-            reason: format!("no parameter matches the modules {modules:?} in layers {layers:?}"),
+            reason: format!(
+                "no parameter of this {} model matches the module `{missing}` in layers {layers:?}",
+                model.config().architecture.model_type()
+            ),
         });
     }
-    Ok(names)
+    Ok(model
+        .parameter_names()
+        .iter()
+        .filter(|n| resolved.iter().any(|m| matches(n, m)))
+        .cloned()
+        .collect())
 }
 
 #[derive(Debug)]

@@ -24,6 +24,8 @@ pub(super) struct HfConfig {
     pub num_key_value_heads: Presence<i64>,
     pub head_dim: Option<i64>,
     pub hidden_act: Option<String>,
+    /// Gemma's name for the MLP activation.
+    pub hidden_activation: Option<String>,
     pub max_position_embeddings: Option<i64>,
     pub rms_norm_eps: Option<f64>,
     /// RoPE base (transformers < 5).
@@ -34,6 +36,10 @@ pub(super) struct HfConfig {
     pub rope_parameters: Option<HfRope>,
     pub rope_interleaved: Option<bool>,
     pub partial_rotary_factor: Option<f64>,
+    /// Gemma-3's RoPE base of sliding-window layers (transformers < 5).
+    pub rope_local_base_freq: Option<f64>,
+    /// Phi-3's pre-training context, which LongRoPE scales from (transformers < 5 keep it outside `rope_scaling`).
+    pub original_max_position_embeddings: Option<i64>,
     pub tie_word_embeddings: Option<bool>,
     pub attention_bias: Option<bool>,
     pub mlp_bias: Option<bool>,
@@ -43,6 +49,21 @@ pub(super) struct HfConfig {
     pub use_sliding_window: Option<bool>,
     pub max_window_layers: Option<i64>,
     pub layer_types: Option<Vec<String>>,
+    /// Gemma-3's period of full-attention layers (transformers < 4.53).
+    pub sliding_window_pattern: Option<i64>,
+    /// Gemma's attention scale is `query_pre_attn_scalar ** -0.5`.
+    pub query_pre_attn_scalar: Option<f64>,
+    /// Absent and `null` differ: Gemma-2 caps by default, `null` turns capping off.
+    #[serde(default, deserialize_with = "presence")]
+    pub attn_logit_softcapping: Presence<f64>,
+    /// See `attn_logit_softcapping`.
+    #[serde(default, deserialize_with = "presence")]
+    pub final_logit_softcapping: Presence<f64>,
+    pub use_bidirectional_attention: Option<bool>,
+    /// Expert counts: their presence marks a mixture-of-experts model whatever its `model_type`.
+    pub num_local_experts: Option<IgnoredAny>,
+    /// See `num_local_experts`.
+    pub num_experts: Option<IgnoredAny>,
     pub bos_token_id: Option<i64>,
     pub eos_token_id: Option<OneOrMany>,
     pub pad_token_id: Option<i64>,
@@ -66,10 +87,16 @@ pub(super) struct HfRope {
     pub high_freq_factor: Option<f64>,
     pub original_max_position_embeddings: Option<f64>,
     pub partial_rotary_factor: Option<f64>,
-    /// transformers 5 nests the parameters per layer type for models that mix attention kinds.
-    pub full_attention: Option<IgnoredAny>,
+    /// LongRoPE's per-frequency factors up to the pre-training context.
+    pub short_factor: Option<Vec<f64>>,
+    /// LongRoPE's per-frequency factors beyond the pre-training context.
+    pub long_factor: Option<Vec<f64>>,
+    /// LongRoPE's scale on the rotary tables, when not derived from the context extension.
+    pub attention_factor: Option<f64>,
+    /// transformers 5 nests the parameters per layer type for models that mix attention kinds (Gemma-3).
+    pub full_attention: Option<Box<HfRope>>,
     /// See `full_attention`.
-    pub sliding_attention: Option<IgnoredAny>,
+    pub sliding_attention: Option<Box<HfRope>>,
 }
 
 /// `eos_token_id`: one id or a list.

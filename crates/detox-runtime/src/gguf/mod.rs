@@ -1,8 +1,9 @@
-//! Importing Llama-architecture GGUF checkpoints (llama.cpp's format), such as the embedded default model
-//! SmolLM2-135M-Instruct: dequantised weights under Hugging Face names, a Hugging Face config, a `tokenizer.json`
-//! rebuilt from the GGUF vocabulary, and the chat template. Usable directly or written out once as a Hugging Face
-//! model directory.
+//! Importing GGUF checkpoints (llama.cpp's format) of the `llama`, `qwen3`, `gemma2`, `gemma3`, `phi3` and `olmo2`
+//! architectures, such as the embedded default model SmolLM2-135M-Instruct: dequantised weights under Hugging Face
+//! names (llama.cpp's converter changes undone), a Hugging Face config, a `tokenizer.json` rebuilt from the GGUF
+//! vocabulary, and the chat template. Usable directly or written out once as a Hugging Face model directory.
 
+mod arch;
 pub mod dequant;
 pub mod reader;
 
@@ -17,6 +18,7 @@ use crate::config::Config;
 use crate::error::{Error, Result, TorchContext};
 use crate::model::CausalLm;
 use crate::tokenizer::Tokenizer;
+use arch::GgufArch;
 pub use reader::{GgufFile, TensorInfo, Value};
 
 /// A GGUF checkpoint converted to Hugging Face form, in host memory (fp32).
@@ -80,34 +82,10 @@ fn meta_f64(file: &GgufFile, key: &str) -> Result<f64> {
         .ok_or_else(|| meta_err(file, key, "missing or not a number"))
 }
 
-/// The Hugging Face name of a GGUF tensor (`token_embd.weight` -> `model.embed_tokens.weight`, ...).
+/// The Hugging Face name of a GGUF tensor of a `llama` file (`token_embd.weight` -> `model.embed_tokens.weight`,
+/// ...).
 pub fn hf_name(gguf: &str) -> Option<String> {
-    let fixed = match gguf {
-        "token_embd.weight" => Some("model.embed_tokens.weight"),
-        "output_norm.weight" => Some("model.norm.weight"),
-        "output.weight" => Some("lm_head.weight"),
-        _ => None,
-    };
-    if let Some(name) = fixed {
-        return Some(name.to_string());
-    }
-    let rest = gguf.strip_prefix("blk.")?;
-    let (layer, rest) = rest.split_once('.')?;
-    layer.parse::<usize>().ok()?;
-    let (module, suffix) = rest.rsplit_once('.')?;
-    let hf = match module {
-        "attn_q" => "self_attn.q_proj",
-        "attn_k" => "self_attn.k_proj",
-        "attn_v" => "self_attn.v_proj",
-        "attn_output" => "self_attn.o_proj",
-        "ffn_gate" => "mlp.gate_proj",
-        "ffn_up" => "mlp.up_proj",
-        "ffn_down" => "mlp.down_proj",
-        "attn_norm" => "input_layernorm",
-        "ffn_norm" => "post_attention_layernorm",
-        _ => return None,
-    };
-    Some(format!("model.layers.{layer}.{hf}.{suffix}"))
+    arch::GgufArch::Llama.hf_name(gguf)
 }
 
 /// Rows and columns of a q/k projection of `heads` heads of even size; the head count comes from the file's
@@ -158,29 +136,17 @@ impl GgufModel {
     /// Reads and converts a GGUF file.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let file = GgufFile::open(path)?;
-        let arch = file
-            .get("general.architecture")
-            .and_then(Value::as_str)
-            .ok_or_else(|| meta_err(&file, "general.architecture", "missing"))?
-            .to_string();
-        if arch != "llama" {
-            return Err(meta_err(
-                &file,
-                "general.architecture",
-                &format!("`{arch}` is not supported (llama only)"),
-            ));
-        }
-        let heads = meta_u64(&file, "llama.attention.head_count")? as i64;
+        let arch = GgufArch::from_file(&file)?;
+        let key = |suffix: &str| format!("{}.{suffix}", arch.key());
+        let heads = meta_u64(&file, &key("attention.head_count"))? as i64;
         let kv_heads = file
-            .get("llama.attention.head_count_kv")
+            .get(&key("attention.head_count_kv"))
             .and_then(Value::as_u64)
             .unwrap_or(heads as u64) as i64;
 
         let mut tensors = HashMap::new();
+        let mut rope_factors: HashMap<&str, Vec<f64>> = HashMap::new();
         for info in &file.tensors {
-            let name = hf_name(&info.name).ok_or_else(|| Error::UnexpectedTensors {
-                names: vec![format!("{} (in {})", info.name, file.path().display())],
-            })?;
             let bytes = file.tensor_bytes(info)?;
             let values = dequant::dequantize(info.ggml_type, bytes).ok_or_else(|| {
                 meta_err(
@@ -189,46 +155,66 @@ impl GgufModel {
                     &format!("GGML type {} is not supported", info.ggml_type),
                 )
             })?;
+            if let Some(which) = [arch::ROPE_FACTORS_LONG, arch::ROPE_FACTORS_SHORT]
+                .into_iter()
+                .find(|n| arch == GgufArch::Phi3 && info.name == *n)
+            {
+                rope_factors.insert(which, values.iter().map(|v| f64::from(*v)).collect());
+                continue;
+            }
+            let name = arch.hf_name(&info.name).ok_or_else(|| Error::UnexpectedTensors {
+                names: vec![format!("{} (in {})", info.name, file.path().display())],
+            })?;
             let mut t = Tensor::from_slice(&values)
                 .f_reshape(info.torch_shape().as_slice())
                 .ctx("shaping tensor")?;
             let heads_of = |heads| {
                 unpermute_qk(&t, heads).map_err(|e| meta_err(&file, &info.name, &e.to_string()))
             };
-            if info.name.ends_with("attn_q.weight") {
+            if arch.permutes_qk() && info.name.ends_with("attn_q.weight") {
                 t = heads_of(heads)?;
-            } else if info.name.ends_with("attn_k.weight") {
+            } else if arch.permutes_qk() && info.name.ends_with("attn_k.weight") {
                 t = heads_of(kv_heads)?;
+            }
+            if arch.norm_shift() != 0.0 && info.name.ends_with("norm.weight") {
+                t = t.f_sub_scalar(arch.norm_shift()).ctx("undoing the norm shift")?;
             }
             tensors.insert(name, t);
         }
+        let long_rope = match (
+            rope_factors.remove(arch::ROPE_FACTORS_LONG),
+            rope_factors.remove(arch::ROPE_FACTORS_SHORT),
+        ) {
+            (Some(long), Some(short)) => Some((long, short)),
+            (None, None) => None,
+            _ => {
+                return Err(meta_err(
+                    &file,
+                    arch::ROPE_FACTORS_LONG,
+                    "LongRoPE needs both rope_factors_long and rope_factors_short",
+                ))
+            }
+        };
         let tied = !tensors.contains_key("lm_head.weight");
         let tokens = file
             .get("tokenizer.ggml.tokens")
             .and_then(Value::as_array)
             .ok_or_else(|| meta_err(&file, "tokenizer.ggml.tokens", "missing"))?;
         let vocab_size =
-            file.get("llama.vocab_size").and_then(Value::as_u64).unwrap_or(tokens.len() as u64);
-        let hidden = meta_u64(&file, "llama.embedding_length")?;
+            file.get(&key("vocab_size")).and_then(Value::as_u64).unwrap_or(tokens.len() as u64);
         let mut config_json = json!({
-            "architectures": ["LlamaForCausalLM"],
-            "model_type": "llama",
-            "hidden_act": "silu",
             "vocab_size": vocab_size,
-            "hidden_size": hidden,
-            "intermediate_size": meta_u64(&file, "llama.feed_forward_length")?,
-            "num_hidden_layers": meta_u64(&file, "llama.block_count")?,
+            "hidden_size": meta_u64(&file, &key("embedding_length"))?,
+            "intermediate_size": meta_u64(&file, &key("feed_forward_length"))?,
+            "num_hidden_layers": meta_u64(&file, &key("block_count"))?,
             "num_attention_heads": heads,
             "num_key_value_heads": kv_heads,
-            "max_position_embeddings": meta_u64(&file, "llama.context_length")?,
-            "rms_norm_eps": meta_f64(&file, "llama.attention.layer_norm_rms_epsilon")?,
-            "rope_theta": file.get("llama.rope.freq_base").and_then(Value::as_f64).unwrap_or(10000.0),
+            "max_position_embeddings": meta_u64(&file, &key("context_length"))?,
+            "rms_norm_eps": meta_f64(&file, &key("attention.layer_norm_rms_epsilon"))?,
             "tie_word_embeddings": tied,
         });
         let obj = config_json.as_object_mut().expect("object");
-        if let Some(head_dim) = file.get("llama.attention.key_length").and_then(Value::as_u64) {
-            obj.insert("head_dim".into(), json!(head_dim));
-        }
+        obj.extend(arch.config_keys(&file, heads, long_rope)?);
         let bos = file.get("tokenizer.ggml.bos_token_id").and_then(Value::as_u64);
         let eos = file.get("tokenizer.ggml.eos_token_id").and_then(Value::as_u64);
         if let Some(bos) = bos {
@@ -294,6 +280,9 @@ impl GgufModel {
     }
 }
 
+/// The split pattern of Qwen2's and Qwen3's pre-tokenizer.
+const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
 /// Rebuilds a Hugging Face `tokenizer.json` from `tokenizer.ggml.*` metadata (GPT-2-style byte-level BPE).
 fn tokenizer_json(file: &GgufFile) -> Result<Json> {
     let model = file.get("tokenizer.ggml.model").and_then(Value::as_str).unwrap_or_default();
@@ -329,15 +318,26 @@ fn tokenizer_json(file: &GgufFile) -> Result<Json> {
     let merges: Vec<Json> = merges.iter().filter_map(Value::as_str).map(|m| json!(m)).collect();
     let byte_level = json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true});
     let pre = file.get("tokenizer.ggml.pre").and_then(Value::as_str).unwrap_or("default");
-    let pre_tokenizer = match pre {
-        "smollm" => json!({"type": "Sequence", "pretokenizers": [
-            {"type": "Digits", "individual_digits": true}, byte_level.clone()]}),
-        "gpt2" | "default" => byte_level.clone(),
+    let (normalizer, pre_tokenizer) = match pre {
+        "smollm" => (
+            Json::Null,
+            json!({"type": "Sequence", "pretokenizers": [
+                {"type": "Digits", "individual_digits": true}, byte_level.clone()]}),
+        ),
+        "gpt2" | "default" => (Json::Null, byte_level.clone()),
+        // Qwen2's and Qwen3's `tokenizer.json`: NFC, then their split pattern (llama.cpp's `qwen2` one) before
+        // the byte-level mapping.
+        "qwen2" => (
+            json!({"type": "NFC"}),
+            json!({"type": "Sequence", "pretokenizers": [
+                {"type": "Split", "pattern": {"Regex": QWEN2_SPLIT}, "behavior": "Isolated", "invert": false},
+                {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": false}]}),
+        ),
         other => {
             return Err(meta_err(
                 file,
                 "tokenizer.ggml.pre",
-                &format!("pre-tokenizer `{other}` is not supported (smollm, gpt2)"),
+                &format!("pre-tokenizer `{other}` is not supported (smollm, gpt2, qwen2)"),
             ))
         }
     };
@@ -363,7 +363,7 @@ fn tokenizer_json(file: &GgufFile) -> Result<Json> {
         "truncation": null,
         "padding": null,
         "added_tokens": added,
-        "normalizer": null,
+        "normalizer": normalizer,
         "pre_tokenizer": pre_tokenizer,
         "post_processor": post_processor,
         "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},

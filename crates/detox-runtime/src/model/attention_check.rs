@@ -19,7 +19,7 @@ use std::fmt;
 
 use tch::{Device, Kind, Tensor};
 
-use super::layer::{attend, attention_mask, AttentionMask};
+use super::layer::{attend, attention_mask, AttentionMask, Scoring};
 use crate::error::{Result, TorchContext};
 
 /// A fused attention kernel, as libtorch's `at::SDPBackend` numbers them.
@@ -150,7 +150,7 @@ pub fn check_attention(device: Device, kind: Kind, head_dim: i64) -> Result<Vec<
         let k = leaf([batch, heads / groups, seq, head_dim])?;
         let v = leaf([batch, heads / groups, seq, head_dim])?;
         let kernel = chosen_kernel(&q, &k, &v, &mask, groups)?;
-        let out = attend(&q, &k, &v, &mask, groups)?;
+        let out = attend(&q, &k, &v, &mask, groups, Scoring::default())?;
         out.f_to_kind(Kind::Float)
             .ctx("loss")?
             .f_sum(Kind::Float)

@@ -7,7 +7,7 @@
 
 use tch::{Device, Kind};
 
-use crate::config::Config;
+use crate::config::{Config, NormPlacement, QkNorm};
 use crate::error::{Error, Result};
 
 /// Where each part of a decoder model lives.
@@ -43,7 +43,17 @@ impl PartSizes {
         let attention =
             q * h + 2 * kv * h + h * q + if config.attention_bias { q + 2 * kv } else { 0 };
         let mlp = 3 * h * i + if config.mlp_bias { 2 * i + h } else { 0 };
-        let norms = 2 * h;
+        // Gemma has a norm before and after each block; q/k norms are per head or over the projection.
+        let block_norms = match config.norm_placement {
+            NormPlacement::Sandwich => 4,
+            _ => 2,
+        };
+        let qk_norms = match config.qk_norm {
+            QkNorm::None => 0,
+            QkNorm::PerHead => 2 * config.head_dim as u64,
+            QkNorm::Whole => q + kv,
+        };
+        let norms = block_norms * h + qk_norms;
         let head = h + if config.tie_word_embeddings { 0 } else { v * h };
         Self { embed: v * h * bytes, layer: (attention + mlp + norms) * bytes, head: head * bytes }
     }

@@ -1,41 +1,62 @@
-//! One decoder layer: pre-norm grouped-query self-attention and a SwiGLU MLP, each with a residual.
+//! One decoder layer: grouped-query self-attention and a gated MLP, each with a residual, assembled from the
+//! options of [`Config`] (norm kind and placement, q/k norms, fused projections, activation, attention scale and
+//! soft-capping), as transformers' modular model files derive one family from another.
+
+use std::collections::HashMap;
 
 use tch::{Kind, Tensor};
 
 use super::linear::linear;
-use super::norm::rms_norm;
+use super::norm::norm;
 use super::params::{LowRank, ParamId, ParamStore};
 use super::probe::LinearProbe;
 use super::rope::apply_rope;
-use crate::config::Config;
+use crate::config::{Activation, Architecture, Config, NormPlacement, QkNorm};
 use crate::error::{Result, TorchContext};
 use crate::kv_cache::KvCache;
+
+/// A projection's weight and optional bias.
+pub(crate) type Proj = (ParamId, Option<ParamId>);
+
+/// The attention input projections: separate, or Phi-3's fused `qkv_proj` (query rows, then key, then value).
+#[derive(Debug, Clone)]
+pub(crate) enum QkvProj {
+    Separate { q: Proj, k: Proj, v: Proj },
+    Fused(Proj),
+}
+
+/// The MLP input projections: separate, or Phi-3's fused `gate_up_proj` (gate rows first).
+#[derive(Debug, Clone)]
+pub(crate) enum GateUpProj {
+    Separate { gate: Proj, up: Proj },
+    Fused(Proj),
+}
+
+/// The norms of a layer; which exist depends on [`NormPlacement`].
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LayerNorms {
+    /// Before attention (`input_layernorm`).
+    pub attn_pre: Option<ParamId>,
+    /// After attention, before the residual (`post_attention_layernorm` of Gemma and OLMo-2).
+    pub attn_post: Option<ParamId>,
+    /// Before the MLP (Llama's `post_attention_layernorm`, Gemma's `pre_feedforward_layernorm`).
+    pub mlp_pre: Option<ParamId>,
+    /// After the MLP, before the residual (`post_feedforward_layernorm`).
+    pub mlp_post: Option<ParamId>,
+}
 
 /// Parameter ids of one decoder layer.
 #[derive(Debug, Clone)]
 pub(crate) struct DecoderLayer {
     pub index: usize,
-    pub input_norm: ParamId,
-    pub q: (ParamId, Option<ParamId>),
-    pub k: (ParamId, Option<ParamId>),
-    pub v: (ParamId, Option<ParamId>),
-    pub o: (ParamId, Option<ParamId>),
-    pub post_norm: ParamId,
-    pub gate: (ParamId, Option<ParamId>),
-    pub up: (ParamId, Option<ParamId>),
-    pub down: (ParamId, Option<ParamId>),
+    pub norms: LayerNorms,
+    pub qkv: QkvProj,
+    /// `self_attn.q_norm` and `self_attn.k_norm`.
+    pub qk_norms: Option<(ParamId, ParamId)>,
+    pub o: Proj,
+    pub gate_up: GateUpProj,
+    pub down: Proj,
 }
-
-/// The projections of a layer by module name, in the order of [`DecoderLayer`]'s fields.
-const PROJECTIONS: [&str; 7] = [
-    "self_attn.q_proj",
-    "self_attn.k_proj",
-    "self_attn.v_proj",
-    "self_attn.o_proj",
-    "mlp.gate_proj",
-    "mlp.up_proj",
-    "mlp.down_proj",
-];
 
 /// What a layer needs besides its weights.
 pub(crate) struct LayerInputs<'a> {
@@ -63,88 +84,173 @@ pub(crate) enum AttentionMask {
     },
 }
 
+/// The Hugging Face names of a layer's norms for `placement`, in the order of [`LayerNorms`]' fields.
+fn norm_names(placement: NormPlacement) -> [Option<&'static str>; 4] {
+    match placement {
+        NormPlacement::Pre => {
+            [Some("input_layernorm"), None, Some("post_attention_layernorm"), None]
+        }
+        NormPlacement::Sandwich => [
+            Some("input_layernorm"),
+            Some("post_attention_layernorm"),
+            Some("pre_feedforward_layernorm"),
+            Some("post_feedforward_layernorm"),
+        ],
+        NormPlacement::Post => {
+            [None, Some("post_attention_layernorm"), None, Some("post_feedforward_layernorm")]
+        }
+    }
+}
+
+/// The projections of a layer for `config` (module names under the layer), with whether each has a bias.
+fn projections(config: &Config) -> Vec<(&'static str, bool)> {
+    let mut out = Vec::with_capacity(7);
+    if config.fused_projections {
+        out.push(("self_attn.qkv_proj", has_attention_bias(config, "qkv_proj")));
+    } else {
+        for (module, proj) in [
+            ("self_attn.q_proj", "q_proj"),
+            ("self_attn.k_proj", "k_proj"),
+            ("self_attn.v_proj", "v_proj"),
+        ] {
+            out.push((module, has_attention_bias(config, proj)));
+        }
+    }
+    out.push(("self_attn.o_proj", has_attention_bias(config, "o_proj")));
+    if config.fused_projections {
+        out.push(("mlp.gate_up_proj", config.mlp_bias));
+    } else {
+        out.push(("mlp.gate_proj", config.mlp_bias));
+        out.push(("mlp.up_proj", config.mlp_bias));
+    }
+    out.push(("mlp.down_proj", config.mlp_bias));
+    out
+}
+
 impl DecoderLayer {
     /// The Hugging Face names of this layer's tensors for `config`.
     pub fn tensor_names(config: &Config, i: usize) -> Vec<String> {
         let p = format!("model.layers.{i}");
-        let mut names = vec![
-            format!("{p}.input_layernorm.weight"),
-            format!("{p}.post_attention_layernorm.weight"),
-        ];
-        for proj in ["q_proj", "k_proj", "v_proj", "o_proj"] {
-            names.push(format!("{p}.self_attn.{proj}.weight"));
-            if has_attention_bias(config, proj) {
-                names.push(format!("{p}.self_attn.{proj}.bias"));
-            }
+        let mut names: Vec<String> = norm_names(config.norm_placement)
+            .into_iter()
+            .flatten()
+            .map(|n| format!("{p}.{n}.weight"))
+            .collect();
+        if config.qk_norm != QkNorm::None {
+            names.push(format!("{p}.self_attn.q_norm.weight"));
+            names.push(format!("{p}.self_attn.k_norm.weight"));
         }
-        for proj in ["gate_proj", "up_proj", "down_proj"] {
-            names.push(format!("{p}.mlp.{proj}.weight"));
-            if config.mlp_bias {
-                names.push(format!("{p}.mlp.{proj}.bias"));
+        for (module, bias) in projections(config) {
+            names.push(format!("{p}.{module}.weight"));
+            if bias {
+                names.push(format!("{p}.{module}.bias"));
             }
         }
         names
     }
 
-    /// Registers this layer's tensors (taken from `source`) in `store`.
+    /// Registers this layer's tensors (taken from `source`) in `store`: the projections in the order of
+    /// [`projections`] (q, k, v, o, gate, up, down for the unfused families, as before the other families were
+    /// added), then the norms, then the q/k norms.
     pub fn register(
         config: &Config,
         i: usize,
         store: &mut ParamStore,
-        source: &mut std::collections::HashMap<String, Tensor>,
+        source: &mut HashMap<String, Tensor>,
     ) -> Result<Self> {
         let p = format!("model.layers.{i}");
-        let mut proj =
-            |module: &str, name: &str, bias: bool| -> Result<(ParamId, Option<ParamId>)> {
-                let w = store.take(source, &format!("{p}.{module}.{name}.weight"))?;
-                let b = if bias {
-                    Some(store.take(source, &format!("{p}.{module}.{name}.bias"))?)
-                } else {
-                    None
-                };
-                Ok((w, b))
-            };
-        let q = proj("self_attn", "q_proj", has_attention_bias(config, "q_proj"))?;
-        let k = proj("self_attn", "k_proj", has_attention_bias(config, "k_proj"))?;
-        let v = proj("self_attn", "v_proj", has_attention_bias(config, "v_proj"))?;
-        let o = proj("self_attn", "o_proj", has_attention_bias(config, "o_proj"))?;
-        let gate = proj("mlp", "gate_proj", config.mlp_bias)?;
-        let up = proj("mlp", "up_proj", config.mlp_bias)?;
-        let down = proj("mlp", "down_proj", config.mlp_bias)?;
+        let mut take = |module: &str, bias: bool| -> Result<Proj> {
+            let w = store.take(source, &format!("{p}.{module}.weight"))?;
+            let b =
+                if bias { Some(store.take(source, &format!("{p}.{module}.bias"))?) } else { None };
+            Ok((w, b))
+        };
+        let attn_bias = |proj: &str| has_attention_bias(config, proj);
+        let qkv = if config.fused_projections {
+            QkvProj::Fused(take("self_attn.qkv_proj", attn_bias("qkv_proj"))?)
+        } else {
+            QkvProj::Separate {
+                q: take("self_attn.q_proj", attn_bias("q_proj"))?,
+                k: take("self_attn.k_proj", attn_bias("k_proj"))?,
+                v: take("self_attn.v_proj", attn_bias("v_proj"))?,
+            }
+        };
+        let o = take("self_attn.o_proj", attn_bias("o_proj"))?;
+        let gate_up = if config.fused_projections {
+            GateUpProj::Fused(take("mlp.gate_up_proj", config.mlp_bias)?)
+        } else {
+            GateUpProj::Separate {
+                gate: take("mlp.gate_proj", config.mlp_bias)?,
+                up: take("mlp.up_proj", config.mlp_bias)?,
+            }
+        };
+        let down = take("mlp.down_proj", config.mlp_bias)?;
+        let mut norms = [None; 4];
+        for (slot, name) in norms.iter_mut().zip(norm_names(config.norm_placement)) {
+            if let Some(name) = name {
+                *slot = Some(store.take(source, &format!("{p}.{name}.weight"))?);
+            }
+        }
+        let [attn_pre, attn_post, mlp_pre, mlp_post] = norms;
+        let qk_norms = match config.qk_norm {
+            QkNorm::None => None,
+            _ => Some((
+                store.take(source, &format!("{p}.self_attn.q_norm.weight"))?,
+                store.take(source, &format!("{p}.self_attn.k_norm.weight"))?,
+            )),
+        };
         Ok(Self {
             index: i,
-            input_norm: store.take(source, &format!("{p}.input_layernorm.weight"))?,
-            post_norm: store.take(source, &format!("{p}.post_attention_layernorm.weight"))?,
-            q,
-            k,
-            v,
+            norms: LayerNorms { attn_pre, attn_post, mlp_pre, mlp_post },
+            qkv,
+            qk_norms,
             o,
-            gate,
-            up,
+            gate_up,
             down,
         })
     }
 
-    /// The bias of the projection `module` (`self_attn.q_proj`, ..., `mlp.down_proj`): `None` for no such
-    /// projection, `Some(None)` when it has no bias.
+    /// The projection `module` (`self_attn.q_proj`, ..., `mlp.down_proj`, Phi-3's `self_attn.qkv_proj` and
+    /// `mlp.gate_up_proj`), when the layer has it.
+    fn projection(&self, module: &str) -> Option<&Proj> {
+        match (module, &self.qkv, &self.gate_up) {
+            ("self_attn.q_proj", QkvProj::Separate { q, .. }, _) => Some(q),
+            ("self_attn.k_proj", QkvProj::Separate { k, .. }, _) => Some(k),
+            ("self_attn.v_proj", QkvProj::Separate { v, .. }, _) => Some(v),
+            ("self_attn.qkv_proj", QkvProj::Fused(qkv), _) => Some(qkv),
+            ("self_attn.o_proj", _, _) => Some(&self.o),
+            ("mlp.gate_proj", _, GateUpProj::Separate { gate, .. }) => Some(gate),
+            ("mlp.up_proj", _, GateUpProj::Separate { up, .. }) => Some(up),
+            ("mlp.gate_up_proj", _, GateUpProj::Fused(gate_up)) => Some(gate_up),
+            ("mlp.down_proj", _, _) => Some(&self.down),
+            _ => None,
+        }
+    }
+
+    /// [`DecoderLayer::projection`], mutable.
+    fn projection_mut(&mut self, module: &str) -> Option<&mut Proj> {
+        match (module, &mut self.qkv, &mut self.gate_up) {
+            ("self_attn.q_proj", QkvProj::Separate { q, .. }, _) => Some(q),
+            ("self_attn.k_proj", QkvProj::Separate { k, .. }, _) => Some(k),
+            ("self_attn.v_proj", QkvProj::Separate { v, .. }, _) => Some(v),
+            ("self_attn.qkv_proj", QkvProj::Fused(qkv), _) => Some(qkv),
+            ("self_attn.o_proj", _, _) => Some(&mut self.o),
+            ("mlp.gate_proj", _, GateUpProj::Separate { gate, .. }) => Some(gate),
+            ("mlp.up_proj", _, GateUpProj::Separate { up, .. }) => Some(up),
+            ("mlp.gate_up_proj", _, GateUpProj::Fused(gate_up)) => Some(gate_up),
+            ("mlp.down_proj", _, _) => Some(&mut self.down),
+            _ => None,
+        }
+    }
+
+    /// The bias of the projection `module`: `None` for no such projection, `Some(None)` when it has no bias.
     pub fn bias(&self, module: &str) -> Option<Option<ParamId>> {
-        let i = PROJECTIONS.iter().position(|m| *m == module)?;
-        Some([&self.q, &self.k, &self.v, &self.o, &self.gate, &self.up, &self.down][i].1)
+        self.projection(module).map(|(_, b)| *b)
     }
 
     /// The bias slot of the projection `module` (see [`DecoderLayer::bias`]).
     pub fn bias_mut(&mut self, module: &str) -> Option<&mut Option<ParamId>> {
-        let i = PROJECTIONS.iter().position(|m| *m == module)?;
-        let all = [
-            &mut self.q,
-            &mut self.k,
-            &mut self.v,
-            &mut self.o,
-            &mut self.gate,
-            &mut self.up,
-            &mut self.down,
-        ];
-        all.into_iter().nth(i).map(|(_, bias)| bias)
+        self.projection_mut(module).map(|(_, bias)| bias)
     }
 
     /// Runs the layer.
@@ -179,10 +285,24 @@ impl DecoderLayer {
     ) -> Result<Tensor> {
         let residual = self.attention_residual(config, store, xs, from, inputs, cache)?;
         let down_input = self.down_input(config, store, &residual, inputs.probe)?;
-        self.down_residual(store, &residual, &down_input, inputs.probe)
+        self.down_residual(config, store, &residual, &down_input, inputs.probe)
     }
 
-    /// The residual stream after the attention block at positions `from..`: `xs + attention(norm(xs))` there.
+    /// `xs` through the norm `id`, or `xs` itself where the placement has no norm there.
+    fn maybe_norm(
+        config: &Config,
+        store: &ParamStore,
+        id: Option<ParamId>,
+        xs: Tensor,
+    ) -> Result<Tensor> {
+        match id {
+            Some(id) => norm(&xs, store.get(id), config.rms_norm_eps, config.norm_kind),
+            None => Ok(xs),
+        }
+    }
+
+    /// The residual stream after the attention block at positions `from..`: `xs + post(attention(pre(xs)))`
+    /// there, `pre` and `post` the norms the placement has.
     ///
     /// # Shapes
     /// `xs`: `[batch, seq, hidden]`, returns `[batch, seq - from, hidden]`.
@@ -195,13 +315,14 @@ impl DecoderLayer {
         inputs: &LayerInputs<'_>,
         cache: Option<&mut KvCache>,
     ) -> Result<Tensor> {
-        let normed = rms_norm(xs, store.get(self.input_norm), config.rms_norm_eps)?;
+        let normed = Self::maybe_norm(config, store, self.norms.attn_pre, xs.shallow_clone())?;
         let attn = self.attention_from(config, store, &normed, from, inputs, cache)?;
+        let attn = Self::maybe_norm(config, store, self.norms.attn_post, attn)?;
         kept_positions(xs, from)?.f_add(&attn).ctx("attention residual")
     }
 
-    /// The input of the MLP's down-projection, `silu(gate(norm(residual))) * up(norm(residual))`: everything of
-    /// the layer that does not depend on `down_proj`.
+    /// The input of the MLP's down-projection, `act(gate(pre(residual))) * up(pre(residual))`: everything of the
+    /// layer that does not depend on `down_proj`.
     ///
     /// # Shapes
     /// `residual`: `[batch, seq, hidden]`, returns `[batch, seq, intermediate]`.
@@ -212,26 +333,103 @@ impl DecoderLayer {
         residual: &Tensor,
         probe: Option<&LinearProbe>,
     ) -> Result<Tensor> {
-        let normed = rms_norm(residual, store.get(self.post_norm), config.rms_norm_eps)?;
-        let gate = apply(store, self.gate, &normed, probe)?.f_silu().ctx("silu")?;
-        let up = apply(store, self.up, &normed, probe)?;
+        let normed = Self::maybe_norm(config, store, self.norms.mlp_pre, residual.shallow_clone())?;
+        let (gate, up) = match self.gate_up {
+            GateUpProj::Separate { gate, up } => {
+                (apply(store, gate, &normed, probe)?, apply(store, up, &normed, probe)?)
+            }
+            GateUpProj::Fused(gate_up) => {
+                let both = apply(store, gate_up, &normed, probe)?;
+                let i = config.intermediate_size;
+                (both.f_narrow(-1, 0, i).ctx("gate")?, both.f_narrow(-1, i, i).ctx("up")?)
+            }
+        };
+        let gate = match config.hidden_act {
+            Activation::Silu => gate.f_silu().ctx("silu")?,
+            Activation::GeluTanh => gate.f_gelu("tanh").ctx("gelu")?,
+        };
         gate.f_mul(&up).ctx("gating")
     }
 
-    /// The layer's output from its attention residual and its down-projection's input.
+    /// The layer's output from its attention residual and its down-projection's input: `residual +
+    /// post(down(down_input))`, `post` Gemma's and OLMo-2's norm after the MLP.
     ///
     /// # Shapes
     /// `residual`: `[batch, seq, hidden]`, `down_input`: `[batch, seq, intermediate]`, returns
     /// `[batch, seq, hidden]`.
     pub fn down_residual(
         &self,
+        config: &Config,
         store: &ParamStore,
         residual: &Tensor,
         down_input: &Tensor,
         probe: Option<&LinearProbe>,
     ) -> Result<Tensor> {
         let mlp = apply(store, self.down, down_input, probe)?;
+        let mlp = Self::maybe_norm(config, store, self.norms.mlp_post, mlp)?;
         residual.f_add(&mlp).ctx("mlp residual")
+    }
+
+    /// The queries of positions `from..` and the keys and values of every position, split into heads and
+    /// normalised as the family does, before RoPE.
+    ///
+    /// # Shapes
+    /// `xs`: `[batch, seq, hidden]`; returns `q [batch, heads, seq - from, head_dim]`, `k`, `v` `[batch, kv_heads,
+    /// seq, head_dim]`.
+    fn qkv(
+        &self,
+        config: &Config,
+        store: &ParamStore,
+        xs: &Tensor,
+        from: i64,
+        probe: Option<&LinearProbe>,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        let (q_width, kv_width) = (
+            config.num_attention_heads * config.head_dim,
+            config.num_key_value_heads * config.head_dim,
+        );
+        let (q, k, v) = match self.qkv {
+            QkvProj::Separate { q, k, v } => (
+                apply(store, q, &kept_positions(xs, from)?, probe)?,
+                apply(store, k, xs, probe)?,
+                apply(store, v, xs, probe)?,
+            ),
+            QkvProj::Fused(qkv) => {
+                let all = apply(store, qkv, xs, probe)?;
+                (
+                    kept_positions(&all.f_narrow(-1, 0, q_width).ctx("q")?, from)?,
+                    all.f_narrow(-1, q_width, kv_width).ctx("k")?,
+                    all.f_narrow(-1, q_width + kv_width, kv_width).ctx("v")?,
+                )
+            }
+        };
+        let (q, k) = match (config.qk_norm, self.qk_norms) {
+            (QkNorm::Whole, Some((qn, kn))) => (
+                norm(&q, store.get(qn), config.rms_norm_eps, config.norm_kind)?,
+                norm(&k, store.get(kn), config.rms_norm_eps, config.norm_kind)?,
+            ),
+            _ => (q, k),
+        };
+        let heads = |t: &Tensor, count: i64| -> Result<Tensor> {
+            let size = t.size();
+            t.f_view([size[0], size[1], count, config.head_dim])
+                .ctx("splitting heads")?
+                .f_transpose(1, 2)
+                .ctx("heads")
+        };
+        let (q, k, v) = (
+            heads(&q, config.num_attention_heads)?,
+            heads(&k, config.num_key_value_heads)?,
+            heads(&v, config.num_key_value_heads)?,
+        );
+        Ok(match (config.qk_norm, self.qk_norms) {
+            (QkNorm::PerHead, Some((qn, kn))) => (
+                norm(&q, store.get(qn), config.rms_norm_eps, config.norm_kind)?,
+                norm(&k, store.get(kn), config.rms_norm_eps, config.norm_kind)?,
+                v,
+            ),
+            _ => (q, k, v),
+        })
     }
 
     /// Attention of the queries at positions `from..` over the keys and values of every position; `inputs`
@@ -251,13 +449,6 @@ impl DecoderLayer {
     ) -> Result<Tensor> {
         let (b, s) = (xs.size()[0], xs.size()[1]);
         let n = s - from;
-        let heads = |t: Tensor, len: i64, count: i64| -> Result<Tensor> {
-            t.f_view([b, len, count, config.head_dim])
-                .ctx("splitting heads")?
-                .f_transpose(1, 2)
-                .ctx("heads")
-        };
-        let queries = kept_positions(xs, from)?;
         let (cos_q, sin_q) = if from == 0 {
             (inputs.cos.shallow_clone(), inputs.sin.shallow_clone())
         } else {
@@ -266,17 +457,18 @@ impl DecoderLayer {
                 inputs.sin.f_narrow(2, from, n).ctx("query positions")?,
             )
         };
-        let q =
-            heads(apply(store, self.q, &queries, inputs.probe)?, n, config.num_attention_heads)?;
-        let k = heads(apply(store, self.k, xs, inputs.probe)?, s, config.num_key_value_heads)?;
-        let v = heads(apply(store, self.v, xs, inputs.probe)?, s, config.num_key_value_heads)?;
+        let (q, k, v) = self.qkv(config, store, xs, from, inputs.probe)?;
         let q = apply_rope(&q, &cos_q, &sin_q)?;
         let k = apply_rope(&k, inputs.cos, inputs.sin)?;
         let (k, v) = match cache {
             Some(cache) => cache.append(self.index, &k, &v)?,
             None => (k, v),
         };
-        let out = attend(&q, &k, &v, inputs.mask, config.kv_groups())?;
+        let scoring = Scoring {
+            scale: config.query_pre_attn_scalar.map(|s| s.powf(-0.5)),
+            softcap: config.attn_logit_softcapping,
+        };
+        let out = attend(&q, &k, &v, inputs.mask, config.kv_groups(), scoring)?;
         let out = out
             .f_transpose(1, 2)
             .ctx("merging heads")?
@@ -284,6 +476,14 @@ impl DecoderLayer {
             .ctx("merging heads")?;
         apply(store, self.o, &out, inputs.probe)
     }
+}
+
+/// How attention scores are formed: the scale on `q · kᵀ` (`None`: `head_dim ** -0.5`) and Gemma-2's
+/// soft-capping of the scores.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Scoring {
+    pub scale: Option<f64>,
+    pub softcap: Option<f64>,
 }
 
 /// Positions `from..` of `xs` (`[batch, seq, width]`): `xs` itself when `from` is 0.
@@ -297,7 +497,9 @@ pub(crate) fn kept_positions(xs: &Tensor, from: i64) -> Result<Tensor> {
 fn has_attention_bias(config: &Config, proj: &str) -> bool {
     match config.architecture {
         // Qwen2 puts biases on q/k/v only.
-        crate::config::Architecture::Qwen2 => proj != "o_proj",
+        Architecture::Qwen2 => proj != "o_proj",
+        // Phi-3's projections never carry biases.
+        Architecture::Phi3 => false,
         _ => config.attention_bias,
     }
 }
@@ -356,7 +558,12 @@ pub(crate) fn attend(
     v: &Tensor,
     mask: &AttentionMask,
     groups: i64,
+    scoring: Scoring,
 ) -> Result<Tensor> {
+    if let Some(cap) = scoring.softcap {
+        return attend_capped(q, k, v, mask, groups, scoring.scale, cap);
+    }
+    let scale = scoring.scale;
     let size = q.size();
     let (b, heads, seq, d) = (size[0], size[1], size[2], size[3]);
     if groups > 1 && seq == 1 {
@@ -369,7 +576,7 @@ pub(crate) fn attend(
                 (Some(mask), Some(row_valid))
             }
         };
-        let out = sdpa(&folded, k, v, mask.as_ref(), false)?
+        let out = sdpa(&folded, k, v, mask.as_ref(), false, scale)?
             .f_reshape([b, heads, 1, d])
             .ctx("unfolding query groups")?;
         return match row_valid {
@@ -383,16 +590,85 @@ pub(crate) fn attend(
         (k.shallow_clone(), v.shallow_clone())
     };
     match mask {
-        AttentionMask::Causal => sdpa(q, &k, &v, None, seq > 1),
+        AttentionMask::Causal => sdpa(q, &k, &v, None, seq > 1, scale),
         AttentionMask::Dense { mask, row_valid } => {
-            zero_invalid_rows(&sdpa(q, &k, &v, Some(mask), false)?, row_valid)
+            zero_invalid_rows(&sdpa(q, &k, &v, Some(mask), false, scale)?, row_valid)
         }
     }
 }
 
-fn sdpa(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, causal: bool) -> Result<Tensor> {
-    Tensor::f_scaled_dot_product_attention(q, k, v, mask, 0.0, causal, None, false)
+fn sdpa(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: Option<&Tensor>,
+    causal: bool,
+    scale: Option<f64>,
+) -> Result<Tensor> {
+    Tensor::f_scaled_dot_product_attention(q, k, v, mask, 0.0, causal, scale, false)
         .ctx("scaled dot-product attention")
+}
+
+/// Attention with Gemma-2's soft-capped scores, `cap · tanh(scale · q · kᵀ / cap)`, which no fused kernel
+/// computes: the scores are formed explicitly, masked, and normalised in fp32 as transformers' eager path does.
+/// Query rows that may attend to nothing (left padding) give zeros, as on the fused path.
+///
+/// # Shapes
+/// As [`attend`].
+fn attend_capped(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: &AttentionMask,
+    groups: i64,
+    scale: Option<f64>,
+    cap: f64,
+) -> Result<Tensor> {
+    let (seq, d) = (q.size()[2], q.size()[3]);
+    let (k, v) = if groups > 1 {
+        (repeat_kv(k, groups)?, repeat_kv(v, groups)?)
+    } else {
+        (k.shallow_clone(), v.shallow_clone())
+    };
+    let kv_len = k.size()[2];
+    let scale = scale.unwrap_or((d as f64).powf(-0.5));
+    let scores = q
+        .f_matmul(&k.f_transpose(2, 3).ctx("attention scores")?)
+        .ctx("attention scores")?
+        .f_mul_scalar(scale)
+        .ctx("attention scale")?
+        .f_div_scalar(cap)
+        .ctx("soft-capping")?
+        .f_tanh()
+        .ctx("soft-capping")?
+        .f_mul_scalar(cap)
+        .ctx("soft-capping")?;
+    let (allowed, row_valid) = match mask {
+        // The causal case has no cache before the queries, or a single query that sees every key.
+        AttentionMask::Causal if seq > 1 => {
+            let ones =
+                Tensor::f_ones([seq, kv_len], (Kind::Bool, q.device())).ctx("causal mask")?;
+            (Some(ones.f_tril(kv_len - seq).ctx("causal mask")?), None)
+        }
+        AttentionMask::Causal => (None, None),
+        AttentionMask::Dense { mask, row_valid } => (Some(mask.shallow_clone()), Some(row_valid)),
+    };
+    let scores = match allowed {
+        Some(allowed) => scores
+            .f_masked_fill(&allowed.f_logical_not().ctx("attention mask")?, f64::NEG_INFINITY)
+            .ctx("attention mask")?,
+        None => scores,
+    };
+    let weights = scores
+        .f_softmax(-1, Kind::Float)
+        .ctx("attention softmax")?
+        .f_to_kind(q.kind())
+        .ctx("attention")?;
+    let out = weights.f_matmul(&v).ctx("attention values")?;
+    match row_valid {
+        Some(row_valid) => zero_invalid_rows(&out, row_valid),
+        None => Ok(out),
+    }
 }
 
 /// Zeroes the output of query rows that may attend to nothing (left padding), as transformers' SDPA path does.
@@ -480,9 +756,10 @@ mod tests {
         let k = Tensor::randn([2, 2, 5, 8], opts);
         let v = Tensor::randn([2, 2, 5, 8], opts);
         let plain = |mask: Option<&Tensor>| {
-            sdpa(&q, &repeat_kv(&k, 3).unwrap(), &repeat_kv(&v, 3).unwrap(), mask, false).unwrap()
+            sdpa(&q, &repeat_kv(&k, 3).unwrap(), &repeat_kv(&v, 3).unwrap(), mask, false, None)
+                .unwrap()
         };
-        let causal = attend(&q, &k, &v, &AttentionMask::Causal, 3).unwrap();
+        let causal = attend(&q, &k, &v, &AttentionMask::Causal, 3, Scoring::default()).unwrap();
         assert_eq!(causal.size(), [2, 6, 1, 8]);
         assert!(causal.allclose(&plain(None), 1e-6, 1e-6, false));
 
@@ -492,7 +769,7 @@ mod tests {
                 .view([2, 5]);
         let dense = attention_mask(&key_valid, 4, 1, None).unwrap();
         let AttentionMask::Dense { mask, .. } = &dense else { unreachable!() };
-        let folded = attend(&q, &k, &v, &dense, 3).unwrap();
+        let folded = attend(&q, &k, &v, &dense, 3, Scoring::default()).unwrap();
         assert!(folded.allclose(&plain(Some(mask)), 1e-6, 1e-6, false));
         assert!(!folded.allclose(&causal, 1e-3, 1e-3, false), "the mask changed nothing");
     }

@@ -1,4 +1,5 @@
-//! The decoder-only causal language model (Llama, Mistral and Qwen2 families).
+//! The decoder-only causal language model (Llama, Mistral, Qwen2, Qwen3, Gemma-2, Gemma-3, Phi-3 and OLMo-2
+//! families), one decoder whose options ([`Config`]) cover the differences between them.
 //!
 //! Parameters are kept under their Hugging Face names, so an editor can read, replace, snapshot and restore any of
 //! them (for example `model.layers.{i}.mlp.down_proj.weight`), and every linear weight may also be given per batch
@@ -21,17 +22,17 @@ use std::path::Path;
 use tch::{Device, Kind, Tensor};
 
 pub use device_map::{DeviceMap, PartSizes};
-pub(crate) use norm::rms_norm;
 pub use params::{LowRank, Snapshot};
 pub use probe::{GradientFactors, LinearProbe};
 pub use resume::{FrozenPrefix, ResumePoint};
 pub(crate) use rope::Rope;
 
-use crate::config::Config;
+use crate::config::{Config, QkNorm};
 use crate::error::{Error, Result, TorchContext};
 use crate::kv_cache::KvCache;
 use crate::weights::SafetensorsFiles;
 use layer::{attention_mask, AttentionMask, DecoderLayer, LayerInputs};
+use norm::norm;
 use params::{deep_copy, ParamId, ParamStore};
 
 /// How position ids are derived for a forward pass.
@@ -159,11 +160,15 @@ impl CausalLm {
     fn load_config_mapped(dir: &Path, config: Config, map: &DeviceMap, kind: Kind) -> Result<Self> {
         map.check(&config)?;
         let files = SafetensorsFiles::open_dir(dir)?;
-        let names: Vec<String> = files.names().map(str::to_string).collect();
-        let expected = check_names(&config, names.iter().map(String::as_str))?;
+        // The runtime's name of each stored tensor the language model uses, with the name it is stored under.
+        let stored: HashMap<String, String> = files
+            .names()
+            .filter_map(|name| Some((runtime_name(&config, name)?, name.to_string())))
+            .collect();
+        let expected = check_names(&config, stored.keys().map(String::as_str))?;
         let mut tensors = HashMap::with_capacity(expected.len());
         for name in expected {
-            let t = files.load(&name, map.device_of(&name), Some(kind))?;
+            let t = files.load(&stored[&name], map.device_of(&name), Some(kind))?;
             tensors.insert(name, t);
         }
         Self::build(config, tensors, map.clone(), kind).map_err(|e| match e {
@@ -289,6 +294,16 @@ impl CausalLm {
                 "model.embed_tokens" | "lm_head" => vec![c.vocab_size, h],
                 "model.norm" => vec![h],
                 m if m.ends_with("layernorm") => vec![h],
+                m if m.ends_with("q_norm") => match c.qk_norm {
+                    QkNorm::Whole => vec![q],
+                    _ => vec![c.head_dim],
+                },
+                m if m.ends_with("k_norm") => match c.qk_norm {
+                    QkNorm::Whole => vec![kv],
+                    _ => vec![c.head_dim],
+                },
+                m if m.ends_with("qkv_proj") => linear(q + 2 * kv, h),
+                m if m.ends_with("gate_up_proj") => linear(2 * i, h),
                 m if m.ends_with("q_proj") => linear(q, h),
                 m if m.ends_with("k_proj") || m.ends_with("v_proj") => linear(kv, h),
                 m if m.ends_with("o_proj") => linear(h, q),
@@ -338,9 +353,39 @@ impl CausalLm {
         self.params.names()
     }
 
+    /// The slot of the parameter `name`; a projection a fused checkpoint keeps inside another one is reported
+    /// with the fused parameter's name.
+    fn id(&self, name: &str) -> Result<ParamId> {
+        self.params.id(name).map_err(|unknown| match self.fused_parameter(name) {
+            Some(fused) => Error::FusedParameter {
+                name: name.to_string(),
+                fused,
+                model_type: self.config.architecture.model_type(),
+            },
+            None => unknown,
+        })
+    }
+
+    /// For a fused checkpoint (Phi-3), the parameter holding the separate projection `name` (`q_proj`, `k_proj`,
+    /// `v_proj` in `qkv_proj`; `gate_proj`, `up_proj` in `gate_up_proj`).
+    pub fn fused_parameter(&self, name: &str) -> Option<String> {
+        if !self.config.fused_projections {
+            return None;
+        }
+        let (module, suffix) = name.rsplit_once('.')?;
+        let (layer, module) = split_layer_name(module)?;
+        let fused = match module {
+            "self_attn.q_proj" | "self_attn.k_proj" | "self_attn.v_proj" => "self_attn.qkv_proj",
+            "mlp.gate_proj" | "mlp.up_proj" => "mlp.gate_up_proj",
+            _ => return None,
+        };
+        let fused = format!("model.layers.{layer}.{fused}.{suffix}");
+        self.params.id(&fused).is_ok().then_some(fused)
+    }
+
     /// The parameter called `name`.
     pub fn parameter(&self, name: &str) -> Result<&Tensor> {
-        Ok(self.params.get(self.params.id(name)?))
+        Ok(self.params.get(self.id(name)?))
     }
 
     /// Puts `tensor` in place of the parameter `name` and returns the previous tensor.
@@ -352,7 +397,7 @@ impl CausalLm {
     ///
     /// A projection's bias (its own or one attached with [`CausalLm::attach_bias`]) may likewise be `[k, out]`.
     pub fn replace_parameter(&mut self, name: &str, tensor: Tensor) -> Result<Tensor> {
-        let id = self.params.id(name)?;
+        let id = self.id(name)?;
         let rank = if name.ends_with("_proj.weight") {
             Some(2)
         } else if name.ends_with("_proj.bias") {
@@ -385,7 +430,7 @@ impl CausalLm {
     /// `path.a`: `[rank, in]`, `path.b`: `[out, rank]` for a weight of shape `[out, in]`; both floating point, of
     /// one dtype.
     pub fn set_low_rank(&mut self, name: &str, path: LowRank) -> Result<Option<LowRank>> {
-        let id = self.params.id(name)?;
+        let id = self.id(name)?;
         let weight = self.params.get(id).size();
         let (a, b) = (path.a.size(), path.b.size());
         let fits = name.ends_with("_proj.weight")
@@ -412,7 +457,7 @@ impl CausalLm {
 
     /// Removes the low-rank side path beside `name`, returning it (`None` when there was none).
     pub fn remove_low_rank(&mut self, name: &str) -> Result<Option<LowRank>> {
-        let id = self.params.id(name)?;
+        let id = self.id(name)?;
         Ok(self.params.remove_low_rank(id))
     }
 
@@ -432,6 +477,9 @@ impl CausalLm {
         let (absent, present): (Vec<&str>, Vec<&str>) = names
             .iter()
             .partition(|n| self.params.id(n).is_err() && self.attachable_bias(n).is_some());
+        for name in &present {
+            self.id(name)?;
+        }
         Snapshot::take(&self.params, &present, absent.into_iter().map(String::from).collect())
     }
 
@@ -439,7 +487,7 @@ impl CausalLm {
     /// biases attached since are detached.
     pub fn restore(&mut self, snapshot: &Snapshot) -> Result<()> {
         for (name, saved) in &snapshot.entries {
-            let id = self.params.id(name)?;
+            let id = self.id(name)?;
             drop(self.params.set(id, deep_copy(saved)?));
         }
         for name in &snapshot.absent {
@@ -539,6 +587,20 @@ impl CausalLm {
         cache: &mut KvCache,
     ) -> Result<ForwardOutput> {
         self.run(input_ids, options, Some(cache))
+    }
+
+    /// With LongRoPE, the pre-training context: transformers switches to the long factors once a pass reaches
+    /// past it, and its generation then recomputes the whole sequence instead of extending a cache whose keys
+    /// were rotated with the short ones (Phi-3's `prepare_inputs_for_generation`). Generation here does the
+    /// same: when a cache of at most this many positions is about to grow past it, it is rebuilt from every
+    /// token. `None` for other models.
+    pub fn cache_rebuild_context(&self) -> Option<i64> {
+        match self.config.rope_scaling {
+            crate::config::RopeScaling::LongRope { original_max_position_embeddings, .. } => {
+                Some(original_max_position_embeddings)
+            }
+            _ => None,
+        }
     }
 
     /// A cache sized for this model.
@@ -642,11 +704,14 @@ impl CausalLm {
             }
         };
         let input_ids = input_ids.f_to_device(self.device).ctx("input ids")?;
-        let xs = Tensor::f_embedding(self.params.get(self.embed), &input_ids, -1, false, false)
+        let mut xs = Tensor::f_embedding(self.params.get(self.embed), &input_ids, -1, false, false)
             .ctx("embedding")?;
-        let (cos, sin) = self.rope.cos_sin(&position_ids, self.kind)?;
+        if self.config.scale_embeddings {
+            xs = xs.f_mul_scalar(self.embedding_scale()?).ctx("embedding scale")?;
+        }
+        let tables = self.rope.cos_sin(&position_ids, self.kind)?;
         let pass = PassContext {
-            rotary: HashMap::from([(self.device, (cos, sin))]),
+            rotary: HashMap::from([(self.device, tables)]),
             masks: HashMap::new(),
             // Without padding, and where no sliding window can cut in, the fused causal kernel needs no mask.
             plain: options.attention_mask.is_none() && (past == 0 || seq == 1),
@@ -655,6 +720,15 @@ impl CausalLm {
             seq,
         };
         Ok((xs, pass))
+    }
+
+    /// Gemma's `sqrt(hidden_size)`, rounded to the model dtype as transformers rounds it.
+    fn embedding_scale(&self) -> Result<f64> {
+        let exact = (self.config.hidden_size as f64).sqrt();
+        Tensor::f_from_slice(&[exact])
+            .and_then(|t| t.f_to_kind(self.kind))
+            .and_then(|t| t.f_double_value(&[0]))
+            .ctx("embedding scale")
     }
 
     /// The final norm and the output projection over the positions `selection` names.
@@ -684,7 +758,8 @@ impl CausalLm {
             }
             _ => xs,
         };
-        let xs = rms_norm(&xs, self.params.get(self.norm), self.config.rms_norm_eps)?;
+        let c = &self.config;
+        let xs = norm(&xs, self.params.get(self.norm), c.rms_norm_eps, c.norm_kind)?;
         if let Some(h) = hidden.as_mut() {
             h.push(on_device(&xs, self.device)?);
         }
@@ -696,7 +771,10 @@ impl CausalLm {
             }
             LogitsSelection::Window { .. } => xs,
         };
-        let logits = output_projection(&selected, self.params.get(self.lm_head))?;
+        let mut logits = output_projection(&selected, self.params.get(self.lm_head))?;
+        if let Some(cap) = c.final_logit_softcapping {
+            logits = soft_cap(&logits, cap)?;
+        }
         let logits = on_device(&logits, self.device)?;
         Ok(ForwardOutput { logits, hidden_states: hidden, last_layer_output })
     }
@@ -706,7 +784,8 @@ impl CausalLm {
 /// once on the input device and copied to each other device the pass reaches.
 #[derive(Debug)]
 struct PassContext {
-    rotary: HashMap<Device, (Tensor, Tensor)>,
+    /// Per device, the rotary tables [`Rope::cos_sin`] returns (a layer picks one with [`Rope::table_of`]).
+    rotary: HashMap<Device, Vec<(Tensor, Tensor)>>,
     masks: HashMap<(Option<i64>, Device), AttentionMask>,
     plain: bool,
     key_valid: Tensor,
@@ -730,8 +809,10 @@ impl PassContext {
     fn prepare(&mut self, model: &CausalLm, index: usize) -> Result<()> {
         let device = model.map.layers[index];
         if !self.rotary.contains_key(&device) {
-            let (cos, sin) = &self.rotary[&model.device];
-            let moved = (on_device(cos, device)?, on_device(sin, device)?);
+            let moved = self.rotary[&model.device]
+                .iter()
+                .map(|(cos, sin)| Ok((on_device(cos, device)?, on_device(sin, device)?)))
+                .collect::<Result<Vec<_>>>()?;
             self.rotary.insert(device, moved);
         }
         let window = model.config.sliding_windows[index];
@@ -762,13 +843,30 @@ impl PassContext {
     ) -> Result<LayerInputs<'a>> {
         let device = model.map.layers[index];
         let window = model.config.sliding_windows[index];
-        match (self.rotary.get(&device), self.masks.get(&(window, device))) {
+        let table = model.rope.table_of(window);
+        match (
+            self.rotary.get(&device).and_then(|t| t.get(table)),
+            self.masks.get(&(window, device)),
+        ) {
             (Some((cos, sin)), Some(mask)) => Ok(LayerInputs { cos, sin, mask, probe }),
             _ => Err(Error::InvalidInput(format!(
                 "the inputs of layer {index} were not prepared for this pass"
             ))),
         }
     }
+}
+
+/// `cap · tanh(xs / cap)` (Gemma-2's final logit soft-capping), in the dtype of `xs`.
+///
+/// # Shapes
+/// Any shape; returns the same.
+fn soft_cap(xs: &Tensor, cap: f64) -> Result<Tensor> {
+    xs.f_div_scalar(cap)
+        .ctx("soft-capping")?
+        .f_tanh()
+        .ctx("soft-capping")?
+        .f_mul_scalar(cap)
+        .ctx("soft-capping")
 }
 
 /// Rows of hidden states at or below which the output projection is computed as `(W · xᵀ)ᵀ`.
@@ -822,6 +920,28 @@ fn mask_on_device(mask: &AttentionMask, device: Device) -> Result<AttentionMask>
             row_valid: on_device(row_valid, device)?,
         },
     })
+}
+
+/// The runtime's (Hugging Face causal-LM) name of the stored tensor `name`: the name itself, except in a
+/// multimodal Gemma-3 checkpoint, whose language model is stored under `model.language_model.` (transformers
+/// 4.52 on) or `language_model.model.` (earlier) and whose vision tower and projector are not the runtime's
+/// (`None`).
+fn runtime_name(config: &Config, name: &str) -> Option<String> {
+    if !config.nested_text_model {
+        return Some(name.to_string());
+    }
+    let vision = ["vision_tower.", "multi_modal_projector."];
+    let inner = name.strip_prefix("model.").unwrap_or(name);
+    if vision.iter().any(|prefix| inner.starts_with(prefix)) {
+        return None;
+    }
+    if let Some(rest) = name
+        .strip_prefix("model.language_model.")
+        .or_else(|| name.strip_prefix("language_model.model."))
+    {
+        return Some(format!("model.{rest}"));
+    }
+    Some(name.strip_prefix("language_model.").unwrap_or(name).to_string())
 }
 
 /// Checks a checkpoint's tensor names against what `config` needs and returns the needed names.

@@ -181,6 +181,7 @@ impl CausalLm {
                 // In the last layer only the kept positions are needed; below it, every position.
                 let keep = if layer + 1 == self.layers.len() { from } else { 0 };
                 self.layers[layer].down_residual(
+                    &self.config,
                     &self.params,
                     &kept_positions(&prefix.residual, keep)?,
                     &kept_positions(down_input, keep)?,
