@@ -261,8 +261,9 @@ pub fn train_probe(features: &Tensor, toxic: &[bool], config: &ProbeConfig) -> R
         });
     }
     if !toxic.iter().any(|&t| t) || toxic.iter().all(|&t| t) {
-        return Err(EditError::EmptyInput {
-            what: "one of the probe's classes (safe or unsafe texts)".into(),
+        return Err(EditError::InvalidConfig {
+            method: "Model Surgery probe".into(),
+            reason: "needs texts of both classes (safe and unsafe)".into(),
         });
     }
     let (n, hidden) = (toxic.len(), size[1]);

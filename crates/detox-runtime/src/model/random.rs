@@ -70,7 +70,8 @@ impl CausalLm {
     /// weights on the same device.
     ///
     /// It reseeds libtorch's global generator with `seed` (as `torch.manual_seed` does), since tch offers no
-    /// per-call generator; tensors are drawn in name order, so the weights do not depend on hash order.
+    /// per-call generator; tensors are drawn in name order, so the weights do not depend on hash order. Calls in
+    /// one process draw one at a time, so that two threads building random models cannot interleave their draws.
     ///
     /// # Errors
     /// [`Error::NoRandomInit`] for a tensor of the config whose shape is not known here, and libtorch's errors
@@ -78,6 +79,9 @@ impl CausalLm {
     pub fn random(config: &Config, device: Device, kind: Kind, seed: i64) -> Result<Self> {
         let mut names = expected_names(config)?;
         names.sort();
+        // The generator is global: a second thread reseeding it between this call's draws would change them.
+        static DRAWING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _drawing = DRAWING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         tch::manual_seed(seed);
         let mut tensors = HashMap::with_capacity(names.len());
         for name in names {
