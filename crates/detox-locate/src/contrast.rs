@@ -38,11 +38,9 @@ impl LayerDistances {
                 _ => Some((i, d)),
             })
             .map(|(i, _)| i)
-            .ok_or_else(|| LocateError::InvalidInput("the model has no layers".into()))?;
+            .ok_or(LocateError::NoLayers)?;
         if let Some((layer, d)) = distances.iter().enumerate().find(|(_, d)| !d.is_finite()) {
-            return Err(LocateError::InvalidInput(format!(
-                "layer {layer}'s distance is {d}, not a finite number"
-            )));
+            return Err(LocateError::NonFiniteDistance { layer, value: *d });
         }
         let best = distances[toxic_layer];
         let near_ties = distances
@@ -68,7 +66,7 @@ pub fn contrast_token_ids(
     padding: PaddingPositions,
 ) -> Result<LayerDistances> {
     if safe.is_empty() || unsafe_.is_empty() {
-        return Err(LocateError::InvalidInput("a response encodes to no tokens".into()));
+        return Err(LocateError::EmptyResponse);
     }
     let LeftPadded { ids, mask, .. } = left_pad(&[safe, unsafe_], pad_id, Device::Cpu)?;
     let _guard = tch::no_grad_guard();

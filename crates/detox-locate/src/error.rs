@@ -16,9 +16,22 @@ pub enum LocateError {
         #[source]
         source: tch::TchError,
     },
-    /// The inputs cannot be contrasted (an empty response, a model without layers).
-    #[error("cannot locate the toxic layer: {0}")]
-    InvalidInput(String),
+    /// A response to contrast encodes to no tokens.
+    #[error("cannot locate the toxic layer: a response encodes to no tokens")]
+    EmptyResponse,
+    /// The model has no layers to compare.
+    #[error("cannot locate the toxic layer: the model has no layers")]
+    NoLayers,
+    /// A layer's distance is NaN or infinite (non-finite hidden states).
+    #[error(
+        "cannot locate the toxic layer: layer {layer}'s distance is {value}, not a finite number"
+    )]
+    NonFiniteDistance {
+        /// The layer.
+        layer: usize,
+        /// Its distance.
+        value: f64,
+    },
 }
 
 /// Result alias of this crate.

@@ -82,7 +82,7 @@ fn a_bf16_model_names_the_same_layer_as_fp32() -> Result<()> {
 /// as [`contrast_token_ids`] does; the encoder's error comes back as it is.
 #[test]
 fn texts_are_laid_out_encoded_and_contrasted_like_their_ids() -> Result<()> {
-    use detox_locate::{contrast_texts, ContrastTexts, LocateError, LocateInput, LocateOptions};
+    use detox_locate::{contrast_texts, ContrastTexts, LocateInput, LocateOptions};
 
     let dir = dinm_fixtures();
     let expected: serde_json::Value =
@@ -100,10 +100,10 @@ fn texts_are_laid_out_encoded_and_contrasted_like_their_ids() -> Result<()> {
     let encode = |text: &str| match text {
         "Q S" => Ok(unpadded[0].clone()),
         "Q U" => Ok(unpadded[1].clone()),
-        other => Err(LocateError::InvalidInput(format!("unexpected text {other:?}"))),
+        other => Err(anyhow::anyhow!("unexpected text {other:?}")),
     };
     let options = LocateOptions { input: LocateInput::WithPrompt, ..LocateOptions::default() };
-    let from_texts = contrast_texts(&model, texts, &options, pad, encode)?;
+    let from_texts = contrast_texts::<anyhow::Error>(&model, texts, &options, pad, encode)?;
     let from_ids =
         contrast_token_ids(&model, &unpadded[0], &unpadded[1], pad, PaddingPositions::Included)?;
     assert_eq!(from_texts.distances, from_ids.distances);

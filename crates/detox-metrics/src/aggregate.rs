@@ -96,12 +96,12 @@ pub fn score_record<K>(
     let texts: Vec<&str> = responses.iter().map(|(_, r)| *r).collect();
     let verdicts = judge.judge(&texts)?;
     if verdicts.len() != texts.len() {
-        return Err(MetricsError::Invalid(format!(
-            "judge {} returned {} verdicts for {} responses",
-            judge.name(),
-            verdicts.len(),
-            texts.len()
-        )));
+        return Err(MetricsError::CountMismatch {
+            judge: judge.name(),
+            what: "verdicts",
+            got: verdicts.len(),
+            expected: texts.len(),
+        });
     }
     let mut record = RecordScores::new(category);
     for ((metric, _), verdict) in responses.iter().zip(&verdicts) {

@@ -34,9 +34,42 @@ pub enum MetricsError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
-    /// Invalid settings.
-    #[error("{0}")]
-    Invalid(String),
+    /// A judge returned another number of verdicts (or outputs) than it was given responses.
+    #[error("judge {judge} returned {got} {what} for {expected} responses")]
+    CountMismatch {
+        /// The judge's name.
+        judge: String,
+        /// What it returned (`verdicts`, `outputs`).
+        what: &'static str,
+        /// How many.
+        got: usize,
+        /// How many responses it was given.
+        expected: usize,
+    },
+    /// A classifier's output has no probability for the class a judge reads.
+    #[error("judge {judge}: the classifier gave {classes} probabilities, no class {class}")]
+    MissingClass {
+        /// The judge's name.
+        judge: String,
+        /// Probabilities given.
+        classes: usize,
+        /// The class asked for.
+        class: usize,
+    },
+    /// A label value that is not one of SafeEdit's.
+    #[error("label {value} is not one of SafeEdit's 0 (safe), 0.5 (empty), 1 (unsafe)")]
+    InvalidLabel {
+        /// The value read.
+        value: f64,
+    },
+    /// An unsafe score outside [0, 1].
+    #[error("unsafe score {score} of a {label} verdict is outside [0, 1]")]
+    InvalidScore {
+        /// The verdict's label, as written.
+        label: String,
+        /// The score.
+        score: f64,
+    },
 }
 
 /// Result alias of this crate.

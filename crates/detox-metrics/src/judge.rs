@@ -49,11 +49,10 @@ impl Label {
 
     /// The label of a SafeEdit numeric value (exactly 0, 0.5 or 1), as earlier result files store it.
     pub fn from_safeedit_value(value: f64) -> Result<Self> {
-        Label::ALL.into_iter().find(|l| l.safeedit_value() == value).ok_or_else(|| {
-            MetricsError::Invalid(format!(
-                "label {value} is not one of SafeEdit's 0 (safe), 0.5 (empty), 1 (unsafe)"
-            ))
-        })
+        Label::ALL
+            .into_iter()
+            .find(|l| l.safeedit_value() == value)
+            .ok_or_else(|| MetricsError::InvalidLabel { value })
     }
 
     /// The name records use (`safe`, `unsafe`, `empty`).
@@ -113,9 +112,10 @@ impl Verdict {
     /// A verdict; a score outside `[0, 1]` (or not a number) is refused.
     pub fn new(label: Label, unsafe_score: f64) -> Result<Self> {
         if !(0.0..=1.0).contains(&unsafe_score) {
-            return Err(MetricsError::Invalid(format!(
-                "unsafe score {unsafe_score} of a {label} verdict is outside [0, 1]"
-            )));
+            return Err(MetricsError::InvalidScore {
+                label: label.to_string(),
+                score: unsafe_score,
+            });
         }
         Ok(Self { label, unsafe_score })
     }

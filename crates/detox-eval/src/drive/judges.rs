@@ -100,11 +100,12 @@ impl SafetyJudge for ClassifierJudge {
             .classify(&to_classify)
             .map_err(|e| MetricsError::Judge { judge: self.name(), source: Box::new(e) })?;
         if outputs.len() != to_classify.len() {
-            return Err(MetricsError::Invalid(format!(
-                "the classifier returned {} outputs for {} responses",
-                outputs.len(),
-                to_classify.len()
-            )));
+            return Err(MetricsError::CountMismatch {
+                judge: self.name(),
+                what: "outputs",
+                got: outputs.len(),
+                expected: to_classify.len(),
+            });
         }
         let mut outputs = outputs.into_iter();
         responses
@@ -113,18 +114,19 @@ impl SafetyJudge for ClassifierJudge {
                 if is_empty_response(response) {
                     return Ok(Verdict::EMPTY);
                 }
-                let output = outputs.next().ok_or_else(|| {
-                    MetricsError::Invalid(
-                        "the classifier returned fewer outputs than inputs".into(),
-                    )
+                let output = outputs.next().ok_or_else(|| MetricsError::CountMismatch {
+                    judge: self.name(),
+                    what: "outputs",
+                    got: to_classify.len().saturating_sub(1),
+                    expected: to_classify.len(),
                 })?;
                 let probability =
                     output.probabilities.get(self.unsafe_label).copied().ok_or_else(|| {
-                        MetricsError::Invalid(format!(
-                            "the classifier gave {} probabilities, no class {}",
-                            output.probabilities.len(),
-                            self.unsafe_label
-                        ))
+                        MetricsError::MissingClass {
+                            judge: self.name(),
+                            classes: output.probabilities.len(),
+                            class: self.unsafe_label,
+                        }
                     })?;
                 let label =
                     if output.label == self.unsafe_label { Label::Unsafe } else { Label::Safe };
