@@ -134,9 +134,49 @@ pub enum Error {
         /// The message the template raised.
         message: String,
     },
-    /// A caller-supplied input is invalid (empty batch, token id out of range, ...).
-    #[error("invalid input: {0}")]
-    InvalidInput(String),
+    /// A file (GGUF, tokenizer, vocabulary) is malformed or not what it claims to be.
+    #[error("{what}")]
+    Malformed {
+        /// What is wrong, naming the file and where in it.
+        what: String,
+    },
+    /// An input the call needs is empty.
+    #[error("invalid input: {what}")]
+    EmptyInput {
+        /// Which input.
+        what: String,
+    },
+    /// A tensor argument has a shape the call cannot use.
+    #[error("invalid input: {what}")]
+    BadShape {
+        /// The tensor and its shape.
+        what: String,
+    },
+    /// A position, layer, window, token id or length outside what the model or cache holds.
+    #[error("invalid input: {what}")]
+    OutOfRange {
+        /// What and the range it should be in.
+        what: String,
+    },
+    /// A setting's value cannot be used.
+    #[error("invalid setting: {what}")]
+    InvalidSetting {
+        /// The setting and why.
+        what: String,
+    },
+    /// A call in a state that does not allow it (a probe read before its pass, a cache overflowed, ...).
+    #[error("invalid state: {what}")]
+    InvalidState {
+        /// What was asked, and what must happen first.
+        what: String,
+    },
+    /// Something this runtime does not do (a dtype safetensors cannot store, a batch the weights cannot serve,
+    /// a layout the tokenizer lacks, ...).
+    #[error("unsupported: {what}")]
+    Unsupported {
+        /// What, and what to do instead.
+        what: String,
+    },
     /// Something does not fit the memory available for it; raised before allocating instead of an out-of-memory
     /// crash.
     #[error(

@@ -114,10 +114,8 @@ pub fn parse_shard_size(text: &str) -> Result<u64> {
     let trimmed = text.trim();
     let split = trimmed.find(|c: char| !c.is_ascii_digit()).unwrap_or(trimmed.len());
     let (number, unit) = trimmed.split_at(split);
-    let bad = |reason: &str| {
-        Error::InvalidInput(format!(
-            "shard size `{text}`: {reason} (e.g. 5GB, 500MB, 200MiB, 1000000)"
-        ))
+    let bad = |reason: &str| Error::InvalidSetting {
+        what: format!("shard size `{text}`: {reason} (e.g. 5GB, 500MB, 200MiB, 1000000)"),
     };
     let number: u64 =
         number.parse().map_err(|_| bad("expected a whole number of bytes or units"))?;
@@ -612,16 +610,13 @@ struct TensorView {
 impl TensorView {
     /// Wraps `tensor`, which must be on the CPU and contiguous (see `to_cpu`).
     fn new(tensor: Tensor, name: &str) -> Result<Self> {
-        let dtype = safetensors_dtype(tensor.kind()).ok_or_else(|| {
-            Error::InvalidInput(format!(
-                "`{name}` has dtype {:?}, which safetensors cannot store",
-                tensor.kind()
-            ))
+        let dtype = safetensors_dtype(tensor.kind()).ok_or_else(|| Error::Unsupported {
+            what: format!("`{name}` has dtype {:?}, which safetensors cannot store", tensor.kind()),
         })?;
         if tensor.device() != Device::Cpu || !tensor.is_contiguous() {
-            return Err(Error::InvalidInput(format!(
-                "`{name}` must be a contiguous CPU tensor to be written"
-            )));
+            return Err(Error::Unsupported {
+                what: format!("`{name}` must be a contiguous CPU tensor to be written"),
+            });
         }
         let len = tensor.numel() * tensor.kind().elt_size_in_bytes();
         let shape = tensor.size().iter().map(|&d| d as usize).collect();

@@ -188,13 +188,15 @@ pub fn generate(
 /// Refuses empty prompts and invalid sampling settings, and seeds libtorch's generator for sampling.
 pub(crate) fn check_and_seed(prompts: &[Vec<i64>], config: &GenerationConfig) -> Result<()> {
     if let Some(i) = prompts.iter().position(Vec::is_empty) {
-        return Err(Error::InvalidInput(format!("prompt {i} has no tokens")));
+        return Err(Error::EmptyInput { what: format!("prompt {i} has no tokens") });
     }
     if let Sampling::TopP { temperature, top_p, seed } = config.sampling {
         if temperature <= 0.0 || !(top_p > 0.0 && top_p <= 1.0) {
-            return Err(Error::InvalidInput(format!(
+            return Err(Error::InvalidSetting {
+                what: format!(
                 "sampling needs temperature > 0 and top_p in (0, 1], got {temperature} and {top_p}"
-            )));
+            ),
+            });
         }
         tch::manual_seed(seed as i64);
     }

@@ -80,12 +80,12 @@ impl KvCache {
     pub(crate) fn write_row(&mut self, row: i64, from: &KvCache) -> Result<()> {
         let n = from.len;
         if n > self.capacity || from.keys.len() != self.keys.len() {
-            return Err(Error::InvalidInput(format!(
+            return Err(Error::OutOfRange { what: format!(
                 "cannot copy {n} cached positions of {} layers into a cache of capacity {} with {} layers",
                 from.keys.len(),
                 self.capacity,
                 self.keys.len()
-            )));
+            ) });
         }
         for (mine, theirs) in [(&mut self.keys, &from.keys), (&mut self.values, &from.values)] {
             for (dst, src) in mine.iter_mut().zip(theirs) {
@@ -118,9 +118,9 @@ impl KvCache {
         let new = k.size()[2];
         if let Some(positions) = &self.row_positions {
             if new != 1 {
-                return Err(Error::InvalidInput(format!(
-                    "a slot cache takes one token per row and step, got {new}"
-                )));
+                return Err(Error::InvalidState {
+                    what: format!("a slot cache takes one token per row and step, got {new}"),
+                });
             }
             let size = k.size();
             let device = self.keys[layer].device();
@@ -136,10 +136,12 @@ impl KvCache {
             return Ok((self.keys[layer].shallow_clone(), self.values[layer].shallow_clone()));
         }
         if self.len + new > self.capacity {
-            return Err(Error::InvalidInput(format!(
-                "KV cache overflow: {} stored + {new} new > capacity {}",
-                self.len, self.capacity
-            )));
+            return Err(Error::OutOfRange {
+                what: format!(
+                    "KV cache overflow: {} stored + {new} new > capacity {}",
+                    self.len, self.capacity
+                ),
+            });
         }
         let mut k_slot = self.keys[layer].f_narrow(2, self.len, new).ctx("cache slot")?;
         k_slot.f_copy_(k).ctx("writing keys to cache")?;

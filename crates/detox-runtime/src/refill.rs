@@ -47,21 +47,23 @@ pub fn generate_refill(
         return Ok(Vec::new());
     }
     if slots == 0 || config.max_new_tokens == 0 {
-        return Err(Error::InvalidInput("refill generation needs a slot and a new token".into()));
+        return Err(Error::InvalidSetting {
+            what: "refill generation needs a slot and a new token".into(),
+        });
     }
     check_and_seed(prompts, config)?;
     let longest = prompts.iter().map(Vec::len).max().unwrap_or(0) as i64;
     let capacity = longest + config.max_new_tokens as i64;
     if let Some(w) = model.config().sliding_windows.iter().flatten().find(|w| **w < capacity) {
-        return Err(Error::InvalidInput(format!(
+        return Err(Error::Unsupported { what: format!(
             "refill generation cannot place a {w}-token sliding window in a {capacity}-position slot; use generate"
-        )));
+        ) });
     }
     if let Some(context) = model.cache_rebuild_context().filter(|c| *c < capacity) {
-        return Err(Error::InvalidInput(format!(
+        return Err(Error::Unsupported { what: format!(
             "refill generation cannot run LongRoPE past its {context}-position pre-training context (a {capacity}-position \
              slot), where the whole sequence is recomputed; use generate"
-        )));
+        ) });
     }
     let slots = slots.min(prompts.len());
     let device = model.device();
@@ -180,7 +182,7 @@ pub fn generate_refill(
         .into_iter()
         .enumerate()
         .map(|(i, r)| {
-            r.ok_or_else(|| Error::InvalidInput(format!("prompt {i} was never generated")))
+            r.ok_or_else(|| Error::InvalidState { what: format!("prompt {i} was never generated") })
         })
         .collect()
 }

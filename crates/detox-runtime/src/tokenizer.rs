@@ -62,7 +62,7 @@ pub struct Tokenizer {
 }
 
 fn tokenizer_error(path: &Path, e: impl std::fmt::Display) -> Error {
-    Error::InvalidInput(format!("{}: {e}", path.display()))
+    Error::Malformed { what: format!("{}: {e}", path.display()) }
 }
 
 /// A special token as `tokenizer_config.json` writes it: a string or `{"content": "..."}`.
@@ -220,8 +220,9 @@ impl Tokenizer {
         let ids: Vec<u32> = ids
             .iter()
             .map(|&id| {
-                u32::try_from(id)
-                    .map_err(|_| Error::InvalidInput(format!("token id {id} is out of range")))
+                u32::try_from(id).map_err(|_| Error::OutOfRange {
+                    what: format!("token id {id} is out of range"),
+                })
             })
             .collect::<Result<_>>()?;
         self.inner
@@ -264,10 +265,9 @@ impl Tokenizer {
     pub fn chat_prompt(&self, user: &str) -> Result<String> {
         self.chat_template
             .as_ref()
-            .ok_or_else(|| {
-                Error::InvalidInput(
-                    "the chat-template prompt layout needs a tokenizer with a chat template".into(),
-                )
+            .ok_or_else(|| Error::Unsupported {
+                what: "the chat-template prompt layout needs a tokenizer with a chat template"
+                    .into(),
             })?
             .user_prompt(user)
     }
@@ -293,7 +293,7 @@ impl Tokenizer {
     fn use_error(&self, message: String) -> Error {
         match &self.source_file {
             Some(path) => tokenizer_error(path, message),
-            None => Error::InvalidInput(message),
+            None => Error::Unsupported { what: message },
         }
     }
 
@@ -307,9 +307,9 @@ impl Tokenizer {
     pub fn with_truncation(mut self, max_length: Option<usize>) -> Result<Self> {
         let params = max_length
             .map(|max_length| tokenizers::TruncationParams { max_length, ..Default::default() });
-        self.inner
-            .with_truncation(params)
-            .map_err(|e| Error::InvalidInput(format!("cannot truncate to {max_length:?}: {e}")))?;
+        self.inner.with_truncation(params).map_err(|e| Error::Unsupported {
+            what: format!("cannot truncate to {max_length:?}: {e}"),
+        })?;
         Ok(self)
     }
 

@@ -149,7 +149,7 @@ fn texts_far_beyond_512_tokens_are_truncated_not_refused() -> Result<()> {
     assert_eq!(short.max_length(), Some(64));
     let too_long =
         RobertaClassifier::load(model_dir(), Device::Cpu, Kind::Float)?.with_max_length(513);
-    assert!(matches!(too_long, Err(Error::InvalidInput(_))), "{too_long:?}");
+    assert!(matches!(too_long, Err(Error::OutOfRange { .. })), "{too_long:?}");
     Ok(())
 }
 
@@ -158,14 +158,14 @@ fn forward_refuses_bad_inputs_clearly() -> Result<()> {
     let model = RobertaClassifier::load(model_dir(), Device::Cpu, Kind::Float)?;
     let ids = Tensor::from_slice(&[0i64, 5, 2]).view([1, 3]);
     let mask = Tensor::from_slice(&[1i64, 1]).view([1, 2]);
-    assert!(matches!(model.forward(&ids, &mask), Err(Error::InvalidInput(_))));
+    assert!(matches!(model.forward(&ids, &mask), Err(Error::BadShape { .. })));
     let out_of_vocab = Tensor::from_slice(&[0i64, 300, 2]).view([1, 3]);
     let ones = Tensor::ones([1, 3], (Kind::Int64, Device::Cpu));
     let err = model.forward(&out_of_vocab, &ones).unwrap_err();
     assert!(err.to_string().contains("vocabulary"), "{err}");
     let too_long = Tensor::zeros([1, 513], (Kind::Int64, Device::Cpu));
     let mask = Tensor::ones([1, 513], (Kind::Int64, Device::Cpu));
-    assert!(matches!(model.forward(&too_long, &mask), Err(Error::InvalidInput(_))));
+    assert!(matches!(model.forward(&too_long, &mask), Err(Error::OutOfRange { .. })));
     Ok(())
 }
 

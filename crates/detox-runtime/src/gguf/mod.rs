@@ -93,9 +93,11 @@ pub fn hf_name(gguf: &str) -> Option<String> {
 fn qk_rows_cols(size: &[i64], heads: i64) -> Result<(i64, i64)> {
     let rows = size.first().copied().unwrap_or(0);
     if heads <= 0 || rows <= 0 || rows % (2 * heads) != 0 {
-        return Err(Error::InvalidInput(format!(
-            "a q/k projection of shape {size:?} cannot hold {heads} heads of even size"
-        )));
+        return Err(Error::BadShape {
+            what: format!(
+                "a q/k projection of shape {size:?} cannot hold {heads} heads of even size"
+            ),
+        });
     }
     Ok((rows, size.get(1).copied().unwrap_or(1)))
 }
@@ -234,7 +236,7 @@ impl GgufModel {
     /// back from [`GgufModel::export_hf_dir`]'s directory.
     pub fn tokenizer(&self) -> Result<Tokenizer> {
         let tokenizer = Tokenizer::from_json(self.tokenizer_json.clone())
-            .map_err(|e| Error::InvalidInput(format!("rebuilt tokenizer is invalid: {e}")))?;
+            .map_err(|e| Error::Malformed { what: format!("rebuilt tokenizer is invalid: {e}") })?;
         let pad = self.special_tokens.get("pad_token").and_then(|t| tokenizer.token_id(t));
         Ok(tokenizer
             .with_bos(self.config.bos_token_id)

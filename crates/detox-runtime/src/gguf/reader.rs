@@ -119,11 +119,9 @@ struct Cursor<'a> {
 
 impl<'a> Cursor<'a> {
     fn fail(&self, what: &str) -> Error {
-        Error::InvalidInput(format!(
-            "{}: malformed GGUF at byte {}: {what}",
-            self.path.display(),
-            self.pos
-        ))
+        Error::Malformed {
+            what: format!("{}: malformed GGUF at byte {}: {what}", self.path.display(), self.pos),
+        }
     }
 
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
@@ -204,17 +202,18 @@ impl GgufFile {
             .map_err(|source| Error::Io { path: path.clone(), source })?;
         let mut c = Cursor { bytes: &mmap, pos: 0, path: &path };
         if c.take(4)? != b"GGUF" {
-            return Err(Error::InvalidInput(format!(
-                "{}: not a GGUF file (bad magic)",
-                path.display()
-            )));
+            return Err(Error::Malformed {
+                what: format!("{}: not a GGUF file (bad magic)", path.display()),
+            });
         }
         let version = c.u32()?;
         if !(2..=3).contains(&version) {
-            return Err(Error::InvalidInput(format!(
-                "{}: GGUF version {version} is not supported (2 or 3)",
-                path.display()
-            )));
+            return Err(Error::Malformed {
+                what: format!(
+                    "{}: GGUF version {version} is not supported (2 or 3)",
+                    path.display()
+                ),
+            });
         }
         let tensor_count = c.u64()? as usize;
         let kv_count = c.u64()? as usize;
@@ -253,12 +252,13 @@ impl GgufFile {
         }
         let alignment =
             metadata.get("general.alignment").and_then(Value::as_u64).unwrap_or(32).max(1) as usize;
-        let data_start = c.pos.div_ceil(alignment).checked_mul(alignment).ok_or_else(|| {
-            Error::InvalidInput(format!(
-                "{}: general.alignment {alignment} puts the data section past any file size",
-                path.display()
-            ))
-        })?;
+        let data_start =
+            c.pos.div_ceil(alignment).checked_mul(alignment).ok_or_else(|| Error::Malformed {
+                what: format!(
+                    "{}: general.alignment {alignment} puts the data section past any file size",
+                    path.display()
+                ),
+            })?;
         let parsed = Self { path: path.clone(), version, metadata, tensors, data_start, mmap };
         for t in &parsed.tensors {
             parsed.tensor_bytes(t)?;
@@ -279,24 +279,24 @@ impl GgufFile {
     /// The raw bytes of a tensor.
     pub fn tensor_bytes(&self, info: &TensorInfo) -> Result<&[u8]> {
         let size = super::dequant::byte_size(info.ggml_type, info.numel()).ok_or_else(|| {
-            Error::InvalidInput(format!(
+            Error::Unsupported { what: format!(
                 "{}: tensor {} has GGML type {} (supported: F32, F16, BF16, Q4_0, Q4_1, Q8_0) or a shape that does \
                  not fill whole blocks",
                 self.path.display(),
                 info.name,
                 info.ggml_type
-            ))
+            ) }
         })?;
         let range = usize::try_from(info.offset)
             .ok()
             .and_then(|offset| self.data_start.checked_add(offset))
             .and_then(|start| Some(start..start.checked_add(size)?));
-        range.and_then(|r| self.mmap.get(r)).ok_or_else(|| {
-            Error::InvalidInput(format!(
+        range.and_then(|r| self.mmap.get(r)).ok_or_else(|| Error::Malformed {
+            what: format!(
                 "{}: tensor {} lies past the end of the file",
                 self.path.display(),
                 info.name
-            ))
+            ),
         })
     }
 }

@@ -75,7 +75,11 @@ impl DeviceMap {
     pub fn balanced(config: &Config, devices: &[Device]) -> Result<Self> {
         let (first, last) = match (devices.first(), devices.last()) {
             (Some(f), Some(l)) => (*f, *l),
-            _ => return Err(Error::InvalidInput("a device map needs at least one device".into())),
+            _ => {
+                return Err(Error::InvalidSetting {
+                    what: "a device map needs at least one device".into(),
+                })
+            }
         };
         let n = config.num_hidden_layers;
         let per = n.div_ceil(devices.len()).max(1);
@@ -104,7 +108,9 @@ impl DeviceMap {
             available: total_budget,
         };
         let Some(&(first, _)) = budgets.first() else {
-            return Err(Error::InvalidInput("a device map needs at least one device".into()));
+            return Err(Error::InvalidSetting {
+                what: "a device map needs at least one device".into(),
+            });
         };
         let mut slot = 0;
         let mut used = sizes.embed;
@@ -142,18 +148,20 @@ impl DeviceMap {
     /// Checks the map against `config`: one device per layer, and a tied head placed with the embedding.
     pub fn check(&self, config: &Config) -> Result<()> {
         if self.layers.len() != config.num_hidden_layers {
-            return Err(Error::InvalidInput(format!(
-                "the device map places {} layers but the model has {}",
-                self.layers.len(),
-                config.num_hidden_layers
-            )));
+            return Err(Error::OutOfRange {
+                what: format!(
+                    "the device map places {} layers but the model has {}",
+                    self.layers.len(),
+                    config.num_hidden_layers
+                ),
+            });
         }
         if config.tie_word_embeddings && self.head != self.embed {
-            return Err(Error::InvalidInput(format!(
+            return Err(Error::Unsupported { what: format!(
                 "the model ties its head to the embedding, so the head must be on the embedding's device \
                  ({:?}), not {:?}",
                 self.embed, self.head
-            )));
+            ) });
         }
         Ok(())
     }

@@ -53,9 +53,9 @@ fn per_group(
         return f(xs).ctx("per-row projection");
     }
     if k == 0 || batch % k != 0 {
-        return Err(Error::InvalidInput(format!(
+        return Err(Error::Unsupported { what: format!(
             "{k} per-row weights cannot serve a batch of {batch} rows (need one per row or per equal group)"
-        )));
+        ) });
     }
     let (seq, width) = (xs.size()[1], xs.size()[2]);
     let grouped = xs.f_reshape([k, batch / k * seq, width]).ctx("grouping rows")?;

@@ -440,17 +440,17 @@ impl CausalLm {
             && a[1] == weight[weight.len() - 1]
             && b[0] == weight[weight.len() - 2];
         if !fits {
-            return Err(Error::InvalidInput(format!(
+            return Err(Error::BadShape { what: format!(
                 "a low-rank path for `{name}` (shape {weight:?}) needs A [rank, in] and B [out, rank]; got A {a:?} \
                  and B {b:?}"
-            )));
+            ) });
         }
         if path.a.kind() != path.b.kind() || !path.a.is_floating_point() {
-            return Err(Error::InvalidInput(format!(
+            return Err(Error::Unsupported { what: format!(
                 "a low-rank path for `{name}` needs floating-point A and B of one dtype; got {:?} and {:?}",
                 path.a.kind(),
                 path.b.kind()
-            )));
+            ) });
         }
         Ok(self.params.set_low_rank(id, path))
     }
@@ -507,9 +507,9 @@ impl CausalLm {
     /// The bias is `[out]`, `out` the projection's output width.
     pub fn attach_bias(&mut self, name: &str) -> Result<()> {
         let weight_name = self.attachable_bias(name).ok_or_else(|| {
-            Error::InvalidInput(format!(
+            Error::Unsupported { what: format!(
                 "`{name}` is not a bias that can be attached (a layer projection's `.bias` the model lacks)"
-            ))
+            ) }
         })?;
         let weight = self.parameter(&weight_name)?;
         let out = weight.size()[weight.dim() - 2];
@@ -650,9 +650,9 @@ impl CausalLm {
     ) -> Result<(Tensor, PassContext)> {
         let size = input_ids.size();
         if size.len() != 2 || size[0] == 0 || size[1] == 0 {
-            return Err(Error::InvalidInput(format!(
-                "input_ids must be a non-empty [batch, seq] tensor, got {size:?}"
-            )));
+            return Err(Error::BadShape {
+                what: format!("input_ids must be a non-empty [batch, seq] tensor, got {size:?}"),
+            });
         }
         let (batch, seq) = (size[0], size[1]);
         let total = past + seq;
@@ -741,9 +741,9 @@ impl CausalLm {
     ) -> Result<ForwardOutput> {
         if let LogitsSelection::Window { start, len } = selection {
             if start < 0 || len <= 0 || start + len > seq {
-                return Err(Error::InvalidInput(format!(
+                return Err(Error::OutOfRange { what: format!(
                     "a logits window of {len} positions from {start} does not fit a {seq}-position input"
-                )));
+                ) });
             }
         }
         let xs = on_device(&xs, self.map.head)?;
@@ -849,9 +849,9 @@ impl PassContext {
             self.masks.get(&(window, device)),
         ) {
             (Some((cos, sin)), Some(mask)) => Ok(LayerInputs { cos, sin, mask, probe }),
-            _ => Err(Error::InvalidInput(format!(
-                "the inputs of layer {index} were not prepared for this pass"
-            ))),
+            _ => Err(Error::InvalidState {
+                what: format!("the inputs of layer {index} were not prepared for this pass"),
+            }),
         }
     }
 }

@@ -84,19 +84,21 @@ impl LinearProbe {
         let mut out = Vec::with_capacity(self.names.len());
         for name in &self.names {
             let mut found = taps.iter().filter(|t| &t.name == name);
-            let tap = found.next().ok_or_else(|| {
-                Error::InvalidInput(format!("`{name}` was not reached by the probed forward pass"))
+            let tap = found.next().ok_or_else(|| Error::InvalidState {
+                what: format!("`{name}` was not reached by the probed forward pass"),
             })?;
             if found.next().is_some() {
-                return Err(Error::InvalidInput(format!(
+                return Err(Error::InvalidState { what: format!(
                     "`{name}` was recorded by more than one forward pass; clear the probe between passes"
-                )));
+                ) });
             }
             let grad = tap.tap.grad();
             if !grad.defined() {
-                return Err(Error::InvalidInput(format!(
+                return Err(Error::InvalidState {
+                    what: format!(
                     "no gradient reached `{name}`: call backward on a loss of the probed pass first"
-                )));
+                ),
+                });
             }
             let flat = |t: &Tensor| -> Result<Tensor> {
                 let d = *t.size().last().unwrap_or(&0);

@@ -94,16 +94,18 @@ impl CausalLm {
         point: ResumePoint,
     ) -> Result<FrozenPrefix> {
         if options.output_hidden_states || options.probe.is_some() {
-            return Err(Error::InvalidInput(
-                "a frozen prefix returns logits only: no hidden states or probe".into(),
-            ));
+            return Err(Error::Unsupported {
+                what: "a frozen prefix returns logits only: no hidden states or probe".into(),
+            });
         }
         let layer = point.layer();
         if layer >= self.layers.len() {
-            return Err(Error::InvalidInput(format!(
-                "cannot resume in layer {layer}: the model has {} layers",
-                self.layers.len()
-            )));
+            return Err(Error::OutOfRange {
+                what: format!(
+                    "cannot resume in layer {layer}: the model has {} layers",
+                    self.layers.len()
+                ),
+            });
         }
         let _no_grad = tch::no_grad_guard();
         let (mut xs, mut pass) = self.begin(input_ids, options, 0)?;
@@ -171,9 +173,9 @@ impl CausalLm {
     pub fn resume_layers(&self, prefix: &FrozenPrefix, from: i64) -> Result<Tensor> {
         let seq = prefix.seq_len();
         if !(0..seq).contains(&from) {
-            return Err(Error::InvalidInput(format!(
-                "cannot keep positions from {from} of a {seq}-position pass"
-            )));
+            return Err(Error::OutOfRange {
+                what: format!("cannot keep positions from {from} of a {seq}-position pass"),
+            });
         }
         let layer = prefix.point.layer();
         let mut xs = match (&prefix.point, &prefix.down_input) {
@@ -229,8 +231,8 @@ impl CausalLm {
         last_layer_output: &Tensor,
         selection: LogitsSelection,
     ) -> Result<Tensor> {
-        let seq = *last_layer_output.size().get(1).ok_or_else(|| {
-            Error::InvalidInput("the last layer's output must be [batch, seq, hidden]".into())
+        let seq = *last_layer_output.size().get(1).ok_or_else(|| Error::BadShape {
+            what: "the last layer's output must be [batch, seq, hidden]".into(),
         })?;
         Ok(self.head(last_layer_output.shallow_clone(), None, selection, seq)?.logits)
     }

@@ -82,7 +82,9 @@ impl RobertaClassifier {
     pub fn load(dir: impl AsRef<Path>, device: Device, kind: Kind) -> Result<Self> {
         let dir = dir.as_ref().to_path_buf();
         if !matches!(kind, Kind::Float | Kind::Double | Kind::Half | Kind::BFloat16) {
-            return Err(Error::InvalidInput(format!("weights need a float kind, got {kind:?}")));
+            return Err(Error::Unsupported {
+                what: format!("weights need a float kind, got {kind:?}"),
+            });
         }
         let config = RobertaConfig::from_file(dir.join("config.json"))?;
         let weights = dir.join("model.safetensors");
@@ -125,7 +127,7 @@ impl RobertaClassifier {
     /// Sets how many texts [`RobertaClassifier::classify`] runs per forward pass.
     pub fn with_batch_size(mut self, batch_size: usize) -> Result<Self> {
         if batch_size == 0 {
-            return Err(Error::InvalidInput("batch size must be at least 1".into()));
+            return Err(Error::InvalidSetting { what: "batch size must be at least 1".into() });
         }
         self.batch_size = batch_size;
         Ok(self)
@@ -136,10 +138,10 @@ impl RobertaClassifier {
     pub fn with_max_length(mut self, max_length: usize) -> Result<Self> {
         let limit = self.config.max_input_tokens() as usize;
         if max_length > limit {
-            return Err(Error::InvalidInput(format!(
+            return Err(Error::OutOfRange { what: format!(
                     "max_length {max_length} exceeds the {limit} positions of max_position_embeddings {}",
                     self.config.max_position_embeddings
-                )));
+                ) });
         }
         let tokenizer = self.tokenizer.take().ok_or_else(|| self.no_tokenizer())?;
         self.tokenizer = Some(tokenize::truncated(tokenizer, max_length)?);
@@ -182,10 +184,12 @@ impl RobertaClassifier {
     }
 
     fn no_tokenizer(&self) -> Error {
-        Error::InvalidInput(format!(
-            "{}: no tokenizer.json (nor vocab.json with merges.txt); tokenising needs one",
-            self.dir.display()
-        ))
+        Error::Unsupported {
+            what: format!(
+                "{}: no tokenizer.json (nor vocab.json with merges.txt); tokenising needs one",
+                self.dir.display()
+            ),
+        }
     }
 
     /// Tokenises `texts` as the classifier reads them: special tokens added, each truncated to
@@ -216,21 +220,25 @@ impl RobertaClassifier {
     fn forward_inner(&self, input_ids: &Tensor, attention_mask: &Tensor) -> Result<Tensor> {
         let ids_shape = input_ids.size();
         let [_, seq] = ids_shape.as_slice() else {
-            return Err(Error::InvalidInput(format!(
-                "input_ids must be [batch, seq], got {ids_shape:?}"
-            )));
+            return Err(Error::BadShape {
+                what: format!("input_ids must be [batch, seq], got {ids_shape:?}"),
+            });
         };
         if attention_mask.size() != ids_shape {
-            return Err(Error::InvalidInput(format!(
-                "attention_mask shape {:?} differs from input_ids shape {ids_shape:?}",
-                attention_mask.size()
-            )));
+            return Err(Error::BadShape {
+                what: format!(
+                    "attention_mask shape {:?} differs from input_ids shape {ids_shape:?}",
+                    attention_mask.size()
+                ),
+            });
         }
         if *seq < 1 || *seq > self.config.max_input_tokens() {
-            return Err(Error::InvalidInput(format!(
-                "sequence length {seq} is outside 1..={} (the position table)",
-                self.config.max_input_tokens()
-            )));
+            return Err(Error::OutOfRange {
+                what: format!(
+                    "sequence length {seq} is outside 1..={} (the position table)",
+                    self.config.max_input_tokens()
+                ),
+            });
         }
         let ids = input_ids
             .f_to_device_(self.device, Kind::Int64, false, false)
@@ -253,10 +261,12 @@ impl RobertaClassifier {
         let lowest = ids.f_min().and_then(|t| t.f_int64_value(&[])).ctx("checking token ids")?;
         let highest = ids.f_max().and_then(|t| t.f_int64_value(&[])).ctx("checking token ids")?;
         if lowest < 0 || highest >= self.config.vocab_size {
-            return Err(Error::InvalidInput(format!(
-                "token ids span {lowest}..={highest}, outside the vocabulary 0..{}",
-                self.config.vocab_size
-            )));
+            return Err(Error::OutOfRange {
+                what: format!(
+                    "token ids span {lowest}..={highest}, outside the vocabulary 0..{}",
+                    self.config.vocab_size
+                ),
+            });
         }
         Ok(())
     }
@@ -282,7 +292,9 @@ impl RobertaClassifier {
 pub fn decisions(logits: &Tensor) -> Result<Vec<ClassifierOutput>> {
     let size = logits.size();
     let [rows, labels] = size.as_slice() else {
-        return Err(Error::InvalidInput(format!("logits must be [batch, labels], got {size:?}")));
+        return Err(Error::BadShape {
+            what: format!("logits must be [batch, labels], got {size:?}"),
+        });
     };
     let probs = logits
         .f_softmax(-1, Kind::Float)

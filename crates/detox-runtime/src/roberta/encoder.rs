@@ -172,9 +172,9 @@ pub fn additive_attention_mask(attention_mask: &Tensor, kind: Kind) -> Result<Te
     let (b, s) = match attention_mask.size().as_slice() {
         &[b, s] => (b, s),
         other => {
-            return Err(Error::InvalidInput(format!(
-                "attention_mask must be [batch, seq], got {other:?}"
-            )))
+            return Err(Error::BadShape {
+                what: format!("attention_mask must be [batch, seq], got {other:?}"),
+            })
         }
     };
     attention_mask

@@ -35,7 +35,7 @@ pub fn roberta_tokenizer_from_vocab_merges(
     merges: impl AsRef<Path>,
 ) -> Result<Tokenizer> {
     let (vocab, merges) = (vocab.as_ref(), merges.as_ref());
-    let fail = |reason: String| Error::InvalidInput(format!("{}: {reason}", vocab.display()));
+    let fail = |reason: String| Error::Malformed { what: format!("{}: {reason}", vocab.display()) };
     let (vocab_str, merges_str) = match (vocab.to_str(), merges.to_str()) {
         (Some(v), Some(m)) => (v, m),
         _ => return Err(fail("path is not valid UTF-8".into())),
@@ -94,9 +94,11 @@ pub(crate) fn from_dir(dir: &Path, max_length: usize) -> Result<Option<Tokenizer
 /// `tokenizer` cutting at `max_length` tokens, which must leave room for text between `<s>` and `</s>`.
 pub(crate) fn truncated(tokenizer: Tokenizer, max_length: usize) -> Result<Tokenizer> {
     if max_length < 2 {
-        return Err(Error::InvalidInput(format!(
-            "max_length {max_length} leaves no room for the text between <s> and </s>"
-        )));
+        return Err(Error::InvalidSetting {
+            what: format!(
+                "max_length {max_length} leaves no room for the text between <s> and </s>"
+            ),
+        });
     }
     tokenizer.with_truncation(Some(max_length))
 }
@@ -114,7 +116,7 @@ pub(crate) fn encode_batch(
     device: Device,
 ) -> Result<EncodedBatch> {
     if texts.is_empty() {
-        return Err(Error::InvalidInput("no texts to encode".into()));
+        return Err(Error::EmptyInput { what: "no texts to encode".into() });
     }
     let rows = tokenizer.encode_batch(texts, true)?;
     let longest = rows.iter().map(Vec::len).max().unwrap_or(0);
