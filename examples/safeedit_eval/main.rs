@@ -135,9 +135,8 @@ fn run_nlpcc(args: &Args, method: &mut BuiltMethod, subset: &safeedit::Subset) -
     let _lock = detox_io::DirLock::acquire(&args.out)?;
     let mut loaded = args.model.load()?;
     let settings = settings(args, method.prompt_only)?;
-    let editor: &mut dyn detox_edit::Editor = method.editor.as_mut();
     let answered =
-        nlpcc::answer(&mut loaded.model, &loaded.tokenizer, Some(editor), &records, &settings)?;
+        nlpcc::answer(&mut loaded.model, &loaded.tokenizer, Some(method), &records, &settings)?;
     let path = args.out.join(nlpcc::SUBMISSION_FILE);
     nlpcc::write_submission(&path, &answered)?;
     let empty = answered.iter().filter(|r| r.response.trim().is_empty()).count();

@@ -5,11 +5,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use detox_edit::dinm::{DinmEditor, DinmOptions, DinmPreset};
+use detox_edit::registry::BuiltMethod;
 use detox_eval::drive::nlpcc::{answer, write_submission, SUBMISSION_FILE};
 use detox_eval::EvalError;
 use detox_eval::HarnessSettings;
 use detox_runtime::{CausalLm, Tokenizer};
 use safeedit::{load_nlpcc, Mode, NlpccRecord};
+use serde_json::json;
 use tch::{Device, Kind};
 
 fn model_dir() -> PathBuf {
@@ -33,8 +35,9 @@ fn answers_are_written_in_the_track_format_and_read_back_with_empty_ones() -> Re
     let records = test_all()?;
 
     let reminder = detox_edit::SelfReminder::for_assistant("AI assistant");
-    let mut editor = detox_edit::SelfReminderEditor::new(reminder)?;
-    let mut answered = answer(&mut model, &tokenizer, Some(&mut editor), &records, &settings)?;
+    let editor = detox_edit::SelfReminderEditor::new(reminder)?;
+    let mut method = BuiltMethod::new(Box::new(editor), json!({}), json!({})).prompt_only();
+    let mut answered = answer(&mut model, &tokenizer, Some(&mut method), &records, &settings)?;
     assert_eq!(answered.len(), records.len());
     for (a, r) in answered.iter().zip(&records) {
         // Everything but the response is the published record's.
@@ -66,6 +69,13 @@ fn answers_are_written_in_the_track_format_and_read_back_with_empty_ones() -> Re
     // Without a method the model as loaded answers.
     let plain = answer(&mut model, &tokenizer, None, &records, &settings)?;
     assert_eq!(plain.len(), records.len());
+    // `none` is record-independent by the registry's mark, not by a list of names: it answers as no method.
+    let mut none = detox_edit::registry::Registry::builtin().build(
+        "none",
+        &detox_edit::registry::MethodArgs::new(),
+        Device::Cpu,
+    )?;
+    assert_eq!(answer(&mut model, &tokenizer, Some(&mut none), &records, &settings)?, plain);
     Ok(())
 }
 
@@ -74,10 +84,10 @@ fn per_record_editors_are_refused_for_nlpcc_inputs() -> Result<()> {
     let tokenizer = Tokenizer::from_model_dir(model_dir())?;
     let mut model = CausalLm::load(model_dir(), Device::Cpu, Kind::Float)?;
     let settings = HarnessSettings::new(tempfile::tempdir()?.path());
-    let mut editor =
-        DinmEditor::new(DinmPreset::Llama2_7bChat.hparams(), DinmOptions::reference())?;
+    let editor = DinmEditor::new(DinmPreset::Llama2_7bChat.hparams(), DinmOptions::reference())?;
+    let mut method = BuiltMethod::new(Box::new(editor), json!({}), json!({}));
     let err =
-        answer(&mut model, &tokenizer, Some(&mut editor), &test_all()?, &settings).unwrap_err();
+        answer(&mut model, &tokenizer, Some(&mut method), &test_all()?, &settings).unwrap_err();
     assert!(
         matches!(&err, EvalError::NotRecordIndependent { method, .. } if method == "DINM"),
         "{err}"

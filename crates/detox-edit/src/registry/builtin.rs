@@ -177,7 +177,9 @@ fn to_value(value: &impl serde::Serialize) -> Result<Value> {
 }
 
 fn build_none(_: &MethodArgs, _: &BuildContext) -> Result<BuiltMethod> {
-    Ok(BuiltMethod::new(Box::new(NoEdit), json!({}), json!({})))
+    // Its one edit, none, serves every record: writing it back writes the model as loaded (in another dtype or
+    // sharding if asked), and the NLPCC track answers with it as the baseline.
+    Ok(BuiltMethod::new(Box::new(NoEdit), json!({}), json!({})).record_independent())
 }
 
 /// DINM's hyper-parameters: the file or preset the options name, with the options' overrides.

@@ -107,7 +107,7 @@ pub fn check_record_independent(built: &BuiltMethod) -> Result<()> {
         "it rewrites prompts and leaves the weights as they are"
     } else {
         "it makes no one edit that serves every record (DINM, FT-L and MEND edit each record on its own and the \
-         model is restored after it; `none` edits nothing)"
+         model is restored after it)"
     };
     Err(EditError::InvalidConfig {
         method: built.editor.method().to_string(),
@@ -258,7 +258,7 @@ mod tests {
     #[test]
     fn only_record_independent_methods_are_applied_for_writing_back() {
         let registry = Registry::builtin();
-        for name in ["none", "dinm", "ft-l", "self-reminder"] {
+        for name in ["dinm", "ft-l", "self-reminder"] {
             let built = registry.build(name, &MethodArgs::new(), Device::Cpu).unwrap();
             let e = check_record_independent(&built).unwrap_err().to_string();
             assert!(e.contains(built.editor.method()) && e.contains("trained, profs"), "{e}");

@@ -112,33 +112,17 @@ impl CostSummary {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::general::{QaAnswer, RefusalAnswer, SumAnswer};
+    use crate::record::general::answers;
 
-    fn result(correct: &[bool], rouge: &[f64], refused: &[bool]) -> GeneralResult {
-        GeneralResult {
-            qa: correct
-                .iter()
-                .map(|&c| QaAnswer { question: "q".into(), response: "r".into(), correct: c })
-                .collect(),
-            sum: rouge
-                .iter()
-                .map(|&f| SumAnswer { id: "1".into(), response: "s".into(), rouge1_f: f })
-                .collect(),
-            over_refusal: refused
-                .iter()
-                .map(|&r| RefusalAnswer { id: "1".into(), response: "x".into(), refused: r })
-                .collect(),
-        }
-    }
     #[test]
     fn scores_pool_items_by_hand() {
-        let base = result(&[true, true, false, true], &[40.0, 20.0], &[false, false]);
+        let base = answers(&[true, true, false, true], &[40.0, 20.0], &[false, false]);
         assert_eq!(
             (base.kqa(), base.csum(), base.over_refusal()),
             (Some(75.0), Some(30.0), Some(0.0))
         );
-        let a = result(&[true, false, false, false], &[10.0, 0.0], &[true, false]);
-        let b = result(&[false, false, false, false], &[20.0, 10.0], &[true, true]);
+        let a = answers(&[true, false, false, false], &[10.0, 0.0], &[true, false]);
+        let b = answers(&[false, false, false, false], &[20.0, 10.0], &[true, true]);
         let c = CostComparison::from_results(&base, [&a, &b]);
         assert_eq!(c.records, 2);
         assert_eq!(

@@ -167,6 +167,7 @@ pub fn read_baseline(dir: &Path) -> Result<Option<GeneralResult>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::general::answers;
     use crate::settings::general::GeneralConfig;
     use detox_metrics::readers::QaItem;
 
@@ -178,27 +179,11 @@ mod tests {
     fn config(qa: usize, over_refusal: usize) -> GeneralConfig {
         GeneralConfig { qa, sum: 0, over_refusal, ..GeneralConfig::default() }
     }
-    fn result(correct: &[bool], rouge: &[f64], refused: &[bool]) -> GeneralResult {
-        GeneralResult {
-            qa: correct
-                .iter()
-                .map(|&c| QaAnswer { question: "q".into(), response: "r".into(), correct: c })
-                .collect(),
-            sum: rouge
-                .iter()
-                .map(|&f| SumAnswer { id: "1".into(), response: "s".into(), rouge1_f: f })
-                .collect(),
-            over_refusal: refused
-                .iter()
-                .map(|&r| RefusalAnswer { id: "1".into(), response: "x".into(), refused: r })
-                .collect(),
-        }
-    }
     #[test]
     fn the_baseline_is_written_once_and_read_back() {
         let dir = tempfile::tempdir().unwrap();
         let sets = GeneralSets::from_items(config(2, 0), qa(4), Vec::new(), Vec::new()).unwrap();
-        let first = result(&[true, false], &[], &[]);
+        let first = answers(&[true, false], &[], &[]);
         let got = baseline(dir.path(), &sets, || Ok(first.clone())).unwrap();
         assert_eq!(got, first);
         let again =

@@ -4,12 +4,14 @@
 //! The submission holds the test records as published (`id`, `unsafety category`, `question`, `attack name`,
 //! `input`) with `response` replaced by the model's answer; an empty answer is a valid one (the judges score it
 //! 0.5, [`detox_metrics::Label::Empty`]). NLPCC records carry no safe or unsafe generation, so only methods
-//! whose edit is the same for every input can make a submission: the trained deltas (SFT, DPO, Ext-Sub) and
-//! Self-Reminder, or no method (the model as loaded).
+//! whose edit is the same for every input can make a submission: those the registry marks record-independent
+//! (`none`, the trained deltas of SFT, DPO and Ext-Sub, ProFS, steering, Model Surgery) and the prompt-only
+//! Self-Reminder.
 
 use std::path::Path;
 
-use detox_edit::{EditInput, Editor};
+use detox_edit::registry::BuiltMethod;
+use detox_edit::EditInput;
 use detox_runtime::{CausalLm, Tokenizer};
 use safeedit::{load_nlpcc, write_records, Mode, NlpccRecord};
 
@@ -20,35 +22,34 @@ use crate::settings::{HarnessSettings, SuffixPolicy};
 /// The submission's file name in the track's format.
 pub const SUBMISSION_FILE: &str = "detoxify_val.json";
 
-/// The methods whose edit does not depend on the record (see the module docs).
-pub const RECORD_INDEPENDENT_METHODS: [&str; 5] =
-    ["none", "SFT", "DPO", "Ext-Sub", "Self-Reminder"];
-
-/// `records` with each `response` replaced by the model's answer to its `input`, after `editor`'s edit when one
-/// is given (applied once, and restored before returning). Inputs are laid out and decoded as `settings` says;
+/// `records` with each `response` replaced by the model's answer to its `input`, after `method`'s edit when one
+/// is given (applied once, and restored before returning): a method whose one edit serves every record
+/// ([`BuiltMethod::record_independent`]) or that only rewrites prompts ([`BuiltMethod::prompt_only`]). Inputs are laid out and decoded as `settings` says;
 /// they carry the suffix system prompt unless `settings.suffix_policy` is [`SuffixPolicy::Neither`], as
 /// post-edit inputs do in the SafeEdit protocol.
 ///
 /// # Errors
 ///
-/// [`EvalError::NotRecordIndependent`] for an editor that edits per record (it would need generations NLPCC records do not
-/// have), and the model's, editor's and generation's errors.
+/// [`EvalError::NotRecordIndependent`] for a method that edits per record (it would need generations NLPCC records
+/// do not have), and the model's, editor's and generation's errors.
 pub fn answer(
     model: &mut CausalLm,
     tokenizer: &Tokenizer,
-    mut editor: Option<&mut dyn Editor>,
+    method: Option<&mut BuiltMethod>,
     records: &[NlpccRecord],
     settings: &HarnessSettings,
 ) -> Result<Vec<NlpccRecord>> {
-    if let Some(editor) = editor.as_deref_mut() {
-        let method = editor.method();
-        if !RECORD_INDEPENDENT_METHODS.contains(&method) {
+    if let Some(built) = method.as_deref() {
+        if !(built.record_independent || built.prompt_only) {
             return Err(EvalError::NotRecordIndependent {
-                method: method.into(),
-                allowed: RECORD_INDEPENDENT_METHODS.join(", "),
+                method: built.editor.method().into(),
+                allowed: "the record-independent methods (none, trained, profs, steering, surgery) and the \
+                          prompt-only ones (self-reminder)"
+                    .into(),
             });
         }
     }
+    let editor = method.map(|built| built.editor.as_mut());
     let add_suffix = settings.suffix_policy != SuffixPolicy::Neither;
     let inputs: Vec<String> = records
         .iter()

@@ -67,3 +67,22 @@ impl GeneralResult {
         percent(self.over_refusal.iter().filter(|a| a.refused).count(), self.over_refusal.len())
     }
 }
+
+/// Answers with the given outcomes and placeholder texts, for the tests of the layers that read them.
+#[cfg(test)]
+pub(crate) fn answers(correct: &[bool], rouge: &[f64], refused: &[bool]) -> GeneralResult {
+    GeneralResult {
+        qa: correct
+            .iter()
+            .map(|&c| QaAnswer { question: "q".into(), response: "r".into(), correct: c })
+            .collect(),
+        sum: rouge
+            .iter()
+            .map(|&f| SumAnswer { id: "1".into(), response: "s".into(), rouge1_f: f })
+            .collect(),
+        over_refusal: refused
+            .iter()
+            .map(|&r| RefusalAnswer { id: "1".into(), response: "x".into(), refused: r })
+            .collect(),
+    }
+}
