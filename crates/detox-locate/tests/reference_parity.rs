@@ -15,8 +15,9 @@ fn rows(v: &serde_json::Value) -> Vec<Vec<i64>> {
     serde_json::from_value(v.clone()).unwrap()
 }
 
-#[test]
-fn distances_and_layer_match_the_reference() -> Result<()> {
+/// The fixture model, the reference's expectations, the safe and unsafe responses' ids without their padding,
+/// and the padding id.
+fn reference_case() -> Result<(CausalLm, serde_json::Value, Vec<Vec<i64>>, i64)> {
     let dir = dinm_fixtures();
     let expected: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json"))?)?;
@@ -29,6 +30,12 @@ fn distances_and_layer_match_the_reference() -> Result<()> {
         .map(|(i, m)| i.iter().zip(m).filter(|(_, &m)| m == 1).map(|(&t, _)| t).collect())
         .collect();
     let pad = ids[1][0];
+    Ok((model, expected, unpadded, pad))
+}
+
+#[test]
+fn distances_and_layer_match_the_reference() -> Result<()> {
+    let (model, expected, unpadded, pad) = reference_case()?;
     let report =
         contrast_token_ids(&model, &unpadded[0], &unpadded[1], pad, PaddingPositions::Included)?;
     let want: Vec<f64> = serde_json::from_value(expected["locate"]["distances"].clone())?;
@@ -84,18 +91,7 @@ fn a_bf16_model_names_the_same_layer_as_fp32() -> Result<()> {
 fn texts_are_laid_out_encoded_and_contrasted_like_their_ids() -> Result<()> {
     use detox_locate::{contrast_texts, ContrastTexts, LocateInput, LocateOptions};
 
-    let dir = dinm_fixtures();
-    let expected: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json"))?)?;
-    let model = CausalLm::load(dir.join("model"), Device::Cpu, Kind::Float)?;
-    let ids = rows(&expected["locate"]["input_ids"]);
-    let mask = rows(&expected["locate"]["attention_mask"]);
-    let unpadded: Vec<Vec<i64>> = ids
-        .iter()
-        .zip(&mask)
-        .map(|(i, m)| i.iter().zip(m).filter(|(_, &m)| m == 1).map(|(&t, _)| t).collect())
-        .collect();
-    let pad = ids[1][0];
+    let (model, _, unpadded, pad) = reference_case()?;
     let texts = ContrastTexts { prompt: "Q", safe: "S", unsafe_: "U" };
     let encode = |text: &str| match text {
         "Q S" => Ok(unpadded[0].clone()),
