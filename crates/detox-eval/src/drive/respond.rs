@@ -76,7 +76,8 @@ pub fn respond(
         .iter()
         .map(|text| encode_prompt(tokenizer, text, layout, bound, decoding.truncation))
         .collect::<Result<Vec<_>>>()?;
-    let prompts: Vec<Vec<i64>> = encoded.iter().map(|e| e.ids.clone()).collect();
+    let (prompts, cuts): (Vec<Vec<i64>>, Vec<usize>) =
+        encoded.into_iter().map(|e| (e.ids, e.cut_tokens)).unzip();
     let slots = decoding.batch_size.max(1);
     // More inputs than rows: keep the rows busy, refilling each as soon as its response ends.
     let generated = if prompts.len() > slots {
@@ -85,9 +86,9 @@ pub fn respond(
         generate(model, &prompts, &config, None)?
     };
     let mut out = Vec::with_capacity(inputs.len());
-    for (generated, encoded) in generated.into_iter().zip(&encoded) {
+    for (generated, cut_tokens) in generated.into_iter().zip(cuts) {
         out.push(Response {
-            cut_tokens: encoded.cut_tokens,
+            cut_tokens,
             text: tokenizer.decode(&generated.tokens, true)?,
             tokens: generated.tokens.len(),
             finish: generated.finish.name().into(),
