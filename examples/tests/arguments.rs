@@ -109,7 +109,7 @@ fn safeedit_eval() -> Result<()> {
                 "rewrites prompts",
             ),
             (&["--out", out, "--save-model", saved, "--method", "trained"], "artefact"),
-            (&["--out", out, "--save-model", saved, "--method", "none"], "edits nothing"),
+            (&["--out", out, "--save-model", saved, "--method", "none"], "is a GGUF file"),
             (&["--out", out, "--save-model", saved, "--nlpcc"], "--nlpcc"),
             (
                 &["--out", out, "--save-model", saved, "--max-shard-size", "5 parsecs"],
