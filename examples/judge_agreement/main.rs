@@ -13,7 +13,7 @@ use anyhow::{bail, Result};
 use clap::Parser;
 use detox_eval::drive::judges::judge_from_spec;
 use detox_metrics::readers::read_xstest_completions;
-use detox_metrics::Confusion;
+use detox_metrics::{Confusion, Exchange};
 
 /// Judge agreement with XSTest's human labels.
 #[derive(Debug, Parser)]
@@ -55,8 +55,9 @@ fn main() -> Result<()> {
     let mut safety_rows = Vec::new();
     for file in files(&args.completions)? {
         let rows = read_xstest_completions(&file)?;
-        let texts: Vec<&str> = rows.iter().map(|r| r.completion.as_str()).collect();
-        let verdicts = judge.judge(&texts)?;
+        let exchanges: Vec<Exchange<'_>> =
+            rows.iter().map(|r| Exchange::new(&r.prompt, &r.completion)).collect();
+        let verdicts = judge.judge(&exchanges)?;
         let (mut refusal, mut safety) = (Confusion::default(), Confusion::default());
         for (row, verdict) in rows.iter().zip(&verdicts) {
             // The judge's "safe" is read as a refusal; empty responses count as refusals too.

@@ -14,7 +14,7 @@ use detox_edit::registry::BuiltMethod;
 use detox_eval::render::report::{flags::response_flags, Outcome, REPORT_FILE};
 use detox_eval::settings::DatasetSource;
 use detox_eval::{BenchmarkCase, Evaluation, HarnessSettings, RunRecord};
-use detox_metrics::{Label, SafetyJudge, Verdict};
+use detox_metrics::{Exchange, Label, SafetyJudge, Verdict};
 use detox_runtime::load_model;
 use safeedit::Subset;
 use serde_json::{json, Value};
@@ -43,13 +43,14 @@ impl SafetyJudge for WordParityJudge {
     fn is_approximation(&self) -> bool {
         true
     }
-    fn judge(&self, responses: &[&str]) -> detox_metrics::Result<Vec<Verdict>> {
-        Ok(responses
+    fn judge(&self, exchanges: &[Exchange<'_>]) -> detox_metrics::Result<Vec<Verdict>> {
+        Ok(exchanges
             .iter()
+            .map(|e| e.response)
             .map(|r| match r.split_whitespace().count() {
-                0 => Verdict { label: Label::Empty, unsafe_score: 0.5 },
-                n if n % 2 == 1 => Verdict { label: Label::Unsafe, unsafe_score: 0.8 },
-                _ => Verdict { label: Label::Safe, unsafe_score: 0.2 },
+                0 => Verdict::new(Label::Empty, 0.5).unwrap(),
+                n if n % 2 == 1 => Verdict::new(Label::Unsafe, 0.8).unwrap(),
+                _ => Verdict::new(Label::Safe, 0.2).unwrap(),
             })
             .collect())
     }

@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{MetricsError, Result};
 use crate::fluency::mean_fluency;
-use crate::judge::{Label, SafetyJudge};
+use crate::judge::{Exchange, Label, SafetyJudge};
 use crate::safety::safe_rate;
 
 /// The four generalisation metrics whose mean is DG-Avg.
@@ -94,7 +94,7 @@ pub fn score_record<K>(
     responses: &[(Metric, &str)],
 ) -> Result<RecordScores<K>> {
     let texts: Vec<&str> = responses.iter().map(|(_, r)| *r).collect();
-    let verdicts = judge.judge(&texts)?;
+    let verdicts = judge.judge(&Exchange::responses_only(&texts))?;
     if verdicts.len() != texts.len() {
         return Err(MetricsError::CountMismatch {
             judge: judge.name(),
@@ -375,7 +375,7 @@ mod tests {
         fn is_approximation(&self) -> bool {
             false
         }
-        fn judge(&self, _: &[&str]) -> Result<Vec<Verdict>> {
+        fn judge(&self, _: &[Exchange<'_>]) -> Result<Vec<Verdict>> {
             Ok(vec![Verdict::EMPTY])
         }
     }

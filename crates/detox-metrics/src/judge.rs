@@ -101,13 +101,18 @@ impl<'de> Deserialize<'de> for Label {
 pub struct Verdict {
     /// Safe, unsafe or empty.
     pub label: Label,
-    /// How unsafe the judge finds the response, in `[0, 1]` (a probability for classifiers).
+    /// How unsafe the judge finds the response, in `[0, 1]` (a probability for classifiers and for guard
+    /// models read from their verdict token's logits).
     pub unsafe_score: f64,
+    /// Whether the response refuses, for judges that say so (WildGuard's `Response refusal` field); `None`
+    /// for the others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<bool>,
 }
 
 impl Verdict {
     /// The verdict SafeEdit gives an empty response.
-    pub const EMPTY: Verdict = Verdict { label: Label::Empty, unsafe_score: 0.5 };
+    pub const EMPTY: Verdict = Verdict { label: Label::Empty, unsafe_score: 0.5, refusal: None };
 
     /// A verdict; a score outside `[0, 1]` (or not a number) is refused.
     pub fn new(label: Label, unsafe_score: f64) -> Result<Self> {
@@ -117,7 +122,13 @@ impl Verdict {
                 score: unsafe_score,
             });
         }
-        Ok(Self { label, unsafe_score })
+        Ok(Self { label, unsafe_score, refusal: None })
+    }
+
+    /// The same verdict, saying whether the response refuses.
+    pub fn with_refusal(mut self, refusal: Option<bool>) -> Self {
+        self.refusal = refusal;
+        self
     }
 
     /// Whether the judge found the response unsafe.
@@ -131,16 +142,44 @@ impl Verdict {
     }
 }
 
+/// What a judge reads: the input the model was given and the response it gave.
+///
+/// The paper's classifier reads the response alone; guard models and rubric judges read both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exchange<'a> {
+    /// The input the model answered (the user's turn).
+    pub prompt: &'a str,
+    /// The model's response.
+    pub response: &'a str,
+}
+
+impl<'a> Exchange<'a> {
+    /// An input and its response.
+    pub fn new(prompt: &'a str, response: &'a str) -> Self {
+        Self { prompt, response }
+    }
+
+    /// A response whose input is unknown (an empty prompt): for judges that read the response alone.
+    pub fn response_only(response: &'a str) -> Self {
+        Self { prompt: "", response }
+    }
+
+    /// Responses without their inputs, for judges that read the response alone.
+    pub fn responses_only(responses: &[&'a str]) -> Vec<Self> {
+        responses.iter().map(|r| Self::response_only(r)).collect()
+    }
+}
+
 /// Labels responses as safe or unsafe.
 pub trait SafetyJudge {
-    /// A name for reports.
+    /// A name for reports and records; several judges of one run must have different names.
     fn name(&self) -> String;
 
     /// Whether the judge only approximates the paper's classifier (reports then say so).
     fn is_approximation(&self) -> bool;
 
-    /// One verdict per response, in order.
-    fn judge(&self, responses: &[&str]) -> Result<Vec<Verdict>>;
+    /// One verdict per exchange, in order.
+    fn judge(&self, exchanges: &[Exchange<'_>]) -> Result<Vec<Verdict>>;
 }
 
 /// Whether SafeEdit treats a response as empty (nothing but whitespace).

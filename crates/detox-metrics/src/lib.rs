@@ -32,7 +32,7 @@ pub use fluency::{
     ngram_entropy, split_sentences, tokenize_sentence, word_tokenize, word_tokenize_with,
 };
 pub use general::{is_correct, normalize_answer, over_refusal_rate, qa_accuracy, QaMatch};
-pub use judge::{is_empty_response, Label, SafetyJudge, Verdict};
+pub use judge::{is_empty_response, Exchange, Label, SafetyJudge, Verdict};
 pub use phrase_judge::{PhraseJudge, DEFAULT_COMPLIANCE, DEFAULT_REFUSALS};
 pub use punkt::PunktModel;
 pub use rouge::{mean_rouge1_f, rouge1, rouge1_many, Rouge1};

@@ -206,6 +206,7 @@ mod tests {
                     cut_tokens: 0,
                     label: Label::from_safeedit_value(label).unwrap(),
                     unsafe_score: label,
+                    refusal: None,
                 })
                 .collect(),
             fluency,

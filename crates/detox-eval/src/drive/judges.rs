@@ -11,7 +11,7 @@
 
 use std::path::Path;
 
-use detox_metrics::{is_empty_response, Label, MetricsError, SafetyJudge, Verdict};
+use detox_metrics::{is_empty_response, Exchange, Label, MetricsError, SafetyJudge, Verdict};
 use detox_runtime::roberta::RobertaClassifier;
 use tch::{Device, Kind};
 
@@ -24,10 +24,10 @@ pub const SAFEEDIT_UNSAFE_LABEL: usize = 1;
 ///
 /// ```no_run
 /// use detox_eval::ClassifierJudge;
-/// use detox_metrics::{Label, SafetyJudge};
+/// use detox_metrics::{Exchange, Label, SafetyJudge};
 ///
 /// let judge = ClassifierJudge::load("models/SafeEdit-Safety-Classifier", tch::Device::Cpu)?;
-/// let verdicts = judge.judge(&["I can't help with that.", ""])?;
+/// let verdicts = judge.judge(&Exchange::responses_only(&["I can't help with that.", ""]))?;
 /// assert_eq!(verdicts[1].label, Label::Empty);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -92,7 +92,8 @@ impl SafetyJudge for ClassifierJudge {
         false
     }
 
-    fn judge(&self, responses: &[&str]) -> detox_metrics::Result<Vec<Verdict>> {
+    fn judge(&self, exchanges: &[Exchange<'_>]) -> detox_metrics::Result<Vec<Verdict>> {
+        let responses: Vec<&str> = exchanges.iter().map(|e| e.response).collect();
         let to_classify: Vec<&str> =
             responses.iter().copied().filter(|r| !is_empty_response(r)).collect();
         let outputs = self
@@ -206,7 +207,7 @@ mod tests {
         let mut responses: Vec<&str> = reference.texts.iter().map(String::as_str).collect();
         responses.insert(1, "");
         responses.push("  \n");
-        let verdicts = judge.judge(&responses).unwrap();
+        let verdicts = judge.judge(&Exchange::responses_only(&responses)).unwrap();
         assert_eq!(verdicts.len(), responses.len());
         assert_eq!(verdicts[1], Verdict::EMPTY);
         assert_eq!(*verdicts.last().unwrap(), Verdict::EMPTY);
@@ -240,7 +241,9 @@ mod tests {
         let reference = reference();
         let flipped = judge().with_unsafe_label(0).unwrap();
         let responses: Vec<&str> = reference.texts.iter().map(String::as_str).collect();
-        for (i, verdict) in flipped.judge(&responses).unwrap().iter().enumerate() {
+        for (i, verdict) in
+            flipped.judge(&Exchange::responses_only(&responses)).unwrap().iter().enumerate()
+        {
             let expected = if reference.labels[i] == 0 { Label::Unsafe } else { Label::Safe };
             assert_eq!(verdict.label, expected, "response {i}");
             approx::assert_abs_diff_eq!(
@@ -254,7 +257,7 @@ mod tests {
 
     #[test]
     fn an_all_empty_batch_needs_no_forward_pass() {
-        let verdicts = judge().judge(&["", " "]).unwrap();
+        let verdicts = judge().judge(&Exchange::responses_only(&["", " "])).unwrap();
         assert_eq!(verdicts, vec![Verdict::EMPTY, Verdict::EMPTY]);
         assert!(judge().judge(&[]).unwrap().is_empty());
     }

@@ -32,6 +32,9 @@ pub struct JudgedResponse {
     pub label: Label,
     /// The judge's probability (or score) that the response is unsafe.
     pub unsafe_score: f64,
+    /// Whether the response refuses, for judges that say so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<bool>,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -41,7 +44,7 @@ fn is_zero(n: &usize) -> bool {
 impl JudgedResponse {
     /// The judge's verdict on the response.
     pub fn verdict(&self) -> Verdict {
-        Verdict { label: self.label, unsafe_score: self.unsafe_score }
+        Verdict { label: self.label, unsafe_score: self.unsafe_score, refusal: self.refusal }
     }
 }
 

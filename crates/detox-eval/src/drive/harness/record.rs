@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use detox_edit::{EditOutcome, Editor};
-use detox_metrics::{EchoSources, PunktModel, SafetyJudge};
+use detox_metrics::{EchoSources, Exchange, PunktModel, SafetyJudge};
 use detox_runtime::CausalLm;
 use safeedit::Metric;
 
@@ -148,7 +148,9 @@ fn judge_side(
     punkt: Option<&PunktModel>,
 ) -> Result<SideResult> {
     let texts: Vec<&str> = responses.iter().map(|r| r.text.as_str()).collect();
-    let verdicts = judge.judge(&texts)?;
+    let exchanges: Vec<Exchange<'_>> =
+        inputs.iter().zip(&texts).map(|(input, text)| Exchange::new(input, text)).collect();
+    let verdicts = judge.judge(&exchanges)?;
     if verdicts.len() != responses.len() {
         return Err(EvalError::CountMismatch {
             component: "judge",
@@ -176,6 +178,7 @@ fn judge_side(
             cut_tokens: response.cut_tokens,
             label: verdict.label,
             unsafe_score: verdict.unsafe_score,
+            refusal: verdict.refusal,
         })
         .collect();
     Ok(SideResult { responses, fluency: fluency_mean })
