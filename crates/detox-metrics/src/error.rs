@@ -70,6 +70,14 @@ pub enum MetricsError {
         /// The score.
         score: f64,
     },
+    /// Two judges' labels to compare are not of the same responses: their sequences differ in length.
+    #[error("cannot compare judges over different responses: {first} labels against {second}")]
+    LabelLengthMismatch {
+        /// Labels of the first judge.
+        first: usize,
+        /// Labels of the second judge.
+        second: usize,
+    },
 }
 
 /// Result alias of this crate.

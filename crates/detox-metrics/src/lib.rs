@@ -7,10 +7,13 @@
 //! The crate needs no libtorch: the paper's RoBERTa classifier runs in `detox-runtime`, and the judge built on it
 //! (`detox_eval::judges::ClassifierJudge`) lives where the runtime and the metrics meet. Text scoring over many
 //! responses runs in parallel on the CPU ([`fluency_many`], [`rouge1_many`], [`PunktModel::split_many`]);
-//! aggregated scores come as `ndarray` tables ([`SafetySummary::table`]).
+//! aggregated scores come as `ndarray` tables ([`SafetySummary::table`]). When a run is judged by several judges,
+//! each pair's agreement (percent and Cohen's kappa) and the responses they disagree on come from
+//! [`pair_agreement`] and [`disagreements`].
 #![deny(missing_docs)]
 
 mod aggregate;
+mod agreement;
 mod confusion;
 pub mod degeneration;
 mod error;
@@ -24,6 +27,7 @@ pub mod rouge;
 mod safety;
 
 pub use aggregate::{score_record, RecordScores, SafetyRates, SafetySummary, Score, DG_METRICS};
+pub use agreement::{disagreements, pair_agreement, PairAgreement};
 pub use confusion::Confusion;
 pub use degeneration::{Degeneration, DegenerationCounts, DegenerationThresholds, EchoSources};
 pub use error::{MetricsError, Result};
