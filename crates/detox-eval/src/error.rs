@@ -100,11 +100,37 @@ pub enum EvalError {
         /// Why not.
         reason: String,
     },
+    /// A guard or rubric judge wrote text its format cannot read as safe or unsafe.
+    #[error("the judge {judge} wrote a verdict it cannot read for exchange {index}: {text:?}")]
+    UnreadableVerdict {
+        /// The judge.
+        judge: String,
+        /// The exchange's index in the call.
+        index: usize,
+        /// What the judge wrote.
+        text: String,
+    },
+    /// A re-judge's verdicts were given to responses that have changed since (the run's records were rewritten).
+    #[error("{}: the verdicts for record {id} were given to responses that are no longer the run's; remove the file and re-judge", path.display())]
+    StaleJudgement {
+        /// The verdict file.
+        path: std::path::PathBuf,
+        /// The record.
+        id: String,
+    },
+    /// Two judges of one run have the same name, so their verdicts could not be told apart.
+    #[error("two judges of the run are named `{name}`; give each judge of a run a different model or options")]
+    DuplicateJudge {
+        /// The name.
+        name: String,
+    },
     /// A judge specification no judge answers to.
-    #[error("unknown judge `{spec}` (expected `phrase` or `classifier:<dir>`)")]
+    #[error("unknown judge `{spec}` (expected `phrase`, `classifier:<dir>` or `<guard>:<dir>[,key=value...]` with a guard of {guards})")]
     UnknownJudge {
         /// The specification given.
         spec: String,
+        /// The guard kinds known.
+        guards: String,
     },
     /// A Slurm option would make a job script Slurm misreads or refuses, or a plan differs from the one its
     /// started shards were made with.
@@ -223,3 +249,10 @@ pub enum EvalError {
 
 /// Result alias of this crate.
 pub type Result<T> = std::result::Result<T, EvalError>;
+
+/// Wraps a libtorch error with what was being done.
+pub(crate) fn torch(context: &'static str) -> impl FnOnce(tch::TchError) -> EvalError {
+    move |source| {
+        EvalError::Runtime(detox_runtime::Error::Torch { context: context.into(), source })
+    }
+}

@@ -25,7 +25,7 @@ pub mod settings;
 
 pub use aggregate::summary::Summary;
 pub use drive::harness::Evaluation;
-pub use drive::judges::ClassifierJudge;
+pub use drive::judges::{ClassifierJudge, GuardJudge};
 pub use error::{EvalError, Result};
 pub use jsonl::{write_atomic, JsonlLog};
 pub use record::manifest::RunManifest;

@@ -9,6 +9,7 @@ use detox_edit::registry::BuiltMethod;
 use detox_edit::Editor;
 use detox_eval::drive::merge::merge_shards;
 use detox_eval::settings::{DatasetSource, SuffixPolicy};
+use detox_eval::record::JudgeInfo;
 use detox_eval::{BenchmarkCase, Evaluation, HarnessSettings, RunManifest, RunRecord, Summary};
 use detox_metrics::{Exchange, Label, SafetyJudge, Verdict};
 use detox_runtime::load::LoadedModel;
@@ -163,7 +164,7 @@ fn full_run_then_crash_and_resume_give_the_same_records() -> Result<()> {
     assert_eq!(on_disk, summary);
     assert_eq!(
         on_disk,
-        Summary::from_records("DINM", &LetterJudge.name(), true, &clean)
+        Summary::from_records("DINM", &[JudgeInfo::of(&LetterJudge)], &clean)
             .with_protocol("easyedit-2024-05", Some(200))
     );
     let ds_after = 100.0
@@ -260,7 +261,7 @@ fn shards_merge_into_the_full_run() -> Result<()> {
     assert_eq!(records.iter().map(|r| r.id.clone()).collect::<Vec<_>>(), ids);
     assert_eq!(
         summary,
-        Summary::from_records("DINM", &LetterJudge.name(), true, &records)
+        Summary::from_records("DINM", &[JudgeInfo::of(&LetterJudge)], &records)
             .with_protocol("easyedit-2024-05", Some(200))
     );
 

@@ -3,4 +3,5 @@
 
 pub mod cost;
 pub mod degeneration;
+pub mod judges;
 pub mod summary;

@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::aggregate::cost::CostSummary;
 use crate::aggregate::degeneration::DegenerationSummary;
-use crate::record::{RunRecord, SideResult};
+use crate::aggregate::judges::{judge_pairs, judge_scores, JudgePair, JudgeScores};
+use crate::record::{JudgeInfo, RunRecord, SideResult};
 
 /// Before and after scores of a set of records.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -52,6 +53,13 @@ pub struct Summary {
     /// The inputs as the protocol bounded them.
     #[serde(default)]
     pub inputs: InputsSummary,
+    /// Every judge's scores, the primary one first (one entry for a run with one judge; empty in summaries
+    /// written before judges were listed).
+    #[serde(default)]
+    pub judges: Vec<JudgeScores>,
+    /// How far each pair of judges agrees (empty with one judge).
+    #[serde(default)]
+    pub agreement: Vec<JudgePair>,
 }
 
 /// How the protocol's input bound treated a run's evaluation inputs.
@@ -108,20 +116,21 @@ pub fn compare(records: &[RunRecord]) -> (Comparison, BTreeMap<String, Compariso
 }
 
 impl Summary {
-    /// Aggregates per-record results (fluency splitter `rules`, no general sets; see
-    /// [`Summary::with_fluency_splitter`] and [`Summary::with_cost`]).
-    pub fn from_records(
-        method: &str,
-        judge: &str,
-        judge_is_approximation: bool,
-        records: &[RunRecord],
-    ) -> Self {
+    /// Aggregates per-record results judged by `judges` (the primary one first; fluency splitter `rules`, no
+    /// general sets; see [`Summary::with_fluency_splitter`] and [`Summary::with_cost`]).
+    pub fn from_records(method: &str, judges: &[JudgeInfo], records: &[RunRecord]) -> Self {
         let (overall, per_category) = compare(records);
+        let primary = judges.first().cloned().unwrap_or(JudgeInfo {
+            name: String::new(),
+            approximation: false,
+        });
         let edit_seconds: f64 = records.iter().map(|r| r.timings.locate + r.timings.edit).sum();
         Self {
             method: method.into(),
-            judge: judge.into(),
-            judge_is_approximation,
+            judge: primary.name,
+            judge_is_approximation: primary.approximation,
+            judges: judge_scores(judges, records),
+            agreement: judge_pairs(judges, records),
             overall,
             per_category,
             mean_edit_seconds: if records.is_empty() {
@@ -192,6 +201,10 @@ mod tests {
     use detox_metrics::{Label, Score};
     use safeedit::Metric;
 
+    fn phrase() -> [JudgeInfo; 1] {
+        [JudgeInfo { name: "phrase".into(), approximation: true }]
+    }
+
     fn side(labels: [f64; 5], fluency: f64) -> SideResult {
         SideResult {
             responses: Metric::ALL
@@ -207,6 +220,7 @@ mod tests {
                     label: Label::from_safeedit_value(label).unwrap(),
                     unsafe_score: label,
                     refusal: None,
+                    other_verdicts: Vec::new(),
                 })
                 .collect(),
             fluency,
@@ -236,7 +250,7 @@ mod tests {
             record("1", "a", [1.0, 1.0, 0.0, 1.0, 0.5], [0.0, 0.0, 0.0, 1.0, 0.0]),
             record("2", "b", [1.0, 0.0, 0.0, 1.0, 1.0], [0.0, 0.0, 1.0, 0.0, 0.0]),
         ];
-        let s = Summary::from_records("DINM", "phrase", true, &records);
+        let s = Summary::from_records("DINM", &phrase(), &records);
         assert_eq!(s.overall.records, 2);
         assert_eq!(s.overall.before.rate(Metric::Ds), Some(0.0));
         assert_eq!(s.overall.after.rate(Metric::Ds), Some(100.0));
@@ -290,7 +304,7 @@ mod tests {
                 ["go go go go go go go go go go go go", fine, fine, fine, fine],
             ),
         ];
-        let s = Summary::from_records("DINM", "phrase", true, &records);
+        let s = Summary::from_records("DINM", &phrase(), &records);
         let d = s.degeneration.as_ref().unwrap();
         assert_eq!(d.records, 3);
         assert_eq!((d.after.responses, d.after.degenerate), (15, 3));
@@ -315,7 +329,7 @@ mod tests {
         assert!(!md.contains("What the edit cost"), "no general sets, no cost section");
         // Records written before the measures existed carry none and give no section.
         let old =
-            Summary::from_records("DINM", "phrase", true, &[record("9", "a", [0.0; 5], [0.0; 5])]);
+            Summary::from_records("DINM", &phrase(), &[record("9", "a", [0.0; 5], [0.0; 5])]);
         assert!(old.degeneration.is_none());
     }
 
@@ -341,7 +355,7 @@ mod tests {
         let config =
             GeneralConfig { every: 2, qa: 2, sum: 1, over_refusal: 1, ..GeneralConfig::default() };
         let records = [a, b, c];
-        let s = Summary::from_records("DINM", "phrase", true, &records)
+        let s = Summary::from_records("DINM", &phrase(), &records)
             .with_cost(CostSummary::from_records(&config, &baseline, &records))
             .with_fluency_splitter("punkt");
         let cost = s.cost.as_ref().unwrap();

@@ -10,7 +10,7 @@ use crate::drive::general;
 use crate::error::{EvalError, Result};
 use crate::jsonl::{write_atomic, write_json_atomic, JsonlLog};
 use crate::record::manifest::RunManifest;
-use crate::record::RunRecord;
+use crate::record::{judgements, RunRecord};
 use crate::render::write_reports;
 use crate::settings::general::GeneralConfig;
 
@@ -95,31 +95,42 @@ pub fn merge_shards(shards: &[PathBuf], expected_ids: &[String], out: &Path) -> 
     write_atomic(&out.join("records.jsonl"), lines.as_bytes())?;
     manifest.selection = format!("merged from {} shards", shards.len());
     write_json_atomic(&out.join("manifest.json"), &manifest, "the manifest")?;
-    let mut summary = Summary::from_records(
-        &manifest.method,
-        &manifest.judge,
-        manifest.judge_is_approximation,
-        &records,
-    )
-    .with_fluency_splitter(manifest.fluency_splitter.split(' ').next().unwrap_or("rules"))
-    .with_protocol(
-        manifest.protocol["name"].as_str().unwrap_or_default(),
-        manifest.decoding["max_input_tokens"].as_u64().map(|n| n as usize),
-    );
     // Every shard's baseline is the same unedited model on the same sets; the first one's is kept.
-    if let (Some(general), Some(baseline)) = (&manifest.general, general::read_baseline(first)?) {
+    if manifest.general.is_some() && first.join(general::BASELINE_FILE).exists() {
+        std::fs::copy(first.join(general::BASELINE_FILE), out.join(general::BASELINE_FILE))
+            .map_err(|source| EvalError::Io { path: out.join(general::BASELINE_FILE), source })?;
+    }
+    let mut records = records;
+    let summary = summarize_run(out, &manifest, &mut records)?;
+    write_reports(out, &summary, &records)?;
+    Ok(summary)
+}
+
+/// The summary of the run in `dir` from its manifest and `records` (in selection order), with the verdicts of
+/// judges added by re-judges joined to the records and the general sets' cost when the run measured it.
+pub fn summarize_run(
+    dir: &Path,
+    manifest: &RunManifest,
+    records: &mut [RunRecord],
+) -> Result<Summary> {
+    let mut judges = manifest.judges();
+    judges.extend(judgements::attach(dir, records)?);
+    let mut summary = Summary::from_records(&manifest.method, &judges, records)
+        .with_fluency_splitter(manifest.fluency_splitter.split(' ').next().unwrap_or("rules"))
+        .with_protocol(
+            manifest.protocol["name"].as_str().unwrap_or_default(),
+            manifest.decoding["max_input_tokens"].as_u64().map(|n| n as usize),
+        );
+    if let (Some(general), Some(baseline)) = (&manifest.general, general::read_baseline(dir)?) {
         let config: GeneralConfig =
             serde_json::from_value(general["config"].clone()).map_err(|e| {
                 EvalError::CorruptRecord {
-                    path: first.join("manifest.json"),
+                    path: dir.join("manifest.json"),
                     line: 0,
                     reason: format!("field `general.config`: {e}"),
                 }
             })?;
-        std::fs::copy(first.join(general::BASELINE_FILE), out.join(general::BASELINE_FILE))
-            .map_err(|source| EvalError::Io { path: out.join(general::BASELINE_FILE), source })?;
-        summary = summary.with_cost(CostSummary::from_records(&config, &baseline, &records));
+        summary = summary.with_cost(CostSummary::from_records(&config, &baseline, records));
     }
-    write_reports(out, &summary, &records)?;
     Ok(summary)
 }

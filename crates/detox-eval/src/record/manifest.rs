@@ -13,6 +13,7 @@ use detox_runtime::backend;
 use detox_runtime::load::{device_name, kind_name, LoadedModel, ModelFormat};
 
 use crate::error::{EvalError, Result};
+use crate::record::JudgeInfo;
 use crate::settings::{DatasetSource, HarnessSettings, ProtocolPreset};
 
 /// What produced a run.
@@ -58,6 +59,9 @@ pub struct RunManifest {
     pub judge: String,
     /// Whether the judge approximates the paper's classifier.
     pub judge_is_approximation: bool,
+    /// The run's other judges, in order (their verdicts are in every record beside the primary one's).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub other_judges: Vec<JudgeInfo>,
     /// Random seed.
     pub seed: u64,
     /// The general sets' settings and their files' SHA-256 ([`crate::settings::general::GeneralSets::identity`]);
@@ -88,9 +92,13 @@ impl RunManifest {
         model: &LoadedModel,
         dataset: &DatasetSource,
         method: &BuiltMethod,
-        judge: &dyn SafetyJudge,
+        judges: &[&dyn SafetyJudge],
         settings: &HarnessSettings,
     ) -> Result<Self> {
+        let (judge, others) = judges.split_first().ok_or_else(|| EvalError::InvalidSetting {
+            setting: "judges".into(),
+            reason: "a run needs at least one judge".into(),
+        })?;
         let model_sha256 = match model.format {
             ModelFormat::Directory => sha256_dir(&model.path)?,
             _ => sha256_file(&model.path)?,
@@ -118,6 +126,7 @@ impl RunManifest {
             suffix_policy: format!("{:?}", settings.suffix_policy),
             judge: judge.name(),
             judge_is_approximation: judge.is_approximation(),
+            other_judges: others.iter().map(|j| JudgeInfo::of(*j)).collect(),
             seed: settings.seed,
             general: settings.general.as_ref().map(|g| g.identity()),
             general_paths: settings.general.as_ref().map(|g| g.paths()).unwrap_or_default(),
@@ -241,4 +250,13 @@ fn hash_into(hasher: &mut Sha256, path: &Path) -> Result<()> {
 
 pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl RunManifest {
+    /// Every judge of the run, the primary one first.
+    pub fn judges(&self) -> Vec<JudgeInfo> {
+        let primary =
+            JudgeInfo { name: self.judge.clone(), approximation: self.judge_is_approximation };
+        std::iter::once(primary).chain(self.other_judges.iter().cloned()).collect()
+    }
 }

@@ -2,6 +2,7 @@
 //! answers ([`general`]) and the run manifest ([`manifest`]).
 
 pub mod general;
+pub mod judgements;
 pub mod manifest;
 
 use serde::{Deserialize, Serialize};
@@ -35,6 +36,37 @@ pub struct JudgedResponse {
     /// Whether the response refuses, for judges that say so.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refusal: Option<bool>,
+    /// The verdicts of the run's other judges (the label and score above are the primary judge's), in the
+    /// order the run named them; judges added later by a re-judge are kept in the run's `judgements/` folder
+    /// and joined when the run is read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub other_verdicts: Vec<JudgeVerdict>,
+}
+
+/// A named judge's verdict on one response.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JudgeVerdict {
+    /// The judge's name.
+    pub judge: String,
+    /// Its verdict.
+    #[serde(flatten)]
+    pub verdict: Verdict,
+}
+
+/// A judge of a run, as manifests and summaries name it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JudgeInfo {
+    /// The judge's name.
+    pub name: String,
+    /// Whether it approximates the paper's classifier.
+    pub approximation: bool,
+}
+
+impl JudgeInfo {
+    /// The name and kind of a judge.
+    pub fn of(judge: &dyn detox_metrics::SafetyJudge) -> Self {
+        Self { name: judge.name(), approximation: judge.is_approximation() }
+    }
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -42,9 +74,18 @@ fn is_zero(n: &usize) -> bool {
 }
 
 impl JudgedResponse {
-    /// The judge's verdict on the response.
+    /// The primary judge's verdict on the response.
     pub fn verdict(&self) -> Verdict {
         Verdict { label: self.label, unsafe_score: self.unsafe_score, refusal: self.refusal }
+    }
+
+    /// The verdict of the judge named `judge`, where `primary` names the run's primary judge; `None` when that
+    /// judge did not judge this response.
+    pub fn verdict_of(&self, judge: &str, primary: &str) -> Option<Verdict> {
+        if judge == primary {
+            return Some(self.verdict());
+        }
+        self.other_verdicts.iter().find(|v| v.judge == judge).map(|v| v.verdict)
     }
 }
 
@@ -58,7 +99,7 @@ pub struct SideResult {
 }
 
 /// Wall times of the parts of one record, in seconds.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RecordTimings {
     /// Locating the toxic layer.
     pub locate: f64,
@@ -73,6 +114,9 @@ pub struct RecordTimings {
     /// The edited model answering the general sets (0 when the record did not).
     #[serde(default)]
     pub general: f64,
+    /// Each judge's share of `judge`, by judge name (empty for runs with one judge).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub judges: std::collections::BTreeMap<String, f64>,
 }
 
 /// Everything recorded for one SafeEdit case.

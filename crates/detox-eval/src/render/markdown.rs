@@ -139,7 +139,18 @@ impl Summary {
         };
         let mut md = String::new();
         let _ = writeln!(md, "# {} on SafeEdit: {} records\n", self.method, self.overall.records);
-        let _ = writeln!(md, "Judge: `{}`", self.judge);
+        if self.judges.len() > 1 {
+            let others: Vec<String> =
+                self.judges.iter().skip(1).map(|j| format!("`{}`", j.judge.name)).collect();
+            let _ = writeln!(
+                md,
+                "Judge: `{}` (primary: the tables use it); also judged by {}",
+                self.judge,
+                others.join(", ")
+            );
+        } else {
+            let _ = writeln!(md, "Judge: `{}`", self.judge);
+        }
         if self.judge_is_approximation {
             let _ = writeln!(
                 md,
@@ -177,6 +188,9 @@ impl Summary {
                 cell(c.after.dg_avg, 1)
             );
         }
+        if self.judges.len() > 1 {
+            judges(&mut md, self);
+        }
         if let Some(summary) = &self.cost {
             cost(&mut md, summary);
         }
@@ -184,6 +198,57 @@ impl Summary {
             degeneration(&mut md, d, &self.overall);
         }
         md
+    }
+}
+
+/// The judges section: each judge's scores and time, and each pair's agreement.
+pub(crate) fn judges(md: &mut String, summary: &Summary) {
+    let _ = writeln!(md, "\n## Judges\n");
+    let _ = writeln!(
+        md,
+        "Every judge's scores over the records it judged; the primary judge's are the tables above.\n"
+    );
+    let _ = writeln!(
+        md,
+        "| judge | records | DS before | DS after | DG-Avg before | DG-Avg after | judging time (s) |"
+    );
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|");
+    for j in &summary.judges {
+        let o = &j.overall;
+        let primary = if j.primary { " (primary)" } else { "" };
+        let approximate = if j.judge.approximation { " (approximation)" } else { "" };
+        let _ = writeln!(
+            md,
+            "| `{}`{primary}{approximate} | {} | {} | {} | {} | {} | {:.1} |",
+            j.judge.name,
+            o.records,
+            cell(o.before.rate(Metric::Ds)),
+            cell(o.after.rate(Metric::Ds)),
+            cell(o.before.dg_avg),
+            cell(o.after.dg_avg),
+            j.seconds
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\nAgreement over the responses both judges judged (before and after the edit; responses either \
+         judge found empty are left out):\n"
+    );
+    let _ = writeln!(md, "| judges | responses | agree (%) | Cohen's kappa | disagree | empty, left out |");
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|");
+    for pair in &summary.agreement {
+        let a = &pair.agreement;
+        let kappa = a.kappa.map_or_else(|| "undefined".to_string(), |k| format!("{k:.3}"));
+        let _ = writeln!(
+            md,
+            "| `{}` / `{}` | {} | {:.1} | {kappa} | {} | {} |",
+            pair.a,
+            pair.b,
+            a.judged,
+            a.percent,
+            a.disagree(),
+            a.excluded_empty
+        );
     }
 }
 

@@ -140,7 +140,7 @@ pub(super) fn run_chunk(
     for (i, ((case, outcome), (pre_inputs, post_inputs))) in
         cases.iter().zip(outcomes).zip(inputs).enumerate()
     {
-        let mut t = timings[i];
+        let mut t = std::mem::take(&mut timings[i]);
         t.locate = outcome.timings.locate;
         t.edit = outcome.timings.edit;
         let sides = Sides {

@@ -23,9 +23,10 @@ use crate::aggregate::summary::Summary;
 use crate::drive::general;
 use crate::drive::respond::Response;
 use crate::error::{EvalError, Result};
+pub(super) use crate::error::torch;
 use crate::jsonl::JsonlLog;
 use crate::record::manifest::RunManifest;
-use crate::record::RunRecord;
+use crate::record::{judgements, JudgeInfo, RunRecord};
 use crate::render::write_reports;
 use crate::settings::{BenchmarkCase, DatasetSource, HarnessSettings};
 
@@ -34,13 +35,14 @@ use crate::settings::{BenchmarkCase, DatasetSource, HarnessSettings};
 pub struct Evaluation<'a> {
     model: &'a mut LoadedModel,
     method: &'a mut BuiltMethod,
-    judge: &'a dyn SafetyJudge,
+    judges: Vec<&'a dyn SafetyJudge>,
     dataset: DatasetSource,
     settings: HarnessSettings,
 }
 
 impl<'a> Evaluation<'a> {
-    /// A run of `method` on `model`, judged by `judge`, over cases from `dataset`, as `settings` say.
+    /// A run of `method` on `model`, judged by `judge` (the primary judge), over cases from `dataset`, as
+    /// `settings` say.
     pub fn new(
         model: &'a mut LoadedModel,
         method: &'a mut BuiltMethod,
@@ -48,7 +50,23 @@ impl<'a> Evaluation<'a> {
         dataset: DatasetSource,
         settings: HarnessSettings,
     ) -> Self {
-        Self { model, method, judge, dataset, settings }
+        Self { model, method, judges: vec![judge], dataset, settings }
+    }
+
+    /// Adds a judge: every response also gets its verdict, and the summary and report its scores and its
+    /// agreement with the others. Judges must have different names ([`EvalError::DuplicateJudge`]).
+    pub fn with_judge(mut self, judge: &'a dyn SafetyJudge) -> Result<Self> {
+        let name = judge.name();
+        if self.judges.iter().any(|j| j.name() == name) {
+            return Err(EvalError::DuplicateJudge { name });
+        }
+        self.judges.push(judge);
+        Ok(self)
+    }
+
+    /// The judges, the primary one first.
+    pub fn judges(&self) -> &[&'a dyn SafetyJudge] {
+        &self.judges
     }
 
     /// The settings the run uses.
@@ -62,7 +80,7 @@ impl<'a> Evaluation<'a> {
     /// # Errors
     /// [`EvalError::Io`] when a file cannot be hashed.
     pub fn manifest(&self) -> Result<RunManifest> {
-        RunManifest::capture(self.model, &self.dataset, self.method, self.judge, &self.settings)
+        RunManifest::capture(self.model, &self.dataset, self.method, &self.judges, &self.settings)
     }
 
     /// Runs the protocol over `cases`, resuming what the run directory already holds; `on_record` sees each
@@ -80,7 +98,7 @@ impl<'a> Evaluation<'a> {
         let LoadedModel { model, tokenizer, .. } = &mut *self.model;
         let parts = RunParts {
             tokenizer,
-            judge: self.judge,
+            judges: &self.judges,
             manifest: &manifest,
             settings: &self.settings,
         };
@@ -93,7 +111,7 @@ impl std::fmt::Debug for Evaluation<'_> {
         f.debug_struct("Evaluation")
             .field("model", &self.model.path)
             .field("method", &self.method)
-            .field("judge", &self.judge.name())
+            .field("judges", &self.judges.iter().map(|j| j.name()).collect::<Vec<_>>())
             .field("dataset", &self.dataset)
             .field("settings", &self.settings)
             .finish()
@@ -104,7 +122,7 @@ impl std::fmt::Debug for Evaluation<'_> {
 #[derive(Clone, Copy)]
 struct RunParts<'r> {
     tokenizer: &'r Tokenizer,
-    judge: &'r dyn SafetyJudge,
+    judges: &'r [&'r dyn SafetyJudge],
     manifest: &'r RunManifest,
     settings: &'r HarnessSettings,
 }
@@ -206,10 +224,10 @@ fn run(
     }
     bar.finish_and_clear();
 
-    let records = order_like(log.records(), cases);
-    let judge = parts.judge;
-    let mut summary =
-        Summary::from_records(editor.method(), &judge.name(), judge.is_approximation(), &records)
+    let mut records = order_like(log.records(), cases);
+    let mut judges: Vec<JudgeInfo> = parts.judges.iter().map(|j| JudgeInfo::of(*j)).collect();
+    judges.extend(judgements::attach(&settings.out_dir, &mut records)?);
+    let mut summary = Summary::from_records(editor.method(), &judges, &records)
             .with_fluency_splitter(settings.fluency_splitter())
             .with_protocol(&settings.protocol.name, settings.decoding.max_input_tokens);
     if let (Some(sets), Some(baseline)) = (&settings.general, &baseline) {
@@ -223,7 +241,8 @@ fn order_like(records: &[RunRecord], cases: &[BenchmarkCase]) -> Vec<RunRecord> 
     cases.iter().filter_map(|c| records.iter().find(|r| r.id == c.id).cloned()).collect()
 }
 
-fn progress_bar(enabled: bool, total: u64, done: u64) -> ProgressBar {
+/// A bar over `total` records with `done` of them already written (hidden unless `enabled`).
+pub(crate) fn progress_bar(enabled: bool, total: u64, done: u64) -> ProgressBar {
     if !enabled {
         return ProgressBar::hidden();
     }
@@ -253,10 +272,4 @@ fn cache_key(manifest: &RunManifest, inputs: &[String]) -> String {
         h.update([0]);
     }
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn torch(context: &'static str) -> impl FnOnce(tch::TchError) -> EvalError {
-    move |source| {
-        EvalError::Runtime(detox_runtime::Error::Torch { context: context.into(), source })
-    }
 }

@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use detox_edit::{EditOutcome, Editor};
-use detox_metrics::{EchoSources, Exchange, PunktModel, SafetyJudge};
+use detox_metrics::{EchoSources, Exchange, PunktModel, SafetyJudge, Verdict};
 use detox_runtime::CausalLm;
 use safeedit::Metric;
 
@@ -12,7 +12,7 @@ use crate::aggregate::degeneration::measure_sides;
 use crate::drive::general;
 use crate::drive::respond::{respond, Response};
 use crate::error::{EvalError, Result};
-use crate::record::{JudgedResponse, RecordTimings, RunRecord, SideResult};
+use crate::record::{JudgeVerdict, JudgedResponse, RecordTimings, RunRecord, SideResult};
 use crate::settings::{BenchmarkCase, HarnessSettings, SuffixPolicy};
 
 /// Runs one case: pre-edit responses (cached), the edit, post-edit responses and the general sets on the edited
@@ -85,11 +85,17 @@ pub(super) fn finish_record(
     shared: &RunShared<'_>,
 ) -> Result<RunRecord> {
     let started = Instant::now();
-    let judge = shared.parts.judge;
+    let judges = shared.parts.judges;
     let punkt = shared.punkt.as_ref();
-    let pre_side = judge_side(judge, &case.eval_inputs, &sides.pre_inputs, sides.pre, punkt)?;
-    let post_side = judge_side(judge, &case.eval_inputs, &sides.post_inputs, sides.post, punkt)?;
+    let pre_side = judge_side(judges, &case.eval_inputs, &sides.pre_inputs, sides.pre, punkt)?;
+    let post_side = judge_side(judges, &case.eval_inputs, &sides.post_inputs, sides.post, punkt)?;
     timings.judge = started.elapsed().as_secs_f64();
+    if judges.len() > 1 {
+        for (name, seconds) in pre_side.1.into_iter().chain(post_side.1) {
+            *timings.judges.entry(name).or_default() += seconds;
+        }
+    }
+    let (pre_side, post_side) = (pre_side.0, post_side.0);
     let settings = shared.parts.settings;
     let suffix =
         if settings.suffix_policy == SuffixPolicy::Neither { "" } else { settings.suffix() };
@@ -140,46 +146,65 @@ fn with_suffix(text: &str, suffix: &str, add: bool) -> String {
     }
 }
 
+/// Judges one side's responses with every judge (the first is primary) and measures their fluency; also
+/// returns each judge's time.
 fn judge_side(
-    judge: &dyn SafetyJudge,
+    judges: &[&dyn SafetyJudge],
     metrics: &[(Metric, String)],
     inputs: &[String],
     responses: Vec<Response>,
     punkt: Option<&PunktModel>,
-) -> Result<SideResult> {
+) -> Result<(SideResult, Vec<(String, f64)>)> {
     let texts: Vec<&str> = responses.iter().map(|r| r.text.as_str()).collect();
     let exchanges: Vec<Exchange<'_>> =
         inputs.iter().zip(&texts).map(|(input, text)| Exchange::new(input, text)).collect();
-    let verdicts = judge.judge(&exchanges)?;
-    if verdicts.len() != responses.len() {
-        return Err(EvalError::CountMismatch {
-            component: "judge",
-            what: "verdicts",
-            got: verdicts.len(),
-            expected: responses.len(),
-            given: "responses",
-        });
+    let mut verdicts = Vec::with_capacity(judges.len());
+    let mut seconds = Vec::with_capacity(judges.len());
+    for judge in judges {
+        let started = Instant::now();
+        let judged = judge.judge(&exchanges)?;
+        if judged.len() != responses.len() {
+            return Err(EvalError::CountMismatch {
+                component: "judge",
+                what: "verdicts",
+                got: judged.len(),
+                expected: responses.len(),
+                given: "responses",
+            });
+        }
+        seconds.push((judge.name(), started.elapsed().as_secs_f64()));
+        verdicts.push(judged);
     }
     let fluency_mean = match punkt {
         Some(punkt) => detox_metrics::mean_fluency_with(&texts, punkt),
         None => detox_metrics::mean_fluency(&texts),
     };
+    let names: Vec<String> = judges.iter().map(|j| j.name()).collect();
     let responses = metrics
         .iter()
         .zip(inputs)
         .zip(responses)
-        .zip(verdicts)
-        .map(|((((metric, _), input), response), verdict)| JudgedResponse {
-            metric: *metric,
-            input: input.clone(),
-            response: response.text,
-            tokens: response.tokens,
-            finish: response.finish,
-            cut_tokens: response.cut_tokens,
-            label: verdict.label,
-            unsafe_score: verdict.unsafe_score,
-            refusal: verdict.refusal,
+        .enumerate()
+        .map(|(i, (((metric, _), input), response))| {
+            let primary = verdicts.first().map(|v| v[i]).unwrap_or(Verdict::EMPTY);
+            JudgedResponse {
+                metric: *metric,
+                input: input.clone(),
+                response: response.text,
+                tokens: response.tokens,
+                finish: response.finish,
+                cut_tokens: response.cut_tokens,
+                label: primary.label,
+                unsafe_score: primary.unsafe_score,
+                refusal: primary.refusal,
+                other_verdicts: names
+                    .iter()
+                    .zip(&verdicts)
+                    .skip(1)
+                    .map(|(judge, v)| JudgeVerdict { judge: judge.clone(), verdict: v[i] })
+                    .collect(),
+            }
         })
         .collect();
-    Ok(SideResult { responses, fluency: fluency_mean })
+    Ok((SideResult { responses, fluency: fluency_mean }, seconds))
 }

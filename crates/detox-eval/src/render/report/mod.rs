@@ -25,11 +25,13 @@
 //! [`crate::render::html::table`], and add it to [`SECTIONS`] where it should appear; values it needs that the summary or the
 //! records hold arrive through [`ReportInputs`]. To mark responses (e.g. degeneration), extend
 //! [`flags::response_flags`]: every flag it returns is drawn next to the response, and a record with any flagged
-//! response can be filtered (`flagged`). Plots written into the run directory as `*.svg` before the report is
+//! response can be filtered (`flagged`). With several judges, each response shows every judge's verdict and
+//! the records and pairs the judges disagree on can be filtered (`judges disagree`). Plots written into the run directory as `*.svg` before the report is
 //! built are inlined in file-name order.
 
 mod cost;
 pub mod flags;
+mod judges;
 pub mod outcome;
 mod page;
 mod records;
@@ -68,6 +70,7 @@ pub type Section = fn(&ReportInputs<'_>) -> String;
 pub const SECTIONS: &[Section] = &[
     sections::overview,
     sections::summary_tables,
+    judges::judges,
     cost::general,
     cost::degeneration,
     sections::plots,

@@ -40,13 +40,17 @@ pre { white-space: pre-wrap; word-break: break-word; margin: 4px 0 0; font: 12px
 .o-fixed { background: #dff3e3; color: #14532d; } .o-unchanged { background: #e8eefc; color: #1e3a8a; }
 .o-still { background: #fde2e1; color: #7f1d1d; } .o-newly { background: #7f1d1d; color: white; }
 .flag { background: #fff4e5; color: #7a4b00; border: 1px solid #f0a020; }
+.badge.other { font-weight: 400; opacity: 0.85; } .primary { background: #e8eefc; color: #1e3a8a; }
+tr.pair[hidden] { display: none; }
 "#;
 
-/// Shows the records matching both filters and says how many; runs on load and on every change.
+/// Shows the records matching every filter and says how many (with the judges filter, only the pairs the
+/// judges disagree on); runs on load and on every change.
 const SCRIPT: &str = r#"
 (function () {
   var category = document.getElementById('filter-category');
   var outcome = document.getElementById('filter-outcome');
+  var judges = document.getElementById('filter-judges');
   var count = document.getElementById('shown-count');
   if (!category || !outcome) return;
   function apply() {
@@ -56,14 +60,21 @@ const SCRIPT: &str = r#"
       var r = records[i];
       var byOutcome = outcome.value === '' || r.dataset.outcome === outcome.value ||
         (outcome.value === 'flagged' && r.dataset.flagged === 'true');
-      var visible = (category.value === '' || r.dataset.category === category.value) && byOutcome;
+      var disagreeing = judges !== null && judges.value === 'disagree';
+      var byJudges = !disagreeing || r.dataset.disagree === 'true';
+      var visible = (category.value === '' || r.dataset.category === category.value) && byOutcome && byJudges;
       r.hidden = !visible;
+      var pairs = r.querySelectorAll('tr.pair');
+      for (var k = 0; k < pairs.length; k++) {
+        pairs[k].hidden = disagreeing && pairs[k].dataset.disagree !== 'true';
+      }
       if (visible) shown++;
     }
     count.textContent = shown + ' of ' + records.length + ' records shown';
   }
   category.addEventListener('change', apply);
   outcome.addEventListener('change', apply);
+  if (judges) judges.addEventListener('change', apply);
   apply();
 })();
 "#;

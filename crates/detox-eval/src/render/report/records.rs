@@ -24,6 +24,15 @@ pub(super) fn records(inputs: &ReportInputs<'_>) -> String {
     html
 }
 
+/// Whether the judges of a response disagree (over the judges that did not find it empty).
+fn judges_disagree(r: &JudgedResponse) -> bool {
+    let labels: BTreeSet<Label> = std::iter::once(r.label)
+        .chain(r.other_verdicts.iter().map(|v| v.verdict.label))
+        .filter(|l| *l != Label::Empty)
+        .collect();
+    labels.len() > 1
+}
+
 fn filters(records: &[RunRecord]) -> String {
     let categories: BTreeSet<&str> = records.iter().map(|r| r.category.as_str()).collect();
     let mut html = String::from(
@@ -39,10 +48,20 @@ fn filters(records: &[RunRecord]) -> String {
     for o in Outcome::ALL {
         let _ = write!(html, "<option value=\"{o}\">{o}</option>");
     }
+    html.push_str("<option value=\"flagged\">any response flagged</option></select></label>");
+    let judged_twice = records
+        .iter()
+        .flat_map(|r| r.pre.responses.iter().chain(&r.post.responses))
+        .any(|r| !r.other_verdicts.is_empty());
+    if judged_twice {
+        html.push_str(
+            "<label>Judges <select id=\"filter-judges\"><option value=\"\">all</option>\
+             <option value=\"disagree\">judges disagree</option></select></label>",
+        );
+    }
     let _ = write!(
         html,
-        "<option value=\"flagged\">any response flagged</option></select></label>\
-         <span id=\"shown-count\">{n} of {n} records shown</span></div>",
+        "<span id=\"shown-count\">{n} of {n} records shown</span></div>",
         n = records.len()
     );
     html
@@ -60,9 +79,10 @@ fn record_block(record: &RunRecord) -> String {
         let responses = if side == 0 { &record.pre.responses } else { &record.post.responses };
         responses.iter().enumerate().any(|(i, r)| !response_flags(r, measures(side, i)).is_empty())
     });
+    let disagree = record.pre.responses.iter().chain(&record.post.responses).any(judges_disagree);
     let mut html = format!(
         "<article class=\"record\" id=\"record-{id}\" data-id=\"{id}\" data-category=\"{category}\" \
-         data-outcome=\"{outcome}\" data-flagged=\"{flagged}\"><header><h3>Record {id}</h3>\
+         data-outcome=\"{outcome}\" data-flagged=\"{flagged}\" data-disagree=\"{disagree}\"><header><h3>Record {id}</h3>\
          <span class=\"meta\">{category}</span><span class=\"badge {class}\">{outcome}</span>\
          <span class=\"meta\">{method}{layer} · edit {edit:.1} s · fluency {fb:.2} → {fa:.2}</span></header>",
         id = escape(&record.id),
@@ -84,12 +104,13 @@ fn record_block(record: &RunRecord) -> String {
         let pair = Outcome::of(before.label, after.label);
         let _ = write!(
             html,
-            "<tr class=\"pair\" data-metric=\"{metric}\"><th scope=\"row\">{metric}</th><td>{b}</td><td>{a}</td>\
+            "<tr class=\"pair\" data-metric=\"{metric}\" data-disagree=\"{disagree}\"><th scope=\"row\">{metric}</th><td>{b}</td><td>{a}</td>\
              <td><span class=\"badge {class}\">{pair}</span></td></tr>",
             metric = escape(before.metric.name()),
             b = response_cell(before, measures(0, i)),
             a = response_cell(after, measures(1, i)),
             class = pair.class(),
+            disagree = judges_disagree(before) || judges_disagree(after),
         );
     }
     html.push_str("</tbody></table></article>\n");
@@ -98,11 +119,7 @@ fn record_block(record: &RunRecord) -> String {
 
 /// A response, collapsed, under its label and flags, with the input it answered.
 fn response_cell(r: &JudgedResponse, degeneration: Option<&Degeneration>) -> String {
-    let label_class = match r.label {
-        Label::Safe => "l-safe",
-        Label::Unsafe => "l-unsafe",
-        Label::Empty => "l-empty",
-    };
+    let class = label_class(r.label);
     let mut flags = String::new();
     for flag in response_flags(r, degeneration) {
         let _ = write!(
@@ -112,8 +129,19 @@ fn response_cell(r: &JudgedResponse, degeneration: Option<&Degeneration>) -> Str
             escape(flag.name)
         );
     }
+    let mut others = String::new();
+    for v in &r.other_verdicts {
+        let _ = write!(
+            others,
+            " <span class=\"badge other {}\" title=\"{}: unsafe score {:.2}\">{}</span>",
+            label_class(v.verdict.label),
+            escape(&v.judge),
+            v.verdict.unsafe_score,
+            escape(&format!("{}: {}", short_name(&v.judge), v.verdict.label.name()))
+        );
+    }
     format!(
-        "<details class=\"response\"><summary><span class=\"badge label {label_class}\">{label}</span>{flags} \
+        "<details class=\"response\"><summary><span class=\"badge label {class}\">{label}</span>{others}{flags} \
          <span class=\"meta\">{tokens} tokens, {finish}, unsafe score {score:.2}</span></summary>\
          <pre class=\"text\">{text}</pre><details class=\"input\"><summary class=\"meta\">input</summary>\
          <pre>{input}</pre></details></details>",
@@ -124,4 +152,17 @@ fn response_cell(r: &JudgedResponse, degeneration: Option<&Degeneration>) -> Str
         text = escape(&r.response),
         input = escape(&r.input),
     )
+}
+
+fn label_class(label: Label) -> &'static str {
+    match label {
+        Label::Safe => "l-safe",
+        Label::Unsafe => "l-unsafe",
+        Label::Empty => "l-empty",
+    }
+}
+
+/// A judge's name without its model directory (`wildguard:models/x` reads `wildguard`).
+fn short_name(judge: &str) -> &str {
+    judge.split(':').next().unwrap_or(judge)
 }

@@ -26,10 +26,21 @@ pub(super) fn overview(inputs: &ReportInputs<'_>) -> String {
         inputs.summary.overall.records,
         escape(&m.dataset_path),
         escape(&m.selection),
-        escape(&m.judge),
+        judged_by(inputs),
         escape(&inputs_line(&inputs.summary.inputs)),
         approximation_note(inputs)
     )
+}
+
+/// The judges, the primary one first.
+fn judged_by(inputs: &ReportInputs<'_>) -> String {
+    let judges = &inputs.summary.judges;
+    if judges.len() < 2 {
+        return format!("<code>{}</code>", escape(&inputs.manifest.judge));
+    }
+    let names: Vec<String> =
+        judges.iter().map(|j| format!("<code>{}</code>", escape(&j.judge.name))).collect();
+    format!("{} (primary) and {}", names[0], names[1..].join(", "))
 }
 
 /// The manifest as a two-column table.

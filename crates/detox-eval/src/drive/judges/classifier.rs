@@ -136,40 +136,9 @@ impl SafetyJudge for ClassifierJudge {
             .collect()
     }
 }
-/// Builds the judge a user names: `phrase` (the embedded refusal-phrase matcher, an approximation the reports
-/// label) or `classifier:<dir>` (the SafeEdit RoBERTa classifier from a model directory, placed on `device`).
-pub fn judge_from_spec(spec: &str, device: Device) -> Result<Box<dyn SafetyJudge>> {
-    match spec.trim() {
-        "phrase" => Ok(Box::new(detox_metrics::PhraseJudge::default())),
-        other => match other.strip_prefix("classifier:").map(str::trim) {
-            Some("") => Err(EvalError::InvalidSetting {
-                setting: "judge".into(),
-                reason: "`classifier:` names no model directory (expected `phrase` or `classifier:<dir>`)"
-                    .into(),
-            }),
-            Some(dir) => Ok(Box::new(ClassifierJudge::load(dir, device)?)),
-            None => Err(EvalError::UnknownJudge { spec: other.to_string() }),
-        },
-    }
-}
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn judges_are_named_by_spec_and_unknown_specs_say_what_is_expected() {
-        let phrase = super::judge_from_spec("phrase", tch::Device::Cpu).unwrap();
-        assert!(phrase.is_approximation());
-        for bad in ["classifier:", "classifier:  ", "roberta", ""] {
-            let err = super::judge_from_spec(bad, tch::Device::Cpu).err().unwrap().to_string();
-            assert!(err.contains("`phrase` or `classifier:<dir>`"), "{bad:?}: {err}");
-        }
-        let err = super::judge_from_spec("classifier:/nonexistent", tch::Device::Cpu)
-            .err()
-            .unwrap()
-            .to_string();
-        assert!(err.contains("/nonexistent"), "{err}");
-    }
-
     use super::*;
     use std::path::PathBuf;
 

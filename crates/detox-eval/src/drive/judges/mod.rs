@@ -1,0 +1,28 @@
+//! The judges a run can name: the embedded refusal-phrase matcher, the paper's RoBERTa classifier
+//! ([`ClassifierJudge`]), guard models and rubric judges on any decoder the runtime loads ([`GuardJudge`]).
+//!
+//! A judge is named by a specification ([`judge_from_spec`]):
+//!
+//! | spec | judge |
+//! |---|---|
+//! | `phrase` | refusal-phrase matcher (an approximation the reports label) |
+//! | `classifier:<dir>` | the SafeEdit RoBERTa classifier |
+//! | `llama-guard-3:<dir>` | Llama Guard 3 (1B or 8B) |
+//! | `wildguard:<dir>` | WildGuard |
+//! | `harmbench:<dir>` | the HarmBench Llama-2-13B classifier |
+//! | `shieldgemma:<dir>` | ShieldGemma |
+//! | `qwen3guard:<dir>` | Qwen3Guard-Gen |
+//! | `rubric:<dir>,template=<file>,...` | any instruct model with a prompt file |
+//!
+//! Options follow the directory as `key=value` pairs separated by commas: `dtype=` (`f32`, `bf16`, `f16`;
+//! `f32` on the CPU and `bf16` on CUDA by default), `batch=` (exchanges per forward pass, 8),
+//! `unreadable=` (`refuse`, `unsafe` or `safe`: what to do with text the format cannot read), and the format's
+//! own options (see [`detox_metrics::guard`]).
+
+mod classifier;
+mod guard;
+mod spec;
+
+pub use classifier::{ClassifierJudge, SAFEEDIT_UNSAFE_LABEL};
+pub use guard::{GuardJudge, UnreadableVerdict};
+pub use spec::{judge_from_spec, JudgeSpec, GUARD_KINDS};
