@@ -7,7 +7,9 @@
 //! The crate needs no libtorch: the paper's RoBERTa classifier runs in `detox-runtime`, and the judge built on it
 //! (`detox_eval::judges::ClassifierJudge`) lives where the runtime and the metrics meet. Text scoring over many
 //! responses runs in parallel on the CPU ([`fluency_many`], [`rouge1_many`], [`PunktModel::split_many`]);
-//! aggregated scores come as `ndarray` tables ([`SafetySummary::table`]).
+//! aggregated scores come as `ndarray` tables ([`SafetySummary::table`]). Guard-model judges (Llama Guard 3,
+//! WildGuard, the HarmBench classifier, ShieldGemma, Qwen3Guard, rubric judges) get their prompt formats and verdict
+//! readings from [`guard`]; the runner that feeds them to a model lives with the runtime.
 #![deny(missing_docs)]
 
 mod aggregate;
@@ -16,6 +18,7 @@ pub mod degeneration;
 mod error;
 mod fluency;
 mod general;
+pub mod guard;
 mod judge;
 mod phrase_judge;
 mod punkt;
