@@ -78,6 +78,32 @@ pub enum MetricsError {
         /// Labels of the second judge.
         second: usize,
     },
+    /// A rubric judge's prompt template lacks one of its placeholders.
+    #[error("{}: the rubric template has no {placeholder} placeholder", path.display())]
+    RubricTemplate {
+        /// The template file.
+        path: PathBuf,
+        /// The placeholder missing (`{prompt}` or `{response}`).
+        placeholder: &'static str,
+    },
+    /// A guard spec (such as a rubric's `labels=unsafe/safe,first=true`) has a bad key or value.
+    #[error("guard spec key {key}: {reason}")]
+    GuardSpec {
+        /// The key, as written.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A guard was given an option its format does not take.
+    #[error("guard {guard}: option {option}: {reason}")]
+    GuardOption {
+        /// The guard's name.
+        guard: String,
+        /// The option.
+        option: &'static str,
+        /// Why it is refused.
+        reason: String,
+    },
 }
 
 /// Result alias of this crate.

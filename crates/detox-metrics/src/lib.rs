@@ -9,7 +9,9 @@
 //! responses runs in parallel on the CPU ([`fluency_many`], [`rouge1_many`], [`PunktModel::split_many`]);
 //! aggregated scores come as `ndarray` tables ([`SafetySummary::table`]). When a run is judged by several judges,
 //! each pair's agreement (percent and Cohen's kappa) and the responses they disagree on come from
-//! [`pair_agreement`] and [`disagreements`].
+//! [`pair_agreement`] and [`disagreements`]. Guard-model judges (Llama Guard 3,
+//! WildGuard, the HarmBench classifier, ShieldGemma, Qwen3Guard, rubric judges) get their prompt formats and verdict
+//! readings from [`guard`]; the runner that feeds them to a model lives with the runtime.
 #![deny(missing_docs)]
 
 mod aggregate;
@@ -19,6 +21,7 @@ pub mod degeneration;
 mod error;
 mod fluency;
 mod general;
+pub mod guard;
 mod judge;
 mod phrase_judge;
 mod punkt;
