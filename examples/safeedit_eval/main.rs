@@ -39,9 +39,11 @@ struct Args {
     selection: SelectionArgs,
     #[command(flatten)]
     method: MethodChoice,
-    /// Safety judge: `phrase` (embedded approximation) or `classifier:<dir>` (the SafeEdit classifier).
+    /// Safety judge: `phrase` (embedded approximation), `classifier:<dir>` (the SafeEdit classifier), or a
+    /// guard or rubric judge `<kind>:<dir>[,key=value...]` (docs/judges.md). Give it more than once for several
+    /// judges; the first is primary.
     #[arg(long, default_value = "phrase")]
-    judge: String,
+    judge: Vec<String>,
     #[command(flatten)]
     inputs: InputArgs,
     #[command(flatten)]
@@ -100,7 +102,11 @@ fn main() -> Result<()> {
     // Refuse a run directory another process is writing before the model is loaded.
     drop(detox_io::DirLock::acquire(&args.out)?);
     let mut loaded = args.model.load()?;
-    let judge = judge_from_spec(&args.judge, loaded.model.device())?;
+    let judges = args
+        .judge
+        .iter()
+        .map(|spec| judge_from_spec(spec, loaded.model.device()))
+        .collect::<Result<Vec<_>, _>>()?;
     // A record-independent method's one edit is written before the run, then undone for the protocol.
     args.save.write_edited(&mut method, &mut loaded)?;
     let mut settings = settings(&args, method.prompt_only)?;
@@ -113,7 +119,10 @@ fn main() -> Result<()> {
     let print = args.print_responses;
     let dataset = DatasetSource::new(&args.data, subset);
     let mut evaluation =
-        Evaluation::new(&mut loaded, &mut method, judge.as_ref(), dataset, settings);
+        Evaluation::new(&mut loaded, &mut method, judges[0].as_ref(), dataset, settings);
+    for judge in &judges[1..] {
+        evaluation = evaluation.with_judge(judge.as_ref())?;
+    }
     let summary = evaluation.run(&cases, |r| detox_examples::print_record(r, print))?;
     println!("\n{}", summary.to_markdown());
     println!("Report: {}", args.out.join(REPORT_FILE).display());

@@ -42,7 +42,8 @@ pub fn relabel(records: &[RunRecord], judge: &str, primary: &str) -> Vec<RunReco
         .iter()
         .filter_map(|record| {
             let mut record = record.clone();
-            for response in record.pre.responses.iter_mut().chain(record.post.responses.iter_mut()) {
+            for response in record.pre.responses.iter_mut().chain(record.post.responses.iter_mut())
+            {
                 let verdict = response.verdict_of(judge, primary)?;
                 response.label = verdict.label;
                 response.unsafe_score = verdict.unsafe_score;

@@ -120,10 +120,10 @@ impl Summary {
     /// general sets; see [`Summary::with_fluency_splitter`] and [`Summary::with_cost`]).
     pub fn from_records(method: &str, judges: &[JudgeInfo], records: &[RunRecord]) -> Self {
         let (overall, per_category) = compare(records);
-        let primary = judges.first().cloned().unwrap_or(JudgeInfo {
-            name: String::new(),
-            approximation: false,
-        });
+        let primary = judges
+            .first()
+            .cloned()
+            .unwrap_or(JudgeInfo { name: String::new(), approximation: false });
         let edit_seconds: f64 = records.iter().map(|r| r.timings.locate + r.timings.edit).sum();
         Self {
             method: method.into(),
@@ -328,8 +328,7 @@ mod tests {
         assert!(md.contains("Fluency sentence splitter: rules"), "{md}");
         assert!(!md.contains("What the edit cost"), "no general sets, no cost section");
         // Records written before the measures existed carry none and give no section.
-        let old =
-            Summary::from_records("DINM", &phrase(), &[record("9", "a", [0.0; 5], [0.0; 5])]);
+        let old = Summary::from_records("DINM", &phrase(), &[record("9", "a", [0.0; 5], [0.0; 5])]);
         assert!(old.degeneration.is_none());
     }
 

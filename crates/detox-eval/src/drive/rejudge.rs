@@ -66,10 +66,8 @@ pub fn rejudge(
             });
         }
     }
-    let todo: Vec<&RunRecord> = records
-        .iter()
-        .filter(|r| !verdicts.records().iter().any(|j| j.id == r.id))
-        .collect();
+    let todo: Vec<&RunRecord> =
+        records.iter().filter(|r| !verdicts.records().iter().any(|j| j.id == r.id)).collect();
     let bar = progress_bar(progress, records.len() as u64, (records.len() - todo.len()) as u64);
     bar.set_message(format!("judging with {}", info.name));
     for chunk in todo.chunks(RECORDS_PER_CALL) {

@@ -234,7 +234,10 @@ pub(crate) fn judges(md: &mut String, summary: &Summary) {
         "\nAgreement over the responses both judges judged (before and after the edit; responses either \
          judge found empty are left out):\n"
     );
-    let _ = writeln!(md, "| judges | responses | agree (%) | Cohen's kappa | disagree | empty, left out |");
+    let _ = writeln!(
+        md,
+        "| judges | responses | agree (%) | Cohen's kappa | disagree | empty, left out |"
+    );
     let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|");
     for pair in &summary.agreement {
         let a = &pair.agreement;

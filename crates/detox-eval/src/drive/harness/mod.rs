@@ -22,8 +22,8 @@ use crate::aggregate::cost::CostSummary;
 use crate::aggregate::summary::Summary;
 use crate::drive::general;
 use crate::drive::respond::Response;
-use crate::error::{EvalError, Result};
 pub(super) use crate::error::torch;
+use crate::error::{EvalError, Result};
 use crate::jsonl::JsonlLog;
 use crate::record::manifest::RunManifest;
 use crate::record::{judgements, JudgeInfo, RunRecord};
@@ -228,8 +228,8 @@ fn run(
     let mut judges: Vec<JudgeInfo> = parts.judges.iter().map(|j| JudgeInfo::of(*j)).collect();
     judges.extend(judgements::attach(&settings.out_dir, &mut records)?);
     let mut summary = Summary::from_records(editor.method(), &judges, &records)
-            .with_fluency_splitter(settings.fluency_splitter())
-            .with_protocol(&settings.protocol.name, settings.decoding.max_input_tokens);
+        .with_fluency_splitter(settings.fluency_splitter())
+        .with_protocol(&settings.protocol.name, settings.decoding.max_input_tokens);
     if let (Some(sets), Some(baseline)) = (&settings.general, &baseline) {
         summary = summary.with_cost(CostSummary::from_records(&sets.config, baseline, &records));
     }

@@ -1,8 +1,11 @@
 //! Judge specifications: `phrase`, `classifier:<dir>`, `<guard>:<dir>[,key=value...]`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use detox_metrics::guard::GuardFormat;
+use detox_metrics::guard::{
+    Controversial, GuardFormat, HarmBench, LlamaGuard3, LlamaGuard3Size, LlamaGuard3Template,
+    Qwen3Guard, RubricFormat, ShieldGemma, ShieldGemmaHarm, ShieldGemmaPolicies, WildGuard,
+};
 use detox_metrics::SafetyJudge;
 use tch::{Device, Kind};
 
@@ -58,16 +61,26 @@ impl JudgeSpec {
                 ),
             }
         })?;
-        let options = parts
-            .filter(|p| !p.trim().is_empty())
-            .map(|part| match part.split_once('=') {
-                Some((key, value)) => Ok((key.trim().to_string(), value.trim().to_string())),
-                None => Err(EvalError::InvalidSetting {
+        let mut options = Vec::new();
+        while let Some(part) = parts.next() {
+            if part.trim().is_empty() {
+                continue;
+            }
+            let Some((key, value)) = part.split_once('=') else {
+                return Err(EvalError::InvalidSetting {
                     setting: format!("judge {kind}"),
                     reason: format!("option `{part}` is not `key=value`"),
-                }),
-            })
-            .collect::<Result<Vec<_>>>()?;
+                });
+            };
+            let key = key.trim().to_string();
+            if key == "regex" {
+                // A regular expression may hold commas: it takes the rest of the specification.
+                let rest: Vec<&str> = std::iter::once(value).chain(parts.by_ref()).collect();
+                options.push((key, rest.join(",")));
+                break;
+            }
+            options.push((key, value.trim().to_string()));
+        }
         Ok(Self { kind: kind.into(), model: Some(PathBuf::from(model)), options })
     }
 }
@@ -89,7 +102,10 @@ impl Options {
     }
 
     fn invalid(&self, key: &str, reason: impl Into<String>) -> EvalError {
-        EvalError::InvalidSetting { setting: format!("judge {} option `{key}`", self.kind), reason: reason.into() }
+        EvalError::InvalidSetting {
+            setting: format!("judge {} option `{key}`", self.kind),
+            reason: reason.into(),
+        }
     }
 
     fn finish(self) -> Result<()> {
@@ -113,7 +129,8 @@ pub fn judge_from_spec(spec: &str, device: Device) -> Result<Box<dyn SafetyJudge
     if parsed.kind == "classifier" {
         let mut judge = ClassifierJudge::load(&model, device)?;
         if let Some(batch) = options.take("batch") {
-            let batch = batch.parse().map_err(|_| options.invalid("batch", "not a whole number"))?;
+            let batch =
+                batch.parse().map_err(|_| options.invalid("batch", "not a whole number"))?;
             judge = judge.with_batch_size(batch)?;
         }
         options.finish()?;
@@ -133,10 +150,12 @@ pub fn judge_from_spec(spec: &str, device: Device) -> Result<Box<dyn SafetyJudge
         Some("unsafe") => UnreadableVerdict::Unsafe,
         Some("safe") => UnreadableVerdict::Safe,
         Some(other) => {
-            return Err(options.invalid("unreadable", format!("`{other}` is not refuse, unsafe or safe")))
+            return Err(
+                options.invalid("unreadable", format!("`{other}` is not refuse, unsafe or safe"))
+            )
         }
     };
-    let format = guard_format(&parsed.kind, &mut options)?;
+    let format = guard_format(&parsed.kind, &model, &mut options)?;
     options.finish()?;
     let judge = GuardJudge::load(&model, format, device, kind)?
         .with_batch_size(batch)?
@@ -144,9 +163,97 @@ pub fn judge_from_spec(spec: &str, device: Device) -> Result<Box<dyn SafetyJudge
     Ok(Box::new(judge))
 }
 
-/// The format of a guard kind, from its options.
-fn guard_format(kind: &str, _options: &mut Options) -> Result<Box<dyn GuardFormat>> {
-    Err(unknown(kind))
+/// The format of a guard kind, from its options; `model` is the judge's model path (Llama Guard 3's size is
+/// read from its name unless `size=` says).
+fn guard_format(kind: &str, model: &Path, options: &mut Options) -> Result<Box<dyn GuardFormat>> {
+    Ok(match kind {
+        "llama-guard-3" => {
+            let named_1b = model.to_string_lossy().to_ascii_lowercase().contains("1b");
+            let size = match options.take("size").as_deref() {
+                Some("1b" | "1B") => LlamaGuard3Size::B1,
+                Some("8b" | "8B") => LlamaGuard3Size::B8,
+                None if named_1b => LlamaGuard3Size::B1,
+                None => LlamaGuard3Size::B8,
+                Some(other) => {
+                    return Err(options.invalid("size", format!("`{other}` is not 1b or 8b")))
+                }
+            };
+            let template = match options.take("template").as_deref() {
+                None | Some("chat") => LlamaGuard3Template::ChatTemplate,
+                Some("cookbook") => LlamaGuard3Template::Cookbook,
+                Some(other) => {
+                    return Err(
+                        options.invalid("template", format!("`{other}` is not chat or cookbook"))
+                    )
+                }
+            };
+            let mut guard = LlamaGuard3::new(size).with_template(template);
+            if let Some(excluded) = options.take("exclude") {
+                guard = guard
+                    .excluding(excluded.split('/').map(str::trim).filter(|k| !k.is_empty()))?;
+            }
+            Box::new(guard)
+        }
+        "wildguard" => Box::new(WildGuard::new()),
+        "harmbench" => Box::new(HarmBench::new()),
+        "shieldgemma" => {
+            let policies =
+                match options.take("policy").as_deref() {
+                    None | Some("all") => ShieldGemmaPolicies::All,
+                    Some(name) => {
+                        let harm = ShieldGemmaHarm::ALL.into_iter().find(|h| harm_key(*h) == name);
+                        match harm {
+                            Some(harm) => ShieldGemmaPolicies::One(harm),
+                            None => return Err(options.invalid(
+                                "policy",
+                                format!(
+                                    "`{name}` is not all, dangerous, hate, sexual or harassment"
+                                ),
+                            )),
+                        }
+                    }
+                };
+            Box::new(ShieldGemma::with_policies(policies))
+        }
+        "qwen3guard" => {
+            let controversial = match options.take("controversial").as_deref() {
+                None | Some("unsafe") => Controversial::Unsafe,
+                Some("safe") => Controversial::Safe,
+                Some(other) => {
+                    return Err(options
+                        .invalid("controversial", format!("`{other}` is not unsafe or safe")))
+                }
+            };
+            Box::new(Qwen3Guard::new().with_controversial(controversial))
+        }
+        "rubric" => {
+            let template = options.take("template").ok_or_else(|| {
+                options.invalid(
+                    "template",
+                    "a rubric judge needs `template=<file>` with {prompt} and {response}",
+                )
+            })?;
+            // The rubric's own keys, `regex` last since it takes the rest.
+            let mut spec: Vec<String> = Vec::new();
+            for key in ["labels", "first", "max_new_tokens", "name", "regex"] {
+                if let Some(value) = options.take(key) {
+                    spec.push(format!("{key}={value}"));
+                }
+            }
+            Box::new(RubricFormat::from_file(&template, &spec.join(","))?)
+        }
+        other => return Err(unknown(other)),
+    })
+}
+
+/// The `policy=` value of a ShieldGemma harm.
+fn harm_key(harm: ShieldGemmaHarm) -> &'static str {
+    match harm {
+        ShieldGemmaHarm::Dangerous => "dangerous",
+        ShieldGemmaHarm::Hate => "hate",
+        ShieldGemmaHarm::Sexual => "sexual",
+        ShieldGemmaHarm::Harassment => "harassment",
+    }
 }
 
 #[cfg(test)]
@@ -161,7 +268,8 @@ mod tests {
             let err = judge_from_spec(bad, Device::Cpu).err().unwrap().to_string();
             assert!(err.contains("`classifier:<dir>`"), "{bad:?}: {err}");
         }
-        let err = judge_from_spec("classifier:/nonexistent", Device::Cpu).err().unwrap().to_string();
+        let err =
+            judge_from_spec("classifier:/nonexistent", Device::Cpu).err().unwrap().to_string();
         assert!(err.contains("/nonexistent"), "{err}");
         let err = JudgeSpec::parse("rubric:m,template").unwrap_err().to_string();
         assert!(err.contains("`template` is not `key=value`"), "{err}");

@@ -56,7 +56,15 @@ pub(super) fn judges(inputs: &ReportInputs<'_>) -> String {
     );
     html.push_str(&table(
         "judges",
-        &["judge", "records", "DS before", "DS after", "DG-Avg before", "DG-Avg after", "judging time (s)"],
+        &[
+            "judge",
+            "records",
+            "DS before",
+            "DS after",
+            "DG-Avg before",
+            "DG-Avg after",
+            "judging time (s)",
+        ],
         &rows,
     ));
     html.push_str(
