@@ -197,22 +197,23 @@ fn guard_format(kind: &str, model: &Path, options: &mut Options) -> Result<Box<d
         "wildguard" => Box::new(WildGuard::new()),
         "harmbench" => Box::new(HarmBench::new()),
         "shieldgemma" => {
-            let policies =
-                match options.take("policy").as_deref() {
-                    None | Some("all") => ShieldGemmaPolicies::All,
-                    Some(name) => {
-                        let harm = ShieldGemmaHarm::ALL.into_iter().find(|h| harm_key(*h) == name);
-                        match harm {
-                            Some(harm) => ShieldGemmaPolicies::One(harm),
-                            None => return Err(options.invalid(
+            let policies = match options.take("policy").as_deref() {
+                None | Some("all") => ShieldGemmaPolicies::All,
+                Some(name) => {
+                    let harm = ShieldGemmaHarm::ALL.into_iter().find(|h| harm_key(*h) == name);
+                    match harm {
+                        Some(harm) => ShieldGemmaPolicies::One(harm),
+                        None => {
+                            return Err(options.invalid(
                                 "policy",
                                 format!(
                                     "`{name}` is not all, dangerous, hate, sexual or harassment"
                                 ),
-                            )),
+                            ))
                         }
                     }
-                };
+                }
+            };
             Box::new(ShieldGemma::with_policies(policies))
         }
         "qwen3guard" => {
