@@ -251,7 +251,13 @@ impl GuardJudge {
         Ok(out)
     }
 
-    fn judge_nonempty(&self, exchanges: &[Exchange<'_>]) -> Result<Vec<Verdict>> {
+    /// Verdicts on `exchanges`, none of them empty; `positions` are their indices in the caller's list (which
+    /// errors name).
+    fn judge_nonempty(
+        &self,
+        exchanges: &[Exchange<'_>],
+        positions: &[usize],
+    ) -> Result<Vec<Verdict>> {
         let prompts =
             exchanges.iter().map(|e| self.encode_prompt(e)).collect::<Result<Vec<_>>>()?;
         match self.format.reading() {
@@ -276,7 +282,7 @@ impl GuardJudge {
                     if reading.is_none() && self.unreadable == UnreadableVerdict::Refuse {
                         return Err(EvalError::UnreadableVerdict {
                             judge: self.name(),
-                            index: i,
+                            index: positions.get(i).copied().unwrap_or(i),
                             text: text.clone(),
                         });
                     }
@@ -327,9 +333,11 @@ impl SafetyJudge for GuardJudge {
     }
 
     fn judge(&self, exchanges: &[Exchange<'_>]) -> detox_metrics::Result<Vec<Verdict>> {
-        let judged: Vec<Exchange<'_>> =
-            exchanges.iter().copied().filter(|e| !is_empty_response(e.response)).collect();
-        let mut verdicts = self.judge_nonempty(&judged).map_err(|e| self.fail(e))?.into_iter();
+        let positions: Vec<usize> =
+            (0..exchanges.len()).filter(|&i| !is_empty_response(exchanges[i].response)).collect();
+        let judged: Vec<Exchange<'_>> = positions.iter().map(|&i| exchanges[i]).collect();
+        let mut verdicts =
+            self.judge_nonempty(&judged, &positions).map_err(|e| self.fail(e))?.into_iter();
         Ok(exchanges
             .iter()
             .map(|e| {
