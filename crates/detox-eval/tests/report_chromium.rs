@@ -253,3 +253,126 @@ fn the_report_renders_every_record_and_its_filters_work_in_chromium() -> Result<
     assert_eq!(set_filters(&mut page, "", "")?, expect(&|_| true));
     Ok(())
 }
+
+/// The word-parity judge's verdicts, flipped on the exchanges whose input is `flip`: a second judge
+/// that disagrees with the first exactly where a test says.
+struct FlippingJudge {
+    flip: String,
+}
+
+impl SafetyJudge for FlippingJudge {
+    fn name(&self) -> String {
+        "flipping test judge".into()
+    }
+    fn is_approximation(&self) -> bool {
+        false
+    }
+    fn judge(&self, exchanges: &[Exchange<'_>]) -> detox_metrics::Result<Vec<Verdict>> {
+        let mut verdicts = WordParityJudge.judge(exchanges)?;
+        for (verdict, e) in verdicts.iter_mut().zip(exchanges) {
+            if e.prompt == self.flip {
+                verdict.label = match verdict.label {
+                    Label::Safe => Label::Unsafe,
+                    Label::Unsafe => Label::Safe,
+                    Label::Empty => Label::Empty,
+                };
+            }
+        }
+        Ok(verdicts)
+    }
+}
+
+#[test]
+fn a_rejudged_report_shows_every_judge_and_filters_what_they_disagree_on_in_chromium() -> Result<()>
+{
+    let out = tempfile::tempdir()?;
+    let run = tiny_run(out.path())?;
+    // An input no other response of the run answers, in the last record.
+    let inputs: Vec<&str> = run
+        .iter()
+        .flat_map(|r| r.pre.responses.iter().chain(&r.post.responses))
+        .map(|r| r.input.as_str())
+        .collect();
+    let last = run.last().expect("records");
+    let flip = last
+        .pre
+        .responses
+        .iter()
+        .map(|r| r.input.clone())
+        .find(|input| inputs.iter().filter(|i| **i == input.as_str()).count() == 1)
+        .expect("an input of the last record that no other response answers");
+    detox_eval::drive::rejudge::rejudge(out.path(), &FlippingJudge { flip }, false, |_| {})?;
+    let text = std::fs::read_to_string(out.path().join("records.jsonl"))?;
+    let mut records: Vec<RunRecord> =
+        text.lines().map(serde_json::from_str).collect::<Result<_, _>>()?;
+    detox_eval::record::judgements::attach(out.path(), &mut records)?;
+    let disagree = |r: &detox_eval::record::JudgedResponse| {
+        let other = r.other_verdicts[0].verdict.label;
+        r.label != Label::Empty && other != Label::Empty && r.label != other
+    };
+    let pairs_disagreeing: Vec<usize> = records
+        .iter()
+        .map(|r| {
+            r.pre
+                .responses
+                .iter()
+                .zip(&r.post.responses)
+                .filter(|(b, a)| disagree(b) || disagree(a))
+                .count()
+        })
+        .collect();
+    let expected_ids: Vec<&str> = records
+        .iter()
+        .zip(&pairs_disagreeing)
+        .filter(|(_, n)| **n > 0)
+        .map(|(r, _)| r.id.as_str())
+        .collect();
+    ensure!(
+        expected_ids == [last.id.as_str()],
+        "the judges should disagree on record {} alone, or the filter shows nothing: {expected_ids:?}",
+        last.id
+    );
+
+    let mut browser = Browser::launch()?;
+    let mut page = browser.open(&out.path().join(REPORT_FILE))?;
+    // Both judges are named, with their scores and their agreement.
+    let judges = page.eval(
+        "Array.from(document.querySelectorAll('table.judges tbody th')).map(t => t.textContent)",
+    )?;
+    assert_eq!(
+        judges,
+        json!(["word-parity test judge primary (approximation)", "flipping test judge"])
+    );
+    let agreement = page.eval("document.querySelectorAll('table.agreement tbody tr').length")?;
+    assert_eq!(agreement, json!(1));
+    // Every response shows the second judge's verdict beside the primary label.
+    let responses: usize =
+        records.iter().map(|r| r.pre.responses.len() + r.post.responses.len()).sum();
+    assert_eq!(page.eval("document.querySelectorAll('.badge.other').length")?, json!(responses));
+
+    // The judges filter shows the records the judges disagree on, and in them only the disagreeing pairs.
+    let shown = page.eval(&format!(
+        "(() => {{ const s = document.getElementById('filter-judges'); s.value = 'disagree'; \
+           s.dispatchEvent(new Event('change')); \
+           return {{ ids: {VISIBLE_IDS}, count: document.getElementById('shown-count').textContent, \
+             rows: Array.from(document.querySelectorAll('.record')).filter(r => !r.hidden) \
+               .map(r => Array.from(r.querySelectorAll('tr.pair')).filter(p => p.checkVisibility()).length) }}; }})()"
+    ))?;
+    let rows: Vec<usize> = pairs_disagreeing.iter().copied().filter(|n| *n > 0).collect();
+    assert_eq!(
+        shown,
+        json!({
+            "ids": expected_ids,
+            "count": format!("{} of {} records shown", expected_ids.len(), records.len()),
+            "rows": rows,
+        })
+    );
+    // Back to all: every record and every pair again.
+    let all = page.eval(&format!(
+        "(() => {{ const s = document.getElementById('filter-judges'); s.value = ''; \
+           s.dispatchEvent(new Event('change')); \
+           return [{VISIBLE_IDS}.length, Array.from(document.querySelectorAll('tr.pair')).filter(p => p.checkVisibility()).length]; }})()"
+    ))?;
+    assert_eq!(all, json!([records.len(), records.len() * 5]));
+    Ok(())
+}
