@@ -48,6 +48,7 @@
 
 mod activations;
 mod adam;
+mod artefact;
 pub mod bench;
 mod delta;
 pub mod dinm;
@@ -68,6 +69,7 @@ pub mod surgery;
 pub mod train;
 mod trained;
 
+pub use artefact::{Artefact, HEADER_FILE};
 pub use delta::Delta;
 pub use dinm::StepLoss;
 pub use editor::{
