@@ -86,10 +86,15 @@ impl Delta {
 
     /// Reads a delta written by [`Delta::save`].
     pub fn load(path: &Path) -> Result<Self> {
+        Self::load_onto(path, Device::Cpu)
+    }
+
+    /// Reads a delta written by [`Delta::save`] onto `device`.
+    pub(crate) fn load_onto(path: &Path, device: Device) -> Result<Self> {
         let files = SafetensorsFiles::open_files(&[path.to_path_buf()])?;
         let mut delta = Delta::new();
         for name in files.names() {
-            let t = files.load(name, Device::Cpu, Some(Kind::Float))?;
+            let t = files.load(name, device, Some(Kind::Float))?;
             delta.entries.push((name.to_string(), t));
         }
         if delta.is_empty() {

@@ -119,6 +119,23 @@ pub enum EditError {
         /// What is missing or wrong.
         reason: String,
     },
+    /// An artefact directory holds another kind of artefact than the one asked for (a MEND network where a ProFS
+    /// fit was expected), as its header or description file says.
+    #[error(
+        "{}: holds a `{found}` artefact (as {} says), not the `{expected}` artefact asked for",
+        dir.display(),
+        file.display()
+    )]
+    ArtefactKind {
+        /// The directory.
+        dir: PathBuf,
+        /// The file that names the kind found (the header, or the description of an artefact without one).
+        file: PathBuf,
+        /// The kind the directory holds.
+        found: String,
+        /// The kind asked for.
+        expected: &'static str,
+    },
     /// One record of several (a batch, a training set) could not be used.
     #[error("{what} {index}: {source}")]
     Record {

@@ -8,7 +8,8 @@
 //! exported as a [`Delta`] in safetensors.
 //!
 //! Methods are built by name through a [`registry::Registry`], which also loads the artefacts a method was
-//! trained into. A method of your own implements [`Editor`]: `method`, `edit` and `restore`; batches of records,
+//! trained into; every artefact type is saved and loaded through [`Artefact`], whose header names its kind so that
+//! a directory of another method's artefact is refused by name. A method of your own implements [`Editor`]: `method`, `edit` and `restore`; batches of records,
 //! input wrapping and resumption have defaults. Registered with a name, its options and a constructor
 //! ([`registry::MethodSpec`]), it runs by name through the same harness as the built-in ones. What a method
 //! learns once from a training split (adapters, MEND's hyper-network, ProFS's subspaces, steering vectors, Model
@@ -48,6 +49,7 @@
 
 mod activations;
 mod adam;
+mod artefact;
 pub mod bench;
 mod delta;
 pub mod dinm;
@@ -68,6 +70,7 @@ pub mod surgery;
 pub mod train;
 mod trained;
 
+pub use artefact::{Artefact, HEADER_FILE};
 pub use delta::Delta;
 pub use dinm::StepLoss;
 pub use editor::{

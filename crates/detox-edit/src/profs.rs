@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 use crate::activations::{pooled_layer_outputs, PooledRows};
+use crate::artefact::Artefact;
 use crate::delta::Delta;
 use crate::editor::{EditInput, EditOutcome, Editor, PromptEncoder};
 use crate::error::{torch, EditError, Result};
@@ -246,11 +247,14 @@ impl ProfsFit {
         }
         Ok(delta)
     }
+}
 
-    /// Writes the fit into `dir` ([`BASIS_FILE`] first, then [`INFO_FILE`]).
-    pub fn save(&self, dir: &Path) -> Result<()> {
-        std::fs::create_dir_all(dir)
-            .map_err(|source| EditError::Io { path: dir.into(), source })?;
+/// A ProFS fit is saved as an artefact of kind `profs`: [`BASIS_FILE`] and [`INFO_FILE`].
+impl Artefact for ProfsFit {
+    const KIND: &'static str = "profs";
+
+    /// Writes [`BASIS_FILE`], then [`INFO_FILE`].
+    fn write_files(&self, dir: &Path) -> Result<()> {
         let tensors: Vec<(String, Tensor)> = self
             .info
             .layers
@@ -262,15 +266,15 @@ impl ProfsFit {
         write_json(&dir.join(INFO_FILE), &self.info)
     }
 
-    /// Reads a fit written by [`ProfsFit::save`].
-    pub fn load(dir: &Path) -> Result<Self> {
+    /// Reads the description and one `[k, hidden]` basis per layer it names, onto `device`.
+    fn read_files(dir: &Path, device: Device) -> Result<Self> {
         let info: ProfsInfo = read_json(&dir.join(INFO_FILE), "a ProFS description")?;
         let files = SafetensorsFiles::open_files(&[dir.join(BASIS_FILE)])?;
         let bases = info
             .layers
             .iter()
             .map(|l| {
-                let basis = files.load(&basis_name(*l), Device::Cpu, Some(Kind::Float))?;
+                let basis = files.load(&basis_name(*l), device, Some(Kind::Float))?;
                 if basis.dim() != 2 || basis.size()[0] != info.options.rank as i64 {
                     return Err(EditError::ShapeMismatch {
                         what: format!("{}: `{}`", dir.join(BASIS_FILE).display(), basis_name(*l)),

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 use crate::activations::{pooled_layer_outputs, PooledRows};
+use crate::artefact::Artefact;
 use crate::delta::Delta;
 use crate::editor::{EditInput, EditOutcome, Editor, PromptEncoder};
 use crate::error::{torch, EditError, Result};
@@ -107,11 +108,12 @@ pub fn fit_steering(
     Ok(SteeringVectors { info, vectors })
 }
 
-impl SteeringVectors {
-    /// Writes the vectors into `dir` ([`VECTORS_FILE`] first, then [`INFO_FILE`]).
-    pub fn save(&self, dir: &Path) -> Result<()> {
-        std::fs::create_dir_all(dir)
-            .map_err(|source| EditError::Io { path: dir.into(), source })?;
+/// Steering vectors are saved as an artefact of kind `steering`: [`VECTORS_FILE`] and [`INFO_FILE`].
+impl Artefact for SteeringVectors {
+    const KIND: &'static str = "steering";
+
+    /// Writes [`VECTORS_FILE`], then [`INFO_FILE`].
+    fn write_files(&self, dir: &Path) -> Result<()> {
         detox_runtime::weights::save_safetensors(
             &dir.join(VECTORS_FILE),
             &[(VECTORS.to_string(), self.vectors.shallow_clone())],
@@ -119,13 +121,13 @@ impl SteeringVectors {
         write_json(&dir.join(INFO_FILE), &self.info)
     }
 
-    /// Reads vectors written by [`SteeringVectors::save`].
-    pub fn load(dir: &Path) -> Result<Self> {
+    /// Reads the description and the `[layers, hidden]` vectors, onto `device`.
+    fn read_files(dir: &Path, device: Device) -> Result<Self> {
         let info: SteeringInfo = read_json(&dir.join(INFO_FILE), "a steering description")?;
         let path = dir.join(VECTORS_FILE);
         let vectors = SafetensorsFiles::open_files(std::slice::from_ref(&path))?.load(
             VECTORS,
-            Device::Cpu,
+            device,
             Some(Kind::Float),
         )?;
         if vectors.dim() != 2 || vectors.size()[0] as usize != info.norms.len() {
@@ -137,7 +139,9 @@ impl SteeringVectors {
         }
         Ok(Self { info, vectors })
     }
+}
 
+impl SteeringVectors {
     /// The edit adding `strength` times the vectors of `layers` to the residual stream: one `down_proj.bias`
     /// entry per layer.
     pub fn delta(&self, layers: &[usize], strength: f64) -> Result<Delta> {

@@ -1,6 +1,5 @@
 //! Applying a trained artefact (SFT, DPO, Ext-Sub) to every evaluated record.
 
-use std::path::Path;
 use std::time::Instant;
 
 use detox_runtime::CausalLm;
@@ -9,10 +8,7 @@ use crate::delta::Delta;
 use crate::editor::{EditInput, EditOutcome, EditTimings, Editor, PromptEncoder};
 use crate::error::{EditError, Result};
 use crate::ledger::{EditLedger, EditMode};
-use crate::train::load_artefact;
-
-/// The report names of methods whose result is one trained delta.
-const TRAINED_METHODS: [&str; 3] = ["SFT", "DPO", "Ext-Sub"];
+use crate::train::TRAINED_METHODS;
 
 /// An editor whose edit is the same trained delta for every record (the model trained once on the training
 /// split); each record is evaluated on the original model plus that delta, and restore is bit-exact.
@@ -24,7 +20,8 @@ pub struct TrainedDeltaEditor {
 }
 
 impl TrainedDeltaEditor {
-    /// An editor applying `delta` under the report name `method` (one of `SFT`, `DPO`, `Ext-Sub`).
+    /// An editor applying `delta` under the report name `method` (one of `SFT`, `DPO`, `Ext-Sub`): a loaded
+    /// [`crate::train::TrainedArtefact`]'s `info.method` and `delta`.
     pub fn new(method: &str, delta: Delta) -> Result<Self> {
         let method = TRAINED_METHODS.iter().copied().find(|m| *m == method).ok_or_else(|| {
             EditError::InvalidConfig {
@@ -36,18 +33,6 @@ impl TrainedDeltaEditor {
             return Err(EditError::EmptyInput { what: "the trained delta".into() });
         }
         Ok(Self { method, delta, ledger: EditLedger::new() })
-    }
-
-    /// The editor of an artefact directory written by [`crate::train::save_trained`] or
-    /// [`crate::train::save_delta`].
-    pub fn from_dir(dir: &Path) -> Result<Self> {
-        let (info, delta) = load_artefact(dir)?;
-        Self::new(&info.method, delta).map_err(|e| match e {
-            EditError::InvalidConfig { .. } | EditError::EmptyInput { .. } => {
-                EditError::Artefact { path: dir.to_path_buf(), reason: e.to_string() }
-            }
-            other => other,
-        })
     }
 
     /// The delta applied.

@@ -2,9 +2,11 @@
 //! exact restore.
 
 use anyhow::Result;
-use detox_edit::mend::{train_mend, MendConfig, MendEditor, MendNetwork, NetworkLayout};
+use detox_edit::mend::{
+    train_mend, MendArtefact, MendConfig, MendEditor, MendNetwork, NetworkLayout,
+};
 use detox_edit::train::{response_log_probs, RunOptions};
-use detox_edit::{EditInput, EditMode, Editor, PromptEncoder};
+use detox_edit::{Artefact, EditInput, EditMode, Editor, PromptEncoder};
 use detox_runtime::PromptLayout;
 use tch::{Device, Kind};
 
@@ -138,8 +140,10 @@ fn meta_training_resumes_exactly_and_a_saved_network_edits_identically() -> Resu
     let resumed = train_mend(&mut model, &encoder, &records(), &config(), &rest, &mut |_, _| {})?;
     assert_eq!(resumed.steps, whole.steps, "the same losses step for step");
 
-    resumed.network.save(&dir.path().join("mend"))?;
-    let loaded = MendNetwork::load(&dir.path().join("mend"), Device::Cpu)?;
+    MendArtefact::from_run(&config(), resumed)?.save(&dir.path().join("mend"))?;
+    let loaded = MendArtefact::load(&dir.path().join("mend"), Device::Cpu)?;
+    assert_eq!(loaded.training.steps, whole.steps);
+    let loaded = loaded.network;
     assert_eq!(loaded.edit_lrs()?, whole.network.edit_lrs()?);
     let before = digest(&model);
     let mut a = MendEditor::new(whole.network, PromptLayout::Raw, 64, EditMode::Single);

@@ -8,7 +8,7 @@ use detox_edit::profs::{fit_profs, ProfsFit, ProfsOptions, NEAR_TIE};
 use detox_edit::registry::{MethodArgs, Registry};
 use detox_edit::steering::{fit_steering, SteeringEditor, SteeringVectors};
 use detox_edit::train::PreferencePair;
-use detox_edit::{Delta, Editor, PromptEncoder};
+use detox_edit::{Artefact, Delta, Editor, PromptEncoder};
 use detox_runtime::{generate, CausalLm, ForwardOptions, GenerationConfig, PromptLayout};
 use tch::{Device, Kind, Tensor};
 
@@ -97,7 +97,7 @@ fn profs_restores_exports_and_reloads() -> Result<()> {
     let fit = clear_fit(&model, &encoder)?;
     let dir = tempfile::tempdir()?;
     fit.save(dir.path())?;
-    let reloaded = ProfsFit::load(dir.path())?;
+    let reloaded = ProfsFit::load(dir.path(), Device::Cpu)?;
     assert_eq!(reloaded.info, fit.info);
     for (a, b) in reloaded.bases.iter().zip(&fit.bases) {
         assert!(a.equal(b));
@@ -222,7 +222,7 @@ fn steering_exports_and_reloads() -> Result<()> {
     let vectors = steering_vectors(&model, &encoder)?;
     let dir = tempfile::tempdir()?;
     vectors.save(dir.path())?;
-    let reloaded = SteeringVectors::load(dir.path())?;
+    let reloaded = SteeringVectors::load(dir.path(), Device::Cpu)?;
     assert_eq!(reloaded.info, vectors.info);
     assert!(reloaded.vectors.equal(&vectors.vectors));
 

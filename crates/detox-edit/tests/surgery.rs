@@ -11,10 +11,10 @@ use anyhow::Result;
 use common::{digest, setup};
 use detox_edit::registry::{MethodArgs, Registry};
 use detox_edit::surgery::{
-    fit_surgery, gate_name, labelled_responses, load_surgery, save_surgery, train_probe,
-    LabelledText, ProbeConfig, SurgeryConfig, SurgeryEditor, SurgeryFit,
+    fit_surgery, gate_name, labelled_responses, train_probe, LabelledText, ProbeConfig,
+    SurgeryConfig, SurgeryEditor, SurgeryFit,
 };
-use detox_edit::{Delta, Editor};
+use detox_edit::{Artefact, Delta, Editor};
 use detox_runtime::CausalLm;
 use safeedit::{load_split, Mode, Split};
 use tch::{Device, Kind, Tensor};
@@ -194,8 +194,8 @@ fn the_artefact_round_trips_and_the_registry_builds_it() -> Result<()> {
     let (mut model, encoder, input, _) = setup()?;
     let fitted = fit(&model, Some(40))?;
     let dir = tempfile::tempdir()?;
-    save_surgery(dir.path(), &fitted)?;
-    let loaded = load_surgery(dir.path())?;
+    fitted.save(dir.path())?;
+    let loaded = SurgeryFit::load(dir.path(), Device::Cpu)?;
     assert_eq!(loaded.rows, fitted.rows);
     assert_eq!(loaded.info, fitted.info);
     assert!(loaded.probe.weight.equal(&fitted.probe.weight));
@@ -222,7 +222,7 @@ fn the_artefact_round_trips_and_the_registry_builds_it() -> Result<()> {
 
     // A damaged artefact is refused with the file named.
     std::fs::write(dir.path().join("surgery.json"), b"{}")?;
-    let err = load_surgery(dir.path()).unwrap_err().to_string();
+    let err = SurgeryFit::load(dir.path(), Device::Cpu).unwrap_err().to_string();
     assert!(err.contains("surgery.json"), "{err}");
     Ok(())
 }

@@ -4,12 +4,12 @@
 use anyhow::Result;
 use detox_edit::ext_sub::extract_and_subtract;
 use detox_edit::train::{
-    dpo_loss, load_artefact, response_log_probs, save_delta, save_trained, train, AdapterKind,
-    ArtefactInfo, Objective, PreferencePair, RunOptions, TrainConfig,
+    dpo_loss, response_log_probs, train, AdapterKind, ArtefactInfo, Objective, PreferencePair,
+    RunOptions, TrainConfig, TrainedArtefact,
 };
-use detox_edit::{Editor, TrainedDeltaEditor};
+use detox_edit::{Artefact, Editor, TrainedDeltaEditor};
 use detox_runtime::{CausalLm, ForwardOptions, PromptLayout};
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 mod common;
 use common::{digest, setup};
@@ -206,13 +206,13 @@ fn artefacts_round_trip_and_the_trained_editor_restores_bit_exactly() -> Result<
     let anti = train(&mut model, &encoder, &pairs(), &anti_config, &none, &mut |_, _| {})?;
 
     let dir = tempfile::tempdir()?;
-    save_trained(&dir.path().join("expert"), "SFT", &expert_config, &expert)?;
-    let (info, loaded) = load_artefact(&dir.path().join("expert"))?;
-    assert_eq!(info.method, "SFT");
-    assert_eq!(info.steps.len(), 3);
+    TrainedArtefact::from_run("SFT", &expert_config, &expert)?.save(&dir.path().join("expert"))?;
+    let loaded = TrainedArtefact::load(&dir.path().join("expert"), Device::Cpu)?;
+    assert_eq!(loaded.info.method, "SFT");
+    assert_eq!(loaded.info.steps.len(), 3);
     let trained = expert.adapters.delta()?;
     for name in trained.names() {
-        assert!(trained.get(name).unwrap().equal(loaded.get(name).unwrap()));
+        assert!(trained.get(name).unwrap().equal(loaded.delta.get(name).unwrap()));
     }
 
     let combined = extract_and_subtract(&trained, &anti.adapters.delta()?, 1.0)?;
@@ -223,8 +223,10 @@ fn artefacts_round_trip_and_the_trained_editor_restores_bit_exactly() -> Result<
         steps: vec![],
         seconds: 0.0,
     };
-    save_delta(&dir.path().join("ext-sub"), &combined, &info)?;
-    let mut editor = TrainedDeltaEditor::from_dir(&dir.path().join("ext-sub"))?;
+    let ext_sub = dir.path().join("ext-sub");
+    TrainedArtefact { info, delta: combined.shallow_clone(), adapter: None }.save(&ext_sub)?;
+    let artefact = TrainedArtefact::load(&ext_sub, Device::Cpu)?;
+    let mut editor = TrainedDeltaEditor::new(&artefact.info.method, artefact.delta)?;
     assert_eq!(editor.method(), "Ext-Sub");
     for _ in 0..2 {
         let outcome = editor.edit(&mut model, &encoder, &input)?;
@@ -233,9 +235,16 @@ fn artefacts_round_trip_and_the_trained_editor_restores_bit_exactly() -> Result<
         editor.restore(&mut model)?;
         assert_eq!(digest(&model), before, "restore is bit-exact");
     }
-    let bad = ArtefactInfo { method: "ROME".into(), ..info };
-    save_delta(&dir.path().join("bad"), &combined, &bad)?;
-    let err = TrainedDeltaEditor::from_dir(&dir.path().join("bad")).unwrap_err();
-    assert!(err.to_string().contains("bad") && err.to_string().contains("ROME"), "{err}");
+    // An artefact naming a method that is not a trained delta is refused, naming the file, on saving and on
+    // loading (a description edited by hand).
+    let bad = ArtefactInfo { method: "ROME".into(), ..artefact.info };
+    let refused =
+        TrainedArtefact { info: bad.clone(), delta: combined.shallow_clone(), adapter: None };
+    let err = refused.save(&dir.path().join("bad")).unwrap_err();
+    assert!(err.to_string().contains("ROME"), "{err}");
+    let description = ext_sub.join(detox_edit::train::artefact::INFO_FILE);
+    std::fs::write(&description, serde_json::to_vec(&bad)?)?;
+    let err = TrainedArtefact::load(&ext_sub, Device::Cpu).unwrap_err();
+    assert!(err.to_string().contains("training.json") && err.to_string().contains("ROME"), "{err}");
     Ok(())
 }

@@ -1,11 +1,9 @@
 //! The MEND editor: one forward/backward pass for the gradient factors, one pass of the trained network, and the
 //! resulting low-rank edit applied to the weights.
 
-use std::path::Path;
 use std::time::Instant;
 
 use detox_runtime::{CausalLm, LinearProbe, PromptLayout};
-use tch::Device;
 
 use super::network::MendNetwork;
 use super::tokens::{edit_factors, encode_input};
@@ -26,7 +24,8 @@ pub struct MendEditor {
 }
 
 impl MendEditor {
-    /// An editor with `network`; prompts are formatted as in training.
+    /// An editor with `network`; prompts are formatted as in training (a loaded
+    /// [`super::MendArtefact`]'s network, with its `training.config`'s `prompt_layout` and `max_length`).
     pub fn new(
         network: MendNetwork,
         format: PromptLayout,
@@ -34,17 +33,6 @@ impl MendEditor {
         mode: EditMode,
     ) -> Self {
         Self { network, format, max_length, mode, ledger: EditLedger::new() }
-    }
-
-    /// An editor with the network saved in `dir` (see [`MendNetwork::save`]), placed on `device`.
-    pub fn load(
-        dir: &Path,
-        device: Device,
-        format: PromptLayout,
-        max_length: usize,
-        mode: EditMode,
-    ) -> Result<Self> {
-        Ok(Self::new(MendNetwork::load(dir, device)?, format, max_length, mode))
     }
 
     /// The network.

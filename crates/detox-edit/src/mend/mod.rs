@@ -2,7 +2,7 @@
 //! on the training split maps the rank-decomposed fine-tuning gradient of a record to a weight edit.
 //!
 //! [`train_mend`] meta-trains the network; [`MendEditor`] applies it per record through the [`crate::Editor`]
-//! interface. The gradient factors come from the runtime's [`detox_runtime::LinearProbe`].
+//! interface; [`MendArtefact`] saves and loads the trained network. The gradient factors come from the runtime's [`detox_runtime::LinearProbe`].
 
 mod artefact;
 mod editor;
@@ -10,7 +10,7 @@ mod network;
 mod tokens;
 mod train;
 
-pub use artefact::{load_training, save_artefact, MendTraining, TRAINING_FILE};
+pub use artefact::{MendArtefact, MendTraining, TRAINING_FILE};
 pub use editor::MendEditor;
 pub use network::{MendNetwork, NetworkLayout, LAYOUT_FILE, TENSORS_FILE};
 pub use train::{train_mend, MendConfig, MendOutcome, MendStep};

@@ -243,7 +243,9 @@ impl MendNetwork {
         out
     }
 
-    fn all_tensors(&self) -> Vec<(String, Tensor)> {
+    /// Every tensor of the network under the name [`TENSORS_FILE`] stores it by, detached: the trained ones, then
+    /// each transform's normalisation statistics.
+    pub fn named_tensors(&self) -> Vec<(String, Tensor)> {
         let mut out: Vec<(String, Tensor)> =
             self.trainable().into_iter().map(|(n, t)| (n, t.detach())).collect();
         for (i, t) in self.transforms.iter().enumerate() {
@@ -253,16 +255,15 @@ impl MendNetwork {
         out
     }
 
-    /// Saves the network: `mend.safetensors` (every tensor) and `mend.json` (the layout) in `dir`.
-    pub fn save(&self, dir: &Path) -> Result<()> {
-        std::fs::create_dir_all(dir)
-            .map_err(|source| EditError::Io { path: dir.into(), source })?;
-        detox_runtime::weights::save_safetensors(&dir.join(TENSORS_FILE), &self.all_tensors())?;
+    /// Writes the network into `dir`, which exists: [`TENSORS_FILE`] (every tensor) and [`LAYOUT_FILE`] (the
+    /// layout); part of a [`super::MendArtefact`].
+    pub(crate) fn write_files(&self, dir: &Path) -> Result<()> {
+        detox_runtime::weights::save_safetensors(&dir.join(TENSORS_FILE), &self.named_tensors())?;
         crate::train::checkpoint::write_json(&dir.join(LAYOUT_FILE), &self.layout)
     }
 
-    /// Loads a network saved by [`MendNetwork::save`] onto `device`.
-    pub fn load(dir: &Path, device: Device) -> Result<Self> {
+    /// Reads a network written by [`MendNetwork::write_files`] onto `device`.
+    pub(crate) fn read_files(dir: &Path, device: Device) -> Result<Self> {
         let layout: NetworkLayout =
             crate::train::checkpoint::read_json(&dir.join(LAYOUT_FILE), "a MEND layout")?;
         let mut net = Self::new(layout, device, 0)?;

@@ -4,19 +4,21 @@ use std::path::{Path, PathBuf};
 
 use detox_runtime::PromptLayout;
 use serde_json::{json, Value};
+use tch::Device;
 
 use super::{BuildContext, BuiltMethod, MethodArgs, MethodSpec, OptionSpec};
+use crate::artefact::Artefact;
 use crate::dinm::{DinmEditor, DinmHyperParams, DinmOptions, DinmPreset};
 use crate::error::{EditError, Result};
 use crate::ftl::{FtlEditor, FtlHyperParams};
 use crate::ledger::EditMode;
-use crate::mend::MendEditor;
+use crate::mend::{MendArtefact, MendEditor};
 use crate::none::NoEdit;
 use crate::profs::{ProfsEditor, ProfsFit};
 use crate::reminder::{SelfReminder, SelfReminderEditor};
 use crate::steering::{SteeringEditor, SteeringVectors};
-use crate::surgery::SurgeryEditor;
-use crate::train::load_artefact;
+use crate::surgery::{SurgeryEditor, SurgeryFit};
+use crate::train::TrainedArtefact;
 use crate::trained::TrainedDeltaEditor;
 
 /// Whether to follow the reference implementation or the paper where they read differently.
@@ -252,23 +254,26 @@ fn build_reminder(args: &MethodArgs, _: &BuildContext) -> Result<BuiltMethod> {
 
 fn build_trained(args: &MethodArgs, _: &BuildContext) -> Result<BuiltMethod> {
     let dir = artefact_dir("trained", args)?;
-    let (info, _) = load_artefact(&dir)?;
-    let editor = TrainedDeltaEditor::from_dir(&dir)?;
-    let options = json!({ "artefact": dir, "sources": info.sources });
-    Ok(BuiltMethod::new(Box::new(editor), to_value(&info.config)?, options).record_independent())
+    let artefact = TrainedArtefact::load(&dir, Device::Cpu)?;
+    let options = json!({ "artefact": dir, "sources": artefact.info.sources });
+    let hyper_parameters = to_value(&artefact.info.config)?;
+    let editor = TrainedDeltaEditor::new(&artefact.info.method, artefact.delta)?;
+    Ok(BuiltMethod::new(Box::new(editor), hyper_parameters, options).record_independent())
 }
 
 fn build_mend(args: &MethodArgs, context: &BuildContext) -> Result<BuiltMethod> {
     let dir = artefact_dir("mend", args)?;
     let mode = mode("mend", args)?;
-    let (editor, training) = MendEditor::from_artefact(&dir, context.device, mode)?;
+    let MendArtefact { network, training } = MendArtefact::load(&dir, context.device)?;
+    let editor =
+        MendEditor::new(network, training.config.prompt_layout, training.config.max_length, mode);
     let options = json!({ "artefact": dir, "mode": mode });
     Ok(BuiltMethod::new(Box::new(editor), to_value(&training.config)?, options))
 }
 
 fn build_profs(args: &MethodArgs, _: &BuildContext) -> Result<BuiltMethod> {
     let dir = artefact_dir("profs", args)?;
-    let fit = ProfsFit::load(&dir)?;
+    let fit = ProfsFit::load(&dir, Device::Cpu)?;
     let hyper_parameters = to_value(&fit.info.options)?;
     let options = json!({ "artefact": dir, "near_ties": fit.info.near_ties() });
     Ok(BuiltMethod::new(Box::new(ProfsEditor::new(fit)), hyper_parameters, options)
@@ -277,7 +282,7 @@ fn build_profs(args: &MethodArgs, _: &BuildContext) -> Result<BuiltMethod> {
 
 fn build_steering(args: &MethodArgs, _: &BuildContext) -> Result<BuiltMethod> {
     let dir = artefact_dir("steering", args)?;
-    let vectors = SteeringVectors::load(&dir)?;
+    let vectors = SteeringVectors::load(&dir, Device::Cpu)?;
     let strength: f64 = args.get("steering", "strength")?.unwrap_or(1.0);
     if !strength.is_finite() {
         return Err(EditError::InvalidOption {
@@ -298,15 +303,24 @@ fn build_steering(args: &MethodArgs, _: &BuildContext) -> Result<BuiltMethod> {
 fn build_surgery(args: &MethodArgs, _: &BuildContext) -> Result<BuiltMethod> {
     let dir = artefact_dir("surgery", args)?;
     let alpha: Option<f64> = args.get("surgery", "alpha")?;
-    let (editor, info) = SurgeryEditor::from_dir(&dir, alpha)?;
+    if let Some(alpha) = alpha.filter(|a| !a.is_finite()) {
+        return Err(EditError::InvalidOption {
+            method: "surgery".into(),
+            option: "alpha".into(),
+            value: alpha.to_string(),
+            reason: "must be a finite number".into(),
+        });
+    }
+    let fit = SurgeryFit::load(&dir, Device::Cpu)?;
+    let alpha = alpha.unwrap_or(fit.info.config.alpha);
+    let editor = SurgeryEditor::new(&fit.probe, fit.rows, alpha)?;
     let options = json!({ "artefact": dir, "alpha": editor.alpha() });
-    Ok(BuiltMethod::new(Box::new(editor), to_value(&info.config)?, options).record_independent())
+    Ok(BuiltMethod::new(Box::new(editor), to_value(&fit.info.config)?, options)
+        .record_independent())
 }
 
 #[cfg(test)]
 mod tests {
-    use tch::Device;
-
     use super::*;
     use crate::registry::Registry;
 

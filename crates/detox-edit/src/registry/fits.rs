@@ -25,20 +25,20 @@ use std::str::FromStr;
 
 use detox_runtime::{CausalLm, PromptLayout};
 use safeedit::EditRequest;
+use tch::Device;
 
 use super::{MethodArgs, OptionSpec};
+use crate::artefact::Artefact;
 use crate::editor::{EditInput, PromptEncoder};
 use crate::error::{EditError, Result};
 use crate::ext_sub::extract_and_subtract;
-use crate::mend::{save_artefact, train_mend, MendConfig};
+use crate::mend::{train_mend, MendArtefact, MendConfig};
 use crate::profs::{fit_profs, ProfsOptions, NEAR_TIE};
 use crate::steering::fit_steering;
-use crate::surgery::{
-    fit_surgery, labelled_responses, save_surgery, ProbeConfig, SurgeryConfig, DEFAULT_ALPHA,
-};
+use crate::surgery::{fit_surgery, labelled_responses, ProbeConfig, SurgeryConfig, DEFAULT_ALPHA};
 use crate::train::{
-    load_artefact, save_delta, save_trained, train, AdapterKind, ArtefactInfo, Objective,
-    PreferencePair, RunOptions, TrainConfig,
+    train, AdapterKind, ArtefactInfo, Objective, PreferencePair, RunOptions, TrainConfig,
+    TrainedArtefact,
 };
 
 /// What a fit is run with.
@@ -479,7 +479,7 @@ fn seed(args: &MethodArgs, fit: &str) -> Result<u64> {
     Ok(args.get::<u64>(fit, "seed")?.unwrap_or(0))
 }
 
-/// SFT, DPO, expert or anti-expert: an adapter trained by [`train`], saved by [`save_trained`].
+/// SFT, DPO, expert or anti-expert: an adapter trained by [`train`], saved as a [`TrainedArtefact`].
 #[derive(Debug)]
 struct AdapterTrainer {
     /// The method name the artefact records (`SFT` or `DPO`).
@@ -566,14 +566,15 @@ impl Fit for AdapterTrainer {
         if !outcome.completed {
             return Ok(FitReport::stopped(outcome.steps.len(), outcome.planned_steps));
         }
-        save_trained(out, self.method, &self.config, &outcome)?;
+        let artefact = TrainedArtefact::from_run(self.method, &self.config, &outcome)?;
+        artefact.save(out)?;
         let summary = format!(
             "{} artefact written to {} ({} steps, {:.1} s, delta norm {:.4})",
             self.method,
             out.display(),
             outcome.steps.len(),
             outcome.seconds,
-            outcome.adapters.delta()?.norm()?
+            artefact.delta.norm()?
         );
         Ok(FitReport::written(summary).with_steps(outcome.steps.len(), outcome.planned_steps))
     }
@@ -614,9 +615,8 @@ impl Fit for ExtSub {
         context: &mut FitContext<'_>,
         _: &mut dyn FnMut(&FitProgress),
     ) -> Result<FitReport> {
-        let (_, plus) = load_artefact(&self.expert)?;
-        let (_, minus) = load_artefact(&self.anti_expert)?;
-        let combined = extract_and_subtract(&plus, &minus, self.lambda)?;
+        let plus = TrainedArtefact::load(&self.expert, Device::Cpu)?.delta;
+        let minus = TrainedArtefact::load(&self.anti_expert, Device::Cpu)?.delta;
         let info = ArtefactInfo {
             method: "Ext-Sub".into(),
             config: None,
@@ -624,12 +624,17 @@ impl Fit for ExtSub {
             steps: Vec::new(),
             seconds: 0.0,
         };
-        save_delta(context.out, &combined, &info)?;
+        let combined = TrainedArtefact {
+            info,
+            delta: extract_and_subtract(&plus, &minus, self.lambda)?,
+            adapter: None,
+        };
+        combined.save(context.out)?;
         Ok(FitReport::written(format!(
             "Ext-Sub (lambda {}) written to {}: delta norm {:.4} (expert {:.4}, anti-expert {:.4})",
             self.lambda,
             context.out.display(),
-            combined.norm()?,
+            combined.delta.norm()?,
             plus.norm()?,
             minus.norm()?
         )))
@@ -684,10 +689,15 @@ impl Fit for Mend {
         if !outcome.completed {
             return Ok(FitReport::stopped(outcome.steps.len(), outcome.planned_steps));
         }
-        save_artefact(out, &self.config, &outcome)?;
-        let summary =
-            format!("MEND network written to {} ({:.1} s)", out.display(), outcome.seconds);
-        Ok(FitReport::written(summary).with_steps(outcome.steps.len(), outcome.planned_steps))
+        let (steps, planned) = (outcome.steps.len(), outcome.planned_steps);
+        let artefact = MendArtefact::from_run(&self.config, outcome)?;
+        artefact.save(out)?;
+        let summary = format!(
+            "MEND network written to {} ({:.1} s)",
+            out.display(),
+            artefact.training.seconds
+        );
+        Ok(FitReport::written(summary).with_steps(steps, planned))
     }
 }
 
@@ -808,7 +818,7 @@ impl Fit for Surgery {
         let out = context.out;
         let (model, encoder) = context.model("surgery")?;
         let fitted = fit_surgery(model, encoder, &texts, &self.config)?;
-        save_surgery(out, &fitted)?;
+        fitted.save(out)?;
         let info = &fitted.info;
         let holdout = info
             .holdout_accuracy

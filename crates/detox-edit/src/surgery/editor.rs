@@ -1,13 +1,10 @@
 //! The Model Surgery editor: the fitted shift applied to every evaluated record.
 
-use std::path::Path;
 use std::time::Instant;
 
 use detox_runtime::CausalLm;
 use tch::Tensor;
 
-use super::artefact::load_surgery;
-use super::fit::SurgeryInfo;
 use super::probe::Probe;
 use super::select::{surgery_delta, SelectedRow};
 use crate::delta::Delta;
@@ -29,7 +26,8 @@ pub struct SurgeryEditor {
 }
 
 impl SurgeryEditor {
-    /// An editor shifting `rows` along `probe`'s toxic direction with strength `alpha`.
+    /// An editor shifting `rows` along `probe`'s toxic direction with strength `alpha` (a loaded
+    /// [`super::SurgeryFit`]'s probe and rows, with its `info.config.alpha` unless another is asked for).
     pub fn new(probe: &Probe, rows: Vec<SelectedRow>, alpha: f64) -> Result<Self> {
         if rows.is_empty() {
             return Err(EditError::EmptyInput { what: "Model Surgery's rows".into() });
@@ -42,20 +40,6 @@ impl SurgeryEditor {
         }
         let direction = probe.toxic_direction()?.f_detach().map_err(torch("probe direction"))?;
         Ok(Self { direction, rows, alpha, delta: None, ledger: EditLedger::new() })
-    }
-
-    /// The editor of an artefact directory written by [`super::save_surgery`], with the artefact's alpha unless
-    /// `alpha` overrides it; also returns the artefact's description.
-    pub fn from_dir(dir: &Path, alpha: Option<f64>) -> Result<(Self, SurgeryInfo)> {
-        let fit = load_surgery(dir)?;
-        let alpha = alpha.unwrap_or(fit.info.config.alpha);
-        let editor = Self::new(&fit.probe, fit.rows, alpha).map_err(|e| match e {
-            EditError::InvalidConfig { .. } | EditError::EmptyInput { .. } => {
-                EditError::Artefact { path: dir.to_path_buf(), reason: e.to_string() }
-            }
-            other => other,
-        })?;
-        Ok((editor, fit.info))
     }
 
     /// The shifted rows, best first.

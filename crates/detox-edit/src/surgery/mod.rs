@@ -12,7 +12,7 @@
 //!    (`modification/modify.py`, where 16,384 = 4 × 4096 for LLaMA-2-7B).
 //! 4. [`SurgeryEditor`]: each kept row becomes `row + alpha · direction` (alpha 1.08 in the authors' scripts).
 //!
-//! The fit (steps 1 to 3) is saved as an artefact ([`save_surgery`], [`load_surgery`]); the edit itself is the same
+//! The fit (steps 1 to 3) is saved as an artefact ([`SurgeryFit`] is a [`crate::Artefact`]); the edit itself is the same
 //! for every record, restores bit-exactly and exports as a [`crate::Delta`].
 
 mod artefact;
@@ -21,7 +21,7 @@ mod fit;
 mod probe;
 mod select;
 
-pub use artefact::{load_surgery, save_surgery, SURGERY_INFO_FILE, SURGERY_TENSORS_FILE};
+pub use artefact::{SURGERY_INFO_FILE, SURGERY_TENSORS_FILE};
 pub use editor::SurgeryEditor;
 pub use fit::{fit_surgery, FitSeconds, SurgeryConfig, SurgeryFit, SurgeryInfo};
 pub use probe::{

@@ -271,20 +271,14 @@ impl Adapters {
         Ok(delta)
     }
 
-    /// Saves the trainable tensors (see [`Adapters::tensor_names`]) as safetensors, atomically.
-    pub fn save(&self, path: &Path) -> Result<()> {
-        let tensors: Vec<(String, Tensor)> = self
-            .tensor_names()
-            .into_iter()
-            .zip(self.tensors())
-            .map(|(n, t)| (n, t.detach()))
-            .collect();
-        detox_runtime::weights::save_safetensors(path, &tensors)?;
-        Ok(())
+    /// The trainable tensors under their saved names (see [`Adapters::tensor_names`]), detached: what a trained
+    /// artefact writes to its adapter file ([`super::TrainedArtefact`]).
+    pub fn named_tensors(&self) -> Vec<(String, Tensor)> {
+        self.tensor_names().into_iter().zip(self.tensors()).map(|(n, t)| (n, t.detach())).collect()
     }
 
-    /// Replaces the trainable tensors with those saved by [`Adapters::save`] at `path`; names and shapes must
-    /// match.
+    /// Replaces the trainable tensors with those of the safetensors file at `path` (a trained artefact's
+    /// adapter file); names and shapes must match.
     pub fn load_tensors(&mut self, path: &Path) -> Result<()> {
         let files = SafetensorsFiles::open_files(&[path.to_path_buf()])?;
         let names = self.tensor_names();

@@ -12,7 +12,7 @@ pub mod objective;
 pub mod trainer;
 
 pub use adapter::{target_parameters, AdapterKind, Adapters};
-pub use artefact::{load_artefact, save_delta, save_trained, ArtefactInfo};
+pub use artefact::{ArtefactInfo, TrainedArtefact, TRAINED_METHODS};
 pub use data::{encode_pairs, prompt_ids, EncodedPair, PreferencePair};
 pub use objective::{dpo_loss, dpo_margin, response_log_probs, sft_loss, ResponseLogProbs};
 pub use trainer::{train, Objective, RunOptions, Side, TrainConfig, TrainOutcome, TrainStep};
