@@ -12,6 +12,9 @@ The peer of `rejudge --judge "rubric:<gguf>,template=<template>,labels=unsafe/sa
 - `crates/detox-runtime/src/tokenizer.rs` (`Tokenizer::chat_prompt`) and `crates/detox-runtime/src/chat/template.rs`
   (`ChatTemplate::user_prompt`): the model's chat template with that one user turn and the generation prompt
   (SmolLM2's template adds its default system message itself), encoded without adding special tokens;
+- `crates/detox-runtime/src/gguf/mod.rs` (`tokenizer_json`): the GGUF's `smollm` pre-tokenizer splits digits
+  before the byte-level split, which transformers' GGUF conversion leaves out; it is put back here
+  (`--transformers-pretokenizer` keeps transformers' own);
 - `crates/detox-eval/src/drive/judges/guard.rs` (`GuardJudge::cue`, `GuardJudge::probabilities`): the ids
   before the first token where the encodings of prompt+"unsafe" and prompt+"safe" differ, sorted by length,
   batches of 8, left padding, position ids from the mask, P(unsafe) = softmax of the two candidate logits at the
@@ -26,7 +29,10 @@ import os
 import time
 
 import torch
+from tokenizers import pre_tokenizers
 from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers.modeling_gguf_pytorch_utils import read_field
+from gguf import GGUFReader
 
 RECORDS_PER_CALL = 8  # rejudge.rs
 BATCH = 8  # GuardJudge's default batch size
@@ -37,6 +43,8 @@ p.add_argument("--gguf", required=True)
 p.add_argument("--template", required=True, help="the rubric, with {prompt} and {response}")
 p.add_argument("--labels", default="unsafe/safe")
 p.add_argument("--threads", type=int, default=os.cpu_count())
+p.add_argument("--transformers-pretokenizer", action="store_true",
+               help="keep transformers' pre-tokenizer for a `smollm` GGUF (it drops the digit split)")
 a = p.parse_args()
 torch.set_num_threads(a.threads)
 unsafe_word, safe_word = a.labels.split("/")
@@ -45,7 +53,14 @@ template = open(a.template, encoding="utf-8").read()
 records = [json.loads(line) for line in open(os.path.join(a.run, "records.jsonl"), encoding="utf-8")]
 gdir, gfile = os.path.split(a.gguf)
 tok = AutoTokenizer.from_pretrained(gdir, gguf_file=gfile)
-model = AutoModelForCausalLM.from_pretrained(gdir, gguf_file=gfile, torch_dtype=torch.float32).eval()
+model = AutoModelForCausalLM.from_pretrained(gdir, gguf_file=gfile, dtype=torch.float32).eval()
+gguf_pre = (read_field(GGUFReader(a.gguf), "tokenizer.ggml.pre") or [None])[0]
+if gguf_pre == "smollm" and not a.transformers_pretokenizer:
+    # transformers converts a GGUF's BPE tokenizer with the GPT-2 byte-level split alone; `smollm` (SmolLM2's
+    # tokenizer.json, llama.cpp's pre-tokenizer of that name, and detox's gguf/mod.rs) splits every digit first,
+    # so ":\n\n1." is [":", "\n\n", "1", "."] and not [":", "\n", "\n", "1", "."].
+    tok.backend_tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)])
 pad = tok.pad_token_id if tok.pad_token_id is not None else 0
 
 
