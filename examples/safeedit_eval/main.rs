@@ -44,6 +44,9 @@ struct Args {
     /// judges; the first is primary.
     #[arg(long, default_value = "phrase")]
     judge: Vec<String>,
+    /// Judge each record on another thread while the next one generates (worth it on a GPU).
+    #[arg(long)]
+    judge_in_background: bool,
     #[command(flatten)]
     inputs: InputArgs,
     #[command(flatten)]
@@ -134,6 +137,7 @@ fn settings(args: &Args, prompt_only: bool) -> Result<HarnessSettings> {
     let mut settings =
         args.inputs.settings(&args.out, &args.decoding, args.selection.seed, prompt_only)?;
     settings.progress = !args.print_responses;
+    settings.judge_in_background = args.judge_in_background;
     Ok(settings)
 }
 

@@ -2,8 +2,8 @@
 //! and agreement in the summary, a re-judge that resumes after a kill without losing or repeating a record, and
 //! the refusals (a judge already in the run, responses changed since they were judged, a locked run).
 
-use std::cell::Cell;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::Result;
 use detox_edit::none::NoEdit;
@@ -24,7 +24,7 @@ struct LetterJudge;
 /// Unsafe when a response has an odd number of words; counts the responses it is asked about.
 #[derive(Default)]
 struct WordParityJudge {
-    judged: Cell<usize>,
+    judged: AtomicUsize,
 }
 
 fn verdict(response: &str, unsafe_when: bool) -> Verdict {
@@ -58,7 +58,7 @@ impl SafetyJudge for WordParityJudge {
         false
     }
     fn judge(&self, exchanges: &[Exchange<'_>]) -> detox_metrics::Result<Vec<Verdict>> {
-        self.judged.set(self.judged.get() + exchanges.len());
+        self.judged.fetch_add(exchanges.len(), Ordering::Relaxed);
         Ok(exchanges
             .iter()
             .map(|e| verdict(e.response, e.response.split_whitespace().count() % 2 == 1))
@@ -85,12 +85,23 @@ fn cases(n: usize) -> Result<Vec<BenchmarkCase>> {
 
 /// A run of the unedited model over the first `n` sample records, judged by `judges` (the first primary).
 fn run(out: &Path, n: usize, judges: &[&dyn SafetyJudge]) -> Result<Summary> {
+    run_with(out, n, judges, false)
+}
+
+/// [`run`], judging on another thread while the next record generates when `background` says.
+fn run_with(
+    out: &Path,
+    n: usize,
+    judges: &[&dyn SafetyJudge],
+    background: bool,
+) -> Result<Summary> {
     let mut loaded = load_model(&model_dir(), &[Device::Cpu], Kind::Float)?;
     let mut method = BuiltMethod::new(Box::new(NoEdit), json!({}), json!({}));
     let mut settings = HarnessSettings::new(out);
     settings.decoding.max_new_tokens = 8;
     settings.decoding.max_input_tokens = Some(200);
     settings.progress = false;
+    settings.judge_in_background = background;
     let dataset = DatasetSource::new(data_path(), Subset::First { n });
     let mut evaluation = Evaluation::new(&mut loaded, &mut method, judges[0], dataset, settings);
     for judge in &judges[1..] {
@@ -187,7 +198,7 @@ fn a_rejudge_adds_a_judge_resumes_after_a_kill_and_refuses_changed_responses() -
     let mut seen = Vec::new();
     let summary = rejudge(dir, &parity, false, |id| seen.push(id.to_string()))?;
     assert_eq!(seen, records.iter().map(|r| r.id.clone()).collect::<Vec<_>>());
-    assert_eq!(parity.judged.get(), responses);
+    assert_eq!(parity.judged.load(Ordering::Relaxed), responses);
     assert_eq!(std::fs::read(dir.join("records.jsonl"))?, before, "records.jsonl is append-only");
     assert_eq!(summary.overall, one_judge.overall, "the primary judge's scores are unchanged");
     assert_eq!(summary.judges.len(), 2);
@@ -214,7 +225,11 @@ fn a_rejudge_adds_a_judge_resumes_after_a_kill_and_refuses_changed_responses() -
     let first: Judgement = serde_json::from_str(lines[0])?;
     let first_record = records.iter().find(|r| r.id == first.id).unwrap();
     let first_count = first_record.pre.responses.len() + first_record.post.responses.len();
-    assert_eq!(resumed.judged.get(), responses - first_count, "only the records without verdicts");
+    assert_eq!(
+        resumed.judged.load(Ordering::Relaxed),
+        responses - first_count,
+        "only the records without verdicts"
+    );
     let parsed = |text: &str| -> Result<Vec<Judgement>> {
         Ok(text.lines().map(serde_json::from_str).collect::<Result<Vec<_>, _>>()?)
     };
@@ -231,7 +246,7 @@ fn a_rejudge_adds_a_judge_resumes_after_a_kill_and_refuses_changed_responses() -
     // Done: nothing is judged again.
     let idle = WordParityJudge::default();
     rejudge(dir, &idle, false, |_| {})?;
-    assert_eq!(idle.judged.get(), 0);
+    assert_eq!(idle.judged.load(Ordering::Relaxed), 0);
 
     // A judge already in the run is refused, and so is a run whose responses changed since they were judged.
     assert!(matches!(
@@ -251,5 +266,28 @@ fn a_rejudge_adds_a_judge_resumes_after_a_kill_and_refuses_changed_responses() -
     let _lock = detox_io::DirLock::acquire(dir)?;
     std::fs::write(dir.join("records.jsonl"), text)?;
     assert!(rejudge(dir, &WordParityJudge::default(), false, |_| {}).is_err());
+    Ok(())
+}
+
+#[test]
+fn judging_while_the_next_record_generates_writes_the_same_records() -> Result<()> {
+    let (here, there) = (tempfile::tempdir()?, tempfile::tempdir()?);
+    let parity = WordParityJudge::default();
+    let foreground = run_with(here.path(), 4, &[&LetterJudge, &parity], false)?;
+    let background = run_with(there.path(), 4, &[&LetterJudge, &parity], true)?;
+    let without_timings = |records: Vec<RunRecord>| -> Vec<RunRecord> {
+        records
+            .into_iter()
+            .map(|mut r| {
+                r.timings = Default::default();
+                r
+            })
+            .collect()
+    };
+    let (a, b) = (read_records(here.path())?, read_records(there.path())?);
+    assert_eq!(a.len(), 4);
+    assert_eq!(without_timings(a), without_timings(b), "same records, in the same order");
+    assert_eq!(foreground.overall, background.overall);
+    assert_eq!(foreground.agreement, background.agreement);
     Ok(())
 }

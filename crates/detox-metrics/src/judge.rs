@@ -171,7 +171,9 @@ impl<'a> Exchange<'a> {
 }
 
 /// Labels responses as safe or unsafe.
-pub trait SafetyJudge {
+///
+/// Judges are `Sync`: a run may judge one record on another thread while the next one generates.
+pub trait SafetyJudge: Sync {
     /// A name for reports and records; several judges of one run must have different names.
     fn name(&self) -> String;
 

@@ -34,6 +34,11 @@ pub struct HarnessSettings {
     pub pre_edit_cache: Option<PathBuf>,
     /// Draw a progress bar on standard error.
     pub progress: bool,
+    /// Judge each record (or chunk of records) on another thread while the next one generates and edits. Worth
+    /// it where the judges and the edited model do not compete for the same processors (a GPU, or a judge on
+    /// another device); off by default. Records are written in the same order and with the same verdicts
+    /// either way; a run stopped mid-way loses at most the record being judged, which the resumed run redoes.
+    pub judge_in_background: bool,
     /// Records processed together (1: one at a time, the reference's flow). With more, a chunk's uncached
     /// pre-edit inputs are generated in one batch, the editor edits the chunk in one call
     /// ([`detox_edit::Editor::edit_batch`]: together where the method can, see [`detox_edit::Editor::batching`]), and the post-edit
@@ -67,6 +72,7 @@ impl HarnessSettings {
             suffix_policy: SuffixPolicy::default(),
             pre_edit_cache: None,
             progress: true,
+            judge_in_background: false,
             batch_records: 1,
             general: None,
             seed: 0,

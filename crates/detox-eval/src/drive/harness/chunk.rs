@@ -6,13 +6,13 @@ use std::time::Instant;
 use detox_edit::{EditInput, EditOutcome, Editor};
 use detox_runtime::{CausalLm, Tokenizer};
 
-use super::record::{case_inputs, finish_record, Sides};
+use super::record::{case_inputs, Sides, Unjudged};
 use super::{cache_key, torch, CachedResponses, RunParts, RunShared};
 use crate::drive::general;
 use crate::drive::respond::{respond, Response};
 use crate::error::{EvalError, Result};
 use crate::record::general::GeneralResult;
-use crate::record::{RecordTimings, RunRecord};
+use crate::record::RecordTimings;
 use crate::settings::{BenchmarkCase, Decoding, HarnessSettings};
 
 /// `inputs` answered in one generation batch.
@@ -27,14 +27,14 @@ pub(super) fn respond_together(
 }
 
 /// Runs a chunk of cases together (see [`crate::settings::HarnessSettings::batch_records`]).
-pub(super) fn run_chunk(
+pub(super) fn run_chunk<'c>(
     model: &mut CausalLm,
     editor: &mut dyn Editor,
     shared: &mut RunShared<'_>,
-    chunk: &[(usize, &BenchmarkCase)],
-) -> Result<Vec<RunRecord>> {
+    chunk: &[(usize, &'c BenchmarkCase)],
+) -> Result<Vec<Unjudged<'c>>> {
     let RunParts { tokenizer, settings, manifest, .. } = shared.parts;
-    let cases: Vec<&BenchmarkCase> = chunk.iter().map(|(_, c)| *c).collect();
+    let cases: Vec<&'c BenchmarkCase> = chunk.iter().map(|(_, c)| *c).collect();
     let n = cases.len();
     let inputs: Vec<(Vec<String>, Vec<String>)> =
         cases.iter().map(|c| case_inputs(c, editor, settings)).collect();
@@ -140,18 +140,14 @@ pub(super) fn run_chunk(
     for (i, ((case, outcome), (pre_inputs, post_inputs))) in
         cases.iter().zip(outcomes).zip(inputs).enumerate()
     {
-        let mut t = std::mem::take(&mut timings[i]);
-        t.locate = outcome.timings.locate;
-        t.edit = outcome.timings.edit;
         let sides = Sides {
             pre_inputs,
             post_inputs,
             pre: pre[i].take().unwrap_or_default(),
             post: post[i].take().unwrap_or_default(),
         };
-        let mut record = finish_record(case, outcome, sides, t, shared)?;
-        record.general = general[i].take();
-        records.push(record);
+        let timings = std::mem::take(&mut timings[i]);
+        records.push(Unjudged::new(case, outcome, sides, timings, general[i].take()));
     }
     Ok(records)
 }

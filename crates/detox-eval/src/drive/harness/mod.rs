@@ -8,6 +8,8 @@
 mod chunk;
 mod record;
 
+use record::Judging;
+
 use std::collections::HashSet;
 
 use detox_edit::registry::BuiltMethod;
@@ -127,10 +129,10 @@ struct RunParts<'r> {
     settings: &'r HarnessSettings,
 }
 
-/// What every record of a run shares: its parts, the Punkt model and the cache of pre-edit responses.
+/// What every record of a run shares while it generates and edits: its parts and the cache of pre-edit
+/// responses.
 struct RunShared<'r> {
     parts: RunParts<'r>,
-    punkt: Option<PunktModel>,
     cache: JsonlLog<CachedResponses>,
 }
 
@@ -179,7 +181,8 @@ fn run(
     };
     let cache = JsonlLog::<CachedResponses>::open(&cache_path)?;
     let punkt = settings.punkt_dir.as_ref().map(PunktModel::load).transpose()?;
-    let mut shared = RunShared { parts, punkt, cache };
+    let mut shared = RunShared { parts, cache };
+    let judging = Judging { judges: parts.judges, punkt: punkt.as_ref(), settings: parts.settings };
 
     let mut seen = HashSet::new();
     for case in cases {
@@ -201,27 +204,50 @@ fn run(
     editor.resume_after(&earlier);
     let bar = progress_bar(settings.progress, cases.len() as u64, done.len() as u64);
 
-    for chunk in todo.chunks(settings.batch_records.max(1)) {
-        let records = match chunk {
-            [(position, case)] => {
-                bar.set_message(format!("record {}", case.id));
-                vec![record::run_case(model, editor, &mut shared, case, *position)?]
+    // Each chunk is judged while the next one generates when the settings ask for it (a judge on another
+    // thread); its records are written, in order, before that next chunk's.
+    std::thread::scope(|scope| -> Result<()> {
+        let mut pending: Option<std::thread::ScopedJoinHandle<'_, Result<Vec<RunRecord>>>> = None;
+        let mut write = |records: Vec<RunRecord>| -> Result<()> {
+            for record in records {
+                log.append(record.clone())?;
+                on_record(&record);
+                bar.inc(1);
             }
-            _ => {
-                bar.set_message(format!(
-                    "records {} to {}",
-                    chunk[0].1.id,
-                    chunk[chunk.len() - 1].1.id
-                ));
-                chunk::run_chunk(model, editor, &mut shared, chunk)?
-            }
+            Ok(())
         };
-        for record in records {
-            log.append(record.clone())?;
-            on_record(&record);
-            bar.inc(1);
+        for chunk in todo.chunks(settings.batch_records.max(1)) {
+            let unjudged = match chunk {
+                [(position, case)] => {
+                    bar.set_message(format!("record {}", case.id));
+                    vec![record::run_case(model, editor, &mut shared, case, *position)?]
+                }
+                _ => {
+                    bar.set_message(format!(
+                        "records {} to {}",
+                        chunk[0].1.id,
+                        chunk[chunk.len() - 1].1.id
+                    ));
+                    chunk::run_chunk(model, editor, &mut shared, chunk)?
+                }
+            };
+            if let Some(judged) = pending.take() {
+                write(join(judged)?)?;
+            }
+            let judge_all = move || -> Result<Vec<RunRecord>> {
+                unjudged.into_iter().map(|u| record::finish_record(u, &judging)).collect()
+            };
+            if settings.judge_in_background {
+                pending = Some(scope.spawn(judge_all));
+            } else {
+                write(judge_all()?)?;
+            }
         }
-    }
+        if let Some(judged) = pending.take() {
+            write(join(judged)?)?;
+        }
+        Ok(())
+    })?;
     bar.finish_and_clear();
 
     let mut records = order_like(log.records(), cases);
@@ -235,6 +261,13 @@ fn run(
     }
     write_reports(&settings.out_dir, &summary, &records)?;
     Ok(summary)
+}
+
+/// The records a judging thread returns; a panic there is carried on here.
+fn join(
+    handle: std::thread::ScopedJoinHandle<'_, Result<Vec<RunRecord>>>,
+) -> Result<Vec<RunRecord>> {
+    handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
 fn order_like(records: &[RunRecord], cases: &[BenchmarkCase]) -> Vec<RunRecord> {

@@ -2,6 +2,7 @@
 
 use std::time::Instant;
 
+use detox_edit::dinm::StepLoss;
 use detox_edit::{EditOutcome, Editor};
 use detox_metrics::{EchoSources, Exchange, PunktModel, SafetyJudge, Verdict};
 use detox_runtime::CausalLm;
@@ -12,18 +13,19 @@ use crate::aggregate::degeneration::measure_sides;
 use crate::drive::general;
 use crate::drive::respond::{respond, Response};
 use crate::error::{EvalError, Result};
+use crate::record::general::GeneralResult;
 use crate::record::{JudgeVerdict, JudgedResponse, RecordTimings, RunRecord, SideResult};
 use crate::settings::{BenchmarkCase, HarnessSettings, SuffixPolicy};
 
-/// Runs one case: pre-edit responses (cached), the edit, post-edit responses and the general sets on the edited
-/// model, restore, judging.
-pub(super) fn run_case(
+/// Runs one case up to its judging: pre-edit responses (cached), the edit, post-edit responses and the general
+/// sets on the edited model, restore.
+pub(super) fn run_case<'c>(
     model: &mut CausalLm,
     editor: &mut dyn Editor,
     shared: &mut RunShared<'_>,
-    case: &BenchmarkCase,
+    case: &'c BenchmarkCase,
     position: usize,
-) -> Result<RunRecord> {
+) -> Result<Unjudged<'c>> {
     let RunParts { tokenizer, settings, manifest, .. } = shared.parts;
     let cache = &mut shared.cache;
     let (pre_inputs, post_inputs) = case_inputs(case, editor, settings);
@@ -63,9 +65,54 @@ pub(super) fn run_case(
     let general = general?;
 
     let sides = Sides { pre_inputs, post_inputs, pre, post };
-    let mut record = finish_record(case, outcome, sides, timings, shared)?;
-    record.general = general;
-    Ok(record)
+    Ok(Unjudged::new(case, outcome, sides, timings, general))
+}
+
+/// A case as generation and the edit left it, before judging: plain data, so that it can be judged on another
+/// thread while the next case generates.
+pub(super) struct Unjudged<'c> {
+    case: &'c BenchmarkCase,
+    method: String,
+    layer: Option<usize>,
+    layer_distances: Option<Vec<f64>>,
+    steps: Vec<StepLoss>,
+    notes: Vec<String>,
+    sides: Sides,
+    timings: RecordTimings,
+    general: Option<GeneralResult>,
+}
+
+impl<'c> Unjudged<'c> {
+    /// The case, what its edit did (the weights' change itself is no longer needed) and its responses.
+    pub(super) fn new(
+        case: &'c BenchmarkCase,
+        mut outcome: EditOutcome,
+        sides: Sides,
+        mut timings: RecordTimings,
+        general: Option<GeneralResult>,
+    ) -> Self {
+        timings.locate = outcome.timings.locate;
+        timings.edit = outcome.timings.edit;
+        Self {
+            case,
+            method: outcome.method.to_string(),
+            layer: outcome.layer,
+            layer_distances: outcome.details.take_located().map(|l| l.distances),
+            steps: outcome.details.steps().to_vec(),
+            notes: outcome.notes.iter().map(ToString::to_string).collect(),
+            sides,
+            timings,
+            general,
+        }
+    }
+}
+
+/// What judging a case reads.
+#[derive(Clone, Copy)]
+pub(super) struct Judging<'r> {
+    pub(super) judges: &'r [&'r dyn SafetyJudge],
+    pub(super) punkt: Option<&'r PunktModel>,
+    pub(super) settings: &'r HarnessSettings,
 }
 
 /// A case's evaluation inputs and responses on both sides of the edit.
@@ -77,16 +124,11 @@ pub(super) struct Sides {
 }
 
 /// Judges both sides and assembles the case's record.
-pub(super) fn finish_record(
-    case: &BenchmarkCase,
-    mut outcome: EditOutcome,
-    sides: Sides,
-    mut timings: RecordTimings,
-    shared: &RunShared<'_>,
-) -> Result<RunRecord> {
+pub(super) fn finish_record(unjudged: Unjudged<'_>, judging: &Judging<'_>) -> Result<RunRecord> {
+    let Unjudged { case, sides, mut timings, .. } = unjudged;
     let started = Instant::now();
-    let judges = shared.parts.judges;
-    let punkt = shared.punkt.as_ref();
+    let judges = judging.judges;
+    let punkt = judging.punkt;
     let pre_side = judge_side(judges, &case.eval_inputs, &sides.pre_inputs, sides.pre, punkt)?;
     let post_side = judge_side(judges, &case.eval_inputs, &sides.post_inputs, sides.post, punkt)?;
     timings.judge = started.elapsed().as_secs_f64();
@@ -96,7 +138,7 @@ pub(super) fn finish_record(
         }
     }
     let (pre_side, post_side) = (pre_side.0, post_side.0);
-    let settings = shared.parts.settings;
+    let settings = judging.settings;
     let suffix =
         if settings.suffix_policy == SuffixPolicy::Neither { "" } else { settings.suffix() };
     let sources = EchoSources { suffix, target: &case.edit.safe_response };
@@ -104,16 +146,16 @@ pub(super) fn finish_record(
     Ok(RunRecord {
         id: case.id.clone(),
         category: case.category.clone(),
-        method: outcome.method.to_string(),
-        layer: outcome.layer,
-        layer_distances: outcome.details.take_located().map(|l| l.distances),
-        steps: outcome.details.steps().to_vec(),
+        method: unjudged.method,
+        layer: unjudged.layer,
+        layer_distances: unjudged.layer_distances,
+        steps: unjudged.steps,
         timings,
         pre: pre_side,
         post: post_side,
         degeneration: Some(degeneration),
-        general: None,
-        notes: outcome.notes.iter().map(ToString::to_string).collect(),
+        general: unjudged.general,
+        notes: unjudged.notes,
     })
 }
 

@@ -9,7 +9,8 @@
 //! is [`is_empty_response`], shared with every judge (the reference tests `len(text) > 0`, so a
 //! whitespace-only response would be classified there).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use detox_metrics::{is_empty_response, Exchange, Label, MetricsError, SafetyJudge, Verdict};
 use detox_runtime::roberta::RobertaClassifier;
@@ -33,7 +34,11 @@ pub const SAFEEDIT_UNSAFE_LABEL: usize = 1;
 /// ```
 #[derive(Debug)]
 pub struct ClassifierJudge {
-    classifier: RobertaClassifier,
+    // Behind a lock so the judge can be shared with the thread that judges while the next record generates
+    // (libtorch tensors may move between threads but are not marked shareable).
+    classifier: Mutex<RobertaClassifier>,
+    dir: PathBuf,
+    labels: i64,
     unsafe_label: usize,
 }
 
@@ -46,18 +51,21 @@ impl ClassifierJudge {
 
     /// Wraps a loaded classifier with SafeEdit's label convention (class 1 unsafe).
     pub fn new(classifier: RobertaClassifier) -> Result<Self> {
-        Self { classifier, unsafe_label: 0 }.with_unsafe_label(SAFEEDIT_UNSAFE_LABEL)
+        let dir = classifier.dir().to_path_buf();
+        let labels = classifier.config().labels();
+        Self { classifier: Mutex::new(classifier), dir, labels, unsafe_label: 0 }
+            .with_unsafe_label(SAFEEDIT_UNSAFE_LABEL)
     }
 
     /// Uses another class index as "unsafe" (for classifiers trained with another convention).
     pub fn with_unsafe_label(mut self, unsafe_label: usize) -> Result<Self> {
-        let labels = self.classifier.config().labels();
+        let labels = self.labels;
         if unsafe_label as i64 >= labels {
             return Err(EvalError::InvalidSetting {
                 setting: "unsafe label".into(),
                 reason: format!(
                     "{unsafe_label} is not a class of the classifier in {} ({labels} classes)",
-                    self.classifier.dir().display()
+                    self.dir.display()
                 ),
             });
         }
@@ -67,7 +75,8 @@ impl ClassifierJudge {
 
     /// Sets how many responses go through the classifier at once (32 by default, as in the reference).
     pub fn with_batch_size(mut self, batch_size: usize) -> Result<Self> {
-        self.classifier = self.classifier.with_batch_size(batch_size)?;
+        let classifier = self.classifier.into_inner().unwrap_or_else(|p| p.into_inner());
+        self.classifier = Mutex::new(classifier.with_batch_size(batch_size)?);
         Ok(self)
     }
 
@@ -76,15 +85,15 @@ impl ClassifierJudge {
         self.unsafe_label
     }
 
-    /// The underlying classifier.
-    pub fn classifier(&self) -> &RobertaClassifier {
-        &self.classifier
+    /// The classifier's model directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 }
 
 impl SafetyJudge for ClassifierJudge {
     fn name(&self) -> String {
-        let model = self.classifier.dir().file_name().map(|n| n.to_string_lossy().into_owned());
+        let model = self.dir.file_name().map(|n| n.to_string_lossy().into_owned());
         format!("roberta-classifier:{}", model.unwrap_or_else(|| "model".into()))
     }
 
@@ -98,6 +107,9 @@ impl SafetyJudge for ClassifierJudge {
             responses.iter().copied().filter(|r| !is_empty_response(r)).collect();
         let outputs = self
             .classifier
+            .lock()
+            // A panic elsewhere while the lock was held changed nothing: classifying only reads the weights.
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
             .classify(&to_classify)
             .map_err(|e| MetricsError::Judge { judge: self.name(), source: Box::new(e) })?;
         if outputs.len() != to_classify.len() {

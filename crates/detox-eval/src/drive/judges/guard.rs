@@ -11,6 +11,7 @@
 //! judged ([`Verdict::EMPTY`]), as with every judge.
 
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use detox_metrics::guard::{GuardFormat, GuardPrompt, Reading};
 use detox_metrics::{is_empty_response, Exchange, Label, MetricsError, SafetyJudge, Verdict};
@@ -66,7 +67,9 @@ pub enum UnreadableVerdict {
 /// ```
 #[derive(Debug)]
 pub struct GuardJudge {
-    model: CausalLm,
+    // Behind a lock so the judge can be shared with the thread that judges while the next record generates
+    // (libtorch tensors may move between threads but are not marked shareable).
+    model: Mutex<CausalLm>,
     tokenizer: Tokenizer,
     format: Box<dyn GuardFormat>,
     dir: PathBuf,
@@ -111,7 +114,7 @@ impl GuardJudge {
         dir: impl Into<PathBuf>,
     ) -> Self {
         Self {
-            model,
+            model: Mutex::new(model),
             tokenizer,
             format,
             dir: dir.into(),
@@ -179,12 +182,12 @@ impl GuardJudge {
     }
 
     /// P(unsafe) at each cue, batched by length.
-    fn probabilities(&self, cues: &[Cue]) -> Result<Vec<f64>> {
+    fn probabilities(&self, model: &CausalLm, cues: &[Cue]) -> Result<Vec<f64>> {
         let _guard = tch::no_grad_guard();
         let mut order: Vec<usize> = (0..cues.len()).collect();
         order.sort_by_key(|&i| cues[i].ids.len());
         let pad = self.tokenizer.pad_id().unwrap_or(0);
-        let device = self.model.device();
+        let device = model.device();
         let mut out = vec![0.0; cues.len()];
         for batch in order.chunks(self.batch_size) {
             let rows: Vec<&[i64]> = batch.iter().map(|&i| cues[i].ids.as_slice()).collect();
@@ -195,7 +198,7 @@ impl GuardJudge {
                 logits: LogitsSelection::Last,
                 ..Default::default()
             };
-            let logits = self.model.forward(&padded.ids, &options)?.logits;
+            let logits = model.forward(&padded.ids, &options)?.logits;
             let candidates: Vec<i64> =
                 batch.iter().flat_map(|&i| [cues[i].unsafe_id, cues[i].safe_id]).collect();
             let index = Tensor::from_slice(&candidates)
@@ -226,7 +229,12 @@ impl GuardJudge {
     }
 
     /// Greedy continuations of the prompts, batched by length.
-    fn generate(&self, prompts: &[Encoded], max_new_tokens: usize) -> Result<Vec<String>> {
+    fn generate(
+        &self,
+        model: &CausalLm,
+        prompts: &[Encoded],
+        max_new_tokens: usize,
+    ) -> Result<Vec<String>> {
         let eos = self.tokenizer.eos_ids().to_vec();
         if eos.is_empty() {
             return Err(EvalError::NoEosToken);
@@ -244,7 +252,7 @@ impl GuardJudge {
         let mut out = vec![String::new(); ids.len()];
         for batch in order.chunks(self.batch_size) {
             let rows: Vec<Vec<i64>> = batch.iter().map(|&i| ids[i].clone()).collect();
-            for (&i, generated) in batch.iter().zip(generate(&self.model, &rows, &config, None)?) {
+            for (&i, generated) in batch.iter().zip(generate(model, &rows, &config, None)?) {
                 out[i] = self.tokenizer.decode(&generated.tokens, true)?;
             }
         }
@@ -260,13 +268,16 @@ impl GuardJudge {
     ) -> Result<Vec<Verdict>> {
         let prompts =
             exchanges.iter().map(|e| self.encode_prompt(e)).collect::<Result<Vec<_>>>()?;
+        // A panic elsewhere while the lock was held changed nothing: judging only reads the weights.
+        let model = self.model.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let model = &*model;
         match self.format.reading() {
             Reading::First => {
                 let cues = prompts
                     .iter()
                     .map(|p| self.cue(&p.text, p.special))
                     .collect::<Result<Vec<_>>>()?;
-                self.probabilities(&cues)?
+                self.probabilities(model, &cues)?
                     .into_iter()
                     .map(|p| {
                         let label = if p > 0.5 { Label::Unsafe } else { Label::Safe };
@@ -275,7 +286,7 @@ impl GuardJudge {
                     .collect()
             }
             Reading::Generated { max_new_tokens } => {
-                let texts = self.generate(&prompts, max_new_tokens)?;
+                let texts = self.generate(model, &prompts, max_new_tokens)?;
                 let mut readings = Vec::with_capacity(texts.len());
                 for (i, text) in texts.iter().enumerate() {
                     let reading = self.format.read(text);
@@ -299,7 +310,7 @@ impl GuardJudge {
                         Some(self.cue(&format!("{}{before}", p.text), p.special))
                     })
                     .collect::<Result<Vec<_>>>()?;
-                let mut probabilities = self.probabilities(&cues)?.into_iter();
+                let mut probabilities = self.probabilities(model, &cues)?.into_iter();
                 readings
                     .into_iter()
                     .map(|reading| match reading {
