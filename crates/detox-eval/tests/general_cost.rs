@@ -319,3 +319,76 @@ fn the_batched_path_answers_with_each_records_edit() -> Result<()> {
     assert!(cost.overall.csum.after.unwrap() < 50.0, "{:?}", cost.overall.csum);
     Ok(())
 }
+
+/// Says a response refuses when it has an even number of words: a stand-in for WildGuard's refusal field.
+struct RefusalReader;
+
+impl detox_metrics::SafetyJudge for RefusalReader {
+    fn name(&self) -> String {
+        "refusal reader".into()
+    }
+    fn is_approximation(&self) -> bool {
+        false
+    }
+    fn judges_refusal(&self) -> bool {
+        true
+    }
+    fn judge(
+        &self,
+        exchanges: &[detox_metrics::Exchange<'_>],
+    ) -> detox_metrics::Result<Vec<detox_metrics::Verdict>> {
+        Ok(exchanges
+            .iter()
+            .map(|e| {
+                let words = e.response.split_whitespace().count();
+                if words == 0 {
+                    return detox_metrics::Verdict::EMPTY;
+                }
+                detox_metrics::Verdict::new(detox_metrics::Label::Safe, 0.2)
+                    .unwrap()
+                    .with_refusal(Some(words % 2 == 0))
+            })
+            .collect())
+    }
+}
+
+#[test]
+fn a_judge_that_reads_refusals_also_measures_over_refusal() -> Result<()> {
+    let mut loaded = load_model(&model_dir(), &[Device::Cpu], Kind::Float)?;
+    let sets = sets_matching_the_unedited_model(&loaded.model, &loaded.tokenizer, 1)?;
+    let prompts: Vec<String> = sets.over_refusal.iter().map(|p| p.prompt.clone()).collect();
+    let dir = tempfile::tempdir()?;
+    let settings = settings(dir.path(), Some(sets));
+    let mut method = BuiltMethod::new(Box::new(Wrecker::default()), json!({}), json!({}));
+    let dataset = DatasetSource::new(data_path(), Subset::All);
+    let phrase = PhraseJudge::default();
+    let summary = Evaluation::new(&mut loaded, &mut method, &phrase, dataset, settings)
+        .with_judge(&RefusalReader)?
+        .run(&cases(2), |_| {})?;
+
+    // Every over-refusal answer, before and after, carries the reader's reading of the XSTest prompt's answer.
+    let reading = |answers: &[detox_eval::record::general::RefusalAnswer]| -> Vec<bool> {
+        answers.iter().map(|a| a.judged["refusal reader"]).collect()
+    };
+    let expected = |answers: &[detox_eval::record::general::RefusalAnswer]| -> Vec<bool> {
+        answers.iter().map(|a| a.response.split_whitespace().count() % 2 == 0).collect()
+    };
+    let baseline = detox_eval::drive::general::read_baseline(dir.path())?.expect("a baseline");
+    assert_eq!(baseline.over_refusal.len(), prompts.len());
+    assert_eq!(reading(&baseline.over_refusal), expected(&baseline.over_refusal));
+    let records = read_records(dir.path())?;
+    let after: Vec<_> =
+        records.iter().flat_map(|r| r.general.as_ref().unwrap().over_refusal.clone()).collect();
+    assert_eq!(reading(&after), expected(&after));
+
+    let percent = |r: &[bool]| 100.0 * r.iter().filter(|x| **x).count() as f64 / r.len() as f64;
+    let cost = summary.cost.as_ref().expect("the run measured the cost");
+    let by_reader = &cost.overall.over_refusal_by_judge["refusal reader"];
+    assert_eq!(by_reader.before, Some(percent(&reading(&baseline.over_refusal))));
+    assert_eq!(by_reader.after, Some(percent(&reading(&after))));
+    assert_eq!((by_reader.before_items, by_reader.after_items), (prompts.len(), after.len()));
+    assert_eq!(cost.overall.over_refusal_by_judge.len(), 1, "the phrase judge reads no refusals");
+    let md = std::fs::read_to_string(dir.path().join("summary.md"))?;
+    assert!(md.contains("Over-refusal (%), by `refusal reader`"), "{md}");
+    Ok(())
+}

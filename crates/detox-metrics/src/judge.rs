@@ -182,6 +182,12 @@ pub trait SafetyJudge: Sync {
 
     /// One verdict per exchange, in order.
     fn judge(&self, exchanges: &[Exchange<'_>]) -> Result<Vec<Verdict>>;
+
+    /// Whether the verdicts say if a response refuses ([`Verdict::refusal`]): a run then also has this judge
+    /// read the general sets' over-refusal answers. False unless a judge says otherwise.
+    fn judges_refusal(&self) -> bool {
+        false
+    }
 }
 
 /// Whether SafeEdit treats a response as empty (nothing but whitespace).

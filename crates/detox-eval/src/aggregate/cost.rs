@@ -23,7 +23,7 @@ pub struct CostScore {
 }
 
 /// KQA, CSum and over-refusal of a group of records.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CostComparison {
     /// Records of the group whose edited model answered the sets.
     pub records: usize,
@@ -31,8 +31,11 @@ pub struct CostComparison {
     pub kqa: CostScore,
     /// Mean ROUGE-1 F of summaries.
     pub csum: CostScore,
-    /// Over-refusal rate on safe XSTest prompts.
+    /// Over-refusal rate on safe XSTest prompts, by the refusal detector.
     pub over_refusal: CostScore,
+    /// Over-refusal rate by each of the run's judges that reads refusals (WildGuard, Qwen3Guard), by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub over_refusal_by_judge: BTreeMap<String, CostScore>,
 }
 
 impl CostComparison {
@@ -56,11 +59,28 @@ impl CostComparison {
                 before_items: items(baseline),
                 after_items: items(&pooled),
             };
+        let over_refusal_by_judge = baseline
+            .refusal_judges()
+            .into_iter()
+            .chain(pooled.refusal_judges())
+            .collect::<std::collections::BTreeSet<String>>()
+            .into_iter()
+            .map(|judge| {
+                let score = CostScore {
+                    before: baseline.over_refusal_by(&judge),
+                    after: pooled.over_refusal_by(&judge),
+                    before_items: baseline.over_refusal_read_by(&judge),
+                    after_items: pooled.over_refusal_read_by(&judge),
+                };
+                (judge, score)
+            })
+            .collect();
         Self {
             records,
             kqa: score(GeneralResult::kqa, |r| r.qa.len()),
             csum: score(GeneralResult::csum, |r| r.sum.len()),
             over_refusal: score(GeneralResult::over_refusal, |r| r.over_refusal.len()),
+            over_refusal_by_judge,
         }
     }
 }

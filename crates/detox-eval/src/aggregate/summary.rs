@@ -343,7 +343,12 @@ mod tests {
                 .map(|&c| QaAnswer { question: "q".into(), response: "r".into(), correct: c })
                 .collect(),
             sum: vec![SumAnswer { id: "1".into(), response: "s".into(), rouge1_f: rouge }],
-            over_refusal: vec![RefusalAnswer { id: "1".into(), response: "x".into(), refused }],
+            over_refusal: vec![RefusalAnswer {
+                id: "1".into(),
+                response: "x".into(),
+                refused,
+                judged: Default::default(),
+            }],
         };
         let mut a = record("1", "a", [1.0; 5], [0.0; 5]);
         a.general = Some(answers(&[true, false], 20.0, true));

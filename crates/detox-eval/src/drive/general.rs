@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use detox_edit::Editor;
-use detox_metrics::{is_correct, rouge1_many, PhraseJudge};
+use detox_metrics::{is_correct, rouge1_many, Exchange, PhraseJudge, SafetyJudge};
 use detox_runtime::{CausalLm, PromptLayout, Tokenizer};
 use serde::{Deserialize, Serialize};
 
@@ -69,42 +69,86 @@ pub fn answer(
             id: p.id.clone(),
             refused: detector.is_refusal(&response),
             response,
+            judged: Default::default(),
         })
         .collect();
     Ok(GeneralResult { qa, sum, over_refusal })
 }
 
+/// Has every judge that says whether a response refuses ([`SafetyJudge::judges_refusal`]) read the
+/// over-refusal answers of `result` (each XSTest prompt as the user's turn), recording its reading per answer.
+pub fn judge_refusals(
+    result: &mut GeneralResult,
+    sets: &GeneralSets,
+    judges: &[&dyn SafetyJudge],
+) -> Result<()> {
+    for judge in judges.iter().filter(|j| j.judges_refusal()) {
+        let exchanges: Vec<Exchange<'_>> = sets
+            .over_refusal
+            .iter()
+            .zip(&result.over_refusal)
+            .map(|(prompt, answer)| Exchange::new(&prompt.prompt, &answer.response))
+            .collect();
+        let verdicts = judge.judge(&exchanges)?;
+        if verdicts.len() != exchanges.len() {
+            return Err(EvalError::CountMismatch {
+                component: "judge",
+                what: "verdicts",
+                got: verdicts.len(),
+                expected: exchanges.len(),
+                given: "over-refusal answers",
+            });
+        }
+        let name = judge.name();
+        for (answer, verdict) in result.over_refusal.iter_mut().zip(verdicts) {
+            if let Some(refused) = verdict.refusal {
+                answer.judged.insert(name.clone(), refused);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A run's baseline ([`baseline`] in the run directory, answered by `model` as it stands, which the caller
-/// has restored), or `None` when the run has no general sets.
+/// has restored, its over-refusal answers read by the refusal-reading `judges` too), or `None` when the run has
+/// no general sets.
 pub(crate) fn run_baseline(
     model: &CausalLm,
     tokenizer: &Tokenizer,
     settings: &HarnessSettings,
+    judges: &[&dyn SafetyJudge],
 ) -> Result<Option<GeneralResult>> {
     let Some(sets) = &settings.general else { return Ok(None) };
     baseline(&settings.out_dir, sets, || {
-        answer(model, tokenizer, sets, settings.prompt_layout, &settings.decoding, &|p| {
-            p.to_string()
-        })
+        let mut result =
+            answer(model, tokenizer, sets, settings.prompt_layout, &settings.decoding, &|p| {
+                p.to_string()
+            })?;
+        judge_refusals(&mut result, sets, judges)?;
+        Ok(result)
     })
     .map(Some)
 }
 
 /// The general sets answered by the model as it stands (edited), when the record at `position` of the
-/// selection answers them; prompts go through the editor's [`Editor::wrap_input`].
+/// selection answers them; prompts go through the editor's [`Editor::wrap_input`], and the refusal-reading
+/// `judges` read the over-refusal answers.
 pub(crate) fn answer_edited(
     model: &CausalLm,
     tokenizer: &Tokenizer,
     editor: &dyn Editor,
     settings: &HarnessSettings,
     position: usize,
+    judges: &[&dyn SafetyJudge],
 ) -> Result<Option<GeneralResult>> {
     match &settings.general {
         Some(sets) if sets.applies_to(position) => {
-            answer(model, tokenizer, sets, settings.prompt_layout, &settings.decoding, &|p| {
-                editor.wrap_input(p)
-            })
-            .map(Some)
+            let mut result =
+                answer(model, tokenizer, sets, settings.prompt_layout, &settings.decoding, &|p| {
+                    editor.wrap_input(p)
+                })?;
+            judge_refusals(&mut result, sets, judges)?;
+            Ok(Some(result))
         }
         _ => Ok(None),
     }

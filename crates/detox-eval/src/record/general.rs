@@ -33,6 +33,10 @@ pub struct RefusalAnswer {
     pub response: String,
     /// Whether the refusal detector read it as a refusal.
     pub refused: bool,
+    /// Whether each of the run's refusal-reading judges (WildGuard, Qwen3Guard) read it as a refusal, by judge
+    /// name (a judge that could not say is left out).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub judged: std::collections::BTreeMap<String, bool>,
 }
 
 /// A model state's answers to the general sets.
@@ -66,6 +70,24 @@ impl GeneralResult {
     pub fn over_refusal(&self) -> Option<f64> {
         percent(self.over_refusal.iter().filter(|a| a.refused).count(), self.over_refusal.len())
     }
+
+    /// Over-refusal rate in percent by the judge named `judge`, over the answers it read (`None` when it read
+    /// none).
+    pub fn over_refusal_by(&self, judge: &str) -> Option<f64> {
+        let read: Vec<bool> =
+            self.over_refusal.iter().filter_map(|a| a.judged.get(judge).copied()).collect();
+        percent(read.iter().filter(|r| **r).count(), read.len())
+    }
+
+    /// Answers the judge named `judge` read.
+    pub fn over_refusal_read_by(&self, judge: &str) -> usize {
+        self.over_refusal.iter().filter(|a| a.judged.contains_key(judge)).count()
+    }
+
+    /// The judges that read the over-refusal answers, by name.
+    pub fn refusal_judges(&self) -> std::collections::BTreeSet<String> {
+        self.over_refusal.iter().flat_map(|a| a.judged.keys().cloned()).collect()
+    }
 }
 
 /// Answers with the given outcomes and placeholder texts, for the tests of the layers that read them.
@@ -82,7 +104,12 @@ pub(crate) fn answers(correct: &[bool], rouge: &[f64], refused: &[bool]) -> Gene
             .collect(),
         over_refusal: refused
             .iter()
-            .map(|&r| RefusalAnswer { id: "1".into(), response: "x".into(), refused: r })
+            .map(|&r| RefusalAnswer {
+                id: "1".into(),
+                response: "x".into(),
+                refused: r,
+                judged: Default::default(),
+            })
             .collect(),
     }
 }

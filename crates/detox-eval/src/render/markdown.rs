@@ -49,6 +49,9 @@ pub(crate) fn cost(md: &mut String, cost: &CostSummary) {
     row(md, "KQA (%)", &o.kqa, o.records);
     row(md, "CSum (ROUGE-1 F)", &o.csum, o.records);
     row(md, "Over-refusal (%)", &o.over_refusal, o.records);
+    for (judge, score) in &o.over_refusal_by_judge {
+        row(md, &format!("Over-refusal (%), by `{judge}`"), score, o.records);
+    }
     let _ = writeln!(md, "\n| category | records | KQA after | CSum after | over-refusal after |");
     let _ = writeln!(md, "|---|---:|---:|---:|---:|");
     for (category, c) in &cost.per_category {

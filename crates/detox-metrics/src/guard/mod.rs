@@ -159,6 +159,11 @@ pub trait GuardFormat: std::fmt::Debug + Send + Sync {
     fn reading(&self) -> Reading;
     /// Reads generated text as the guard's own code does; None when it says neither safe nor unsafe.
     fn read(&self, generated: &str) -> Option<GuardReading>;
+    /// Whether [`GuardFormat::read`] says if the response refuses ([`GuardReading::refusal`]): such a guard also
+    /// judges over-refusal.
+    fn reads_refusal(&self) -> bool {
+        false
+    }
     /// Where the prompt format and verdict reading come from (repository and file, or model card).
     fn source(&self) -> &'static str;
 }

@@ -165,6 +165,10 @@ impl GuardFormat for Qwen3Guard {
         Some(GuardReading { label, refusal, categories, verdict_at: verdict.start() })
     }
 
+    fn reads_refusal(&self) -> bool {
+        true
+    }
+
     fn source(&self) -> &'static str {
         "Qwen/Qwen3Guard-Gen tokenizer_config.json chat_template (Hugging Face); reading: QwenLM/Qwen3Guard \
          README.md (extract_label_categories_refusal)"

@@ -108,6 +108,10 @@ impl GuardFormat for WildGuard {
         Some(GuardReading { refusal, ..GuardReading::new(label, verdict_at) })
     }
 
+    fn reads_refusal(&self) -> bool {
+        true
+    }
+
     fn source(&self) -> &'static str {
         "allenai/wildguard wildguard/utils.py (WILDGUARD_INPUT_FORMAT) and wildguard/wildguard.py \
          (parse_model_generation_to_output); PyPI wildguard 1.0.1"

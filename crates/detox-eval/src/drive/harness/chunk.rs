@@ -33,7 +33,7 @@ pub(super) fn run_chunk<'c>(
     shared: &mut RunShared<'_>,
     chunk: &[(usize, &'c BenchmarkCase)],
 ) -> Result<Vec<Unjudged<'c>>> {
-    let RunParts { tokenizer, settings, manifest, .. } = shared.parts;
+    let RunParts { tokenizer, settings, manifest, judges } = shared.parts;
     let cases: Vec<&'c BenchmarkCase> = chunk.iter().map(|(_, c)| *c).collect();
     let n = cases.len();
     let inputs: Vec<(Vec<String>, Vec<String>)> =
@@ -129,7 +129,8 @@ pub(super) fn run_chunk<'c>(
         if settings.general.as_ref().is_some_and(|sets| sets.applies_to(*position)) {
             let started = Instant::now();
             let snapshot = outcomes[i].delta.apply(model)?;
-            let answered = general::answer_edited(model, tokenizer, &*editor, settings, *position);
+            let answered =
+                general::answer_edited(model, tokenizer, &*editor, settings, *position, judges);
             model.restore(&snapshot)?;
             general[i] = answered?;
             timings[i].general = started.elapsed().as_secs_f64();

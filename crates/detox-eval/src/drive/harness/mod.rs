@@ -199,7 +199,7 @@ fn run(
     if settings.general.is_some() {
         editor.restore(model)?;
     }
-    let baseline = general::run_baseline(model, parts.tokenizer, settings)?;
+    let baseline = general::run_baseline(model, parts.tokenizer, settings, parts.judges)?;
     let earlier: Vec<usize> = log.records().iter().filter_map(|r| r.layer).collect();
     editor.resume_after(&earlier);
     let bar = progress_bar(settings.progress, cases.len() as u64, done.len() as u64);

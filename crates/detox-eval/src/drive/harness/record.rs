@@ -26,7 +26,7 @@ pub(super) fn run_case<'c>(
     case: &'c BenchmarkCase,
     position: usize,
 ) -> Result<Unjudged<'c>> {
-    let RunParts { tokenizer, settings, manifest, .. } = shared.parts;
+    let RunParts { tokenizer, settings, manifest, judges } = shared.parts;
     let cache = &mut shared.cache;
     let (pre_inputs, post_inputs) = case_inputs(case, editor, settings);
     let mut timings = RecordTimings::default();
@@ -55,7 +55,7 @@ pub(super) fn run_case<'c>(
     // The general sets are answered by the edited model, so before the restore.
     let started = Instant::now();
     let general = match &post {
-        Ok(_) => general::answer_edited(model, tokenizer, &*editor, settings, position),
+        Ok(_) => general::answer_edited(model, tokenizer, &*editor, settings, position, judges),
         Err(_) => Ok(None),
     };
     timings.general = started.elapsed().as_secs_f64();

@@ -343,6 +343,10 @@ impl SafetyJudge for GuardJudge {
         false
     }
 
+    fn judges_refusal(&self) -> bool {
+        self.format.reads_refusal()
+    }
+
     fn judge(&self, exchanges: &[Exchange<'_>]) -> detox_metrics::Result<Vec<Verdict>> {
         let positions: Vec<usize> =
             (0..exchanges.len()).filter(|&i| !is_empty_response(exchanges[i].response)).collect();

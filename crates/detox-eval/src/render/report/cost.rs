@@ -45,11 +45,14 @@ pub(super) fn general(inputs: &ReportInputs<'_>) -> String {
         c.max_new_tokens
     );
     let o = &cost.overall;
-    let rows = vec![
+    let mut rows = vec![
         score_row("KQA (%)", &o.kqa, o.records),
         score_row("CSum (ROUGE-1 F)", &o.csum, o.records),
         score_row("Over-refusal (%)", &o.over_refusal, o.records),
     ];
+    for (judge, score) in &o.over_refusal_by_judge {
+        rows.push(score_row(&format!("Over-refusal (%), by {judge}"), score, o.records));
+    }
     html.push_str(&table(
         "cost overall",
         &["measure", "before", "after", "records", "items before", "items after"],
