@@ -265,6 +265,19 @@ fn shards_merge_into_the_full_run() -> Result<()> {
             .with_protocol("easyedit-2024-05", Some(200))
     );
 
+    // A merged run is re-judged like any run: another judge's verdicts on every record, both judges summarised.
+    let rejudged = detox_eval::drive::rejudge::rejudge(
+        &merged,
+        &detox_metrics::PhraseJudge::default(),
+        false,
+        |_| {},
+    )?;
+    assert_eq!(rejudged.overall, summary.overall, "the primary judge's scores are unchanged");
+    let names: Vec<&str> = rejudged.judges.iter().map(|j| j.judge.name.as_str()).collect();
+    assert_eq!(names, [LetterJudge.name(), detox_metrics::PhraseJudge::default().name()]);
+    assert_eq!(rejudged.judges[1].overall.records, ids.len());
+    assert_eq!(rejudged.agreement.len(), 1);
+
     let err = merge_shards(&dirs[..1], &ids, &root.path().join("partial")).unwrap_err();
     assert!(err.to_string().contains("missing from the shards: 1"), "{err}");
     let twice = vec![dirs[0].clone(), dirs[0].clone()];
