@@ -89,16 +89,7 @@ pub fn judge_refusals(
             .zip(&result.over_refusal)
             .map(|(prompt, answer)| Exchange::new(&prompt.prompt, &answer.response))
             .collect();
-        let verdicts = judge.judge(&exchanges)?;
-        if verdicts.len() != exchanges.len() {
-            return Err(EvalError::CountMismatch {
-                component: "judge",
-                what: "verdicts",
-                got: verdicts.len(),
-                expected: exchanges.len(),
-                given: "over-refusal answers",
-            });
-        }
+        let verdicts = crate::drive::judges::verdicts(*judge, &exchanges, "over-refusal answers")?;
         let name = judge.name();
         for (answer, verdict) in result.over_refusal.iter_mut().zip(verdicts) {
             if let Some(refused) = verdict.refusal {

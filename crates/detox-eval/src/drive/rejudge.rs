@@ -12,6 +12,7 @@ use detox_metrics::{Exchange, SafetyJudge};
 
 use crate::aggregate::summary::Summary;
 use crate::drive::harness::progress_bar;
+use crate::drive::judges::verdicts;
 use crate::drive::merge::summarize_run;
 use crate::error::{EvalError, Result};
 use crate::jsonl::JsonlLog;
@@ -52,22 +53,22 @@ pub fn rejudge(
     let log = JsonlLog::<RunRecord>::open_unique(&records_path, |r| &r.id)?;
     let mut records = log.records().to_vec();
     drop(log);
-    let mut verdicts = judgements::open_for(dir, &info)?;
-    if let Some(note) = verdicts.repaired() {
-        eprintln!("{}: {note}", verdicts.path().display());
+    let mut written = judgements::open_for(dir, &info)?;
+    if let Some(note) = written.repaired() {
+        eprintln!("{}: {note}", written.path().display());
     }
     // Verdicts already written must be on the responses the run holds now.
-    for judgement in verdicts.records() {
+    for judgement in written.records() {
         let current = records.iter().find(|r| r.id == judgement.id);
         if current.map(responses_digest).as_deref() != Some(judgement.responses_sha256.as_str()) {
             return Err(EvalError::StaleJudgement {
-                path: verdicts.path().to_path_buf(),
+                path: written.path().to_path_buf(),
                 id: judgement.id.clone(),
             });
         }
     }
     let todo: Vec<&RunRecord> =
-        records.iter().filter(|r| !verdicts.records().iter().any(|j| j.id == r.id)).collect();
+        records.iter().filter(|r| !written.records().iter().any(|j| j.id == r.id)).collect();
     let bar = progress_bar(progress, records.len() as u64, (records.len() - todo.len()) as u64);
     bar.set_message(format!("judging with {}", info.name));
     for chunk in todo.chunks(RECORDS_PER_CALL) {
@@ -77,22 +78,13 @@ pub fn rejudge(
             .map(|r| Exchange::new(&r.input, &r.response))
             .collect();
         let started = Instant::now();
-        let judged = judge.judge(&exchanges)?;
-        if judged.len() != exchanges.len() {
-            return Err(EvalError::CountMismatch {
-                component: "judge",
-                what: "verdicts",
-                got: judged.len(),
-                expected: exchanges.len(),
-                given: "responses",
-            });
-        }
+        let judged = verdicts(judge, &exchanges, "responses")?;
         let share = started.elapsed().as_secs_f64() / chunk.len() as f64;
         let mut judged = judged.into_iter();
         for record in chunk {
             let pre = judged.by_ref().take(record.pre.responses.len()).collect();
             let post = judged.by_ref().take(record.post.responses.len()).collect();
-            verdicts.append(Judgement {
+            written.append(Judgement {
                 id: record.id.clone(),
                 responses_sha256: responses_digest(record),
                 pre,
@@ -104,7 +96,7 @@ pub fn rejudge(
         }
     }
     bar.finish_and_clear();
-    drop(verdicts);
+    drop(written);
     let summary = summarize_run(dir, &manifest, &mut records)?;
     write_reports(dir, &summary, &records)?;
     Ok(summary)

@@ -12,7 +12,7 @@ use super::{cache_key, CachedResponses, RunParts, RunShared};
 use crate::aggregate::degeneration::measure_sides;
 use crate::drive::general;
 use crate::drive::respond::{respond, Response};
-use crate::error::{EvalError, Result};
+use crate::error::Result;
 use crate::record::general::GeneralResult;
 use crate::record::{JudgeVerdict, JudgedResponse, RecordTimings, RunRecord, SideResult};
 use crate::settings::{BenchmarkCase, HarnessSettings, SuffixPolicy};
@@ -204,16 +204,7 @@ fn judge_side(
     let mut seconds = Vec::with_capacity(judges.len());
     for judge in judges {
         let started = Instant::now();
-        let judged = judge.judge(&exchanges)?;
-        if judged.len() != responses.len() {
-            return Err(EvalError::CountMismatch {
-                component: "judge",
-                what: "verdicts",
-                got: judged.len(),
-                expected: responses.len(),
-                given: "responses",
-            });
-        }
+        let judged = crate::drive::judges::verdicts(*judge, &exchanges, "responses")?;
         seconds.push((judge.name(), started.elapsed().as_secs_f64()));
         verdicts.push(judged);
     }

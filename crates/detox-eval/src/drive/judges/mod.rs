@@ -26,3 +26,27 @@ mod spec;
 pub use classifier::{ClassifierJudge, SAFEEDIT_UNSAFE_LABEL};
 pub use guard::{GuardJudge, UnreadableVerdict};
 pub use spec::{judge_from_spec, JudgeSpec, GUARD_KINDS};
+
+use detox_metrics::{Exchange, SafetyJudge, Verdict};
+
+use crate::error::{EvalError, Result};
+
+/// `judge`'s verdicts on `exchanges`, one per exchange; a judge that returns another number of verdicts is an
+/// error naming what it was given (`given`: `responses`, `over-refusal answers`, ...).
+pub fn verdicts(
+    judge: &dyn SafetyJudge,
+    exchanges: &[Exchange<'_>],
+    given: &'static str,
+) -> Result<Vec<Verdict>> {
+    let verdicts = judge.judge(exchanges)?;
+    if verdicts.len() != exchanges.len() {
+        return Err(EvalError::CountMismatch {
+            component: "judge",
+            what: "verdicts",
+            got: verdicts.len(),
+            expected: exchanges.len(),
+            given,
+        });
+    }
+    Ok(verdicts)
+}
