@@ -2,6 +2,8 @@
 //! CSum against the baseline), the weights are restored afterwards, and a resumed run keeps its stored baseline
 //! and records.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
@@ -18,11 +20,8 @@ use detox_runtime::load::LoadedModel;
 use detox_runtime::{load_model, CausalLm, Snapshot, Tokenizer};
 use safeedit::Subset;
 use serde_json::json;
+use support::fixtures::{model_dir, sample_cases, sample_data};
 use tch::{Device, Kind};
-
-fn model_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../detox-edit/tests/fixtures/dinm/model")
-}
 
 fn punkt_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../detox-metrics/tests/fixtures/punkt_tiny")
@@ -71,18 +70,6 @@ impl Editor for Wrecker {
     }
 }
 
-fn cases(n: usize) -> Vec<BenchmarkCase> {
-    let path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets/safeedit_sample_test.json");
-    let split = safeedit::load_split(path, safeedit::Split::Test, safeedit::Mode::Strict)
-        .expect("sample records");
-    Subset::First { n }
-        .apply(&split.records)
-        .iter()
-        .map(|r| BenchmarkCase::from_record(r).unwrap())
-        .collect()
-}
-
 fn settings(out: &Path, general: Option<GeneralSets>) -> HarnessSettings {
     let mut settings = HarnessSettings::new(out);
     settings.decoding.max_new_tokens = 6;
@@ -91,10 +78,6 @@ fn settings(out: &Path, general: Option<GeneralSets>) -> HarnessSettings {
     settings.general = general;
     settings.punkt_dir = Some(punkt_dir());
     settings
-}
-
-fn data_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets/safeedit_sample_test.json")
 }
 
 /// The wrecking method run over `cases` with the phrase judge.
@@ -106,7 +89,7 @@ fn wreck(
 ) -> detox_eval::Result<Summary> {
     let mut method = BuiltMethod::new(Box::new(Wrecker::default()), json!({}), json!({}));
     let judge = PhraseJudge::default();
-    let dataset = DatasetSource::new(data_path(), Subset::All);
+    let dataset = DatasetSource::new(sample_data(), Subset::All);
     Evaluation::new(loaded, &mut method, &judge, dataset, settings.clone()).run(cases, on_record)
 }
 
@@ -114,7 +97,7 @@ fn wreck(
 fn manifest(loaded: &mut LoadedModel, settings: &HarnessSettings) -> Result<RunManifest> {
     let mut method = BuiltMethod::new(Box::new(Wrecker::default()), json!({}), json!({}));
     let judge = PhraseJudge::default();
-    let dataset = DatasetSource::new(data_path(), Subset::All);
+    let dataset = DatasetSource::new(sample_data(), Subset::All);
     Ok(Evaluation::new(loaded, &mut method, &judge, dataset, settings.clone()).manifest()?)
 }
 
@@ -209,7 +192,7 @@ fn a_destructive_edit_lowers_kqa_and_csum_because_the_edited_model_answers() -> 
     let dir = tempfile::tempdir()?;
     let settings = settings(dir.path(), Some(sets));
     let manifest = manifest(&mut loaded, &settings)?;
-    let cases = cases(2);
+    let cases = sample_cases(2);
     let summary = wreck(&mut loaded, &cases, &settings, |_| {})?;
     assert_eq!(sha256_of_weights(&loaded.model), before, "the weights are restored after the run");
 
@@ -246,7 +229,7 @@ fn a_destructive_edit_lowers_kqa_and_csum_because_the_edited_model_answers() -> 
 fn a_resumed_run_keeps_its_baseline_and_measures_the_same_records() -> Result<()> {
     let mut loaded = load_model(&model_dir(), &[Device::Cpu], Kind::Float)?;
     let sets = sets_matching_the_unedited_model(&loaded.model, &loaded.tokenizer, 2)?;
-    let cases = cases(3);
+    let cases = sample_cases(3);
     let clean_dir = tempfile::tempdir()?;
     let clean_settings = settings(clean_dir.path(), Some(sets.clone()));
 
@@ -311,7 +294,7 @@ fn the_batched_path_answers_with_each_records_edit() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let mut settings = settings(dir.path(), Some(sets));
     settings.batch_records = 3;
-    let summary = wreck(&mut loaded, &cases(3), &settings, |_| {})?;
+    let summary = wreck(&mut loaded, &sample_cases(3), &settings, |_| {})?;
     assert_eq!(sha256_of_weights(&loaded.model), before, "the weights are restored after the run");
     let cost = summary.cost.as_ref().expect("the run measured the cost");
     assert_eq!((cost.overall.records, cost.overall.kqa.before), (3, Some(100.0)));
@@ -360,11 +343,11 @@ fn a_judge_that_reads_refusals_also_measures_over_refusal() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let settings = settings(dir.path(), Some(sets));
     let mut method = BuiltMethod::new(Box::new(Wrecker::default()), json!({}), json!({}));
-    let dataset = DatasetSource::new(data_path(), Subset::All);
+    let dataset = DatasetSource::new(sample_data(), Subset::All);
     let phrase = PhraseJudge::default();
     let summary = Evaluation::new(&mut loaded, &mut method, &phrase, dataset, settings)
         .with_judge(&RefusalReader)?
-        .run(&cases(2), |_| {})?;
+        .run(&sample_cases(2), |_| {})?;
 
     // Every over-refusal answer, before and after, carries the reader's reading of the XSTest prompt's answer.
     let reading = |answers: &[detox_eval::record::general::RefusalAnswer]| -> Vec<bool> {

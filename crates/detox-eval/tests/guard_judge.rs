@@ -2,7 +2,9 @@
 //! logits at the verdict position, whatever the batch; generated verdicts are read where the format says, and
 //! unreadable ones follow the chosen policy; empty responses are not judged.
 
-use std::path::{Path, PathBuf};
+mod support;
+
+use std::path::Path;
 
 use anyhow::Result;
 use approx::assert_abs_diff_eq;
@@ -12,11 +14,8 @@ use detox_metrics::{Exchange, Label, SafetyJudge, Verdict};
 use detox_runtime::{
     generate, load_model, CausalLm, ForwardOptions, GenerationConfig, LogitsSelection, Tokenizer,
 };
+use support::fixtures::model_dir;
 use tch::{Device, Kind, Tensor};
-
-fn model_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../detox-edit/tests/fixtures/dinm/model")
-}
 
 /// A plain-text format; `generated` makes it read the verdict from generated text, at its middle character
 /// (nothing when the text has an odd number of characters, when `readable_odd` is false).

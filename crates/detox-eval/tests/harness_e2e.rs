@@ -1,7 +1,9 @@
 //! The harness end to end on a tiny model: record count, manifest, resume after a crash, summary consistency.
 
+mod support;
+
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::Result;
 use detox_edit::dinm::{DinmEditor, DinmOptions, DinmPreset};
@@ -11,64 +13,22 @@ use detox_eval::drive::merge::merge_shards;
 use detox_eval::record::JudgeInfo;
 use detox_eval::settings::{DatasetSource, SuffixPolicy};
 use detox_eval::{BenchmarkCase, Evaluation, HarnessSettings, RunManifest, RunRecord, Summary};
-use detox_metrics::{Exchange, Label, SafetyJudge, Verdict};
+use detox_metrics::SafetyJudge;
 use detox_runtime::load::LoadedModel;
 use detox_runtime::{load_model, CausalLm, PromptLayout};
 use safeedit::Subset;
 use serde_json::json;
+use support::fixtures::{model_dir, sample_cases, sample_data};
+use support::judges::LetterJudge;
 use tch::{Device, Kind};
 
-fn model_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../detox-edit/tests/fixtures/dinm/model")
-}
-
-/// Calls a response unsafe when it contains the letter `e` more than twice: deterministic and sensitive to
-/// the edit, which is all this test needs from a judge.
-struct LetterJudge;
-
-impl SafetyJudge for LetterJudge {
-    fn name(&self) -> String {
-        "letter-count test judge".into()
-    }
-    fn is_approximation(&self) -> bool {
-        true
-    }
-    fn judge(&self, exchanges: &[Exchange<'_>]) -> detox_metrics::Result<Vec<Verdict>> {
-        Ok(exchanges
-            .iter()
-            .map(|e| e.response)
-            .map(|r| {
-                let (label, unsafe_score) = if r.is_empty() {
-                    (Label::Empty, 0.5)
-                } else if r.matches('e').count() > 2 {
-                    (Label::Unsafe, 0.9)
-                } else {
-                    (Label::Safe, 0.1)
-                };
-                Verdict::new(label, unsafe_score).unwrap()
-            })
-            .collect())
-    }
-}
-
+/// The first three sample records.
 fn cases() -> Vec<BenchmarkCase> {
-    let path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets/safeedit_sample_test.json");
-    let split = safeedit::load_split(path, safeedit::Split::Test, safeedit::Mode::Strict)
-        .expect("sample records");
-    safeedit::Subset::First { n: 3 }
-        .apply(&split.records)
-        .iter()
-        .map(|r| BenchmarkCase::from_record(r).unwrap())
-        .collect()
+    sample_cases(3)
 }
 
 fn load() -> Result<LoadedModel> {
     Ok(load_model(&model_dir(), &[Device::Cpu], Kind::Float)?)
-}
-
-fn data_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets/safeedit_sample_test.json")
 }
 
 /// `editor` as a method whose manifest records no hyper-parameters.
@@ -91,7 +51,7 @@ fn evaluation<'a>(
         loaded,
         method,
         &LetterJudge,
-        DatasetSource::new(data_path(), selection),
+        DatasetSource::new(sample_data(), selection),
         settings,
     )
 }

@@ -2,8 +2,9 @@
 //! and agreement in the summary, a re-judge that resumes after a kill without losing or repeating a record, and
 //! the refusals (a judge already in the run, responses changed since they were judged, a locked run).
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+mod support;
+
+use std::path::Path;
 
 use anyhow::Result;
 use detox_edit::none::NoEdit;
@@ -11,77 +12,14 @@ use detox_edit::registry::BuiltMethod;
 use detox_eval::drive::rejudge::rejudge;
 use detox_eval::record::judgements::{Judgement, JUDGEMENTS_DIR};
 use detox_eval::settings::DatasetSource;
-use detox_eval::{BenchmarkCase, EvalError, Evaluation, HarnessSettings, RunRecord, Summary};
-use detox_metrics::{disagreements, pair_agreement, Exchange, Label, SafetyJudge, Verdict};
+use detox_eval::{EvalError, Evaluation, HarnessSettings, RunRecord, Summary};
+use detox_metrics::{disagreements, pair_agreement, Exchange, Label, SafetyJudge};
 use detox_runtime::load_model;
 use safeedit::Subset;
 use serde_json::json;
+use support::fixtures::{model_dir, sample_cases, sample_data};
+use support::judges::{LetterJudge, WordParityJudge};
 use tch::{Device, Kind};
-
-/// Unsafe when a response holds the letter `e` more than twice.
-struct LetterJudge;
-
-/// Unsafe when a response has an odd number of words; counts the responses it is asked about.
-#[derive(Default)]
-struct WordParityJudge {
-    judged: AtomicUsize,
-}
-
-fn verdict(response: &str, unsafe_when: bool) -> Verdict {
-    if response.trim().is_empty() {
-        return Verdict::EMPTY;
-    }
-    let label = if unsafe_when { Label::Unsafe } else { Label::Safe };
-    Verdict::new(label, if unsafe_when { 0.9 } else { 0.1 }).unwrap()
-}
-
-impl SafetyJudge for LetterJudge {
-    fn name(&self) -> String {
-        "letter".into()
-    }
-    fn is_approximation(&self) -> bool {
-        true
-    }
-    fn judge(&self, exchanges: &[Exchange<'_>]) -> detox_metrics::Result<Vec<Verdict>> {
-        Ok(exchanges
-            .iter()
-            .map(|e| verdict(e.response, e.response.matches('e').count() > 2))
-            .collect())
-    }
-}
-
-impl SafetyJudge for WordParityJudge {
-    fn name(&self) -> String {
-        "word-parity".into()
-    }
-    fn is_approximation(&self) -> bool {
-        false
-    }
-    fn judge(&self, exchanges: &[Exchange<'_>]) -> detox_metrics::Result<Vec<Verdict>> {
-        self.judged.fetch_add(exchanges.len(), Ordering::Relaxed);
-        Ok(exchanges
-            .iter()
-            .map(|e| verdict(e.response, e.response.split_whitespace().count() % 2 == 1))
-            .collect())
-    }
-}
-
-fn model_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../detox-edit/tests/fixtures/dinm/model")
-}
-
-fn data_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets/safeedit_sample_test.json")
-}
-
-fn cases(n: usize) -> Result<Vec<BenchmarkCase>> {
-    let split = safeedit::load_split(data_path(), safeedit::Split::Test, safeedit::Mode::Strict)?;
-    Ok(Subset::First { n }
-        .apply(&split.records)
-        .iter()
-        .map(|r| BenchmarkCase::from_record(r).expect("a sample record"))
-        .collect())
-}
 
 /// A run of the unedited model over the first `n` sample records, judged by `judges` (the first primary).
 fn run(out: &Path, n: usize, judges: &[&dyn SafetyJudge]) -> Result<Summary> {
@@ -102,12 +40,12 @@ fn run_with(
     settings.decoding.max_input_tokens = Some(200);
     settings.progress = false;
     settings.judge_in_background = background;
-    let dataset = DatasetSource::new(data_path(), Subset::First { n });
+    let dataset = DatasetSource::new(sample_data(), Subset::First { n });
     let mut evaluation = Evaluation::new(&mut loaded, &mut method, judges[0], dataset, settings);
     for judge in &judges[1..] {
         evaluation = evaluation.with_judge(*judge)?;
     }
-    Ok(evaluation.run(&cases(n)?, |_| {})?)
+    Ok(evaluation.run(&sample_cases(n), |_| {})?)
 }
 
 fn read_records(dir: &Path) -> Result<Vec<RunRecord>> {
@@ -120,7 +58,7 @@ fn labels_by(records: &[RunRecord], judge: &str) -> Vec<Label> {
     records
         .iter()
         .flat_map(|r| r.pre.responses.iter().chain(&r.post.responses))
-        .map(|r| r.verdict_of(judge, "letter").expect("judged").label)
+        .map(|r| r.verdict_of(judge, &LetterJudge.name()).expect("judged").label)
         .collect()
 }
 
@@ -138,20 +76,21 @@ fn two_judges_in_one_run_give_each_response_both_verdicts_and_the_summary_their_
             LetterJudge.judge(&[Exchange::new("", &response.response)])?[0]
         );
         assert_eq!(response.other_verdicts.len(), 1);
-        assert_eq!(response.other_verdicts[0].judge, "word-parity");
+        assert_eq!(response.other_verdicts[0].judge, parity.name());
         let expected = parity.judge(&[Exchange::new(&response.input, &response.response)])?[0];
         assert_eq!(response.other_verdicts[0].verdict, expected);
     }
-    assert_eq!(summary.judge, "letter");
+    assert_eq!(summary.judge, LetterJudge.name());
     let names: Vec<(&str, bool)> =
         summary.judges.iter().map(|j| (j.judge.name.as_str(), j.primary)).collect();
-    assert_eq!(names, [("letter", true), ("word-parity", false)]);
+    let expected = [LetterJudge.name(), parity.name()];
+    assert_eq!(names, [(expected[0].as_str(), true), (expected[1].as_str(), false)]);
     assert_eq!(
         summary.judges[0].overall, summary.overall,
         "the primary judge's scores are the headline"
     );
     assert!(records.iter().all(|r| r.timings.judges.len() == 2));
-    let (a, b) = (labels_by(&records, "letter"), labels_by(&records, "word-parity"));
+    let (a, b) = (labels_by(&records, &LetterJudge.name()), labels_by(&records, &parity.name()));
     assert_eq!(summary.agreement.len(), 1);
     assert_eq!(summary.agreement[0].agreement, pair_agreement(&a, &b)?);
     assert!(
@@ -162,15 +101,12 @@ fn two_judges_in_one_run_give_each_response_both_verdicts_and_the_summary_their_
     assert!(markdown.contains("## Judges") && markdown.contains("Cohen's kappa"), "{markdown}");
     let manifest: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.path().join("manifest.json"))?)?;
-    assert_eq!(
-        manifest["other_judges"],
-        json!([{ "name": "word-parity", "approximation": false }])
-    );
+    assert_eq!(manifest["other_judges"], json!([{ "name": parity.name(), "approximation": true }]));
 
     // Two judges of one name could not be told apart.
     let mut loaded = load_model(&model_dir(), &[Device::Cpu], Kind::Float)?;
     let mut method = BuiltMethod::new(Box::new(NoEdit), json!({}), json!({}));
-    let dataset = DatasetSource::new(data_path(), Subset::All);
+    let dataset = DatasetSource::new(sample_data(), Subset::All);
     let twice = Evaluation::new(
         &mut loaded,
         &mut method,
@@ -198,7 +134,7 @@ fn a_rejudge_adds_a_judge_resumes_after_a_kill_and_refuses_changed_responses() -
     let mut seen = Vec::new();
     let summary = rejudge(dir, &parity, false, |id| seen.push(id.to_string()))?;
     assert_eq!(seen, records.iter().map(|r| r.id.clone()).collect::<Vec<_>>());
-    assert_eq!(parity.judged.load(Ordering::Relaxed), responses);
+    assert_eq!(parity.judged(), responses);
     assert_eq!(std::fs::read(dir.join("records.jsonl"))?, before, "records.jsonl is append-only");
     assert_eq!(summary.overall, one_judge.overall, "the primary judge's scores are unchanged");
     assert_eq!(summary.judges.len(), 2);
@@ -207,11 +143,11 @@ fn a_rejudge_adds_a_judge_resumes_after_a_kill_and_refuses_changed_responses() -
         detox_eval::record::judgements::attach(dir, &mut records)?;
         records
     };
-    let (a, b) = (labels_by(&joined, "letter"), labels_by(&joined, "word-parity"));
+    let (a, b) = (labels_by(&joined, &LetterJudge.name()), labels_by(&joined, &parity.name()));
     assert_eq!(summary.agreement[0].agreement, pair_agreement(&a, &b)?);
     let written: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json"))?)?;
-    assert_eq!(written["judges"][1]["name"], json!("word-parity"));
+    assert_eq!(written["judges"][1]["name"], json!(parity.name()));
     let verdicts_file = dir.join(JUDGEMENTS_DIR).join("0.jsonl");
     let complete = std::fs::read_to_string(&verdicts_file)?;
     assert_eq!(complete.lines().count(), 3);
@@ -225,11 +161,7 @@ fn a_rejudge_adds_a_judge_resumes_after_a_kill_and_refuses_changed_responses() -
     let first: Judgement = serde_json::from_str(lines[0])?;
     let first_record = records.iter().find(|r| r.id == first.id).unwrap();
     let first_count = first_record.pre.responses.len() + first_record.post.responses.len();
-    assert_eq!(
-        resumed.judged.load(Ordering::Relaxed),
-        responses - first_count,
-        "only the records without verdicts"
-    );
+    assert_eq!(resumed.judged(), responses - first_count, "only the records without verdicts");
     let parsed = |text: &str| -> Result<Vec<Judgement>> {
         Ok(text.lines().map(serde_json::from_str).collect::<Result<Vec<_>, _>>()?)
     };
@@ -246,7 +178,7 @@ fn a_rejudge_adds_a_judge_resumes_after_a_kill_and_refuses_changed_responses() -
     // Done: nothing is judged again.
     let idle = WordParityJudge::default();
     rejudge(dir, &idle, false, |_| {})?;
-    assert_eq!(idle.judged.load(Ordering::Relaxed), 0);
+    assert_eq!(idle.judged(), 0);
 
     // A judge already in the run is refused, and so is a run whose responses changed since they were judged.
     assert!(matches!(

@@ -1,7 +1,9 @@
 //! NLPCC 2024 track 2 on a tiny model: the `SafeEdit_test_ALL` inputs answered after a record-independent edit,
 //! written as `detoxify_val.json` and read back by the strict reader, empty answers included.
 
-use std::path::{Path, PathBuf};
+mod support;
+
+use std::path::Path;
 
 use anyhow::Result;
 use detox_edit::dinm::{DinmEditor, DinmOptions, DinmPreset};
@@ -12,11 +14,8 @@ use detox_eval::HarnessSettings;
 use detox_runtime::{CausalLm, Tokenizer};
 use safeedit::{load_nlpcc, Mode, NlpccRecord};
 use serde_json::json;
+use support::fixtures::model_dir;
 use tch::{Device, Kind};
-
-fn model_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../detox-edit/tests/fixtures/dinm/model")
-}
 
 fn test_all() -> Result<Vec<NlpccRecord>> {
     let path =

@@ -6,7 +6,7 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{ensure, Result};
 use detox_edit::dinm::{DinmEditor, DinmOptions, DinmPreset};
@@ -19,46 +19,17 @@ use detox_runtime::load_model;
 use safeedit::Subset;
 use serde_json::{json, Value};
 use support::chromium::Browser;
+use support::fixtures::{model_dir, sample_data};
+use support::judges::WordParityJudge;
 use tch::{Device, Kind};
 
 const MARKUP_CATEGORY: &str = "offensiveness <b>&</b> \"quotes\"";
 const INJECTED: &str =
     "<script>window.injected = 1</script><img src=x onerror=\"window.injected = 2\">";
 
-fn model_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../detox-edit/tests/fixtures/dinm/model")
-}
-
-fn dataset() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets/safeedit_sample_test.json")
-}
-
-/// Unsafe when a response has an odd number of words, empty when it has none: a deterministic mix of labels.
-struct WordParityJudge;
-
-impl SafetyJudge for WordParityJudge {
-    fn name(&self) -> String {
-        "word-parity test judge".into()
-    }
-    fn is_approximation(&self) -> bool {
-        true
-    }
-    fn judge(&self, exchanges: &[Exchange<'_>]) -> detox_metrics::Result<Vec<Verdict>> {
-        Ok(exchanges
-            .iter()
-            .map(|e| e.response)
-            .map(|r| match r.split_whitespace().count() {
-                0 => Verdict::new(Label::Empty, 0.5).unwrap(),
-                n if n % 2 == 1 => Verdict::new(Label::Unsafe, 0.8).unwrap(),
-                _ => Verdict::new(Label::Safe, 0.2).unwrap(),
-            })
-            .collect())
-    }
-}
-
 /// Four sample records over three categories, one of them with markup in its category and an evaluation input.
 fn cases() -> Result<Vec<BenchmarkCase>> {
-    let split = safeedit::load_split(dataset(), safeedit::Split::Test, safeedit::Mode::Strict)?;
+    let split = safeedit::load_split(sample_data(), safeedit::Split::Test, safeedit::Mode::Strict)?;
     let mut cases: Vec<BenchmarkCase> = split
         .records
         .iter()
@@ -85,8 +56,8 @@ fn tiny_run(out: &Path) -> Result<Vec<RunRecord>> {
     );
     let cases = cases()?;
     let mut records = Vec::new();
-    let dataset = DatasetSource::new(dataset(), Subset::All);
-    Evaluation::new(&mut loaded, &mut method, &WordParityJudge, dataset, settings)
+    let dataset = DatasetSource::new(sample_data(), Subset::All);
+    Evaluation::new(&mut loaded, &mut method, &WordParityJudge::default(), dataset, settings)
         .run(&cases, |r| records.push(r.clone()))?;
     Ok(records)
 }
@@ -268,7 +239,7 @@ impl SafetyJudge for FlippingJudge {
         false
     }
     fn judge(&self, exchanges: &[Exchange<'_>]) -> detox_metrics::Result<Vec<Verdict>> {
-        let mut verdicts = WordParityJudge.judge(exchanges)?;
+        let mut verdicts = WordParityJudge::default().judge(exchanges)?;
         for (verdict, e) in verdicts.iter_mut().zip(exchanges) {
             if e.prompt == self.flip {
                 verdict.label = match verdict.label {
@@ -287,7 +258,7 @@ fn a_rejudged_report_shows_every_judge_and_filters_what_they_disagree_on_in_chro
 {
     let out = tempfile::tempdir()?;
     let run = tiny_run(out.path())?;
-    // An input no other response of the run answers, in the last record.
+    // An input no other response of the run answers, in the last record, with a response to judge.
     let inputs: Vec<&str> = run
         .iter()
         .flat_map(|r| r.pre.responses.iter().chain(&r.post.responses))
@@ -298,9 +269,10 @@ fn a_rejudged_report_shows_every_judge_and_filters_what_they_disagree_on_in_chro
         .pre
         .responses
         .iter()
+        .filter(|r| !r.response.trim().is_empty())
         .map(|r| r.input.clone())
         .find(|input| inputs.iter().filter(|i| **i == input.as_str()).count() == 1)
-        .expect("an input of the last record that no other response answers");
+        .expect("an input of the last record that no other response answers, answered");
     detox_eval::drive::rejudge::rejudge(out.path(), &FlippingJudge { flip }, false, |_| {})?;
     let text = std::fs::read_to_string(out.path().join("records.jsonl"))?;
     let mut records: Vec<RunRecord> =

@@ -1,3 +1,6 @@
-//! Helpers of the detox-eval integration tests.
+//! Helpers of the detox-eval integration tests (each test binary uses some of them).
+#![allow(dead_code)]
 
 pub mod chromium;
+pub mod fixtures;
+pub mod judges;
