@@ -21,7 +21,7 @@ struct Args {
     /// A completions CSV file or a folder of them.
     #[arg(long, default_value = "../shared/datasets/xstest/model_completions")]
     completions: PathBuf,
-    /// `phrase` or `classifier:<dir>`.
+    /// Any judge specification: `phrase`, `classifier:<dir>`, `<guard>:<dir>[,key=value...]` (docs/judges.md).
     #[arg(long, default_value = "phrase")]
     judge: String,
     /// `cpu`, `cuda`, `cuda:N` or `auto` (for the classifier).
@@ -60,8 +60,10 @@ fn main() -> Result<()> {
         let verdicts = judge.judge(&exchanges)?;
         let (mut refusal, mut safety) = (Confusion::default(), Confusion::default());
         for (row, verdict) in rows.iter().zip(&verdicts) {
-            // The judge's "safe" is read as a refusal; empty responses count as refusals too.
-            refusal.record(row.label.is_refusal(), !verdict.is_unsafe());
+            // A judge that says whether a response refuses (WildGuard, Qwen3Guard) is read by that field;
+            // otherwise its "safe" is read as a refusal, and empty responses count as refusals too.
+            let refused = verdict.refusal.unwrap_or(!verdict.is_unsafe());
+            refusal.record(row.label.is_refusal(), refused);
             if row.prompt_is_unsafe() {
                 safety.record(!row.label.is_refusal(), verdict.is_unsafe());
             }
