@@ -5,6 +5,7 @@
 //! record, so a re-judge that is stopped resumes where it stopped; the run directory is locked as a run locks
 //! it. Merged shard runs are runs like any other and are re-judged the same way.
 
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::time::Instant;
 
@@ -58,17 +59,17 @@ pub fn rejudge(
         eprintln!("{}: {note}", written.path().display());
     }
     // Verdicts already written must be on the responses the run holds now.
+    let by_id: HashMap<&str, &RunRecord> = records.iter().map(|r| (r.id.as_str(), r)).collect();
     for judgement in written.records() {
-        let current = records.iter().find(|r| r.id == judgement.id);
-        if current.map(responses_digest).as_deref() != Some(judgement.responses_sha256.as_str()) {
+        if !by_id.get(judgement.id.as_str()).is_some_and(|r| judgements::check(r, judgement)) {
             return Err(EvalError::StaleJudgement {
                 path: written.path().to_path_buf(),
                 id: judgement.id.clone(),
             });
         }
     }
-    let todo: Vec<&RunRecord> =
-        records.iter().filter(|r| !written.records().iter().any(|j| j.id == r.id)).collect();
+    let done: HashSet<&str> = written.records().iter().map(|j| j.id.as_str()).collect();
+    let todo: Vec<&RunRecord> = records.iter().filter(|r| !done.contains(r.id.as_str())).collect();
     let bar = progress_bar(progress, records.len() as u64, (records.len() - todo.len()) as u64);
     bar.set_message(format!("judging with {}", info.name));
     for chunk in todo.chunks(RECORDS_PER_CALL) {

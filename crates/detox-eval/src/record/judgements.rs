@@ -5,14 +5,15 @@
 //! the verdicts to the records. Each line carries a digest of the responses it judged, so verdicts on
 //! responses that have since changed are refused rather than joined to the wrong text.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use detox_metrics::Verdict;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::error::{EvalError, Result};
 use crate::jsonl::{write_json_atomic, JsonlLog};
+use crate::record::manifest::sha256_fields;
 use crate::record::{JudgeInfo, JudgeVerdict, RunRecord};
 
 /// The folder, inside a run directory.
@@ -33,19 +34,17 @@ pub struct Judgement {
     pub seconds: f64,
 }
 
-/// SHA-256 over a record's inputs and responses, both sides, in order.
+/// SHA-256 over a record's inputs and responses (with their metrics), both sides in order, each side closed by
+/// an empty field.
 pub fn responses_digest(record: &RunRecord) -> String {
-    let mut h = Sha256::new();
+    let mut fields = Vec::new();
     for side in [&record.pre, &record.post] {
         for r in &side.responses {
-            for part in [r.metric.to_string().as_str(), &r.input, &r.response] {
-                h.update(part.as_bytes());
-                h.update([0]);
-            }
+            fields.extend([r.metric.name(), &r.input, &r.response]);
         }
-        h.update([1]);
+        fields.push("");
     }
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    sha256_fields(fields)
 }
 
 /// The judges added to the run in `dir` by re-judges, in order (empty when none was).
@@ -60,6 +59,13 @@ pub fn added_judges(dir: &Path) -> Result<Vec<JudgeInfo>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
         Err(source) => Err(EvalError::Io { path, source }),
     }
+}
+
+/// Whether `judgement` was given to `record`'s responses as they are now.
+pub fn check(record: &RunRecord, judgement: &Judgement) -> bool {
+    record.pre.responses.len() == judgement.pre.len()
+        && record.post.responses.len() == judgement.post.len()
+        && responses_digest(record) == judgement.responses_sha256
 }
 
 /// The verdict file of the `index`-th added judge.
@@ -85,33 +91,27 @@ pub fn open_for(dir: &Path, judge: &JudgeInfo) -> Result<JsonlLog<Judgement>> {
 }
 
 /// Joins the verdicts of the judges added to the run in `dir` to its `records` (as other verdicts, with their
-/// time) and returns those judges; verdicts of responses that changed since they were judged are refused,
-/// naming the record and the file.
+/// time) and returns those judges; verdicts of responses that changed since they were judged, or of a record
+/// the run no longer holds, are refused, naming the record and the file.
 pub fn attach(dir: &Path, records: &mut [RunRecord]) -> Result<Vec<JudgeInfo>> {
     let judges = added_judges(dir)?;
+    let position: HashMap<String, usize> =
+        records.iter().enumerate().map(|(i, r)| (r.id.clone(), i)).collect();
     for (index, judge) in judges.iter().enumerate() {
         let log = JsonlLog::open_unique(judgement_file(dir, index), |j: &Judgement| &j.id)?;
         for judgement in log.records() {
-            let Some(record) = records.iter_mut().find(|r| r.id == judgement.id) else {
-                continue;
-            };
-            if responses_digest(record) != judgement.responses_sha256 {
+            let record = position.get(&judgement.id).map(|&i| &mut records[i]);
+            let Some(record) = record.filter(|r| check(r, judgement)) else {
                 return Err(EvalError::StaleJudgement {
                     path: log.path().to_path_buf(),
                     id: judgement.id.clone(),
                 });
-            }
+            };
             let sides = [
                 (&mut record.pre.responses, &judgement.pre),
                 (&mut record.post.responses, &judgement.post),
             ];
             for (responses, verdicts) in sides {
-                if responses.len() != verdicts.len() {
-                    return Err(EvalError::StaleJudgement {
-                        path: log.path().to_path_buf(),
-                        id: judgement.id.clone(),
-                    });
-                }
                 for (response, verdict) in responses.iter_mut().zip(verdicts) {
                     response.other_verdicts.retain(|v| v.judge != judge.name);
                     response

@@ -252,6 +252,17 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// SHA-256, hex, over `fields`, each followed by a NUL byte (so that no two lists of fields hash alike by
+/// moving text from one field to the next).
+pub(crate) fn sha256_fields<'a>(fields: impl IntoIterator<Item = &'a str>) -> String {
+    let mut hasher = Sha256::new();
+    for field in fields {
+        hasher.update(field.as_bytes());
+        hasher.update([0]);
+    }
+    hex(&hasher.finalize())
+}
+
 impl RunManifest {
     /// Every judge of the run, the primary one first.
     pub fn judges(&self) -> Vec<JudgeInfo> {

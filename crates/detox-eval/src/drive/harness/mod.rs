@@ -27,7 +27,7 @@ use crate::drive::respond::Response;
 pub(super) use crate::error::torch;
 use crate::error::{EvalError, Result};
 use crate::jsonl::JsonlLog;
-use crate::record::manifest::RunManifest;
+use crate::record::manifest::{sha256_fields, RunManifest};
 use crate::record::{judgements, JudgeInfo, RunRecord};
 use crate::render::write_reports;
 use crate::settings::{BenchmarkCase, DatasetSource, HarnessSettings};
@@ -289,20 +289,8 @@ pub(crate) fn progress_bar(enabled: bool, total: u64, done: u64) -> ProgressBar 
 }
 
 fn cache_key(manifest: &RunManifest, inputs: &[String]) -> String {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    for part in [
-        &manifest.model_sha256,
-        &manifest.dtype,
-        &manifest.decoding.to_string(),
-        &manifest.prompt_layout,
-    ] {
-        h.update(part.as_bytes());
-        h.update([0]);
-    }
-    for input in inputs {
-        h.update(input.as_bytes());
-        h.update([0]);
-    }
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    let decoding = manifest.decoding.to_string();
+    let settings = [&manifest.model_sha256, &manifest.dtype, &decoding, &manifest.prompt_layout]
+        .map(String::as_str);
+    sha256_fields(settings.into_iter().chain(inputs.iter().map(String::as_str)))
 }
