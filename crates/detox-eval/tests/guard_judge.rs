@@ -267,8 +267,20 @@ fn every_guard_and_the_rubric_judge_run_from_their_specifications_on_tiny_stand_
             assert!((0.0..=1.0).contains(&verdict.unsafe_score), "{kind}: {verdict:?}");
         }
     }
-    // Options a guard does not take are refused, naming the option.
+    // Without `size=`, Llama Guard 3's size is read from the model's layer count: a tiny model is neither.
     let model = stand_in("llama")?;
+    let err = detox_eval::drive::judges::judge_from_spec(
+        &format!("llama-guard-3:{}", model.path().display()),
+        Device::Cpu,
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(
+        err.contains("neither Llama Guard 3 1B's 16 nor 8B's 32") && err.contains("size=1b"),
+        "{err}"
+    );
+    // Options a guard does not take are refused, naming the option.
     let err = detox_eval::drive::judges::judge_from_spec(
         &format!("harmbench:{},policy=hate", model.path().display()),
         Device::Cpu,

@@ -7,6 +7,7 @@ use detox_metrics::guard::{
     Qwen3Guard, RubricFormat, ShieldGemma, ShieldGemmaHarm, ShieldGemmaPolicies, WildGuard,
 };
 use detox_metrics::SafetyJudge;
+use detox_runtime::load::LoadedModel;
 use tch::{Device, Kind};
 
 use super::{ClassifierJudge, GuardJudge, UnreadableVerdict};
@@ -89,13 +90,48 @@ fn unknown(spec: &str) -> EvalError {
     EvalError::UnknownJudge { spec: spec.to_string(), guards: GUARD_KINDS.join(", ") }
 }
 
-/// Options of a judge specification, each consumed once; those left over are refused.
+/// The options each kind takes (besides the model), checked before anything is loaded.
+fn known_options(kind: &str) -> &'static [&'static str] {
+    const MODEL: [&str; 3] = ["dtype", "batch", "unreadable"];
+    match kind {
+        "classifier" => &["batch"],
+        "llama-guard-3" => &["dtype", "batch", "unreadable", "size", "template", "exclude"],
+        "shieldgemma" => &["dtype", "batch", "unreadable", "policy"],
+        "qwen3guard" => &["dtype", "batch", "unreadable", "controversial"],
+        "rubric" => &[
+            "dtype",
+            "batch",
+            "unreadable",
+            "template",
+            "labels",
+            "first",
+            "max_new_tokens",
+            "name",
+            "regex",
+        ],
+        _ => &MODEL,
+    }
+}
+
+/// Options of a judge specification, each taken once by the part of the judge that reads it.
 struct Options {
     kind: String,
     pairs: Vec<(String, String)>,
 }
 
 impl Options {
+    /// The options of `kind`; one it does not take is refused, listing those it does.
+    fn new(kind: &str, pairs: Vec<(String, String)>) -> Result<Self> {
+        let known = known_options(kind);
+        if let Some((key, _)) = pairs.iter().find(|(k, _)| !known.contains(&k.as_str())) {
+            return Err(EvalError::InvalidSetting {
+                setting: format!("judge {kind} option `{key}`"),
+                reason: format!("not an option of this judge (it takes {})", known.join(", ")),
+            });
+        }
+        Ok(Self { kind: kind.into(), pairs })
+    }
+
     fn take(&mut self, key: &str) -> Option<String> {
         let at = self.pairs.iter().position(|(k, _)| k == key)?;
         Some(self.pairs.remove(at).1)
@@ -107,22 +143,12 @@ impl Options {
             reason: reason.into(),
         }
     }
-
-    fn finish(self) -> Result<()> {
-        match self.pairs.first() {
-            None => Ok(()),
-            Some((key, _)) => Err(EvalError::InvalidSetting {
-                setting: format!("judge {} option `{key}`", self.kind),
-                reason: "not an option of this judge".into(),
-            }),
-        }
-    }
 }
 
 /// Builds the judge a user names (see [the module table](super)), placing its model on `device`.
 pub fn judge_from_spec(spec: &str, device: Device) -> Result<Box<dyn SafetyJudge>> {
     let parsed = JudgeSpec::parse(spec)?;
-    let mut options = Options { kind: parsed.kind.clone(), pairs: parsed.options };
+    let mut options = Options::new(&parsed.kind, parsed.options)?;
     let Some(model) = parsed.model else {
         return Ok(Box::new(detox_metrics::PhraseJudge::default()));
     };
@@ -133,7 +159,6 @@ pub fn judge_from_spec(spec: &str, device: Device) -> Result<Box<dyn SafetyJudge
                 batch.parse().map_err(|_| options.invalid("batch", "not a whole number"))?;
             judge = judge.with_batch_size(batch)?;
         }
-        options.finish()?;
         return Ok(Box::new(judge));
     }
     let kind = match options.take("dtype") {
@@ -155,29 +180,38 @@ pub fn judge_from_spec(spec: &str, device: Device) -> Result<Box<dyn SafetyJudge
             )
         }
     };
-    let format = guard_format(&parsed.kind, &model, &mut options)?;
-    options.finish()?;
-    let judge = GuardJudge::load(&model, format, device, kind)?
+    // Llama Guard 3's size, when not given, is read from the model, so the model is loaded first there.
+    let mut loaded = None;
+    let mut layers = || -> Result<usize> {
+        let model = match loaded.take() {
+            Some(model) => model,
+            None => detox_runtime::load::load_model(&model, &[device], kind)?,
+        };
+        let layers = model.model.config().num_hidden_layers;
+        loaded = Some(model);
+        Ok(layers)
+    };
+    let format = guard_format(&parsed.kind, &model, &mut options, &mut layers)?;
+    let LoadedModel { model: lm, tokenizer, path, .. } = match loaded {
+        Some(loaded) => loaded,
+        None => detox_runtime::load::load_model(&model, &[device], kind)?,
+    };
+    let judge = GuardJudge::new(lm, tokenizer, format, path)
         .with_batch_size(batch)?
         .with_unreadable(unreadable);
     Ok(Box::new(judge))
 }
 
-/// The format of a guard kind, from its options; `model` is the judge's model path (Llama Guard 3's size is
-/// read from its name unless `size=` says).
-fn guard_format(kind: &str, model: &Path, options: &mut Options) -> Result<Box<dyn GuardFormat>> {
+/// The format of a guard kind, from its options. Llama Guard 3's size, unless `size=` says, is read from the
+/// model at `model` (`layers` loads it and counts its layers: 16 for 1B, 32 for 8B).
+fn guard_format(
+    kind: &str,
+    model: &Path,
+    options: &mut Options,
+    layers: &mut dyn FnMut() -> Result<usize>,
+) -> Result<Box<dyn GuardFormat>> {
     Ok(match kind {
         "llama-guard-3" => {
-            let named_1b = model.to_string_lossy().to_ascii_lowercase().contains("1b");
-            let size = match options.take("size").as_deref() {
-                Some("1b" | "1B") => LlamaGuard3Size::B1,
-                Some("8b" | "8B") => LlamaGuard3Size::B8,
-                None if named_1b => LlamaGuard3Size::B1,
-                None => LlamaGuard3Size::B8,
-                Some(other) => {
-                    return Err(options.invalid("size", format!("`{other}` is not 1b or 8b")))
-                }
-            };
             let template = match options.take("template").as_deref() {
                 None | Some("chat") => LlamaGuard3Template::ChatTemplate,
                 Some("cookbook") => LlamaGuard3Template::Cookbook,
@@ -187,8 +221,29 @@ fn guard_format(kind: &str, model: &Path, options: &mut Options) -> Result<Box<d
                     )
                 }
             };
+            let excluded = options.take("exclude");
+            // Read last: without `size=` it loads the model, so the other options are checked first.
+            let size = match options.take("size").as_deref() {
+                Some("1b" | "1B") => LlamaGuard3Size::B1,
+                Some("8b" | "8B") => LlamaGuard3Size::B8,
+                Some(other) => {
+                    return Err(options.invalid("size", format!("`{other}` is not 1b or 8b")))
+                }
+                None => match layers()? {
+                    16 => LlamaGuard3Size::B1,
+                    32 => LlamaGuard3Size::B8,
+                    n => return Err(options.invalid(
+                        "size",
+                        format!(
+                            "{} has {n} layers, neither Llama Guard 3 1B's 16 nor 8B's 32: give \
+                                 `size=1b` or `size=8b`",
+                            model.display()
+                        ),
+                    )),
+                },
+            };
             let mut guard = LlamaGuard3::new(size).with_template(template);
-            if let Some(excluded) = options.take("exclude") {
+            if let Some(excluded) = excluded {
                 guard = guard
                     .excluding(excluded.split('/').map(str::trim).filter(|k| !k.is_empty()))?;
             }
@@ -274,5 +329,15 @@ mod tests {
         assert!(err.contains("/nonexistent"), "{err}");
         let err = JudgeSpec::parse("rubric:m,template").unwrap_err().to_string();
         assert!(err.contains("`template` is not `key=value`"), "{err}");
+        // An option the judge does not take is refused before its model is looked for.
+        for (spec, key) in [
+            ("harmbench:/nonexistent,policy=hate", "policy"),
+            ("classifier:/nonexistent,dtype=bf16", "dtype"),
+            ("llama-guard-3:/nonexistent,controversial=safe", "controversial"),
+        ] {
+            let err = judge_from_spec(spec, Device::Cpu).err().unwrap().to_string();
+            assert!(err.contains(&format!("option `{key}`")) && err.contains("it takes"), "{err}");
+            assert!(!err.contains("/nonexistent"), "{err}");
+        }
     }
 }
