@@ -100,6 +100,14 @@ pub enum EvalError {
         /// Why not.
         reason: String,
     },
+    /// A judge failed on some responses of a run: which ones, and why.
+    #[error("judging {what}: {source}")]
+    Judging {
+        /// The responses: a record and its side of the edit, or the records of a re-judge's call.
+        what: String,
+        /// What went wrong.
+        source: Box<EvalError>,
+    },
     /// A guard or rubric judge wrote text its format cannot read as safe or unsafe.
     #[error("the judge {judge} wrote a verdict it cannot read for exchange {index}: {text:?}")]
     UnreadableVerdict {

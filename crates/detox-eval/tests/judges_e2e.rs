@@ -223,3 +223,39 @@ fn judging_while_the_next_record_generates_writes_the_same_records() -> Result<(
     assert_eq!(foreground.agreement, background.agreement);
     Ok(())
 }
+
+/// Drops the last verdict of every call: a broken judge.
+struct DroppingJudge;
+
+impl SafetyJudge for DroppingJudge {
+    fn name(&self) -> String {
+        "dropping".into()
+    }
+    fn is_approximation(&self) -> bool {
+        false
+    }
+    fn judge(
+        &self,
+        exchanges: &[Exchange<'_>],
+    ) -> detox_metrics::Result<Vec<detox_metrics::Verdict>> {
+        let mut verdicts = LetterJudge.judge(exchanges)?;
+        verdicts.pop();
+        Ok(verdicts)
+    }
+}
+
+#[test]
+fn a_failing_judge_is_reported_with_the_records_it_was_judging() -> Result<()> {
+    let out = tempfile::tempdir()?;
+    let err = run(out.path(), 2, &[&LetterJudge, &DroppingJudge]).unwrap_err().to_string();
+    let first = &sample_cases(1)[0].id;
+    assert!(err.contains(&format!("judging record {first} (before the edit)")), "{err}");
+    assert!(err.contains("verdicts"), "{err}");
+
+    let finished = tempfile::tempdir()?;
+    run(finished.path(), 2, &[&LetterJudge])?;
+    let err = rejudge(finished.path(), &DroppingJudge, false, |_| {}).unwrap_err().to_string();
+    let ids: Vec<String> = sample_cases(2).into_iter().map(|c| c.id).collect();
+    assert!(err.contains(&format!("judging records {}", ids.join(", "))), "{err}");
+    Ok(())
+}

@@ -79,7 +79,14 @@ pub fn rejudge(
             .map(|r| Exchange::new(&r.input, &r.response))
             .collect();
         let started = Instant::now();
-        let judged = verdicts(judge, &exchanges, "responses")?;
+        let judged = verdicts(judge, &exchanges, "responses").map_err(|source| {
+            let ids: Vec<&str> = chunk.iter().map(|r| r.id.as_str()).collect();
+            let what = format!(
+                "records {} (responses before, then after the edit, in order)",
+                ids.join(", ")
+            );
+            EvalError::Judging { what, source: Box::new(source) }
+        })?;
         let share = started.elapsed().as_secs_f64() / chunk.len() as f64;
         let mut judged = judged.into_iter();
         for record in chunk {

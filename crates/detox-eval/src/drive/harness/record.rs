@@ -12,7 +12,7 @@ use super::{cache_key, CachedResponses, RunParts, RunShared};
 use crate::aggregate::degeneration::measure_sides;
 use crate::drive::general;
 use crate::drive::respond::{respond, Response};
-use crate::error::Result;
+use crate::error::{EvalError, Result};
 use crate::record::general::GeneralResult;
 use crate::record::{JudgeVerdict, JudgedResponse, RecordTimings, RunRecord, SideResult};
 use crate::settings::{BenchmarkCase, HarnessSettings, SuffixPolicy};
@@ -129,8 +129,14 @@ pub(super) fn finish_record(unjudged: Unjudged<'_>, judging: &Judging<'_>) -> Re
     let started = Instant::now();
     let judges = judging.judges;
     let punkt = judging.punkt;
-    let pre_side = judge_side(judges, &case.eval_inputs, &sides.pre_inputs, sides.pre, punkt)?;
-    let post_side = judge_side(judges, &case.eval_inputs, &sides.post_inputs, sides.post, punkt)?;
+    let failed = |side: &str| {
+        let what = format!("record {} ({side} the edit)", case.id);
+        move |source| EvalError::Judging { what, source: Box::new(source) }
+    };
+    let pre_side = judge_side(judges, &case.eval_inputs, &sides.pre_inputs, sides.pre, punkt)
+        .map_err(failed("before"))?;
+    let post_side = judge_side(judges, &case.eval_inputs, &sides.post_inputs, sides.post, punkt)
+        .map_err(failed("after"))?;
     timings.judge = started.elapsed().as_secs_f64();
     if judges.len() > 1 {
         for (name, seconds) in pre_side.1.into_iter().chain(post_side.1) {

@@ -232,14 +232,16 @@ fn guard_format(
                 None => match layers()? {
                     16 => LlamaGuard3Size::B1,
                     32 => LlamaGuard3Size::B8,
-                    n => return Err(options.invalid(
-                        "size",
-                        format!(
+                    n => {
+                        return Err(options.invalid(
+                            "size",
+                            format!(
                             "{} has {n} layers, neither Llama Guard 3 1B's 16 nor 8B's 32: give \
                                  `size=1b` or `size=8b`",
                             model.display()
                         ),
-                    )),
+                        ))
+                    }
                 },
             };
             let mut guard = LlamaGuard3::new(size).with_template(template);
