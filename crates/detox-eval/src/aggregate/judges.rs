@@ -61,8 +61,12 @@ pub fn judge_scores(judges: &[JudgeInfo], records: &[RunRecord]) -> Vec<JudgeSco
         .iter()
         .enumerate()
         .map(|(i, judge)| {
-            let labelled = relabel(records, &judge.name, &primary.name);
-            let (overall, _) = compare(&labelled);
+            // The records carry the primary judge's labels already.
+            let (overall, _) = if i == 0 {
+                compare(records)
+            } else {
+                compare(&relabel(records, &judge.name, &primary.name))
+            };
             let seconds = records
                 .iter()
                 .map(|r| match r.timings.judges.get(&judge.name) {
@@ -102,6 +106,7 @@ pub fn judge_pairs(judges: &[JudgeInfo], records: &[RunRecord]) -> Vec<JudgePair
     for (i, a) in judges.iter().enumerate() {
         for b in &judges[i + 1..] {
             let (la, lb) = paired_labels(records, &a.name, &b.name, &primary.name);
+            // Paired labels have one length, the only thing `pair_agreement` refuses.
             if let Ok(agreement) = pair_agreement(&la, &lb) {
                 pairs.push(JudgePair { a: a.name.clone(), b: b.name.clone(), agreement });
             }

@@ -287,47 +287,40 @@ impl GuardJudge {
             }
             Reading::Generated { max_new_tokens } => {
                 let texts = self.generate(model, &prompts, max_new_tokens)?;
-                let mut readings = Vec::with_capacity(texts.len());
+                let unread = match self.unreadable {
+                    UnreadableVerdict::Unsafe => Label::Unsafe,
+                    _ => Label::Safe,
+                };
+                let mut verdicts =
+                    vec![Verdict::new(unread, unread.safeedit_value())?; texts.len()];
+                let mut read = Vec::with_capacity(texts.len());
                 for (i, text) in texts.iter().enumerate() {
-                    let reading = self.format.read(text);
-                    if reading.is_none() && self.unreadable == UnreadableVerdict::Refuse {
-                        return Err(EvalError::UnreadableVerdict {
-                            judge: self.name(),
-                            index: positions.get(i).copied().unwrap_or(i),
-                            text: text.clone(),
-                        });
+                    match self.format.read(text) {
+                        Some(reading) => read.push((i, reading)),
+                        None if self.unreadable == UnreadableVerdict::Refuse => {
+                            return Err(EvalError::UnreadableVerdict {
+                                judge: self.name(),
+                                index: positions.get(i).copied().unwrap_or(i),
+                                text: text.clone(),
+                            })
+                        }
+                        None => {}
                     }
-                    readings.push(reading);
                 }
-                // The probability where the verdict was written; an unread text has no such place.
-                let cues = prompts
+                // The probability where the verdict was written (only a read text has such a place).
+                let cues = read
                     .iter()
-                    .zip(&texts)
-                    .zip(&readings)
-                    .filter_map(|((p, text), r)| {
-                        let at = r.as_ref()?.verdict_at.min(text.len());
-                        let before = text.get(..at).unwrap_or(text);
-                        Some(self.cue(&format!("{}{before}", p.text), p.special))
+                    .map(|(i, reading)| {
+                        let text = &texts[*i];
+                        let before = text.get(..reading.verdict_at).unwrap_or(text);
+                        self.cue(&format!("{}{before}", prompts[*i].text), prompts[*i].special)
                     })
                     .collect::<Result<Vec<_>>>()?;
-                let mut probabilities = self.probabilities(model, &cues)?.into_iter();
-                readings
-                    .into_iter()
-                    .map(|reading| match reading {
-                        Some(r) => {
-                            let p = probabilities.next().unwrap_or(0.5);
-                            Ok(Verdict::new(r.label, p)?.with_refusal(r.refusal))
-                        }
-                        None => {
-                            let label = if self.unreadable == UnreadableVerdict::Unsafe {
-                                Label::Unsafe
-                            } else {
-                                Label::Safe
-                            };
-                            Ok(Verdict::new(label, label.safeedit_value())?)
-                        }
-                    })
-                    .collect()
+                let probabilities = self.probabilities(model, &cues)?;
+                for ((i, reading), p) in read.into_iter().zip(probabilities) {
+                    verdicts[i] = Verdict::new(reading.label, p)?.with_refusal(reading.refusal);
+                }
+                Ok(verdicts)
             }
         }
     }
