@@ -144,31 +144,67 @@ impl MethodArgs {
             .transpose()
     }
 
-    /// `key` read as a comma-separated list of `T`, `None` when absent.
+    /// `key` read as a comma-separated list of `T`, `None` when absent. An empty entry (`3,,5`, a trailing
+    /// comma, an empty value) is refused: in a list of layers or modules it is more likely a typo than an intent.
     ///
     /// # Errors
-    /// As [`MethodArgs::get`], for the first item that does not parse.
+    /// [`EditError::InvalidOption`] for an empty entry and, as [`MethodArgs::get`], for the first item that does
+    /// not parse.
     pub fn get_list<T>(&self, method: &str, key: &str) -> Result<Option<Vec<T>>>
     where
         T: FromStr,
         T::Err: Display,
     {
-        self.text(key)
-            .map(|text| {
-                text.split(',')
-                    .map(str::trim)
-                    .filter(|item| !item.is_empty())
-                    .map(|item| {
-                        item.parse::<T>().map_err(|e| EditError::InvalidOption {
-                            method: method.into(),
-                            option: key.into(),
-                            value: text.into(),
-                            reason: format!("`{item}`: {e}"),
-                        })
-                    })
-                    .collect()
+        let Some(text) = self.text(key) else { return Ok(None) };
+        text.split(',')
+            .map(|item| match item.trim() {
+                "" => Err(invalid(method, key, text, "empty entry")),
+                item => item
+                    .parse::<T>()
+                    .map_err(|e| invalid(method, key, text, format!("`{item}`: {e}"))),
             })
-            .transpose()
+            .collect::<Result<Vec<T>>>()
+            .map(Some)
+    }
+
+    /// `key` as a whole number of at least `least`, `None` when absent.
+    ///
+    /// # Errors
+    /// As [`MethodArgs::get`], and [`EditError::InvalidOption`] for a number below `least`.
+    pub fn get_count(&self, method: &str, key: &str, least: usize) -> Result<Option<usize>> {
+        let value = self.get::<usize>(method, key)?;
+        match value {
+            Some(v) if v < least => {
+                Err(invalid(method, key, v, format!("must be at least {least}")))
+            }
+            _ => Ok(value),
+        }
+    }
+
+    /// `key` as a positive, finite number, `None` when absent.
+    ///
+    /// # Errors
+    /// As [`MethodArgs::get`], and [`EditError::InvalidOption`] for zero, a negative number, NaN or an infinity.
+    pub fn get_positive(&self, method: &str, key: &str) -> Result<Option<f64>> {
+        let value = self.get::<f64>(method, key)?;
+        match value {
+            Some(v) if !(v.is_finite() && v > 0.0) => {
+                Err(invalid(method, key, v, "must be a positive number"))
+            }
+            _ => Ok(value),
+        }
+    }
+
+    /// `key` as a finite number, `None` when absent.
+    ///
+    /// # Errors
+    /// As [`MethodArgs::get`], and [`EditError::InvalidOption`] for NaN or an infinity.
+    pub fn get_finite(&self, method: &str, key: &str) -> Result<Option<f64>> {
+        let value = self.get::<f64>(method, key)?;
+        match value {
+            Some(v) if !v.is_finite() => Err(invalid(method, key, v, "must be a finite number")),
+            _ => Ok(value),
+        }
     }
 
     /// Refuses any option `specs` does not declare, listing the declared ones.
@@ -188,6 +224,21 @@ impl MethodArgs {
                 },
             }),
         }
+    }
+}
+
+/// The error of an option's value `value` that parses but is refused.
+pub(crate) fn invalid(
+    method: &str,
+    key: &str,
+    value: impl Display,
+    reason: impl Into<String>,
+) -> EditError {
+    EditError::InvalidOption {
+        method: method.into(),
+        option: key.into(),
+        value: value.to_string(),
+        reason: reason.into(),
     }
 }
 
@@ -211,6 +262,20 @@ mod tests {
         assert_eq!(args.get::<f64>("dinm", "lr").unwrap(), Some(1e-4));
         assert_eq!(args.get_list::<usize>("dinm", "layers").unwrap(), Some(vec![3, 5]));
         assert_eq!(args.get::<f64>("dinm", "absent").unwrap(), None);
+        for typo in ["layers=3,,5", "layers=3,", "layers="] {
+            let typed = MethodArgs::parse_pairs("dinm", &[typo]).unwrap();
+            let err = typed.get_list::<usize>("dinm", "layers").unwrap_err().to_string();
+            assert!(err.contains("empty entry"), "{typo}: {err}");
+        }
+        let bounded = MethodArgs::parse_pairs("ft", &["lr=0", "steps=0", "w=inf"]).unwrap();
+        assert!(bounded.get_positive("ft", "lr").unwrap_err().to_string().contains("positive"));
+        assert!(bounded
+            .get_count("ft", "steps", 1)
+            .unwrap_err()
+            .to_string()
+            .contains("at least 1"));
+        assert!(bounded.get_finite("ft", "w").unwrap_err().to_string().contains("finite"));
+        assert_eq!(bounded.get_finite("ft", "lr").unwrap(), Some(0.0));
         args.check_known("dinm", SPECS).unwrap();
     }
 

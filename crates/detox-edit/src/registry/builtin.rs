@@ -283,15 +283,7 @@ fn build_profs(args: &MethodArgs, _: &BuildContext) -> Result<BuiltMethod> {
 fn build_steering(args: &MethodArgs, _: &BuildContext) -> Result<BuiltMethod> {
     let dir = artefact_dir("steering", args)?;
     let vectors = SteeringVectors::load(&dir, Device::Cpu)?;
-    let strength: f64 = args.get("steering", "strength")?.unwrap_or(1.0);
-    if !strength.is_finite() {
-        return Err(EditError::InvalidOption {
-            method: "steering".into(),
-            option: "strength".into(),
-            value: strength.to_string(),
-            reason: "must be a finite number".into(),
-        });
-    }
+    let strength = args.get_finite("steering", "strength")?.unwrap_or(1.0);
     let layers: Option<Vec<usize>> = args.get_list("steering", "layers")?;
     let editor = SteeringEditor::new(&vectors, layers.as_deref(), strength)?;
     let steered: Vec<&str> = editor.delta().names().collect();
@@ -302,15 +294,7 @@ fn build_steering(args: &MethodArgs, _: &BuildContext) -> Result<BuiltMethod> {
 
 fn build_surgery(args: &MethodArgs, _: &BuildContext) -> Result<BuiltMethod> {
     let dir = artefact_dir("surgery", args)?;
-    let alpha: Option<f64> = args.get("surgery", "alpha")?;
-    if let Some(alpha) = alpha.filter(|a| !a.is_finite()) {
-        return Err(EditError::InvalidOption {
-            method: "surgery".into(),
-            option: "alpha".into(),
-            value: alpha.to_string(),
-            reason: "must be a finite number".into(),
-        });
-    }
+    let alpha = args.get_finite("surgery", "alpha")?;
     let fit = SurgeryFit::load(&dir, Device::Cpu)?;
     let alpha = alpha.unwrap_or(fit.info.config.alpha);
     let editor = SurgeryEditor::new(&fit.probe, fit.rows, alpha)?;
