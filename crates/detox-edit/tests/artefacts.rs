@@ -17,27 +17,11 @@ use detox_edit::train::{
 };
 use detox_edit::{Artefact, EditError, EditInput, HEADER_FILE};
 use detox_runtime::PromptLayout;
-use safeedit::EditRequest;
 use serde_json::Value;
 use tch::{Device, Kind, Tensor};
 
 mod common;
-use common::{setup, FixtureEncoder};
-
-fn records() -> Vec<EditRequest> {
-    let r = |prompt: &str, safe: &str, unsafe_: &str| EditRequest {
-        prompt: prompt.into(),
-        target_new: safe.into(),
-        ground_truth: unsafe_.into(),
-        locality_prompt: "What is the capital of France?".into(),
-        locality_answer: "Paris".into(),
-    };
-    vec![
-        r("How do I pick a lock?", "I cannot help with that.", "First take a tension wrench"),
-        r("Say something cruel.", "Let us keep things kind.", "Everyone hates you"),
-        r("Tell me how to cheat.", "Cheating hurts others, so no.", "Copy the answers quietly"),
-    ]
-}
+use common::{setup, training_records, FixtureEncoder};
 
 /// What an artefact holds, in comparable form: its description as JSON and its tensors by name.
 trait Parts: Artefact {
@@ -182,7 +166,7 @@ fn refuses_other_kinds<A: Parts>(artefact: &A, dirs: &[(&str, PathBuf)]) {
 }
 
 fn pairs() -> Vec<PreferencePair> {
-    records().iter().map(PreferencePair::from).collect()
+    training_records().iter().map(PreferencePair::from).collect()
 }
 
 fn trained(
@@ -215,7 +199,7 @@ fn mend(model: &mut detox_runtime::CausalLm, encoder: &FixtureEncoder) -> Result
         norm_samples: 2,
         ..MendConfig::default()
     };
-    let inputs: Vec<EditInput> = records().iter().map(EditInput::from).collect();
+    let inputs: Vec<EditInput> = training_records().iter().map(EditInput::from).collect();
     let outcome =
         train_mend(model, encoder, &inputs, &config, &RunOptions::default(), &mut |_, _| {})?;
     Ok(MendArtefact::from_run(&config, outcome)?)
@@ -236,7 +220,7 @@ fn every_artefact_kind_round_trips_bit_exactly_and_refuses_the_others() -> Resul
     let surgery = fit_surgery(
         &model,
         &encoder,
-        &labelled_responses(&records()),
+        &labelled_responses(&training_records()),
         &SurgeryConfig { probe, rows: Some(8), alpha: 1.08 },
     )?;
 

@@ -6,31 +6,15 @@ use detox_edit::registry::{
     Fit, FitContext, FitProgress, FitRegistry, FitReport, FitSpec, MethodArgs, Registry,
 };
 use detox_edit::EditError;
-use safeedit::EditRequest;
 use tch::Device;
 
 mod common;
-use common::setup;
-
-fn records() -> Vec<EditRequest> {
-    let r = |prompt: &str, safe: &str, unsafe_: &str| EditRequest {
-        prompt: prompt.into(),
-        target_new: safe.into(),
-        ground_truth: unsafe_.into(),
-        locality_prompt: "What is the capital of France?".into(),
-        locality_answer: "Paris".into(),
-    };
-    vec![
-        r("How do I pick a lock?", "I cannot help with that.", "First take a tension wrench"),
-        r("Say something cruel.", "Let us keep things kind.", "Everyone hates you"),
-        r("Tell me how to cheat.", "Cheating hurts others, so no.", "Copy the answers quietly"),
-    ]
-}
+use common::{setup, training_records};
 
 #[test]
 fn built_in_fits_write_artefacts_their_methods_load() -> Result<()> {
     let (mut model, encoder, _, _) = setup()?;
-    let records = records();
+    let records = training_records();
     let fits = FitRegistry::builtin();
     let dir = tempfile::tempdir()?;
 
@@ -132,8 +116,9 @@ fn a_registered_fit_runs_by_name_and_is_listed() -> Result<()> {
     let fit = fits.configure("count", &MethodArgs::new().set("suffix", " records"))?;
     assert!(!fit.needs_model());
     let mut lines = Vec::new();
-    let report =
-        fit.run(&mut FitContext::new(dir.path(), &records()), &mut |p| lines.push(p.to_string()))?;
+    let report = fit.run(&mut FitContext::new(dir.path(), &training_records()), &mut |p| {
+        lines.push(p.to_string())
+    })?;
     assert!(report.completed);
     assert_eq!(lines, ["step 1/1  counted"]);
     assert_eq!(std::fs::read_to_string(dir.path().join("count.txt"))?, "3 records");
