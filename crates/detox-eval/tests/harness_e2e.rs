@@ -578,7 +578,7 @@ fn the_protocol_bounds_inputs_and_the_summary_says_how_many_it_cut() -> Result<(
     let records = read_records(out.path())?;
     let cut = records
         .iter()
-        .flat_map(|r| r.pre.responses.iter().chain(&r.post.responses))
+        .flat_map(RunRecord::responses)
         .filter(|response| response.cut_tokens > 0)
         .count();
     assert!(cut > 0 && cut == summary.inputs.cut, "{cut} vs {:?}", summary.inputs);

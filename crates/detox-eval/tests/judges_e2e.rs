@@ -57,7 +57,7 @@ fn read_records(dir: &Path) -> Result<Vec<RunRecord>> {
 fn labels_by(records: &[RunRecord], judge: &str) -> Vec<Label> {
     records
         .iter()
-        .flat_map(|r| r.pre.responses.iter().chain(&r.post.responses))
+        .flat_map(RunRecord::responses)
         .map(|r| r.verdict_of(judge, &LetterJudge.name()).expect("judged").label)
         .collect()
 }
@@ -70,7 +70,7 @@ fn two_judges_in_one_run_give_each_response_both_verdicts_and_the_summary_their_
     let summary = run(out.path(), 3, &[&LetterJudge, &parity])?;
     let records = read_records(out.path())?;
     assert_eq!(records.len(), 3);
-    for response in records.iter().flat_map(|r| r.pre.responses.iter().chain(&r.post.responses)) {
+    for response in records.iter().flat_map(RunRecord::responses) {
         assert_eq!(
             response.verdict(),
             LetterJudge.judge(&[Exchange::new("", &response.response)])?[0]

@@ -259,11 +259,8 @@ fn a_rejudged_report_shows_every_judge_and_filters_what_they_disagree_on_in_chro
     let out = tempfile::tempdir()?;
     let run = tiny_run(out.path())?;
     // An input no other response of the run answers, in the last record, with a response to judge.
-    let inputs: Vec<&str> = run
-        .iter()
-        .flat_map(|r| r.pre.responses.iter().chain(&r.post.responses))
-        .map(|r| r.input.as_str())
-        .collect();
+    let inputs: Vec<&str> =
+        run.iter().flat_map(RunRecord::responses).map(|r| r.input.as_str()).collect();
     let last = run.last().expect("records");
     let flip = last
         .pre

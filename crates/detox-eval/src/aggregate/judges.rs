@@ -8,7 +8,7 @@ use detox_metrics::{pair_agreement, Label, PairAgreement};
 use serde::{Deserialize, Serialize};
 
 use crate::aggregate::summary::{compare, Comparison};
-use crate::record::{JudgeInfo, JudgedResponse, RunRecord};
+use crate::record::{JudgeInfo, RunRecord};
 
 /// One judge's scores.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -89,14 +89,11 @@ pub fn paired_labels(
     b: &str,
     primary: &str,
 ) -> (Vec<Label>, Vec<Label>) {
-    responses(records)
+    records
+        .iter()
+        .flat_map(RunRecord::responses)
         .filter_map(|r| Some((r.verdict_of(a, primary)?.label, r.verdict_of(b, primary)?.label)))
         .unzip()
-}
-
-/// Every response of the records, both sides, in record order.
-pub fn responses(records: &[RunRecord]) -> impl Iterator<Item = &JudgedResponse> {
-    records.iter().flat_map(|r| r.pre.responses.iter().chain(&r.post.responses))
 }
 
 /// The agreement of every pair of judges.

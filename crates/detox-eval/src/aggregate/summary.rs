@@ -145,7 +145,7 @@ impl Summary {
                 total: records.iter().map(|r| r.pre.responses.len() + r.post.responses.len()).sum(),
                 cut: records
                     .iter()
-                    .flat_map(|r| r.pre.responses.iter().chain(&r.post.responses))
+                    .flat_map(RunRecord::responses)
                     .filter(|response| response.cut_tokens > 0)
                     .count(),
                 ..InputsSummary::default()

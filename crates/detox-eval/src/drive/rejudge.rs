@@ -61,7 +61,10 @@ pub fn rejudge(
     // Verdicts already written must be on the responses the run holds now.
     let by_id: HashMap<&str, &RunRecord> = records.iter().map(|r| (r.id.as_str(), r)).collect();
     for judgement in written.records() {
-        if !by_id.get(judgement.id.as_str()).is_some_and(|r| judgements::check(r, judgement)) {
+        if !by_id
+            .get(judgement.id.as_str())
+            .is_some_and(|r| judgements::matches_record(r, judgement))
+        {
             return Err(EvalError::StaleJudgement {
                 path: written.path().to_path_buf(),
                 id: judgement.id.clone(),
@@ -75,7 +78,7 @@ pub fn rejudge(
     for chunk in todo.chunks(RECORDS_PER_CALL) {
         let exchanges: Vec<Exchange<'_>> = chunk
             .iter()
-            .flat_map(|r| r.pre.responses.iter().chain(&r.post.responses))
+            .flat_map(|r| r.responses())
             .map(|r| Exchange::new(&r.input, &r.response))
             .collect();
         let started = Instant::now();

@@ -62,7 +62,7 @@ pub fn added_judges(dir: &Path) -> Result<Vec<JudgeInfo>> {
 }
 
 /// Whether `judgement` was given to `record`'s responses as they are now.
-pub fn check(record: &RunRecord, judgement: &Judgement) -> bool {
+pub fn matches_record(record: &RunRecord, judgement: &Judgement) -> bool {
     record.pre.responses.len() == judgement.pre.len()
         && record.post.responses.len() == judgement.post.len()
         && responses_digest(record) == judgement.responses_sha256
@@ -101,7 +101,7 @@ pub fn attach(dir: &Path, records: &mut [RunRecord]) -> Result<Vec<JudgeInfo>> {
         let log = JsonlLog::open_unique(judgement_file(dir, index), |j: &Judgement| &j.id)?;
         for judgement in log.records() {
             let record = position.get(&judgement.id).map(|&i| &mut records[i]);
-            let Some(record) = record.filter(|r| check(r, judgement)) else {
+            let Some(record) = record.filter(|r| matches_record(r, judgement)) else {
                 return Err(EvalError::StaleJudgement {
                     path: log.path().to_path_buf(),
                     id: judgement.id.clone(),

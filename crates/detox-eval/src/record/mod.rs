@@ -155,6 +155,13 @@ pub struct RunRecord {
     pub notes: Vec<String>,
 }
 
+impl RunRecord {
+    /// Every response of the record: the pre-edit ones, then the post-edit ones, each in metric order.
+    pub fn responses(&self) -> impl Iterator<Item = &JudgedResponse> {
+        self.pre.responses.iter().chain(&self.post.responses)
+    }
+}
+
 /// Degeneration of a record's responses before and after the edit.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SideDegeneration {

@@ -49,10 +49,8 @@ fn filters(records: &[RunRecord]) -> String {
         let _ = write!(html, "<option value=\"{o}\">{o}</option>");
     }
     html.push_str("<option value=\"flagged\">any response flagged</option></select></label>");
-    let judged_twice = records
-        .iter()
-        .flat_map(|r| r.pre.responses.iter().chain(&r.post.responses))
-        .any(|r| !r.other_verdicts.is_empty());
+    let judged_twice =
+        records.iter().flat_map(RunRecord::responses).any(|r| !r.other_verdicts.is_empty());
     if judged_twice {
         html.push_str(
             "<label>Judges <select id=\"filter-judges\"><option value=\"\">all</option>\
@@ -79,7 +77,7 @@ fn record_block(record: &RunRecord) -> String {
         let responses = if side == 0 { &record.pre.responses } else { &record.post.responses };
         responses.iter().enumerate().any(|(i, r)| !response_flags(r, measures(side, i)).is_empty())
     });
-    let disagree = record.pre.responses.iter().chain(&record.post.responses).any(judges_disagree);
+    let disagree = record.responses().any(judges_disagree);
     let mut html = format!(
         "<article class=\"record\" id=\"record-{id}\" data-id=\"{id}\" data-category=\"{category}\" \
          data-outcome=\"{outcome}\" data-flagged=\"{flagged}\" data-disagree=\"{disagree}\"><header><h3>Record {id}</h3>\
