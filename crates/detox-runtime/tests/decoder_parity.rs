@@ -1,27 +1,17 @@
 //! Parity with Hugging Face transformers on tiny random checkpoints of every supported architecture
 //! (fixtures from `tests/fixtures/decoders/generate.py`).
 
+mod common;
+
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use common::{decoder, DECODERS};
 use detox_runtime::{
     generate, CausalLm, FinishReason, ForwardOptions, GenerationConfig, SafetensorsFiles,
 };
 use tch::{Device, Kind, Tensor};
 
-const MODELS: &[&str] = &[
-    "llama",
-    "llama3_tied_sharded",
-    "mistral_window",
-    "qwen2",
-    "qwen3",
-    "olmo2",
-    "gemma2",
-    "gemma3",
-    "gemma3_multimodal",
-    "phi3",
-];
 /// Fixtures whose reference ran transformers' eager attention (Gemma-2's soft-capping), which fills the query
 /// rows of left padding with an average of the values where the fused path gives zeros. Nothing reads those
 /// positions (no real token attends to padding), so there the batch outputs are compared at real tokens only.
@@ -33,23 +23,13 @@ const BF16_RELATIVE_TOLERANCE: f64 = 5e-2;
 
 /// The crate folder holding `tests/fixtures`: `DETOX_CRATE_DIR` when a prebuilt test runs away from its
 /// source tree (the gpu-check bundle), else the one it was compiled in.
-fn crate_dir() -> PathBuf {
-    std::env::var_os("DETOX_CRATE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf())
-}
-
-fn fixture(name: &str) -> PathBuf {
-    crate_dir().join("tests/fixtures/decoders").join(name)
-}
-
 struct Expected {
     tensors: HashMap<String, Tensor>,
     json: serde_json::Value,
 }
 
 fn expected(name: &str) -> Result<Expected> {
-    let dir = fixture(name);
+    let dir = decoder(name);
     let tensors = SafetensorsFiles::open_files(&[dir.join("expected.safetensors")])?
         .load_all(Device::Cpu, None)?;
     let json = serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json"))?)?;
@@ -116,9 +96,9 @@ fn logits_and_hidden_states_match_transformers_on_cuda_in_bf16() -> Result<()> {
 }
 
 fn check_logits_and_hidden_states(device: Device, kind: Kind) -> Result<()> {
-    for name in MODELS {
+    for name in &DECODERS {
         let model =
-            CausalLm::load(fixture(name), device, kind).with_context(|| name.to_string())?;
+            CausalLm::load(decoder(name), device, kind).with_context(|| name.to_string())?;
         let exp = expected(name)?;
         let prompts = prompts(&exp.json);
         let layers = model.config().num_hidden_layers;
@@ -173,8 +153,8 @@ fn check_logits_and_hidden_states(device: Device, kind: Kind) -> Result<()> {
 /// rebuilds it (the step that first passes the pre-training context), as transformers does.
 #[test]
 fn cached_decoding_equals_full_forward_passes() -> Result<()> {
-    for name in MODELS {
-        let model = CausalLm::load(fixture(name), Device::Cpu, Kind::Float)?;
+    for name in &DECODERS {
+        let model = CausalLm::load(decoder(name), Device::Cpu, Kind::Float)?;
         let tokens: Vec<i64> = (0..14).map(|i| 3 + (i * 37) % 120).collect();
         let row = |range: std::ops::Range<usize>| {
             Tensor::from_slice(&tokens[range.clone()]).view([1, range.len() as i64])
@@ -212,7 +192,7 @@ fn cached_decoding_equals_full_forward_passes() -> Result<()> {
 /// `language_model.model.` and its head under `language_model.lm_head`: the same weights load the same model.
 #[test]
 fn gemma3_multimodal_loads_from_the_older_weight_prefix() -> Result<()> {
-    let dir = fixture("gemma3_multimodal");
+    let dir = decoder("gemma3_multimodal");
     let tensors = SafetensorsFiles::open_files(&[dir.join("model.safetensors")])?
         .load_all(Device::Cpu, None)?;
     let renamed: Vec<(String, Tensor)> = tensors
@@ -248,8 +228,8 @@ fn expected_continuations(json: &serde_json::Value, key: &str) -> Vec<(Vec<i64>,
 
 #[test]
 fn greedy_generation_matches_transformers_batched_and_alone() -> Result<()> {
-    for name in MODELS {
-        let model = CausalLm::load(fixture(name), Device::Cpu, Kind::Float)?;
+    for name in &DECODERS {
+        let model = CausalLm::load(decoder(name), Device::Cpu, Kind::Float)?;
         let exp = expected(name)?;
         let prompts = prompts(&exp.json);
         let mut config = GenerationConfig::greedy(
@@ -281,7 +261,7 @@ fn greedy_generation_matches_transformers_batched_and_alone() -> Result<()> {
 
 #[test]
 fn generation_stops_per_row_at_eos_and_stop_checks() -> Result<()> {
-    let model = CausalLm::load(fixture("llama"), Device::Cpu, Kind::Float)?;
+    let model = CausalLm::load(decoder("llama"), Device::Cpu, Kind::Float)?;
     let exp = expected("llama")?;
     let prompts = prompts(&exp.json);
     let full = expected_continuations(&exp.json, "batched");
@@ -316,7 +296,7 @@ fn generation_stops_per_row_at_eos_and_stop_checks() -> Result<()> {
 
 #[test]
 fn seeded_sampling_is_reproducible_and_tiny_top_p_is_greedy() -> Result<()> {
-    let model = CausalLm::load(fixture("mistral_window"), Device::Cpu, Kind::Float)?;
+    let model = CausalLm::load(decoder("mistral_window"), Device::Cpu, Kind::Float)?;
     let exp = expected("mistral_window")?;
     let prompts = prompts(&exp.json);
     let sampled = |seed: u64, top_p: f64| -> Result<Vec<Vec<i64>>> {

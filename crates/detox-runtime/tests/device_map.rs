@@ -3,20 +3,12 @@
 //! On a machine without CUDA only the single-device placement can be built; the CPU + CUDA split runs where a GPU
 //! is present (`cargo test -p detox-runtime --test device_map -- --include-ignored`).
 
-use std::path::{Path, PathBuf};
+mod common;
 
 use anyhow::Result;
+use common::{decoder, DECODERS};
 use detox_runtime::{generate, CausalLm, DeviceMap, ForwardOptions, GenerationConfig, PositionIds};
 use tch::{Device, Kind, Tensor};
-
-/// `DETOX_CRATE_DIR` when a prebuilt test runs away from its source tree (the gpu-check bundle).
-fn fixture(name: &str) -> PathBuf {
-    std::env::var_os("DETOX_CRATE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf())
-        .join("tests/fixtures/decoders")
-        .join(name)
-}
 
 fn padded_batch() -> (Tensor, Tensor) {
     let ids = Tensor::from_slice(&[0i64, 0, 7, 12, 40, 3, 8, 19, 22, 5]).view([2, 5]);
@@ -40,11 +32,11 @@ fn forward_all(model: &CausalLm) -> Result<(Tensor, Vec<Tensor>)> {
 #[test]
 fn explicit_single_device_map_loads_the_same_model() -> Result<()> {
     for name in ["mistral_window", "llama3_tied_sharded", "qwen2"] {
-        let plain = CausalLm::load(fixture(name), Device::Cpu, Kind::Float)?;
+        let plain = CausalLm::load(decoder(name), Device::Cpu, Kind::Float)?;
         let layers = plain.config().num_hidden_layers;
         let map = DeviceMap::balanced(plain.config(), &[Device::Cpu, Device::Cpu])?;
         assert_eq!(map, DeviceMap::single(Device::Cpu, layers));
-        let mapped = CausalLm::load_mapped(fixture(name), &map, Kind::Float)?;
+        let mapped = CausalLm::load_mapped(decoder(name), &map, Kind::Float)?;
         let (a, ha) = forward_all(&plain)?;
         let (b, hb) = forward_all(&mapped)?;
         assert!(a.equal(&b), "{name}: logits differ");
@@ -57,7 +49,7 @@ fn explicit_single_device_map_loads_the_same_model() -> Result<()> {
 #[test]
 fn a_map_for_the_wrong_layer_count_is_refused() -> Result<()> {
     let map = DeviceMap::single(Device::Cpu, 1);
-    let err = CausalLm::load_mapped(fixture("qwen2"), &map, Kind::Float).unwrap_err();
+    let err = CausalLm::load_mapped(decoder("qwen2"), &map, Kind::Float).unwrap_err();
     assert!(err.to_string().contains("places 1 layers"), "{err}");
     Ok(())
 }
@@ -69,7 +61,7 @@ fn a_map_for_the_wrong_layer_count_is_refused() -> Result<()> {
 fn layers_split_over_cpu_and_cuda_match_the_cpu_model() -> Result<()> {
     detox_runtime::load::check_device(Device::Cuda(0))?;
     for name in ["mistral_window", "qwen2"] {
-        let cpu = CausalLm::load(fixture(name), Device::Cpu, Kind::Float)?;
+        let cpu = CausalLm::load(decoder(name), Device::Cpu, Kind::Float)?;
         let config = cpu.config().clone();
         let gpu = Device::Cuda(0);
         let map = DeviceMap {
@@ -79,7 +71,7 @@ fn layers_split_over_cpu_and_cuda_match_the_cpu_model() -> Result<()> {
                 .collect(),
             head: if config.tie_word_embeddings { gpu } else { Device::Cpu },
         };
-        let split = CausalLm::load_mapped(fixture(name), &map, Kind::Float)?;
+        let split = CausalLm::load_mapped(decoder(name), &map, Kind::Float)?;
         assert_eq!(split.parameter_device("model.layers.0.mlp.down_proj.weight")?, Device::Cpu);
         let (a, ha) = forward_all(&cpu)?;
         let (b, hb) = forward_all(&split)?;
@@ -107,20 +99,8 @@ fn layers_split_over_cpu_and_cuda_match_the_cpu_model() -> Result<()> {
 /// (Gemma's four norms per layer and q/k norms, OLMo-2's whole-projection q/k norms, Phi-3's fused projections).
 #[test]
 fn planned_part_sizes_are_the_loaded_parameter_sizes() -> Result<()> {
-    let all = [
-        "llama",
-        "llama3_tied_sharded",
-        "mistral_window",
-        "qwen2",
-        "qwen3",
-        "olmo2",
-        "gemma2",
-        "gemma3",
-        "gemma3_multimodal",
-        "phi3",
-    ];
-    for name in all {
-        let model = CausalLm::load(fixture(name), Device::Cpu, Kind::Float)?;
+    for name in DECODERS {
+        let model = CausalLm::load(decoder(name), Device::Cpu, Kind::Float)?;
         let loaded: u64 = model
             .parameter_names()
             .iter()

@@ -1,15 +1,12 @@
 //! Passes resumed from a frozen prefix equal full forward passes, and logits windows equal the same positions
 //! of the full logits.
 
-use std::path::{Path, PathBuf};
+mod common;
 
 use anyhow::Result;
+use common::decoder;
 use detox_runtime::{CausalLm, ForwardOptions, LogitsSelection, PositionIds, ResumePoint};
 use tch::{Device, Kind, Tensor};
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/decoders").join(name)
-}
 
 /// Two left-padded rows (the first padded by three positions), longer than the sliding-window fixture's window.
 fn padded_batch() -> (Tensor, Tensor) {
@@ -27,7 +24,7 @@ fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
 }
 
 fn check_model(name: &str) -> Result<()> {
-    let model = CausalLm::load(fixture(name), Device::Cpu, Kind::Float)?;
+    let model = CausalLm::load(decoder(name), Device::Cpu, Kind::Float)?;
     let (ids, mask) = padded_batch();
     let options = ForwardOptions {
         attention_mask: Some(&mask),
@@ -92,7 +89,7 @@ fn a_resumed_pass_follows_the_changed_tensor_and_carries_its_gradient() -> Resul
 }
 
 fn follows_the_changed_tensor(fixture_name: &str) -> Result<()> {
-    let mut model = CausalLm::load(fixture(fixture_name), Device::Cpu, Kind::Float)?;
+    let mut model = CausalLm::load(decoder(fixture_name), Device::Cpu, Kind::Float)?;
     let name = "model.layers.1.mlp.down_proj.weight";
     let point = model.resume_point_for(name).expect("a down_proj resumes before itself");
     assert_eq!(point, ResumePoint::DownProjInput(1));
@@ -137,7 +134,7 @@ fn follows_the_changed_tensor(fixture_name: &str) -> Result<()> {
 
 #[test]
 fn resume_points_are_named_by_the_changing_tensor() -> Result<()> {
-    let model = CausalLm::load(fixture("qwen2"), Device::Cpu, Kind::Float)?;
+    let model = CausalLm::load(decoder("qwen2"), Device::Cpu, Kind::Float)?;
     assert_eq!(
         model.resume_point_for("model.layers.0.mlp.down_proj.weight"),
         Some(ResumePoint::DownProjInput(0))
@@ -175,7 +172,7 @@ fn resume_points_are_named_by_the_changing_tensor() -> Result<()> {
     let outside = model.forward_resumed(&prefix, LogitsSelection::Window { start: 2, len: 2 });
     assert!(outside.is_err(), "a window past the end is refused");
     assert!(model.resume_layers(&prefix, 3).is_err(), "no position kept");
-    let phi3 = CausalLm::load(fixture("phi3"), Device::Cpu, Kind::Float)?;
+    let phi3 = CausalLm::load(decoder("phi3"), Device::Cpu, Kind::Float)?;
     assert_eq!(
         phi3.resume_point_for("model.layers.1.mlp.gate_up_proj.weight"),
         Some(ResumePoint::LayerInput(1))

@@ -3,10 +3,13 @@
 //! computes the edited model's logits from it (`tests/fixtures/write_back/`, made by `check.py` there from the
 //! directories this test writes when `DETOX_WRITE_BACK_OUT` names a folder).
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::{ensure, Context, Result};
+use common::decoder;
 use detox_runtime::export::parse_shard_size;
 use detox_runtime::{
     load_model, CausalLm, Error, ForwardOptions, LowRank, SafetensorsFiles, SaveOptions,
@@ -22,10 +25,6 @@ const PROMPT: [i64; 9] = [1, 17, 93, 44, 5, 61, 120, 33, 7];
 
 const DOWN: &str = "model.layers.1.mlp.down_proj.weight";
 const Q: &str = "model.layers.0.self_attn.q_proj.weight";
-
-fn decoder(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/decoders").join(name)
-}
 
 fn write_back_fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
